@@ -1,0 +1,61 @@
+#include "gguf_common.h"
+
+// F32, F16, BF16: one element per "block". Thread t converts elements [8t, min(8t + 8, n)), so the
+// last thread of a launch handles the tail; widening to float is exact and the store rounds once.
+template <typename IN>
+inline float gguf_load(device const IN *p) {
+    return float(*p);
+}
+
+template <typename IN, typename T>
+inline void convert_elements(device const IN *src, device T *dst, ulong first, ulong n) {
+    constexpr ulong S = GGUF_SUB_f32;
+    if (first + S <= n) {
+        float y[S];
+        for (ulong i = 0; i < S; ++i) {
+            y[i] = gguf_load(src + first + i);
+        }
+        gguf_store<T, S>(dst + first, y);
+    } else {
+        for (ulong i = first; i < n; ++i) {
+            dst[i] = T(gguf_load(src + i));
+        }
+    }
+}
+
+#ifdef GGUF_CPU
+
+#define GGUF_CONVERT_KERNELS(NAME, IN)                                                          \
+    template <typename T>                                                                       \
+    inline void cpu_dequantize_##NAME(const uchar *src, T *dst, long t0, long t1, long n) {     \
+        for (long t = t0; t < t1; ++t) {                                                        \
+            convert_elements(reinterpret_cast<const IN *>(src), dst, ulong(t) * GGUF_SUB_##NAME, \
+                             ulong(n));                                                         \
+        }                                                                                       \
+    }
+
+#else
+
+#define GGUF_CONVERT_PARAMS(IN, T)                                                              \
+    device const IN *src [[buffer(0)]], device T *dst [[buffer(1)]],                            \
+        constant ulong &n_elements [[buffer(2)]], uint tid [[thread_position_in_grid]]
+
+#define GGUF_CONVERT_KERNELS(NAME, IN)                                                          \
+    template <typename T>                                                                       \
+    kernel void kernel_dequantize_##NAME(GGUF_CONVERT_PARAMS(IN, T)) {                          \
+        convert_elements(src, dst, ulong(tid) * GGUF_SUB_##NAME, n_elements);                   \
+    }                                                                                           \
+    template [[host_name("dequantize_" #NAME "_f32")]] kernel void                              \
+    kernel_dequantize_##NAME<float>(GGUF_CONVERT_PARAMS(IN, float));                            \
+    template [[host_name("dequantize_" #NAME "_f16")]] kernel void                              \
+    kernel_dequantize_##NAME<half>(GGUF_CONVERT_PARAMS(IN, half));                              \
+    template [[host_name("dequantize_" #NAME "_bf16")]] kernel void                             \
+    kernel_dequantize_##NAME<bfloat>(GGUF_CONVERT_PARAMS(IN, bfloat));
+
+#endif
+
+static_assert(GGUF_SUB_f32 == GGUF_SUB_f16 && GGUF_SUB_f16 == GGUF_SUB_bf16, "one float mapping");
+
+GGUF_CONVERT_KERNELS(f32, float)
+GGUF_CONVERT_KERNELS(f16, half)
+GGUF_CONVERT_KERNELS(bf16, bfloat)

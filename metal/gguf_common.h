@@ -1,0 +1,86 @@
+// Shared by every kernel file: the output store and the kernel entry points.
+//
+// Each <type>.metal file states its block layout once (a struct), defines one decode function
+//     void dequantize_<type>(device const block_<type> *b, ushort sub, thread float *y)
+// that writes the GGUF_SUB_<type> float32 values of sub-block `sub` exactly as ggml's CPU reference
+// computes them, and ends with GGUF_DEQUANT_KERNELS(<type>). The thread mapping is described once,
+// in gguf_dequant/launch.py; gguf_types.h is generated from it.
+//
+// The same files compile in three modes:
+//   - Metal (kernel-builder, torch.mps.compile_shader): entry points `dequantize_<type>_{f32,f16,bf16}`;
+//   - the Linux harness (clang-19, C++ for OpenCL, our metal_stdlib shim): the same entry points;
+//   - the CPU backend (GGUF_CPU defined, plain C++, cpu/shim/metal_stdlib): a function per type that
+//     loops over a range of threads, called from at::parallel_for.
+// Decode functions therefore use scalars and arrays only (no vector types), and read half fields by
+// converting to float first: every product in the formats is exact in float32, so computing in float
+// and rounding once at the store gives ggml's results bit for bit.
+#pragma once
+
+#include <metal_stdlib>
+#include "gguf_types.h"
+
+using namespace metal;
+
+// Store N decoded values as T (float, half or bfloat), rounding to nearest even once.
+template <typename T, int N>
+inline void gguf_store(device T *dst, thread const float *y) {
+#ifdef GGUF_CPU
+    for (int i = 0; i < N; ++i) {
+        dst[i] = T(y[i]);
+    }
+#else
+    // Wide stores; the host guarantees dst is aligned to 4 elements.
+    device vec<T, 4> *dst4 = reinterpret_cast<device vec<T, 4> *>(dst);
+    for (int i = 0; i < N / 4; ++i) {
+        vec<T, 4> v;
+        v.x = T(y[4 * i + 0]);
+        v.y = T(y[4 * i + 1]);
+        v.z = T(y[4 * i + 2]);
+        v.w = T(y[4 * i + 3]);
+        dst4[i] = v;
+    }
+#endif
+}
+
+#ifdef GGUF_CPU
+
+// CPU: decode threads [t0, t1) of the launch description into dst (n_elements is for the float
+// types' tail; quantized types always cover whole blocks).
+#define GGUF_DEQUANT_KERNELS(NAME)                                                              \
+    template <typename T>                                                                       \
+    inline void cpu_dequantize_##NAME(const uchar *src, T *dst, long t0, long t1, long) {       \
+        constexpr long SUBS = GGUF_QK_##NAME / GGUF_SUB_##NAME;                                 \
+        const block_##NAME *blocks = reinterpret_cast<const block_##NAME *>(src);               \
+        for (long t = t0; t < t1; ++t) {                                                        \
+            float y[GGUF_SUB_##NAME];                                                           \
+            dequantize_##NAME(blocks + t / SUBS, ushort(t % SUBS), y);                          \
+            gguf_store<T, GGUF_SUB_##NAME>(dst + t * GGUF_SUB_##NAME, y);                       \
+        }                                                                                       \
+    }
+
+#else
+
+#define GGUF_KERNEL_PARAMS(NAME, T)                                                             \
+    device const block_##NAME *src [[buffer(0)]], device T *dst [[buffer(1)]],                 \
+        constant ulong &n_elements [[buffer(2)]], uint tid [[thread_position_in_grid]]
+
+// Metal: one kernel template per type, instantiated for each output type.
+#define GGUF_DEQUANT_KERNELS(NAME)                                                              \
+    template <typename T>                                                                       \
+    kernel void kernel_dequantize_##NAME(GGUF_KERNEL_PARAMS(NAME, T)) {                         \
+        if (ulong(tid) * GGUF_SUB_##NAME >= n_elements) {                                       \
+            return;                                                                             \
+        }                                                                                       \
+        constexpr uint SUBS = GGUF_QK_##NAME / GGUF_SUB_##NAME;                                 \
+        float y[GGUF_SUB_##NAME];                                                               \
+        dequantize_##NAME(src + tid / SUBS, ushort(tid % SUBS), y);                             \
+        gguf_store<T, GGUF_SUB_##NAME>(dst + ulong(tid) * GGUF_SUB_##NAME, y);                  \
+    }                                                                                           \
+    template [[host_name("dequantize_" #NAME "_f32")]] kernel void                              \
+    kernel_dequantize_##NAME<float>(GGUF_KERNEL_PARAMS(NAME, float));                           \
+    template [[host_name("dequantize_" #NAME "_f16")]] kernel void                              \
+    kernel_dequantize_##NAME<half>(GGUF_KERNEL_PARAMS(NAME, half));                             \
+    template [[host_name("dequantize_" #NAME "_bf16")]] kernel void                             \
+    kernel_dequantize_##NAME<bfloat>(GGUF_KERNEL_PARAMS(NAME, bfloat));
+
+#endif
