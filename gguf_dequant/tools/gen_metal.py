@@ -3,8 +3,10 @@
     python -m gguf_dequant.tools.gen_metal          # write the headers
     python -m gguf_dequant.tools.gen_metal --check  # exit 1 if a committed header is stale
 
-Outputs: ``metal/gguf_types.h`` (X-macros with id, name, block geometry and elements per thread) and
-``metal/gguf_tables.h`` (IQ grids, sign and value tables, from gguf-py's data via ``gguf_dequant.tables``).
+Outputs: ``metal/gguf_types.h`` (X-macros with id, name, block geometry and elements per thread),
+``metal/gguf_tables.h`` (IQ grids, sign and value tables, from gguf-py's data via ``gguf_dequant.tables``),
+``cpu/gguf_kernels.h`` (the CPU backend's list of kernel files) and ``torch-ext/gguf_dequant/_types.py``
+(the Hub package's type table; it may import nothing but torch and itself).
 """
 
 from __future__ import annotations
@@ -66,9 +68,30 @@ def tables_header() -> str:
     return "\n".join(parts)
 
 
+def kernel_files() -> list[str]:
+    """Every kernel file, in registry order: float.metal for the float types, <name>.metal for the rest."""
+    names = ["float"] + [t.name.lower() for t in SUPPORTED.values() if t.name not in FLOAT_TYPES]
+    return [f"{n}.metal" for n in names]
+
+
+def cpu_kernels_header() -> str:
+    lines = [HEADER.format(src="types.py"), "#pragma once", "",
+             "// Every kernel file compiled as C++ for the CPU backend.", "#define GGUF_CPU 1"]
+    lines += [f'#include "{f}"' for f in kernel_files()]
+    return "\n".join(lines) + "\n"
+
+
+def hub_types_module() -> str:
+    rows = "\n".join(f"    ({t.id}, {t.name!r}, {t.block_elems}, {t.block_bytes})," for t in SUPPORTED.values())
+    return (f'"""{HEADER.format(src="types.py").strip("/ ").strip()}\n\nThe type table of the Hub package: '
+            f'(id, name, elements per block, bytes per block)."""\n\nTYPES = (\n{rows}\n)\n')
+
+
 OUTPUTS = {
     "metal/gguf_types.h": types_header,
     "metal/gguf_tables.h": tables_header,
+    "cpu/gguf_kernels.h": cpu_kernels_header,
+    "torch-ext/gguf_dequant/_types.py": hub_types_module,
 }
 
 

@@ -1,0 +1,107 @@
+"""The type registry, the generated copies of it and of the lookup tables, and build.toml."""
+
+import tomllib
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from gguf_dequant import tables
+from gguf_dequant.launch import ELEMS_PER_THREAD
+from gguf_dequant.tools import gen_metal
+from gguf_dequant.types import GGML_TYPE_COUNT, SUPPORTED, QuantType, UnsupportedTypeError, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_28_supported_types_with_gguf_py_geometry():
+    assert len(SUPPORTED) == 28
+    for t in SUPPORTED.values():
+        if t.name == "Q2_0":  # not in gguf-py 0.19.0
+            assert (t.id, t.block_elems, t.block_bytes) == (42, 64, 18)
+            continue
+        g = gguf.GGMLQuantizationType[t.name]
+        assert g.value == t.id
+        assert gguf.GGML_QUANT_SIZES[g] == (t.block_elems, t.block_bytes)
+
+
+@pytest.mark.parametrize("spelling", [12, "Q4_K", "q4_k", " q4_K ", "GGML_TYPE_Q4_K",
+                                      gguf.GGMLQuantizationType.Q4_K, np.int64(12)])
+def test_resolve_spellings(spelling):
+    assert resolve(spelling) == SUPPORTED[12]
+    assert isinstance(resolve(spelling), QuantType)
+
+
+@pytest.mark.parametrize("type_id, reason", [
+    (4, "removed"), (5, "removed"), (9, "intermediate"), (15, "intermediate"), (24, "integer"),
+    (28, "F64"), (31, "removed"), (33, "removed"), (36, "removed"), (38, "removed"),
+    (43, "unknown"), (142, "unknown"), (-1, "unknown")])
+def test_refused_ids_name_the_id_and_reason(type_id, reason):
+    with pytest.raises(UnsupportedTypeError) as err:
+        resolve(type_id)
+    assert f"id {type_id}" in str(err.value) and reason in str(err.value)
+
+
+@pytest.mark.parametrize("bad", ["Q8_1", "q8_k", "i32", "Q3_0", ""])
+def test_refused_names(bad):
+    with pytest.raises(UnsupportedTypeError, match=repr(bad)):
+        resolve(bad)
+
+
+@pytest.mark.parametrize("bad", [1.0, True, None, b"Q4_0"])
+def test_refused_non_type_arguments(bad):
+    with pytest.raises(TypeError, match="GGML type"):
+        resolve(bad)
+
+
+def test_every_id_is_known():
+    for type_id in range(GGML_TYPE_COUNT):
+        try:
+            resolve(type_id)
+        except UnsupportedTypeError as e:
+            assert "unknown" not in str(e), type_id
+
+
+def test_launch_description_divides_blocks():
+    for t in SUPPORTED.values():
+        s = ELEMS_PER_THREAD[t.name]
+        assert t.block_elems == 1 or (t.block_elems % s == 0 and s % 4 == 0), t.name
+
+
+def test_generated_files_are_current():
+    assert gen_metal.main(["--check"]) == 0, "run python -m gguf_dequant.tools.gen_metal"
+
+
+def test_generated_tables_match_gguf_py_bytes():
+    """The C tables hold exactly gguf-py's grid values (parsed back from the generated header)."""
+    text = (ROOT / "metal" / "gguf_tables.h").read_text()
+    for name in ("iq2xxs", "iq2xs", "iq2s", "iq3xxs", "iq3s", "iq1s"):
+        start = text.index(f"{name}_grid[")
+        body = text[text.index("{", start):text.index("};", start)]
+        values = np.array([int(v) for v in body.replace("{", " ").replace("}", " ").replace(",", " ").split()])
+        assert np.array_equal(values, tables.grid(name).ravel()), name
+    gguf.quants.IQ2_S.init_grid()
+    assert tables.grid("iq2s").shape == (1024, 8) and tables.grid("iq1s").shape == (2048, 8)
+
+
+def test_build_toml_parses_and_lists_every_source():
+    from kernels import _rust
+
+    build = _rust.Build.open(str(ROOT))
+    assert {str(b) for b in build.general.backends} >= {"Cpu", "Metal"} or len(build.general.backends) == 2
+    config = tomllib.loads((ROOT / "build.toml").read_text())
+    assert config["general"]["name"] == "gguf-dequant" and config["general"]["edition"] == 5
+    listed = set(config["torch"]["src"])
+    for kernel in config["kernel"].values():
+        listed |= set(kernel["src"])
+        for d in kernel.get("include", []):
+            assert (ROOT / d).is_dir(), d
+    for src in listed:
+        assert (ROOT / src).is_file(), f"build.toml names {src}, which does not exist"
+    metal_src = set(config["kernel"]["gguf_dequant_metal"]["src"])
+    cpu_src = set(config["kernel"]["gguf_dequant_cpu"]["src"])
+    for f in (ROOT / "metal").glob("*.metal"):
+        rel = f"metal/{f.name}"
+        assert rel in metal_src and rel in cpu_src, f"{rel} is not listed in build.toml"
+    assert sorted(f"metal/{f}" for f in gen_metal.kernel_files()) == sorted(s for s in metal_src if s.endswith(".metal"))
