@@ -1,0 +1,804 @@
+"""Linux shader harness: compile a .metal file with clang-19 as C++ for OpenCL and run its kernels on the CPU.
+
+The .metal file is compiled against our own ``harness/shim/metal_stdlib`` in strict mode (real address
+spaces, no ``double``; msl-on-linux.md sections 2-4). Kernel entry points are found in the *preprocessed*
+source (the GGUF_*_KERNELS macros produce them), ``[[host_name("...")]]`` is blanked (column-preserving,
+the only rewrite) and an ``extern "C"`` launcher is generated per host name. A launcher loops over
+threadgroups and their threads serially with Metal ``dispatchThreads`` semantics (threads outside the
+grid of a partial last group are skipped) and fills ``thread_position_in_grid`` and friends.
+
+Buffers are copied into memory placed flush against ``PROT_NONE`` guard pages (one before, one after),
+so an out-of-bounds access faults at once (``faulthandler`` prints the Python stack). Output buffers
+(non-const ``device`` parameters) are pre-filled with a poison byte; elements still all-poison after the
+run are reported as unwritten. Builds are cached by content hash under ``<repo>/.cache/msl/``.
+
+    lib = compile("metal/q4_0.metal")
+    res = lib.dispatch_threads("dequantize_q4_0_f32", [src, dst, np.uint64(n)], threads=t, group=256)
+    dequantize("Q4_0", raw_bytes, torch.float16)      # the whole launch as gguf_dequant.launch describes it
+
+CLI: ``python -m gguf_dequant.tools.msl_harness metal/q4_0.metal [--ubsan] [--run Q4_0 --blocks N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import faulthandler
+import functools
+import hashlib
+import json
+import mmap
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+METAL = ROOT / "metal"
+SHIM = ROOT / "harness" / "shim"
+CACHE = Path(os.environ.get("MSL_CACHE", ROOT / ".cache" / "msl"))
+CLANG = os.environ.get("MSL_CLANG", "clang-19")
+HARNESS_VERSION = "1"  # bump when the generated code changes
+
+# msl-on-linux.md 2.2, strict ("OCL") mode.
+OCL_FLAGS = ["-x", "clcpp", "-cl-std=clc++2021", "-cl-no-stdinc", "-target", "x86_64-linux-gnu",
+             "-Xclang", "-cl-ext=-cl_khr_fp64,-__opencl_c_fp64"]
+COMMON_FLAGS = ["-fPIC", "-O2", "-Wall", "-Wno-unknown-attributes", "-Wno-unused-function",
+                "-fno-fast-math", "-ffp-contract=off"]
+UBSAN_FLAGS = ["-fsanitize=undefined"]  # with the shared UBSan runtime; reports become MslError
+MARK = "__msl_kernel"  # what `kernel` expands to when the shim is asked to mark entry points
+
+SIMD_WIDTH = 32
+MAX_THREADS_PER_GROUP = 1024
+
+if not faulthandler.is_enabled():
+    faulthandler.enable()
+
+
+class MslError(RuntimeError):
+    """A .metal file could not be prepared, compiled or launched."""
+
+
+def available() -> bool:
+    """True if clang-19 is installed (the harness needs nothing else)."""
+    return shutil.which(CLANG) is not None
+
+
+@functools.cache
+def _clang_version() -> str:
+    return subprocess.run([CLANG, "--version"], capture_output=True, text=True, check=True).stdout
+
+
+@functools.cache
+def compiler_rt_builtins() -> str:
+    """libclang_rt.builtins-x86_64.a: bf16 conversions (__truncsfbf2) are missing from libgcc 12."""
+    out = subprocess.run([CLANG, "-print-libgcc-file-name", "--rtlib=compiler-rt"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(out).exists():
+        raise MslError(f"compiler-rt builtins not found at {out} (install libclang-rt-19-dev)")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Preprocessing and parsing
+# ----------------------------------------------------------------------------------------------------
+
+def preprocess(path, include_dirs=(), defines=(), source: str | None = None) -> str:
+    """``clang-19 -E`` in strict mode with the shim, entry points marked by ``__msl_kernel``."""
+    path = Path(path)
+    cmd = [CLANG, *OCL_FLAGS, f"-I{SHIM}", f"-I{path.parent}", *[f"-I{d}" for d in include_dirs],
+           "-DMSL_HARNESS_MARK_KERNELS=1", *[f"-D{d}" for d in defines], "-E"]
+    if source is None:
+        cmd.append(str(path))
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    else:
+        cmd += ["-"]
+        proc = subprocess.run(cmd, input=source, capture_output=True, text=True)
+    if proc.returncode:
+        raise MslError(f"preprocessing {path} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+_LINEMARK = re.compile(r'^#\s*(?:line\s+)?(\d+)\s+"((?:[^"\\]|\\.)*)"[^\n]*$', re.M)
+
+
+def mask(text: str) -> str:
+    """Same-length copy of preprocessed text with line markers, pragmas, comments, string and character
+    literals blanked, for structural scanning."""
+    out = list(text)
+    i, n = 0, len(text)
+    line_start = True
+    while i < n:
+        c = text[i]
+        if line_start and c == "#":
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            out[i:j] = " " * (j - i)
+            i = j
+            continue
+        if c == "\n":
+            line_start = True
+            i += 1
+            continue
+        if c in " \t":
+            i += 1
+            continue
+        line_start = False
+        if c == "/" and text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            out[i:j] = " " * (j - i)
+            i = j
+        elif c == "/" and text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out[i:j] = [ch if ch == "\n" else " " for ch in text[i:j]]
+            i = j
+        elif c in "\"'":
+            j = i + 1
+            while j < n and text[j] != c and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            out[i + 1:j] = " " * (j - i - 1)
+            i = j + 1
+        else:
+            i += 1
+    return "".join(out)
+
+
+class LineMap:
+    """Maps offsets in preprocessed text to (original file, line) through the line markers."""
+
+    def __init__(self, text: str):
+        self.starts: list[int] = []
+        self.entries: list[tuple[str, int]] = []  # (file, line of the text following the marker)
+        for m in _LINEMARK.finditer(text):
+            self.starts.append(m.end() + 1)
+            self.entries.append((m.group(2).encode().decode("unicode_escape"), int(m.group(1))))
+        self.text = text
+
+    def locate(self, offset: int) -> tuple[str, int]:
+        import bisect
+        k = bisect.bisect_right(self.starts, offset) - 1
+        if k < 0:
+            return "<unknown>", self.text.count("\n", 0, offset) + 1
+        file, line = self.entries[k]
+        return file, line + self.text.count("\n", self.starts[k], offset)
+
+
+@dataclasses.dataclass
+class Param:
+    index: int
+    text: str            # declaration text without attributes (preprocessed spelling)
+    attr: str | None     # "buffer", "thread_position_in_grid", ...
+    attr_arg: int | None
+    offset: int
+
+    @property
+    def type_text(self) -> str:
+        return re.sub(r"\b[A-Za-z_]\w*\s*(\[[^\]]*\]\s*)*$", "", self.text.strip()).strip() or self.text.strip()
+
+    @property
+    def is_pointer(self) -> bool:
+        return "*" in self.type_text
+
+    @property
+    def is_reference(self) -> bool:
+        return "&" in self.type_text
+
+    @property
+    def address_space(self) -> str | None:
+        m = re.search(r"\b__(global|constant|local|private|generic)\b", self.type_text)
+        return m.group(1) if m else None
+
+    @property
+    def writable(self) -> bool:
+        """A device buffer the kernel may write (non-const pointee)."""
+        if not (self.is_pointer or self.is_reference) or self.address_space != "global":
+            return False
+        pointee = re.split(r"[*&]", self.type_text)[0]
+        return not re.search(r"\bconst\b", pointee)
+
+
+@dataclasses.dataclass
+class Kernel:
+    name: str
+    template: bool
+    params: list[Param]
+    offset: int
+    host_name: str | None = None  # a host_name attribute on a non-template definition
+
+
+@dataclasses.dataclass
+class Entry:
+    host_name: str
+    function: str
+    targs: str | None
+    kernel: Kernel
+
+
+def _match(masked: str, i: int, open_c: str, close_c: str) -> int:
+    """Index just past the bracket matching masked[i] == open_c."""
+    depth = 0
+    for j in range(i, len(masked)):
+        c = masked[j]
+        if c == open_c:
+            depth += 1
+        elif c == close_c:
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    raise MslError(f"unbalanced {open_c}{close_c} at offset {i}")
+
+
+def _split_params(masked: str, start: int, stop: int) -> list[tuple[int, int]]:
+    spans, depth, s = [], 0, start
+    for j in range(start, stop):
+        c = masked[j]
+        if c in "([{<":
+            depth += 1
+        elif c in ")]}>":
+            depth -= 1
+        elif c == "," and depth == 0:
+            spans.append((s, j))
+            s = j + 1
+    if masked[s:stop].strip():
+        spans.append((s, stop))
+    return spans
+
+
+_ATTR = re.compile(r"\[\[(.*?)\]\]", re.S)
+_HOST_NAME = re.compile(r'\[\[\s*host_name\s*\(\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\)\s*\]\]')
+
+
+def _parse_params(text: str, masked: str, start: int, stop: int) -> list[Param]:
+    params = []
+    for k, (a, b) in enumerate(_split_params(masked, start, stop)):
+        seg = text[a:b]
+        attr = attr_arg = None
+        for m in _ATTR.finditer(seg):
+            am = re.match(r"\s*([A-Za-z_][\w:]*)\s*(?:\(\s*(\d+)\s*\))?\s*$", m.group(1))
+            if am:
+                attr = am.group(1)
+                attr_arg = int(am.group(2)) if am.group(2) else None
+        clean = _ATTR.sub(lambda m: " " * len(m.group()), seg)
+        if clean.strip() in ("", "void"):
+            continue
+        params.append(Param(k, " ".join(clean.split()), attr, attr_arg, a))
+    return params
+
+
+def _string_value(literals: str) -> str:
+    return "".join(bytes(s, "utf-8").decode("unicode_escape") for s in re.findall(r'"((?:[^"\\]|\\.)*)"', literals))
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A .metal file preprocessed, parsed and rewritten so that clang accepts it."""
+    path: Path
+    pre: str            # preprocessed text (entry points marked)
+    source: str         # compilable text: marks and host_name attributes blanked
+    kernels: dict[str, Kernel]
+    entries: list[Entry]
+    lines: LineMap
+
+
+def parse(path, pre: str) -> Prepared:
+    masked = mask(pre)
+    # host_name attributes (string literals are blanked in `masked`, so search the text; skip line markers)
+    src = list(pre)
+    kernels: dict[str, Kernel] = {}
+    insts: list[tuple[str, str, str | None]] = []
+    for m in re.finditer(r"\b" + MARK + r"\b", masked):
+        k0 = m.start()
+        src[k0:m.end()] = " " * (m.end() - k0)
+        # what precedes: `template <...>`, `template [[host_name(..)]]`, or `[[host_name(..)]]`
+        prev_end = max(masked.rfind(";", 0, k0), masked.rfind("}", 0, k0), masked.rfind("{", 0, k0))
+        head = masked[prev_end + 1:k0]
+        host = None
+        hm = None
+        for hm in _HOST_NAME.finditer(pre, prev_end + 1, k0):
+            host = _string_value(hm.group(1))
+            src[hm.start():hm.end()] = " " * (hm.end() - hm.start())
+        explicit = re.match(r"\s*template\s*(\[\[.*\]\])?\s*$", head, re.S) is not None
+        # after the mark: return type, name, optional <targs>, then ( params ) or ;
+        rest = re.compile(r"\s*([A-Za-z_]\w*)\s+([A-Za-z_]\w*)\s*").match(masked, m.end())
+        if not rest:
+            raise MslError(f"{path}: cannot parse the kernel declaration at offset {k0}")
+        name = rest.group(2)
+        j = rest.end()
+        targs = None
+        if masked[j] == "<":
+            e = _match(masked, j, "<", ">")
+            targs = " ".join(pre[j + 1:e - 1].split())
+            j = e
+            while masked[j].isspace():
+                j += 1
+        if explicit:
+            if host is None:
+                raise MslError(f"{path}: explicit kernel instantiation of {name} without [[host_name]]")
+            insts.append((host, name, targs))
+            continue
+        if masked[j] != "(":
+            raise MslError(f"{path}: expected a parameter list after kernel {name}")
+        e = _match(masked, j, "(", ")")
+        params = _parse_params(pre, masked, j + 1, e - 1)
+        is_template = re.search(r"\btemplate\s*<", head) is not None
+        kernels[name] = Kernel(name, is_template, params, k0, host)
+    entries = []
+    for name, k in kernels.items():
+        if not k.template:
+            entries.append(Entry(k.host_name or name, name, None, k))
+    for host, name, targs in insts:
+        if name not in kernels:
+            raise MslError(f"{path}: host_name {host!r} instantiates {name}, whose definition was not found")
+        entries.append(Entry(host, name, targs, kernels[name]))
+    seen = set()
+    for e in entries:
+        if e.host_name in seen:
+            raise MslError(f"{path}: duplicate host name {e.host_name!r}")
+        seen.add(e.host_name)
+    return Prepared(Path(path), pre, "".join(src), kernels, entries, LineMap(pre))
+
+
+def prepare(path, include_dirs=(), defines=(), source: str | None = None) -> Prepared:
+    return parse(path, preprocess(path, include_dirs, defines, source))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------------
+
+_LAUNCH_PRELUDE = r"""
+// ---- generated by gguf_dequant.tools.msl_harness ----
+namespace msl_harness {
+template <typename F> struct fn;
+template <typename R, typename... A> struct fn<R(A...)> {
+    template <int I> using arg = __type_pack_element<I, A...>;
+};
+template <typename P> struct bind { static P get(ulong a) { return reinterpret_cast<P>(a); } };
+template <typename T> struct bind<T &> { static T &get(ulong a) { return *reinterpret_cast<T *>(a); } };
+template <typename P> struct pos { static P get(metal::uint3 v) { return P(v.x); } };
+template <typename E, int N> struct pos<E __attribute__((ext_vector_type(N)))> {
+    static metal::vec<E, N> get(metal::uint3 v) {
+        metal::vec<E, N> r;
+        for (int i = 0; i < N; ++i) r[i] = E(v[i]);
+        return r;
+    }
+};
+}  // namespace msl_harness
+"""
+
+# attribute -> (expression, is a vector position)
+_POSITIONS = {
+    "thread_position_in_grid": ("gpos", True),
+    "threadgroup_position_in_grid": ("tg", True),
+    "thread_position_in_threadgroup": ("tt", True),
+    "threads_per_threadgroup": ("tsz", True),
+    "dispatch_threads_per_threadgroup": ("tdecl", True),
+    "threadgroups_per_grid": ("ngroups", True),
+    "threads_per_grid": ("grid", True),
+    "thread_index_in_threadgroup": ("tidx", False),
+    "thread_index_in_simdgroup": (f"tidx % {SIMD_WIDTH}", False),
+    "simdgroup_index_in_threadgroup": ("tidx / %d" % SIMD_WIDTH, False),
+    "threads_per_simdgroup": (str(SIMD_WIDTH), False),
+    "thread_execution_width": (str(SIMD_WIDTH), False),
+    "simdgroups_per_threadgroup": ("(tcount + %d) / %d" % (SIMD_WIDTH - 1, SIMD_WIDTH), False),
+}
+
+
+def _launcher(k: int, e: Entry) -> str:
+    fn = e.function + (f"<{e.targs}>" if e.targs else "")
+    args = []
+    for i, p in enumerate(e.kernel.params):
+        ptype = f"msl_harness::fn<F{k}>::arg<{i}>" if e.targs else p.type_text
+        if p.attr == "buffer":
+            args.append(f"msl_harness::bind<{ptype}>::get(bufs[{p.attr_arg}])")
+        elif p.attr in _POSITIONS:
+            expr, is_vec = _POSITIONS[p.attr]
+            args.append(f"msl_harness::pos<{ptype}>::get({expr})" if is_vec else f"({ptype})({expr})")
+        else:
+            raise MslError(f"{e.host_name}: parameter {p.text!r} has attribute {p.attr!r}, which the serial "
+                           "launcher cannot provide (threadgroup memory, textures, ... are not emulated)")
+    typedef = f"typedef decltype({fn}) F{k};\n" if e.targs else ""
+    return f"""{typedef}extern "C" void msl_launch_{k}(const ulong *bufs, const uint *dims) {{
+    const metal::uint3 ngroups = {{dims[0], dims[1], dims[2]}};
+    const metal::uint3 tdecl = {{dims[3], dims[4], dims[5]}};
+    const metal::uint3 grid = {{dims[6], dims[7], dims[8]}};
+    for (uint gz = 0; gz < ngroups.z; ++gz)
+    for (uint gy = 0; gy < ngroups.y; ++gy)
+    for (uint gx = 0; gx < ngroups.x; ++gx) {{
+        const metal::uint3 tg = {{gx, gy, gz}};
+        metal::uint3 tsz;
+        for (int d = 0; d < 3; ++d) {{
+            const uint left = grid[d] - tg[d] * tdecl[d];
+            tsz[d] = left < tdecl[d] ? left : tdecl[d];
+        }}
+        const uint tcount = tsz.x * tsz.y * tsz.z;
+        (void)tcount;
+        for (uint tz = 0; tz < tsz.z; ++tz)
+        for (uint ty = 0; ty < tsz.y; ++ty)
+        for (uint tx = 0; tx < tsz.x; ++tx) {{
+            const metal::uint3 tt = {{tx, ty, tz}};
+            const metal::uint3 gpos = tg * tdecl + tt;
+            const uint tidx = tx + tsz.x * (ty + tsz.y * tz);
+            (void)gpos; (void)tidx;
+            {fn}({", ".join(args)});
+        }}
+    }}
+}}
+"""
+
+
+def generate(prep: Prepared) -> str:
+    """The compilable translation unit: the rewritten source plus one launcher per host name."""
+    parts = [prep.source, _LAUNCH_PRELUDE]
+    for k, e in enumerate(prep.entries):
+        parts.append(_launcher(k, e))
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building
+# ----------------------------------------------------------------------------------------------------
+
+def _inputs_digest(path: Path, flags: list[str]) -> str:
+    h = hashlib.sha256()
+    h.update(HARNESS_VERSION.encode() + Path(__file__).read_bytes() + _clang_version().encode())
+    h.update(" ".join(flags).encode())
+    deps = [path] + sorted(path.parent.glob("*.h")) + sorted(p for p in SHIM.rglob("*") if p.is_file())
+    for p in deps:
+        h.update(str(p.name).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def _run(cmd, what):
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise MslError(f"{what} failed ({' '.join(cmd)}):\n{proc.stderr}")
+    return proc
+
+
+def build(path, ubsan: bool = False, extra_flags=()) -> tuple[Path, dict]:
+    """Compile (or reuse from the cache) one .metal file; returns (shared library, manifest)."""
+    path = Path(path).resolve()
+    flags = [*OCL_FLAGS, *COMMON_FLAGS, *(UBSAN_FLAGS if ubsan else []), *extra_flags]
+    digest = _inputs_digest(path, flags)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    stem = CACHE / f"{path.stem}{'-ubsan' if ubsan else ''}-{digest}"
+    so, manifest_path = stem.with_suffix(".so"), stem.with_suffix(".json")
+    if so.exists() and manifest_path.exists():
+        return so, json.loads(manifest_path.read_text())
+    prep = prepare(path)
+    gen = stem.with_suffix(".gen.cpp")
+    gen.write_text(generate(prep))
+    tmp = f"{stem}.{os.getpid()}"
+    _run([CLANG, *flags, f"-I{SHIM}", "-c", str(gen), "-o", tmp + ".o"], f"compiling {path}")
+    rt = compiler_rt_builtins()
+    san = [*UBSAN_FLAGS, "-shared-libsan", f"-Wl,-rpath,{Path(rt).parent}"] if ubsan else []
+    _run([CLANG, "-shared", "-fPIC", *san, tmp + ".o", "-o", tmp + ".so",
+          rt, "-lm"], f"linking {path}")
+    os.unlink(tmp + ".o")
+    manifest = {
+        "source": str(path),
+        "entries": [
+            {"host_name": e.host_name, "symbol": f"msl_launch_{k}", "function": e.function, "targs": e.targs,
+             "params": [dataclasses.asdict(p) | {"writable": p.writable, "type": p.type_text}
+                        for p in e.kernel.params]}
+            for k, e in enumerate(prep.entries)],
+    }
+    Path(tmp + ".json").write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp + ".so", so)
+    os.replace(tmp + ".json", manifest_path)
+    return so, manifest
+
+
+# ----------------------------------------------------------------------------------------------------
+# Guarded buffers
+# ----------------------------------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+PAGE = mmap.PAGESIZE
+CANARY = 0xA5
+
+
+class GuardedBuffer:
+    """``nbytes`` of memory flush against a PROT_NONE page (after it by default, or before it with
+    ``flush="start"``); the other side has a guard page too, with the alignment gap filled with a canary
+    that is checked after the run."""
+
+    def __init__(self, nbytes: int, align: int = 16, flush: str = "end"):
+        self.nbytes = nbytes
+        self.region = -(-max(nbytes, 1) // PAGE) * PAGE
+        self.total = self.region + 2 * PAGE
+        base = _libc.mmap(None, self.total, mmap.PROT_READ | mmap.PROT_WRITE,
+                          mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+        if base in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap failed")
+        self.base = base
+        for guard in (base, base + PAGE + self.region):
+            if _libc.mprotect(guard, PAGE, 0):  # PROT_NONE
+                raise OSError(ctypes.get_errno(), "mprotect failed")
+        lo, hi = base + PAGE, base + PAGE + self.region
+        self.addr = lo if flush == "start" else (hi - nbytes) & ~(align - 1)
+        self._lo, self._hi = lo, hi
+        self.view()[:] = CANARY
+
+    def view(self) -> np.ndarray:
+        """The whole accessible region (gap + data + slack) as uint8."""
+        return np.ctypeslib.as_array((ctypes.c_ubyte * self.region).from_address(self._lo))
+
+    def data(self) -> np.ndarray:
+        off = self.addr - self._lo
+        return self.view()[off:off + self.nbytes]
+
+    def canary_ok(self) -> bool:
+        v = self.view()
+        off = self.addr - self._lo
+        return bool((v[:off] == CANARY).all() and (v[off + self.nbytes:] == CANARY).all())
+
+    def free(self):
+        if self.base:
+            _libc.munmap(self.base, self.total)
+            self.base = 0
+
+
+@dataclasses.dataclass
+class DispatchResult:
+    buffers: list            # numpy arrays (copies of the buffers after the run), index = buffer index
+    unwritten: dict          # buffer index -> number of output elements still all-poison
+    poison: int
+
+
+def _as_bytes(obj) -> tuple[np.ndarray, int, object]:
+    """(uint8 view of a contiguous copy, element size, the original object for write-back)."""
+    try:
+        import torch
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            return t.reshape(-1).view(torch.uint8).numpy().copy(), t.element_size(), obj
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, np.generic):
+        return np.frombuffer(np.array(obj).tobytes(), np.uint8).copy(), obj.itemsize, None
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return np.frombuffer(bytes(obj), np.uint8).copy(), 1, obj
+    if isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj)
+        return a.reshape(-1).view(np.uint8).copy(), a.itemsize, obj
+    raise TypeError(f"buffer must be a numpy array/scalar, bytes or a torch tensor, got {type(obj).__name__}")
+
+
+def _write_back(orig, data: np.ndarray):
+    try:
+        import torch
+        if isinstance(orig, torch.Tensor):
+            if orig.is_contiguous() and orig.device.type == "cpu":
+                orig.reshape(-1).view(torch.uint8).copy_(torch.from_numpy(data))
+            return
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(orig, bytearray):
+        orig[:] = data.tobytes()
+    elif isinstance(orig, np.ndarray) and orig.flags.writeable and orig.flags.c_contiguous:
+        orig.reshape(-1).view(np.uint8)[:] = data
+
+
+def _dims3(x) -> tuple[int, int, int]:
+    t = (x,) if isinstance(x, (int, np.integer)) else tuple(x)
+    if not 1 <= len(t) <= 3:
+        raise ValueError(f"sizes have 1 to 3 dimensions, got {x!r}")
+    return tuple(int(v) for v in t) + (1,) * (3 - len(t))
+
+
+class Library:
+    """A compiled .metal file: ``entries`` maps host names to their manifest entries."""
+
+    def __init__(self, so: Path, manifest: dict):
+        self.path = so
+        self.manifest = manifest
+        self.lib = ctypes.CDLL(str(so))
+        self.ubsan_log = None
+        if "-ubsan-" in so.name:
+            # Send UBSan reports to a file per process, so that each dispatch can raise them.
+            log = CACHE / "ubsan-log"
+            getattr(self.lib, "__sanitizer_set_report_path")(str(log).encode())
+            self.ubsan_log = Path(f"{log}.{os.getpid()}")
+        self.entries = {e["host_name"]: e for e in manifest["entries"]}
+
+    def __contains__(self, name):
+        return name in self.entries
+
+    def dispatch_threads(self, name, buffers, threads, group, **kw) -> DispatchResult:
+        """Metal ``dispatchThreads``: exactly ``threads`` threads, the last group may be partial."""
+        grid, tg = _dims3(threads), _dims3(group)
+        groups = tuple(-(-g // t) for g, t in zip(grid, tg))
+        return self._launch(name, buffers, groups, tg, grid, **kw)
+
+    def dispatch_threadgroups(self, name, buffers, groups, group, **kw) -> DispatchResult:
+        """Metal ``dispatchThreadgroups``: whole groups."""
+        g, tg = _dims3(groups), _dims3(group)
+        return self._launch(name, buffers, g, tg, tuple(a * b for a, b in zip(g, tg)), **kw)
+
+    def _launch(self, name, buffers, groups, tg, grid, *, poison: int = 0xFF, flush: str = "end",
+                align: int = 16) -> DispatchResult:
+        if name not in self.entries:
+            raise MslError(f"no kernel with host name {name!r}; have {sorted(self.entries)}")
+        entry = self.entries[name]
+        if any(t < 1 for t in tg) or tg[0] * tg[1] * tg[2] > MAX_THREADS_PER_GROUP:
+            raise MslError(f"threadgroup size {tg} is empty or exceeds {MAX_THREADS_PER_GROUP} threads")
+        writable = {p["attr_arg"] for p in entry["params"] if p["attr"] == "buffer" and p["writable"]}
+        needed = {p["attr_arg"] for p in entry["params"] if p["attr"] == "buffer"}
+        missing = [i for i in sorted(needed) if i >= len(buffers) or buffers[i] is None]
+        if missing:
+            raise MslError(f"{name}: buffers {missing} are not bound")
+        guards: dict[int, GuardedBuffer] = {}
+        meta = {}
+        try:
+            addrs = (ctypes.c_uint64 * max(len(buffers), 1))()
+            for i, obj in enumerate(buffers):
+                if obj is None:
+                    continue
+                data, itemsize, orig = _as_bytes(obj)
+                g = GuardedBuffer(data.size, align=align, flush=flush)
+                if i in writable:
+                    g.data()[:] = poison
+                else:
+                    g.data()[:] = data
+                guards[i] = g
+                meta[i] = (itemsize, orig)
+                addrs[i] = g.addr
+            dims = (ctypes.c_uint32 * 9)(*groups, *tg, *grid)
+            fn = getattr(self.lib, entry["symbol"])
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+            fn.restype = None
+            if all(grid):
+                fn(addrs, dims)
+            if self.ubsan_log is not None and self.ubsan_log.exists():
+                report = self.ubsan_log.read_text()
+                self.ubsan_log.unlink()
+                if report.strip():
+                    raise MslError(f"{name}: undefined behaviour (UBSan):\n{report}")
+            out, unwritten = [None] * len(buffers), {}
+            for i, g in guards.items():
+                if not g.canary_ok():
+                    raise MslError(f"{name}: buffer {i} was written outside its bounds (alignment slack)")
+                data = g.data().copy()
+                itemsize, orig = meta[i]
+                if i in writable:
+                    elems = data[: data.size // itemsize * itemsize].reshape(-1, itemsize)
+                    unwritten[i] = int((elems == poison).all(axis=1).sum())
+                    _write_back(orig, data)
+                out[i] = data.view(buffers[i].dtype) if isinstance(buffers[i], np.ndarray) else data
+            return DispatchResult(out, unwritten, poison)
+        finally:
+            for g in guards.values():
+                g.free()
+
+
+@functools.cache
+def _compile_cached(path: str, ubsan: bool) -> Library:
+    return Library(*build(path, ubsan=ubsan))
+
+
+def compile(path, ubsan: bool = False) -> Library:  # noqa: A001 - the name the harness API promises
+    """Build (cached on disk and per process) and load one .metal file."""
+    return _compile_cached(str(Path(path).resolve()), ubsan)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dequantization through the harness
+# ----------------------------------------------------------------------------------------------------
+
+def kernel_file(qtype) -> Path:
+    from ..types import resolve
+    t = resolve(qtype)
+    return METAL / ("float.metal" if t.name in ("F32", "F16", "BF16") else f"{t.name.lower()}.metal")
+
+
+def dequantize(qtype, raw_bytes, dtype=None, *, ubsan: bool = False, flush: str = "end"):
+    """Run ``dequantize_<type>_{f32,f16,bf16}`` over exactly ``launch.grid(qtype, n)``; returns a flat
+    torch tensor. Asserts that every output element was written."""
+    import torch
+
+    from .. import launch
+    from ..types import resolve
+
+    dtype = torch.float32 if dtype is None else dtype
+    t = resolve(qtype)
+    suffix, np_dtype = {torch.float32: ("f32", np.float32), torch.float16: ("f16", np.float16),
+                        torch.bfloat16: ("bf16", np.uint16)}[dtype]
+    raw = raw_bytes.detach().cpu().numpy() if isinstance(raw_bytes, torch.Tensor) else raw_bytes
+    src = np.frombuffer(bytes(raw) if not isinstance(raw, np.ndarray) else raw.tobytes(), np.uint8)
+    if src.size % t.block_bytes:
+        raise ValueError(f"{t.name}: {src.size} bytes is not a whole number of {t.block_bytes}-byte blocks")
+    n = src.size // t.block_bytes * t.block_elems
+    out = np.empty(n, np_dtype)
+    if n:
+        lib = compile(kernel_file(t), ubsan=ubsan)
+        threads, group = launch.grid(t, n)
+        name = f"dequantize_{t.name.lower()}_{suffix}"
+        res = lib.dispatch_threads(name, [src, out, np.uint64(n)], threads, group, flush=flush)
+        if res.unwritten.get(1):
+            # All-ones can be a legitimate result (a NaN passed through); an element is unwritten only if
+            # it still holds the poison under a second, different poison pattern too.
+            first = res.buffers[1].view(np.uint8).reshape(n, -1)
+            res2 = lib.dispatch_threads(name, [src, np.empty(n, np_dtype), np.uint64(n)], threads, group,
+                                        poison=0x7F, flush=flush)
+            second = res2.buffers[1].view(np.uint8).reshape(n, -1)
+            both = ((first == 0xFF).all(axis=1) & (second == 0x7F).all(axis=1)).sum()
+            assert both == 0, f"{name}: {int(both)} of {n} output elements were never written"
+        out = res.buffers[1]
+    result = torch.from_numpy(np.ascontiguousarray(out).copy())
+    return result.view(torch.bfloat16) if dtype == torch.bfloat16 else result
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gguf_dequant.tools.msl_harness", description=__doc__.split("\n")[0])
+    ap.add_argument("files", nargs="*", type=Path, help=".metal files (default: metal/*.metal)")
+    ap.add_argument("--ubsan", action="store_true", help="build with -fsanitize=undefined (trapping)")
+    ap.add_argument("--run", action="store_true",
+                    help="also dequantize random blocks of each file's types and compare with the reference")
+    ap.add_argument("--blocks", type=int, default=300)
+    ap.add_argument("--print-source", action="store_true", help="print the generated translation unit")
+    args = ap.parse_args(argv)
+    if not available():
+        print(f"{CLANG} not found", file=sys.stderr)
+        return 2
+    files = args.files or sorted(METAL.glob("*.metal"))
+    status = 0
+    for f in files:
+        try:
+            if args.print_source:
+                print(generate(prepare(f)))
+            lib = compile(f, ubsan=args.ubsan)
+        except MslError as e:
+            print(f"FAIL {f}: {e}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"ok   {f}: {', '.join(sorted(lib.entries))}")
+        if args.run:
+            status |= _run_check(f, lib, args)
+    return status
+
+
+def _run_check(f: Path, lib: Library, args) -> int:
+    import torch
+
+    from .. import reference, testing
+    from ..types import BY_NAME
+    status = 0
+    rng = np.random.default_rng(0)
+    for t in BY_NAME.values():
+        if kernel_file(t).resolve() != f.resolve():
+            continue
+        raw = testing.random_blocks(t, args.blocks, rng, finite=False).tobytes()
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            got = dequantize(t, raw, dtype, ubsan=args.ubsan)
+            try:
+                want = reference.dequantize(torch.frombuffer(bytearray(raw), dtype=torch.uint8), t, dtype)
+                testing.assert_bits_equal(got, want, f"{t.name} -> {dtype}")
+                print(f"     {t.name} -> {dtype}: bit-exact ({got.numel()} elements)")
+            except ImportError:
+                print(f"     {t.name} -> {dtype}: ran, no reference module yet")
+            except AssertionError as e:
+                print(f"     {e}")
+                status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+// expect: double
+#include <metal_stdlib>
+using namespace metal;
+
+kernel void k(device const float *src [[buffer(0)]], device float *dst [[buffer(1)]], uint tid [[thread_position_in_grid]]) {
+    double x = src[tid];
+    dst[tid] = float(x);
+}

@@ -1,0 +1,10 @@
+// expect: goto
+#include <metal_stdlib>
+using namespace metal;
+
+kernel void k(device const float *src [[buffer(0)]], device float *dst [[buffer(1)]], uint tid [[thread_position_in_grid]]) {
+    if (src[tid] < 0.0f) goto done;
+    dst[tid] = src[tid];
+done:
+    return;
+}

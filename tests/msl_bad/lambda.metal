@@ -1,0 +1,8 @@
+// expect: lambda
+#include <metal_stdlib>
+using namespace metal;
+
+kernel void k(device const float *src [[buffer(0)]], device float *dst [[buffer(1)]], uint tid [[thread_position_in_grid]]) {
+    auto twice = [](float x) { return 2.0f * x; };
+    dst[tid] = twice(src[tid]);
+}

@@ -1,0 +1,10 @@
+// expect: new-delete
+#include <metal_stdlib>
+using namespace metal;
+
+kernel void k(device const float *src [[buffer(0)]], device float *dst [[buffer(1)]], uint tid [[thread_position_in_grid]]) {
+    thread float *p = new float;
+    *p = src[tid];
+    dst[tid] = *p;
+    delete p;
+}

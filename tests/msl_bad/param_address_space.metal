@@ -1,0 +1,7 @@
+// expect: param-address-space
+#include <metal_stdlib>
+using namespace metal;
+
+kernel void k(const float *src [[buffer(0)]], device float *dst [[buffer(1)]], uint tid [[thread_position_in_grid]]) {
+    dst[tid] = src[tid];
+}

@@ -1,0 +1,8 @@
+// expect: throw-try
+#include <metal_stdlib>
+using namespace metal;
+
+kernel void k(device const float *src [[buffer(0)]], device float *dst [[buffer(1)]], uint tid [[thread_position_in_grid]]) {
+    try { if (src[tid] < 0.0f) throw 1; } catch (...) {}
+    dst[tid] = src[tid];
+}
