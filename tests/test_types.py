@@ -105,3 +105,20 @@ def test_build_toml_parses_and_lists_every_source():
         rel = f"metal/{f.name}"
         assert rel in metal_src and rel in cpu_src, f"{rel} is not listed in build.toml"
     assert sorted(f"metal/{f}" for f in gen_metal.kernel_files()) == sorted(s for s in metal_src if s.endswith(".metal"))
+
+
+def test_readme_type_table_matches_registry():
+    import re
+
+    rows = re.findall(r"^\| (\d+) \| (\w+) \| (\d+) \| (\d+) \|", (ROOT / "README.md").read_text(), re.M)
+    assert [(int(i), n, int(e), int(b)) for i, n, e, b in rows] == [
+        (t.id, t.name, t.block_elems, t.block_bytes) for t in SUPPORTED.values()]
+
+
+def test_ci_runs_the_readme_test_command():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```bash\n(.+?)\n```", readme)
+    assert len(commands) == 2, commands
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()

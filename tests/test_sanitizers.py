@@ -1,0 +1,43 @@
+"""An ASan + UBSan build of the CPU backend runs the hypothesis parity fuzz cleanly (in a subprocess)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gguf_dequant import local_build
+
+ROOT = Path(__file__).resolve().parents[1]
+SANITIZE_ROOT = ROOT / ".cache" / "sanitize"
+FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
+
+
+def _runtime(name: str) -> str:
+    cxx = os.environ.get("CXX", "c++")
+    path = subprocess.run([cxx, f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(path):
+        pytest.skip(f"{cxx} has no {name}")
+    return path
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None, reason="no C++ compiler")
+def test_sanitized_cpu_backend_runs_the_fuzz_cleanly():
+    preload = f"{_runtime('libasan.so')} {_runtime('libubsan.so')}"
+    variant = local_build.build(ROOT, extra_flags=FLAGS, out_root=SANITIZE_ROOT, quiet=True)
+    [so] = variant.glob("*.so")
+    symbols = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=True).stdout
+    assert "__asan_report" in symbols and "__ubsan_handle" in symbols, "the library is not instrumented"
+    env = dict(os.environ, GGUF_DEQUANT_BUILD_DIR=str(SANITIZE_ROOT), LD_PRELOAD=preload,
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1",
+               GGUF_HYPOTHESIS_EXAMPLES=os.environ.get("GGUF_HYPOTHESIS_EXAMPLES", "30"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_hub_package.py",
+         "-k", "parity or misaligned or out_parameter or get_rows or concurrent or legacy or earlier"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    assert "AddressSanitizer" not in output and "runtime error" not in output, output[-5000:]
+    assert " passed" in output and "skipped" not in output.splitlines()[-1], output[-2000:]
