@@ -705,9 +705,10 @@ def kernel_file(qtype) -> Path:
     return METAL / ("float.metal" if t.name in ("F32", "F16", "BF16") else f"{t.name.lower()}.metal")
 
 
-def dequantize(qtype, raw_bytes, dtype=None, *, ubsan: bool = False, flush: str = "end"):
+def dequantize(qtype, raw_bytes, dtype=None, *, ubsan: bool = False, flush: str = "end", path=None):
     """Run ``dequantize_<type>_{f32,f16,bf16}`` over exactly ``launch.grid(qtype, n)``; returns a flat
-    torch tensor. Asserts that every output element was written."""
+    torch tensor. Asserts that every output element was written. ``path`` overrides the kernel file
+    (e.g. the run-time Metal path's single-source file)."""
     import torch
 
     from .. import launch
@@ -724,7 +725,7 @@ def dequantize(qtype, raw_bytes, dtype=None, *, ubsan: bool = False, flush: str 
     n = src.size // t.block_bytes * t.block_elems
     out = np.empty(n, np_dtype)
     if n:
-        lib = compile(kernel_file(t), ubsan=ubsan)
+        lib = compile(path or kernel_file(t), ubsan=ubsan)
         threads, group = launch.grid(t, n)
         name = f"dequantize_{t.name.lower()}_{suffix}"
         res = lib.dispatch_threads(name, [src, out, np.uint64(n)], threads, group, flush=flush)
