@@ -9,10 +9,9 @@ from ._fields import f16, u8
 
 def decode(blocks: torch.Tensor) -> torch.Tensor:
     sc = u8(blocks, 0, 16)
-    qs = u8(blocks, 16, 80)
     dd = f16(blocks, 80, 2)
     shifts = torch.tensor([0, 2, 4, 6], dtype=torch.int32, device=blocks.device).view(1, 1, 4, 1)
-    q = ((qs.view(-1, 2, 1, 32) >> shifts) & 3).view(-1, 16, 16).to(torch.float32)
-    dl = (dd[:, 0:1] * (sc & 0xF).to(torch.float32)).unsqueeze(-1)
-    ml = (dd[:, 1:2] * (sc >> 4).to(torch.float32)).unsqueeze(-1)
-    return (dl * q - ml).view(-1, 256)
+    q = (u8(blocks, 16, 80).view(-1, 2, 1, 32) >> shifts).bitwise_and_(3).view(-1, 16, 16)
+    dl = (dd[:, 0:1] * (sc & 0xF)).unsqueeze(-1)
+    ml = (dd[:, 1:2] * (sc >> 4)).unsqueeze(-1)
+    return (q * dl).sub_(ml).view(-1, 256)

@@ -8,7 +8,7 @@ from ._fields import f16, u8
 
 def decode(blocks: torch.Tensor) -> torch.Tensor:
     dm = f16(blocks, 0, 2)
-    qs = u8(blocks, 4, 20)
     shifts = torch.tensor([0, 4], dtype=torch.int32, device=blocks.device).view(1, 2, 1)
-    q = ((qs.unsqueeze(1) >> shifts) & 0xF).reshape(-1, 32)
-    return q.to(torch.float32) * dm[:, 0:1] + dm[:, 1:2]
+    q = (u8(blocks, 4, 20).unsqueeze(1) >> shifts).bitwise_and_(0xF).view(-1, 32)
+    # int32 * float32 promotes to float32: float(q) * d, exact; then + m rounds once.
+    return (q * dm[:, 0:1]).add_(dm[:, 1:2])

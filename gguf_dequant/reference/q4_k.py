@@ -18,9 +18,8 @@ def scale_min_k4(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def decode(blocks: torch.Tensor) -> torch.Tensor:
     dd = f16(blocks, 0, 2)
     sc, m = scale_min_k4(u8(blocks, 4, 16))
-    qs = u8(blocks, 16, 144)
     nib = torch.tensor([0, 4], dtype=torch.int32, device=blocks.device).view(1, 1, 2, 1)
-    q = ((qs.view(-1, 4, 1, 32) >> nib) & 0xF).view(-1, 8, 32).to(torch.float32)
-    dl = (dd[:, 0:1] * sc.to(torch.float32)).unsqueeze(-1)
-    ml = (dd[:, 1:2] * m.to(torch.float32)).unsqueeze(-1)
-    return (dl * q - ml).view(-1, 256)
+    q = (u8(blocks, 16, 144).view(-1, 4, 1, 32) >> nib).bitwise_and_(0xF).view(-1, 8, 32)
+    dl = (dd[:, 0:1] * sc).unsqueeze(-1)
+    ml = (dd[:, 1:2] * m).unsqueeze(-1)
+    return (q * dl).sub_(ml).view(-1, 256)

@@ -8,11 +8,10 @@ from ._fields import f16, u8
 
 def decode(blocks: torch.Tensor) -> torch.Tensor:
     dm = f16(blocks, 0, 2)
-    qh = u8(blocks, 4, 8)
-    qs = u8(blocks, 8, 24)
     dev = blocks.device
     nib = torch.tensor([0, 4], dtype=torch.int32, device=dev).view(1, 2, 1)
     bits = torch.arange(8, dtype=torch.int32, device=dev)
-    ql = ((qs.unsqueeze(1) >> nib) & 0xF).reshape(-1, 32)
-    hi = (((qh << 4).unsqueeze(-1) >> bits) & 16).reshape(-1, 32)
-    return (ql | hi).to(torch.float32) * dm[:, 0:1] + dm[:, 1:2]
+    q = (u8(blocks, 8, 24).unsqueeze(1) >> nib).bitwise_and_(0xF).view(-1, 32)
+    # Element 8k + i takes bit i of qh[k] as bit 4: ((byte << 4) >> i) & 16.
+    h = ((u8(blocks, 4, 8) << 4).unsqueeze(-1) >> bits).bitwise_and_(16).view(-1, 32)
+    return (q.bitwise_or_(h) * dm[:, 0:1]).add_(dm[:, 1:2])

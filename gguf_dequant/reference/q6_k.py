@@ -5,19 +5,18 @@ y = (d * scales[e / 16]) * q."""
 
 import torch
 
-from ._fields import f16, i8, u8
+from ._fields import f16, u8
 
 
 def decode(blocks: torch.Tensor) -> torch.Tensor:
-    ql = u8(blocks, 0, 128)
-    qh = u8(blocks, 128, 192)
-    sc = i8(blocks, 192, 208)
     d = f16(blocks, 208)
     dev = blocks.device
-    low = (ql.view(-1, 2, 1, 64) >> torch.tensor([0, 4], dtype=torch.int32, device=dev).view(1, 1, 2, 1)) & 0xF
+    low = (u8(blocks, 0, 128).view(-1, 2, 1, 64)
+           >> torch.tensor([0, 4], dtype=torch.int32, device=dev).view(1, 1, 2, 1)).bitwise_and_(0xF)
     # High 2 bits moved to bits 4-5: ((byte << 4) >> 2k) & 48.
-    high = ((qh << 4).view(-1, 2, 1, 32)
-            >> torch.tensor([0, 2, 4, 6], dtype=torch.int32, device=dev).view(1, 1, 4, 1)) & 48
-    q = ((low.view(-1, 2, 4, 32) | high) - 32).view(-1, 16, 16).to(torch.float32)
-    dl = (d * sc.to(torch.float32)).unsqueeze(-1)
-    return (dl * q).view(-1, 256)
+    high = ((u8(blocks, 128, 192) << 4).view(-1, 2, 1, 32)
+            >> torch.tensor([0, 2, 4, 6], dtype=torch.int32, device=dev).view(1, 1, 4, 1)).bitwise_and_(48)
+    q = low.view(-1, 2, 4, 32).bitwise_or_(high).sub_(32).view(-1, 16, 16)
+    # Signed scales: a same-size int8 view of the bytes; d * int8 promotes to float32 (d * float(sc)).
+    dl = (d * blocks[:, 192:208].view(torch.int8)).unsqueeze(-1)
+    return (q * dl).view(-1, 256)

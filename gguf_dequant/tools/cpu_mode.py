@@ -56,7 +56,7 @@ def compile_type(qtype, extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     name = resolve(qtype).name.lower()
     src = _wrapper(name)
     deps = sorted(METAL.glob("*.h")) + [kernel_file(name)] + sorted(SHIM.glob("*"))
-    digest = hashlib.sha256(src.encode() + " ".join(extra_flags).encode()
+    digest = hashlib.sha256(src.encode() + " ".join((compiler(), *extra_flags)).encode()
                             + b"".join(p.read_bytes() for p in deps)).hexdigest()[:16]
     CACHE.mkdir(parents=True, exist_ok=True)
     lib = CACHE / f"{name}-{digest}.so"

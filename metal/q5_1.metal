@@ -1,0 +1,26 @@
+#include "gguf_common.h"
+
+// Q5_1: 32 elements in 24 bytes. 5-bit q as Q5_0 (nibble from qs, bit e of the little-endian qh);
+// y = q * d + m (the product is exact in float, so only the sum rounds).
+struct block_q5_1 {
+    half d;
+    half m;
+    uchar qh[4];
+    uchar qs[16];
+};
+static_assert(sizeof(block_q5_1) == 24, "Q5_1 block is 24 bytes");
+
+// Sub-block 0: elements 0..15 (low nibbles, qh bits 0..15); sub-block 1: 16..31 (high nibbles).
+inline void dequantize_q5_1(device const block_q5_1 *b, ushort sub, thread float *y) {
+    const float d = float(b->d);
+    const float m = float(b->m);
+    const ushort shift = 4 * sub;
+    for (int j = 0; j < 16; ++j) {
+        const int e = 16 * sub + j;
+        const int hbit = (b->qh[e / 8] >> (e % 8)) & 1;
+        const int q = int((b->qs[j] >> shift) & 0xF) | (hbit << 4);
+        y[j] = float(q) * d + m;
+    }
+}
+
+GGUF_DEQUANT_KERNELS(q5_1)
