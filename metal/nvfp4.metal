@@ -1,0 +1,37 @@
+#include "gguf_common.h"
+#include "gguf_tables.h"
+
+// NVFP4: 64 elements in 36 bytes: four UE4M3 scale bytes (one per 16-element sub-block), then 32 bytes of
+// E2M1 nibbles. Sub-block s reads qs[8s .. 8s + 7]: low nibbles -> elements 16s + 0..7, high nibbles ->
+// 16s + 8..15. y = kvalues_fp4[nibble] * u(d[s]), u = ggml_ue4m3_to_fp32 (the UE4M3 value times 0.5).
+struct block_nvfp4 {
+    uchar d[4];
+    uchar qs[32];
+};
+static_assert(sizeof(block_nvfp4) == 36, "NVFP4 block is 36 bytes");
+
+// ggml_ue4m3_to_fp32: 0x00 and 0x7F -> 0; exponent bits 3..6, mantissa bits 0..2, bias 7; bit 7 is
+// ignored. Exponent 0: man * 2^-9; else (1 + man / 8) * 2^(exp - 7); then * 0.5. Every value is exact
+// in f32, so it is assembled from bits: the halving lowers the f32 exponent field (exp + 120) by one.
+inline float ue4m3_to_fp32_half(uint x) {
+    if (x == 0 || x == 0x7F) {
+        return 0.0f;
+    }
+    const uint e = (x >> 3) & 0xF;
+    const uint man = x & 0x7;
+    if (e == 0) {
+        return float(man) * 0.0009765625f;  // man * 2^-9 * 0.5, exact
+    }
+    return as_type<float>(((e + 119) << 23) | (man << 20));
+}
+
+inline void dequantize_nvfp4(device const block_nvfp4 *b, ushort sub, thread float *y) {
+    const float d = ue4m3_to_fp32_half(b->d[sub]);
+    device const uchar *qs = b->qs + 8 * sub;
+    for (int j = 0; j < 8; ++j) {
+        y[j] = float(int(kvalues_fp4[qs[j] & 0xF])) * d;
+        y[j + 8] = float(int(kvalues_fp4[qs[j] >> 4])) * d;
+    }
+}
+
+GGUF_DEQUANT_KERNELS(nvfp4)

@@ -1,0 +1,21 @@
+#include "gguf_common.h"
+
+// Q1_0: 128 elements in 18 bytes, one bit per element (LSB first): element j is bit j % 8 of qs[j / 8].
+// y = d if the bit is set, else -d (negation, as ggml does, not a multiplication by -1).
+struct block_q1_0 {
+    half d;
+    uchar qs[16];
+};
+static_assert(sizeof(block_q1_0) == 18, "Q1_0 block is 18 bytes");
+
+// Sub-block s: elements 32s .. 32s + 31, the bits of qs[4s .. 4s + 3].
+inline void dequantize_q1_0(device const block_q1_0 *b, ushort sub, thread float *y) {
+    const float d = float(b->d);
+    const float neg_d = -d;
+    device const uchar *qs = b->qs + 4 * sub;
+    for (int j = 0; j < 32; ++j) {
+        y[j] = ((qs[j / 8] >> (j % 8)) & 1) ? d : neg_d;
+    }
+}
+
+GGUF_DEQUANT_KERNELS(q1_0)
