@@ -1,7 +1,13 @@
-"""gguf-dequant: exact, fast dequantization of GGUF/GGML quantized blocks into torch tensors."""
+"""gguf-dequant: exact, fast dequantization of GGUF/GGML quantized blocks into torch tensors.
 
-from .reference import OUTPUT_DTYPES, dequantize, output_shape
+``gguf_dequant.dequantize`` picks the fastest correct backend for the tensor's device (compiled kernel
+build, run-time Metal path, or the pure-torch reference; see ``gguf_dequant.backends``);
+``gguf_dequant.reference.dequantize`` is the reference itself.
+"""
+
+from .backends import BackendUnavailableError, available_backends, dequantize, explain
+from .reference import OUTPUT_DTYPES, output_shape
 from .types import SUPPORTED, QuantType, UnsupportedTypeError, resolve
 
-__all__ = ["dequantize", "output_shape", "resolve", "QuantType", "SUPPORTED", "UnsupportedTypeError",
-           "OUTPUT_DTYPES"]
+__all__ = ["dequantize", "explain", "available_backends", "BackendUnavailableError", "output_shape", "resolve",
+           "QuantType", "SUPPORTED", "UnsupportedTypeError", "OUTPUT_DTYPES"]

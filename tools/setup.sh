@@ -18,6 +18,9 @@ python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[test]
 echo "== ggml oracle (libggml-base from llama-cpp-python's source distribution)"
 bash tools/build_ggml.sh
 
+echo "== llama.cpp's libllama (llama_model_quantize, for the end-to-end test; a few minutes on two cores)"
+bash tools/build_llama.sh
+
 echo "== generated headers are current"
 python -m gguf_dequant.tools.gen_metal --check
 
