@@ -1,42 +1,21 @@
-// CPU backend: the per-type decode functions of metal/*.metal compiled as C++ (GGUF_CPU), run over the
-// launch description's threads with at::parallel_for.
+// CPU backend: the per-type decode functions of metal/*.metal compiled as C++ (cpu/cpu_kernels.h), run
+// over the launch description's threads with at::parallel_for, for the best instruction set available.
 #include <cstdint>
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
+#include "cpu_dispatch.h"
 #include "torch_binding.h"
-
-// The kernel files come last: the metal_stdlib shim defines address-space words (device, thread,
-// constant, kernel) as macros, which must not reach any torch header.
-#include "gguf_kernels.h"
-#undef device
-#undef thread
-#undef threadgroup
-#undef constant
-#undef kernel
 
 namespace {
 
-// About 16K output elements per task: enough work to amortise scheduling, small enough to balance.
-constexpr int64_t kGrainElems = 1 << 14;
-
-template <typename T>
-void run(int64_t qtype, const uchar *src, T *dst, int64_t n_elements) {
-    switch (qtype) {
-#define GGUF_CPU_CASE(ID, NAME, QK, BYTES, SUB)                                                     \
-    case ID: {                                                                                      \
-        const int64_t n_threads = (n_elements + SUB - 1) / SUB;                                     \
-        at::parallel_for(0, n_threads, kGrainElems / SUB, [&](int64_t t0, int64_t t1) {             \
-            cpu_dequantize_##NAME<T>(src, dst, t0, t1, n_elements);                                 \
-        });                                                                                         \
-        return;                                                                                     \
-    }
-        GGUF_FOR_EACH_FLOAT_TYPE(GGUF_CPU_CASE)
-        GGUF_FOR_EACH_QUANT_TYPE(GGUF_CPU_CASE)
-#undef GGUF_CPU_CASE
-    }
-    TORCH_CHECK(false, "gguf_dequant: no CPU kernel for type id ", qtype);
+bool use_avx2() {
+#if defined(__x86_64__)
+    static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    return supported;
+#else
+    return false;
+#endif
 }
 
 }  // namespace
@@ -51,18 +30,18 @@ void dequantize_out(const at::Tensor &blob_in, int64_t qtype, at::Tensor &out) {
     if (reinterpret_cast<uintptr_t>(blob.data_ptr()) % type.align != 0) {
         blob = blob.clone();  // a fresh allocation is aligned; the kernels read half fields in place
     }
-    const uchar *src = static_cast<const uchar *>(blob.data_ptr());
+    OutKind kind;
     switch (out.scalar_type()) {
-        case at::kFloat:
-            run(qtype, src, out.data_ptr<float>(), n);
-            break;
-        case at::kHalf:
-            run(qtype, src, reinterpret_cast<metal::half *>(out.data_ptr<at::Half>()), n);
-            break;
-        case at::kBFloat16:
-            run(qtype, src, reinterpret_cast<metal::bfloat *>(out.data_ptr<at::BFloat16>()), n);
-            break;
-        default:
-            TORCH_CHECK(false, "gguf_dequant: unsupported output dtype ", out.scalar_type());
+        case at::kFloat: kind = OutKind::f32; break;
+        case at::kHalf: kind = OutKind::f16; break;
+        case at::kBFloat16: kind = OutKind::bf16; break;
+        default: TORCH_CHECK_TYPE(false, "gguf_dequant: unsupported output dtype ", out.scalar_type());
     }
+#if defined(__x86_64__)
+    const bool done = use_avx2() ? gguf_avx2::dequantize(qtype, kind, blob.data_ptr(), out.data_ptr(), n)
+                                 : gguf_generic::dequantize(qtype, kind, blob.data_ptr(), out.data_ptr(), n);
+#else
+    const bool done = gguf_generic::dequantize(qtype, kind, blob.data_ptr(), out.data_ptr(), n);
+#endif
+    TORCH_CHECK(done, "gguf_dequant: no CPU kernel for type id ", qtype);
 }

@@ -21,13 +21,16 @@
 
 using namespace metal;
 
+// +1 or -1 for sign bit j of `bits` (set = negative). Arithmetic rather than a select: GCC vectorizes it.
+inline float gguf_sign(uint bits, uint j) {
+    return float(1 - 2 * int((bits >> j) & 1));
+}
+
 // Store N decoded values as T (float, half or bfloat), rounding to nearest even once.
 template <typename T, int N>
 inline void gguf_store(device T *dst, thread const float *y) {
 #ifdef GGUF_CPU
-    for (int i = 0; i < N; ++i) {
-        dst[i] = T(y[i]);
-    }
+    metal::store_values<N>(dst, y);
 #else
     // Wide stores; the host guarantees dst is aligned to 4 elements.
     device vec<T, 4> *dst4 = reinterpret_cast<device vec<T, 4> *>(dst);

@@ -25,7 +25,7 @@ inline void dequantize_iq2_s(device const block_iq2_s *b, ushort sub, thread flo
         const uint signs = b->qs[32 + 4 * sub + l];
         const float db = l < 2 ? db0 : db1;
         for (int j = 0; j < 8; ++j) {
-            y[8 * l + j] = db * float(iq2s_grid[gi][j]) * (((signs >> j) & 1) ? -1.f : 1.f);
+            y[8 * l + j] = db * float(iq2s_grid[gi][j]) * gguf_sign(signs, j);
         }
     }
 }

@@ -24,7 +24,7 @@ inline void dequantize_iq2_xs(device const block_iq2_xs *b, ushort sub, thread f
         const uint signs = ksigns_iq2xs[w >> 9];
         const float db = l < 2 ? db0 : db1;
         for (int j = 0; j < 8; ++j) {
-            y[8 * l + j] = db * float(iq2xs_grid[gi][j]) * (((signs >> j) & 1) ? -1.f : 1.f);
+            y[8 * l + j] = db * float(iq2xs_grid[gi][j]) * gguf_sign(signs, j);
         }
     }
 }

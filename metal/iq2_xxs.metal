@@ -22,7 +22,7 @@ inline void dequantize_iq2_xxs(device const block_iq2_xxs *b, ushort sub, thread
         const uint gi = ((l < 2 ? a0 : a1) >> (8 * (l & 1))) & 0xFF;
         const uint signs = ksigns_iq2xs[(sw >> (7 * l)) & 127];
         for (int j = 0; j < 8; ++j) {
-            y[8 * l + j] = db * float(iq2xxs_grid[gi][j]) * (((signs >> j) & 1) ? -1.f : 1.f);
+            y[8 * l + j] = db * float(iq2xxs_grid[gi][j]) * gguf_sign(signs, j);
         }
     }
 }

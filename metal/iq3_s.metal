@@ -25,8 +25,8 @@ inline void dequantize_iq3_s(device const block_iq3_s *b, ushort sub, thread flo
         const uint gi2 = uint(b->qs[8 * sub + 2 * l + 1]) | (((qh >> (2 * l + 1)) & 1) << 8);
         const uint signs = b->signs[4 * sub + l];
         for (int j = 0; j < 4; ++j) {
-            y[8 * l + j] = db * float(iq3s_grid[gi1][j]) * (((signs >> j) & 1) ? -1.f : 1.f);
-            y[8 * l + j + 4] = db * float(iq3s_grid[gi2][j]) * (((signs >> (j + 4)) & 1) ? -1.f : 1.f);
+            y[8 * l + j] = db * float(iq3s_grid[gi1][j]) * gguf_sign(signs, j);
+            y[8 * l + j + 4] = db * float(iq3s_grid[gi2][j]) * gguf_sign(signs, j + 4);
         }
     }
 }

@@ -24,8 +24,8 @@ inline void dequantize_iq3_xxs(device const block_iq3_xxs *b, ushort sub, thread
         const uint gi2 = b->qs[8 * sub + 2 * l + 1];
         const uint signs = ksigns_iq2xs[(sw >> (7 * l)) & 127];
         for (int j = 0; j < 4; ++j) {
-            y[8 * l + j] = db * float(iq3xxs_grid[gi1][j]) * (((signs >> j) & 1) ? -1.f : 1.f);
-            y[8 * l + j + 4] = db * float(iq3xxs_grid[gi2][j]) * (((signs >> (j + 4)) & 1) ? -1.f : 1.f);
+            y[8 * l + j] = db * float(iq3xxs_grid[gi1][j]) * gguf_sign(signs, j);
+            y[8 * l + j + 4] = db * float(iq3xxs_grid[gi2][j]) * gguf_sign(signs, j + 4);
         }
     }
 }

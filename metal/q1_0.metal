@@ -11,10 +11,12 @@ static_assert(sizeof(block_q1_0) == 18, "Q1_0 block is 18 bytes");
 // Sub-block s: elements 32s .. 32s + 31, the bits of qs[4s .. 4s + 3].
 inline void dequantize_q1_0(device const block_q1_0 *b, ushort sub, thread float *y) {
     const float d = float(b->d);
-    const float neg_d = -d;
     device const uchar *qs = b->qs + 4 * sub;
-    for (int j = 0; j < 32; ++j) {
-        y[j] = ((qs[j / 8] >> (j % 8)) & 1) ? d : neg_d;
+    for (int k = 0; k < 4; ++k) {
+        const uint bits = qs[k];
+        for (int i = 0; i < 8; ++i) {
+            y[8 * k + i] = float(int((bits >> i) & 1) * 2 - 1) * d;  // +-d (a NaN's sign may differ)
+        }
     }
 }
 
