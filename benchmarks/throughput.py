@@ -106,7 +106,7 @@ def bench_type(name: str, n_elements: int, repeat: int, cpu, ggml) -> dict:
     out = torch.empty(rows, row_elems)
     res["ref"] = best_of(lambda: reference.dequantize(blob, name, out=out), repeat)
 
-    if name != "Q2_0":  # not in gguf-py 0.19.0's enum; Q1_0 raises NotImplementedError
+    if name not in ("Q2_0", "F32"):  # Q2_0: not in gguf-py 0.19.0; F32: gguf-py returns a view, no work
         qt = gguf.GGMLQuantizationType[name]
         try:
             res["gguf_py"] = best_of(lambda: gguf.quants.dequantize(raw, qt), max(1, repeat // 2))
@@ -143,9 +143,10 @@ def render(results: list[dict], bw: dict, args, cpu_available: bool, ggml_availa
         f"Machine: {machine()}.",
         "",
         f"Each type: {results[0]['n'] if results else 0:,} elements of random blocks (finite scales), best of "
-        f"{args.repeat} runs after a warm-up. GB/s = bytes of **output** per second (float32 output = 4 bytes "
+        f"{args.repeat} runs after a warm-up (and a process-wide warm-up, so glibc's malloc has settled its "
+        "thresholds: the reference's very first large call in a fresh process can be ~4x slower). GB/s = bytes of **output** per second (float32 output = 4 bytes "
         "per element unless the column says f16/bf16 = 2 bytes). gguf-py gets the fast `(rows, row_bytes)` layout "
-        "(rows of 4096 elements). ggml = llama.cpp's `to_float`, single thread"
+        "(rows of 4096 elements; for F32 it returns a view, so no figure). ggml = llama.cpp's `to_float`, single thread"
         + ("" if ggml_available else " (oracle not built: column empty)")
         + ". cpu = this package's compiled CPU backend (all cores)"
         + ("" if cpu_available else " (no local build: columns empty)") + ".",
@@ -181,6 +182,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     names = [resolve(n).name for n in args.types.split(",") if n]
     cpu, ggml = load_cpu_backend(), load_ggml()
+    # glibc's malloc adapts its mmap/trim thresholds to the first large frees; until then the reference's
+    # chunk temporaries are page-faulted in on every call. Measure the steady state (a first call in a
+    # fresh process can take ~4x longer; see RESULTS.md).
+    for _ in range(3):
+        bench_type("Q4_K", args.elements, 1, None, None)
     bw = write_bandwidth(args.elements, args.repeat)
     results = []
     for name in names:

@@ -1,6 +1,8 @@
 // CPU backend: the per-type decode functions of metal/*.metal compiled as C++ (cpu/cpu_kernels.h), run
 // over the launch description's threads with at::parallel_for, for the best instruction set available.
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include <ATen/core/Tensor.h>
 
@@ -9,9 +11,15 @@
 
 namespace {
 
-bool use_avx2() {
+// The AVX2 + F16C build for float16/bfloat16 output (hardware conversion: 2-6x faster); the baseline
+// build for float32 output, where GCC's baseline code measured faster on most types (benchmarks/RESULTS.md).
+// GGUF_DEQUANT_CPU_ISA=baseline forces the baseline build (tests, benchmarks).
+bool use_avx2(OutKind kind) {
+    if (kind == OutKind::f32) return false;
 #if defined(__x86_64__)
-    static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+                                  !(std::getenv("GGUF_DEQUANT_CPU_ISA") &&
+                                    std::strcmp(std::getenv("GGUF_DEQUANT_CPU_ISA"), "baseline") == 0);
     return supported;
 #else
     return false;
@@ -38,7 +46,7 @@ void dequantize_out(const at::Tensor &blob_in, int64_t qtype, at::Tensor &out) {
         default: TORCH_CHECK_TYPE(false, "gguf_dequant: unsupported output dtype ", out.scalar_type());
     }
 #if defined(__x86_64__)
-    const bool done = use_avx2() ? gguf_avx2::dequantize(qtype, kind, blob.data_ptr(), out.data_ptr(), n)
+    const bool done = use_avx2(kind) ? gguf_avx2::dequantize(qtype, kind, blob.data_ptr(), out.data_ptr(), n)
                                  : gguf_generic::dequantize(qtype, kind, blob.data_ptr(), out.data_ptr(), n);
 #else
     const bool done = gguf_generic::dequantize(qtype, kind, blob.data_ptr(), out.data_ptr(), n);

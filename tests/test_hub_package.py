@@ -207,3 +207,18 @@ def test_abi():
     assert list(obj.check_python_abi("3.9")) == [], "not abi3"
     violations = list(obj.check_manylinux("manylinux_2_28"))
     assert violations == [], violations
+
+
+def test_baseline_isa_build_matches_too():
+    """The baseline build serves every dtype on CPUs without AVX2/F16C; force it in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    hub_kernel()
+    env = dict(os.environ, GGUF_DEQUANT_CPU_ISA="baseline", GGUF_HYPOTHESIS_EXAMPLES="15")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_hub_package.py", "-k", "parity"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "84 passed" in proc.stdout, proc.stdout[-500:]

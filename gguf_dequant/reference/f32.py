@@ -2,9 +2,8 @@
 
 import torch
 
-from ._fields import u8
-
 
 def decode(blocks: torch.Tensor) -> torch.Tensor:
-    b = u8(blocks, 0, 4)
-    return (b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)).view(torch.float32).unsqueeze(1)
+    if blocks.storage_offset() % 4 or not blocks.is_contiguous():
+        blocks = blocks.clone()  # view(dtype) needs whole, aligned elements
+    return blocks.view(torch.float32)
