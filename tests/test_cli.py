@@ -8,7 +8,6 @@ gguf-py's dequantization bit for bit.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -49,8 +49,7 @@ def f16(blocks: torch.Tensor, start: int, count: int = 1) -> torch.Tensor:
 @functools.cache
 def _table_on(name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     from .. import tables
-    value = getattr(tables, name)() if name != "grid" else None
-    return torch.from_numpy(np.ascontiguousarray(value)).to(device=device, dtype=dtype)
+    return torch.from_numpy(np.ascontiguousarray(getattr(tables, name)())).to(device=device, dtype=dtype)
 
 
 @functools.cache
