@@ -222,3 +222,19 @@ def test_baseline_isa_build_matches_too():
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "84 passed" in proc.stdout, proc.stdout[-500:]
+
+
+def test_more_than_2_pow_31_elements():
+    """64-bit sizes and indices: 2^31 + 2^20 Q4_0 elements (1.2 GB in, 4 GB of bfloat16 out)."""
+    k = hub_kernel()
+    pattern = testing.random_blocks("Q4_0", 1024, np.random.default_rng(9))  # 32768 elements
+    n_elems = (1 << 31) + (1 << 20)
+    reps = n_elems // (1024 * 32)
+    blob = torch.from_numpy(pattern.reshape(-1)).repeat(reps)
+    out = k.dequantize(blob, "Q4_0", torch.bfloat16)
+    assert out.shape == (n_elems,)
+    expected = reference.dequantize(torch.from_numpy(pattern.reshape(-1)), "Q4_0", torch.bfloat16)
+    period = expected.numel()
+    for start in (0, (1 << 31) - period, (1 << 31), n_elems - period):
+        testing.assert_bits_equal(out[start:start + period], expected, f"period at {start}")
+    del out, blob
