@@ -21,6 +21,7 @@ import torch
 
 from ..launch import ELEMS_PER_THREAD
 from ..types import resolve
+from .gen_metal import kernel_file_name
 
 ROOT = Path(__file__).resolve().parents[2]
 METAL = ROOT / "metal"
@@ -31,8 +32,7 @@ OUT_KINDS = {torch.float32: ("f32", "float"), torch.float16: ("f16", "metal::hal
 
 
 def kernel_file(qtype) -> Path:
-    t = resolve(qtype)
-    return METAL / ("float.metal" if t.name in ("F32", "F16", "BF16") else f"{t.name.lower()}.metal")
+    return METAL / kernel_file_name(qtype)
 
 
 def compiler() -> str:

@@ -699,9 +699,9 @@ def compile(path, ubsan: bool = False) -> Library:  # noqa: A001 - the name the 
 # ----------------------------------------------------------------------------------------------------
 
 def kernel_file(qtype) -> Path:
-    from ..types import resolve
-    t = resolve(qtype)
-    return METAL / ("float.metal" if t.name in ("F32", "F16", "BF16") else f"{t.name.lower()}.metal")
+    from .gen_metal import kernel_file_name
+
+    return METAL / kernel_file_name(qtype)
 
 
 def dequantize(qtype, raw_bytes, dtype=None, *, ubsan: bool = False, flush: str = "end", path=None):
