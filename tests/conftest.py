@@ -1,10 +1,15 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
 from gguf_dequant.types import SUPPORTED
+
+# The shader harness (harness/) is development tooling beside the package, imported from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 settings.register_profile(
     "default", max_examples=int(os.environ.get("GGUF_HYPOTHESIS_EXAMPLES", "60")), deadline=None,

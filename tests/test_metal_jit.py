@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gguf_dequant import metal_jit, reference, testing
-from gguf_dequant.tools import msl_harness, msl_lint
+from harness import msl_harness, msl_lint
 
 from .conftest import ALL_TYPES, DTYPE_IDS, OUT_DTYPES
 

@@ -1,6 +1,6 @@
 """The Linux shader harness: every metal/*.metal file compiled as strict C++ for OpenCL (clang-19 and our
 metal_stdlib shim), linted, and run on the CPU with Metal dispatchThreads semantics against the reference,
-bit for bit, with guard pages and poisoned outputs (gguf_dequant/tools/msl_harness.py, msl_lint.py)."""
+bit for bit, with guard pages and poisoned outputs (harness/msl_harness.py, msl_lint.py)."""
 
 import re
 import subprocess
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gguf_dequant import launch, reference, testing
-from gguf_dequant.tools import msl_harness, msl_lint
+from harness import msl_harness, msl_lint
 from gguf_dequant.types import BY_NAME
 
 from .conftest import ALL_TYPES, DTYPE_IDS, OUT_DTYPES, implemented
@@ -291,7 +291,7 @@ def test_ubsan_reports_undefined_behaviour(shim_file):
 _GUARD_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
-    from gguf_dequant.tools import msl_harness
+    from harness import msl_harness
     lib = msl_harness.compile(sys.argv[1])
     n = int(sys.argv[3])
     src = np.arange(n, dtype=np.float32)

@@ -10,7 +10,7 @@ Layer 3: kernel signatures and text: pointer/reference kernel parameters without
          ``thread``), parameters without an attribute, duplicate ``[[buffer(n)]]`` indices, includes other
          than ``<metal_*>`` and our own headers, and synchronisation the serial launcher does not emulate.
 
-    python -m gguf_dequant.tools.msl_lint [files...]      (default: metal/*.metal; exit status 1 on findings)
+    python -m harness.msl_lint [files...]      (default: metal/*.metal; exit status 1 on findings)
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ def lint(path, extra_include_dirs=()) -> list[Finding]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gguf_dequant.tools.msl_lint", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m harness.msl_lint", description=__doc__.split("\n")[0])
     ap.add_argument("files", nargs="*", type=Path, help=".metal files (default: metal/*.metal)")
     ap.add_argument("--rules", action="store_true", help="list the rules and exit")
     args = ap.parse_args(argv)
