@@ -699,7 +699,7 @@ def compile(path, ubsan: bool = False) -> Library:  # noqa: A001 - the name the 
 # ----------------------------------------------------------------------------------------------------
 
 def kernel_file(qtype) -> Path:
-    from .gen_metal import kernel_file_name
+    from gguf_dequant.tools.gen_metal import kernel_file_name
 
     return METAL / kernel_file_name(qtype)
 
