@@ -469,7 +469,8 @@ def _launcher(k: int, e: Entry) -> str:
             raise MslError(f"{e.host_name}: parameter {p.text!r} has attribute {p.attr!r}, which the harness "
                            "cannot provide (textures, samplers, ... are not emulated)")
     typedef = f"typedef decltype({fn}) F{k};\n" if e.targs else ""
-    return f"""{typedef}static void msl_thread_{k}(const msl_dispatch *d, const msl_pos *p) {{
+    return f"""{typedef}static inline __attribute__((always_inline)) void msl_body_{k}(const msl_dispatch *d,
+                                                                          const msl_pos *p) {{
     const ulong *bufs = (const ulong *)d->bufs;
     const metal::uint3 ngroups = {{d->ngroups[0], d->ngroups[1], d->ngroups[2]}};
     const metal::uint3 tdecl = {{d->tdecl[0], d->tdecl[1], d->tdecl[2]}};
@@ -482,8 +483,26 @@ def _launcher(k: int, e: Entry) -> str:
     (void)bufs; (void)ngroups; (void)grid; (void)tsz; (void)tidx; (void)tcount; (void)gpos;
     {fn}({", ".join(args)});
 }}
+static void msl_thread_{k}(const msl_dispatch *d, const msl_pos *p) {{ msl_body_{k}(d, p); }}
+static void msl_serial_{k}(const msl_dispatch *d) {{
+    msl_pos p;
+    for (p.tg[2] = 0; p.tg[2] < d->ngroups[2]; ++p.tg[2])
+    for (p.tg[1] = 0; p.tg[1] < d->ngroups[1]; ++p.tg[1])
+    for (p.tg[0] = 0; p.tg[0] < d->ngroups[0]; ++p.tg[0]) {{
+        for (int k = 0; k < 3; ++k) {{
+            const uint left = d->grid[k] - p.tg[k] * d->tdecl[k];
+            p.tsz[k] = left < d->tdecl[k] ? left : d->tdecl[k];
+        }}
+        p.tcount = p.tsz[0] * p.tsz[1] * p.tsz[2];
+        p.tidx = 0;
+        for (p.tt[2] = 0; p.tt[2] < p.tsz[2]; ++p.tt[2])
+        for (p.tt[1] = 0; p.tt[1] < p.tsz[1]; ++p.tt[1])
+        for (p.tt[0] = 0; p.tt[0] < p.tsz[0]; ++p.tt[0], ++p.tidx) msl_body_{k}(d, &p);
+    }}
+}}
 extern "C" int msl_launch_{k}(msl_dispatch *d) {{
     d->per_thread = &msl_thread_{k};
+    d->serial = &msl_serial_{k};
     const msl_harness::ftz_scope ftz;
     (void)ftz;
     return msl_run(d);

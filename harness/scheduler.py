@@ -47,7 +47,7 @@ class Dispatch(ctypes.Structure):
         ("seed", ctypes.c_uint64), ("bufs", ctypes.c_uint64),
         ("tg_param_size", ctypes.c_uint64 * MAX_TG_PARAMS),
         ("error", ctypes.c_uint64), ("error_len", ctypes.c_uint64),
-        ("per_thread", ctypes.c_void_p),
+        ("per_thread", ctypes.c_void_p), ("serial", ctypes.c_void_p),
     ]
 
 

@@ -561,21 +561,7 @@ static void group_size(const msl_dispatch *d, const unsigned tg[3], unsigned tsz
 }
 
 static int run_serial(msl_dispatch *d) {
-    msl_pos p;
-    for (unsigned gz = 0; gz < d->ngroups[2]; ++gz)
-        for (unsigned gy = 0; gy < d->ngroups[1]; ++gy)
-            for (unsigned gx = 0; gx < d->ngroups[0]; ++gx) {
-                p.tg[0] = gx, p.tg[1] = gy, p.tg[2] = gz;
-                group_size(d, p.tg, p.tsz);
-                p.tcount = p.tsz[0] * p.tsz[1] * p.tsz[2];
-                p.tidx = 0;
-                for (unsigned tz = 0; tz < p.tsz[2]; ++tz)
-                    for (unsigned ty = 0; ty < p.tsz[1]; ++ty)
-                        for (unsigned tx = 0; tx < p.tsz[0]; ++tx, ++p.tidx) {
-                            p.tt[0] = tx, p.tt[1] = ty, p.tt[2] = tz;
-                            d->per_thread(d, &p);
-                        }
-            }
+    d->serial(d);  // the generated loop over groups and threads, with the kernel inlined
     return MSL_OK;
 }
 

@@ -50,6 +50,7 @@ typedef struct msl_lanes {
 typedef struct msl_dispatch msl_dispatch;
 typedef int (*msl_resolver)(msl_lanes *);
 typedef void (*msl_thread_fn)(const msl_dispatch *, const msl_pos *);
+typedef void (*msl_serial_fn)(const msl_dispatch *);
 
 struct msl_dispatch {
     unsigned ngroups[3], tdecl[3], grid[3];
@@ -59,7 +60,8 @@ struct msl_dispatch {
     unsigned long tg_param_size[MSL_MAX_TG_PARAMS];  // [[threadgroup(n)]] bytes, 0 = not bound
     unsigned long error;                             // char buffer for the error message
     unsigned long error_len;
-    msl_thread_fn per_thread;                        // set by the generated launcher
+    msl_thread_fn per_thread;                        // set by the generated launcher: one thread (fibers)
+    msl_serial_fn serial;                            // and every thread of the grid in turn (serial mode)
 };
 
 MSL_EXTERN int msl_run(msl_dispatch *d);
