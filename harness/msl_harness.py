@@ -298,7 +298,7 @@ class Prepared:
     lines: LineMap
 
 
-def parse(path, pre: str) -> Prepared:
+def parse(path, pre: str, function_constants=None) -> Prepared:
     masked = mask(pre)
     # host_name attributes (string literals are blanked in `masked`, so search the text; skip line markers)
     src = list(pre)
@@ -362,6 +362,8 @@ def parse(path, pre: str) -> Prepared:
         if e.host_name in seen:
             raise MslError(f"{path}: duplicate host name {e.host_name!r}")
         seen.add(e.host_name)
+    for fm in _FUNCTION_CONSTANT.finditer(masked):
+        rewrites.append((fm.start(), fm.end(), _function_constant(pre, fm, function_constants or {})))
     for a, b, text in sorted(rewrites, reverse=True):
         src[a:b] = list(text)
     return Prepared(Path(path), pre, "".join(src), kernels, entries, lines)
@@ -372,6 +374,26 @@ def parse(path, pre: str) -> Prepared:
 # (guard pages, poisoned at each group start), on the same line.
 _TG_DECL = re.compile(r"\b__local\s+(?P<type>[A-Za-z_][\w:<>,\s]*?)\s+(?P<name>[A-Za-z_]\w*)\s*"
                       r"(?P<dims>(?:\[[^\[\];{}]*\]\s*)*)(?:\[\[[^;]*?\]\]\s*)?;")
+
+
+# `constant T name [[function_constant(n)]];` becomes a constant with the value compile() was given
+# (is_function_constant_defined(name) is true) or T(0) (false), on the same line.
+_FUNCTION_CONSTANT = re.compile(r"\b__constant\s+(?P<type>[A-Za-z_][\w:<>,\s]*?)\s+(?P<name>[A-Za-z_]\w*)\s*"
+                                r"\[\[\s*function_constant\s*\(\s*(?P<index>\d+)\s*\)\s*\]\]\s*;")
+
+
+def _function_constant(pre: str, m: re.Match, values: dict) -> str:
+    typ, name, index = " ".join(m.group("type").split()), m.group("name"), int(m.group("index"))
+    value = values.get(index)
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = float.hex(value) + "f"
+    else:
+        text = "0" if value is None else str(int(value))
+    newlines = "\n" * pre.count("\n", m.start(), m.end())
+    return (f"__constant {typ} {name} = ({typ})({text}); "
+            f"__constant bool msl_fc_defined_{name} = {'false' if value is None else 'true'};{newlines}")
 
 
 def _threadgroup_storage(pre: str, m: re.Match, ident: int) -> str:
@@ -385,8 +407,8 @@ def _threadgroup_storage(pre: str, m: re.Match, ident: int) -> str:
     return f"__local {typ} &{name} = *(__local {typ} *) {alloc};{newlines}"
 
 
-def prepare(path, include_dirs=(), defines=(), source: str | None = None) -> Prepared:
-    return parse(path, preprocess(path, include_dirs, defines, source))
+def prepare(path, include_dirs=(), defines=(), source: str | None = None, function_constants=None) -> Prepared:
+    return parse(path, preprocess(path, include_dirs, defines, source), function_constants)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -540,27 +562,31 @@ def _run(cmd, what):
     return proc
 
 
-def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defines=()) -> tuple[Path, dict]:
+def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defines=(), function_constants=None,
+          race_check: bool = True) -> tuple[Path, dict]:
     """Compile (or reuse from the cache) one .metal file; returns (shared library, manifest).
-    ``defines`` are ``NAME`` or ``NAME=VALUE`` strings passed as ``-D``."""
+    ``defines`` are ``NAME`` or ``NAME=VALUE`` strings passed as ``-D``; ``function_constants`` maps
+    ``[[function_constant(n)]]`` indices to values; ``race_check=False`` skips the threadgroup access
+    checks (harness/instrument.py)."""
     path = Path(path).resolve()
     defines = list(defines)
+    function_constants = dict(function_constants or {})
     flags = [*OCL_FLAGS, *COMMON_FLAGS, *DEBUG_FLAGS, *(UBSAN_FLAGS if ubsan else []),
              *(FTZ_FLAGS if ftz else []), *[f"-D{d}" for d in defines], *extra_flags]
-    digest = _inputs_digest(path, flags)
+    digest = _inputs_digest(path, flags + [f"fc:{sorted(function_constants.items())}", f"race_check:{race_check}"])
     CACHE.mkdir(parents=True, exist_ok=True)
     stem = CACHE / f"{path.stem}{'-ubsan' if ubsan else ''}{'-ftz' if ftz else ''}-{digest}"
     so, manifest_path = stem.with_suffix(".so"), stem.with_suffix(".json")
     if so.exists() and manifest_path.exists():
         return so, json.loads(manifest_path.read_text())
-    prep = prepare(path, defines=defines)
+    prep = prepare(path, defines=defines, function_constants=function_constants)
     gen = stem.with_suffix(".gen.cpp")
     gen.write_text(generate(prep))
     tmp = f"{stem}.{os.getpid()}"
     # optimised IR with threadgroup as address space 3, its threadgroup accesses checked, then machine code
     ir = _run([CLANG, *flags, *IR_FLAGS, f"-I{SHIM}", "-S", "-emit-llvm", str(gen), "-o", "-"],
               f"compiling {path}").stdout
-    checked, sites = instrument.instrument(ir)
+    checked, sites = instrument.instrument(ir) if race_check else (ir, [])
     Path(tmp + ".ll").write_text(checked)
     _run([CLANG, "-x", "ir", "-O2", "-fPIC", *(UBSAN_FLAGS if ubsan else []), "-c", tmp + ".ll", "-o", tmp + ".o"],
          f"compiling {path} (checked IR)")
@@ -821,18 +847,24 @@ def _symbolize(message: str) -> str:
 
 
 @functools.cache
-def _compile_cached(path: str, ubsan: bool, ftz: bool, defines: tuple[str, ...]) -> Library:
-    return Library(*build(path, ubsan=ubsan, ftz=ftz, defines=defines))
+def _compile_cached(path: str, ubsan: bool, ftz: bool, defines: tuple[str, ...], function_constants: tuple,
+                    race_check: bool) -> Library:
+    return Library(*build(path, ubsan=ubsan, ftz=ftz, defines=defines, function_constants=dict(function_constants),
+                          race_check=race_check))
 
 
-def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None) -> Library:  # noqa: A001
+def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None, function_constants=None,  # noqa: A001
+            race_check: bool = True) -> Library:
     """Build (cached on disk and per process) and load one .metal file. ``ubsan``: UBSan build whose
     reports raise MslError; ``ftz``: flush float denormals to zero as Metal fast math may (compile with
     ``-fdenormal-fp-math=preserve-sign``, MXCSR FTZ|DAZ during each launch); ``defines``: a mapping or
-    an iterable of ``NAME``/``NAME=VALUE`` macro definitions."""
+    an iterable of ``NAME``/``NAME=VALUE`` macro definitions; ``function_constants``: ``{index: value}``
+    for ``[[function_constant(index)]]`` (as MTLFunctionConstantValues; missing ones are undefined);
+    ``race_check``: check every threadgroup load/store for bounds and races (default; False is faster)."""
     if isinstance(defines, dict):
         defines = [k if v is None else f"{k}={v}" for k, v in defines.items()]
-    return _compile_cached(str(Path(path).resolve()), ubsan, ftz, tuple(defines or ()))
+    fcs = tuple(sorted((function_constants or {}).items()))
+    return _compile_cached(str(Path(path).resolve()), ubsan, ftz, tuple(defines or ()), fcs, race_check)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -365,3 +365,23 @@ def test_seeded_bug_is_reported(path, schedule):
     assert message.startswith(f"kernel bad ({path.resolve()}:"), message
     assert f"{path.resolve()}:{bug_line}" in message, message
     assert re.search(_header(path, "expect"), message), message
+
+
+def test_function_constants():
+    base = msl_harness.compile(KERNELS).dispatch_threads("specialised", [np.zeros(4, np.float32)], 4, 4)
+    np.testing.assert_array_equal(base.buffers[0], [100, 101, 102, 103])  # none defined
+    spec = msl_harness.compile(KERNELS, function_constants={0: True, 1: 0.5, 2: -3})
+    res = spec.dispatch_threads("specialised", [np.zeros(4, np.float32)], 4, 4)
+    np.testing.assert_array_equal(res.buffers[0], [-3, -2.5, -2, -1.5])
+
+
+def test_group_over_1024_threads_and_unchecked_builds(lib):
+    with pytest.raises(msl_harness.MslError, match=r"kernel block_sum \(.*\): a threadgroup of 1056x1x1 = 1056 "
+                                                   r"threads is empty or exceeds Metal's limit of 1024"):
+        lib.dispatch_threadgroups("block_sum", [np.zeros(8, np.float32), np.zeros(1, np.float32), np.uint32(8)],
+                                  1, 1056)
+    fast = msl_harness.compile(KERNELS, race_check=False)
+    assert not fast.manifest["sites"] and lib.manifest["sites"]
+    x = np.arange(300, dtype=np.float32)
+    got = fast.dispatch_threadgroups("block_sum", [x, np.zeros(1, np.float32), np.uint32(300)], 1, 96)
+    assert got.buffers[1][0] == x.sum()

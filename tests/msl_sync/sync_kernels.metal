@@ -229,3 +229,13 @@ kernel void device_oob(device float *out [[buffer(0)]], uint gid [[thread_positi
     const float s = simd_sum(1.0f);
     out[gid + 4096] = s;
 }
+
+// Function constants specialise a kernel at pipeline creation (compile(..., function_constants=)).
+constant bool fc_scale [[function_constant(0)]];
+constant float fc_factor [[function_constant(1)]];
+constant int fc_offset [[function_constant(2)]];
+constant int fc_offset_or_default = is_function_constant_defined(fc_offset) ? fc_offset : 100;
+
+kernel void specialised(device float *out [[buffer(0)]], uint gid [[thread_position_in_grid]]) {
+    out[gid] = (fc_scale ? float(gid) * fc_factor : float(gid)) + float(fc_offset_or_default);
+}
