@@ -2,10 +2,13 @@
 
 The .metal file is compiled against our own ``harness/shim/metal_stdlib`` in strict mode (real address
 spaces, no ``double``; msl-on-linux.md sections 2-4). Kernel entry points are found in the *preprocessed*
-source (the GGUF_*_KERNELS macros produce them), ``[[host_name("...")]]`` is blanked (column-preserving,
-the only rewrite) and an ``extern "C"`` launcher is generated per host name. A launcher loops over
-threadgroups and their threads serially with Metal ``dispatchThreads`` semantics (threads outside the
-grid of a partial last group are skipped) and fills ``thread_position_in_grid`` and friends.
+source (the GGUF_*_KERNELS macros produce them), ``[[host_name("...")]]`` is blanked (column-preserving)
+and an ``extern "C"`` launcher is generated per host name. A launch first runs serially (threadgroups and
+their threads in a loop, Metal ``dispatchThreads`` semantics: threads outside the grid of a partial last
+group are skipped); a kernel that synchronises (barriers, SIMD-group functions, threadgroup memory) is
+rerun on the fiber scheduler (``scheduler.py``, ``runtime/scheduler.c``). Kernel-scope threadgroup arrays
+and function constants are rewritten on their own lines; threadgroup loads and stores are checked in the
+optimised IR (``instrument.py``). What it emulates and what it cannot: ``harness/README.md``.
 
 Buffers are copied into memory placed flush against ``PROT_NONE`` guard pages (one before, one after),
 so an out-of-bounds access faults at once (``faulthandler`` prints the Python stack). Output buffers

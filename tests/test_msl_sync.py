@@ -385,3 +385,25 @@ def test_group_over_1024_threads_and_unchecked_builds(lib):
     x = np.arange(300, dtype=np.float32)
     got = fast.dispatch_threadgroups("block_sum", [x, np.zeros(1, np.float32), np.uint32(300)], 1, 96)
     assert got.buffers[1][0] == x.sum()
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_race_check_follows_barrier_scope(lib, schedule):
+    def run(mode):
+        return lib.dispatch_threads("exchange", [np.zeros(64, np.uint32), np.uint32(mode)], 64, 64,
+                                    schedule=schedule).buffers[0]
+
+    tid = np.arange(64)
+    np.testing.assert_array_equal(run(0), (tid ^ 1) * 10)
+    np.testing.assert_array_equal(run(3), (tid ^ 32) * 10)
+    for mode in (1, 2):
+        with pytest.raises(msl_harness.MslError, match=r"data race on threadgroup memory 'slots'"):
+            run(mode)
+
+
+def test_ubsan_build_runs_fibers():
+    ub = msl_harness.compile(KERNELS, ubsan=True)
+    x = np.arange(200, dtype=np.uint32)
+    res = ub.dispatch_threads("group_scan", [x, np.zeros(400, np.uint32)], 200, 96, schedule="reverse")
+    np.testing.assert_array_equal(res.buffers[1][0::2], np.concatenate([np.cumsum(x[:96]), np.cumsum(x[96:192]),
+                                                                        np.cumsum(x[192:])]))
