@@ -750,10 +750,12 @@ class Library:
 
     def _launch(self, name, buffers, groups, tg, grid, *, poison: int = 0xFF, flush: str = "end",
                 align: int = 16, max_threads_per_group: int | None = None, threadgroup_buffers=None,
-                inout=(), **sched) -> DispatchResult:
+                inout=(), fibers: bool | None = None, **sched) -> DispatchResult:
         """``max_threads_per_group``: the pipeline maximum (at most 1024); ``threadgroup_buffers``:
         ``{index: bytes}`` for ``[[threadgroup(index)]]`` parameters; ``inout``: indices of written buffers
-        whose contents the kernel also reads (copied in, not poisoned; e.g. atomic accumulators);
+        whose contents the kernel also reads (copied in, not poisoned; e.g. atomic accumulators); ``fibers``:
+        None (default) runs serially until the kernel synchronises, True always on fibers, False serially
+        only (a kernel that synchronises is an error);
         ``sched``: the scheduler's options (harness/scheduler.py): schedule, seed, simd_order, mma_order."""
         if name not in self.entries:
             raise MslError(f"no kernel with host name {name!r}; have {sorted(self.entries)}")
@@ -772,7 +774,12 @@ class Library:
         missing = [i for i in sorted(needed) if i >= len(buffers) or buffers[i] is None]
         if missing:
             raise MslError(f"{label}: buffers {missing} are not bound")
-        mode = scheduler.MODE_FIBERS if tg_params or name in self._synchronising else scheduler.MODE_AUTO
+        if fibers is False and tg_params:
+            raise MslError(f"{label}: fibers=False, but the kernel has [[threadgroup(n)]] parameters")
+        if fibers or tg_params or (fibers is None and name in self._synchronising):
+            mode = scheduler.MODE_FIBERS
+        else:
+            mode = scheduler.MODE_SERIAL if fibers is False else scheduler.MODE_AUTO
         converted = {i: _as_bytes(obj) for i, obj in enumerate(buffers) if obj is not None}
         while True:
             guards: dict[int, GuardedBuffer] = {}

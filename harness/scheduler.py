@@ -13,6 +13,8 @@ options (``Library.dispatch_threads(..., **opts)``):
 - ``simd_order``: how ``simd_sum`` and the other reductions combine lanes: ``"butterfly"`` (default: lane i
   combines with lane i+d for d = 16, 8, 4, 2, 1), ``"adjacent"`` (pairs (0,1), (2,3), ..., then (0,2), ...),
   ``"sequential"`` (((l0 + l1) + l2) + ...). Apple does not document its order.
+- ``fibers`` (handled by the launcher): None runs a launch serially until the kernel first synchronises
+  and then reruns it on fibers; True always uses fibers, False never.
 - ``mma_order``: how ``simdgroup_multiply_accumulate`` sums each row-column product into C:
   ``"fma"`` (default: acc = fma(a_k, b_k, acc) from acc = c, k = 0..7), ``"sequential"`` (acc + a_k*b_k,
   rounded each step) or ``"pairwise"`` (c + ((p0+p1)+(p2+p3))+((p4+p5)+(p6+p7))); in float, rounded once.

@@ -273,10 +273,12 @@ def test_every_simd_function(lib, live, schedule):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("grid,group", [((5, 3, 2), (2, 2, 2)), ((7, 4, 3), (4, 3, 3))])
-def test_thread_positions_3d(lib, grid, group):
+@pytest.mark.parametrize("fibers", [False, True], ids=["serial", "fibers"])
+@pytest.mark.parametrize("grid,group", [((5, 3, 2), (2, 2, 2)), ((7, 4, 3), (4, 3, 3)), ((70, 1, 1), (64, 1, 1))])
+def test_thread_positions_3d(lib, grid, group, fibers):
     gx, gy, gz = grid
-    res = lib.dispatch_threads("positions_3d", [np.zeros(gx * gy * gz * 20, np.uint32)], grid, group)
+    res = lib.dispatch_threads("positions_3d", [np.zeros(gx * gy * gz * 20, np.uint32)], grid, group,
+                               fibers=fibers, schedule="reverse")
     assert res.unwritten == {0: 0}
     out = res.buffers[0].reshape(gz, gy, gx, 20)
     ngroups = [-(-g // t) for g, t in zip(grid, group)]
@@ -339,8 +341,20 @@ def test_plain_kernels_take_the_serial_path(lib):
     raw = testing.random_blocks("Q4_0", 64, np.random.default_rng(0)).tobytes()
     msl_harness.dequantize("Q4_0", raw)
     assert not dequant._synchronising
-    lib.dispatch_threads("simd_sum_order", [np.ones(32, np.float32), np.zeros(32, np.float32), np.uint32(32)], 32, 32)
+    args = [np.ones(32, np.float32), np.zeros(32, np.float32), np.uint32(32)]
+    with pytest.raises(msl_harness.MslError, match="synchronises, which the serial mode cannot run"):
+        lib.dispatch_threads("simd_sum_order", args, 32, 32, fibers=False)
+    lib.dispatch_threads("simd_sum_order", args, 32, 32)
     assert "simd_sum_order" in lib._synchronising
+
+
+def test_fiber_path_matches_the_serial_path_on_dequant_kernels():
+    lib = msl_harness.compile(msl_harness.kernel_file("Q4_K"))
+    raw = np.frombuffer(testing.random_blocks("Q4_K", 20, np.random.default_rng(2), finite=False).tobytes(), np.uint8)
+    n = 20 * 256
+    runs = [lib.dispatch_threads("dequantize_q4_k_f16", [raw, np.zeros(n, np.float16), np.uint64(n)], n // 32, 64,
+                                 fibers=f, schedule="reverse").buffers[1] for f in (False, True)]
+    assert runs[0].tobytes() == runs[1].tobytes()
 
 
 # ---- seeded bugs ---------------------------------------------------------------------------------------
