@@ -550,7 +550,8 @@ def generate(prep: Prepared) -> str:
 def _inputs_digest(path: Path, flags: list[str]) -> str:
     h = hashlib.sha256()
     h.update(HARNESS_VERSION.encode() + Path(__file__).read_bytes() + _clang_version().encode())
-    h.update(scheduler.SOURCE.read_bytes())
+    for module in (scheduler.SOURCE, Path(scheduler.__file__), Path(instrument.__file__)):
+        h.update(module.read_bytes())
     h.update(" ".join(flags).encode())
     deps = [path] + sorted(path.parent.glob("*.h")) + sorted(p for p in SHIM.rglob("*") if p.is_file())
     for p in deps:
@@ -591,7 +592,8 @@ def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defin
               f"compiling {path}").stdout
     checked, sites = instrument.instrument(ir) if race_check else (ir, [])
     Path(tmp + ".ll").write_text(checked)
-    _run([CLANG, "-x", "ir", "-O2", "-fPIC", *(UBSAN_FLAGS if ubsan else []), "-c", tmp + ".ll", "-o", tmp + ".o"],
+    _run([CLANG, "-x", "ir", "-O2", "-Xclang", "-disable-llvm-optzns", "-fPIC", *(UBSAN_FLAGS if ubsan else []),
+          "-c", tmp + ".ll", "-o", tmp + ".o"],
          f"compiling {path} (checked IR)")
     os.unlink(tmp + ".ll")
     rt = compiler_rt_builtins()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -80,13 +81,15 @@ def make_dispatch(groups, group, grid, bufs_addr: int, *, poison: int, schedule=
 @functools.cache
 def runtime_object(clang: str, cache: Path, flags: tuple[str, ...]) -> Path:
     """scheduler.c compiled once per content and flags (cached beside the kernel libraries)."""
-    h = hashlib.sha256(SOURCE.read_bytes() + HEADER.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
+    h = hashlib.sha256(SOURCE.read_bytes() + HEADER.read_bytes() + Path(__file__).read_bytes()
+                       + " ".join(flags).encode()).hexdigest()[:16]
     obj = cache / f"msl-scheduler-{h}.o"
     if not obj.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = obj.with_suffix(f".{id(obj)}.o")
-        proc = subprocess.run([clang, "-x", "c", "-std=gnu11", "-O2", "-fPIC", "-Wall", *flags, "-c", str(SOURCE),
-                               "-o", str(tmp)], capture_output=True, text=True)
+        tmp = obj.with_suffix(f".{os.getpid()}.o")
+        # hidden: every kernel library links its own copy (its own state), invisible to the others
+        proc = subprocess.run([clang, "-x", "c", "-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", *flags,
+                               "-c", str(SOURCE), "-o", str(tmp)], capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"compiling {SOURCE} failed:\n{proc.stderr}")
         tmp.replace(obj)
