@@ -82,6 +82,26 @@ def fma_model(a, b, c):
     return f32_round(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
 
 
+def mma_model(a, b, c, order):
+    """D = A B + C for 8x8 float32 matrices in the harness's documented mma_order."""
+    f = np.float32
+    d = np.empty((8, 8), np.float32)
+    for i in range(8):
+        for j in range(8):
+            p = [f(a[i, k] * b[k, j]) for k in range(8)]
+            acc = c[i, j]
+            if order == "fma":
+                for k in range(8):
+                    acc = fma_model(a[i, k], b[k, j], acc)
+            elif order == "sequential":
+                for k in range(8):
+                    acc = f(acc + p[k])
+            else:
+                acc = f(acc + f(f(f(p[0] + p[1]) + f(p[2] + p[3])) + f(f(p[4] + p[5]) + f(p[6] + p[7]))))
+            d[i, j] = acc
+    return d
+
+
 def test_sync_kernels_lint_clean():
     for path in (KERNELS, *BAD):
         assert msl_lint.lint(path) == [], path.name
@@ -187,24 +207,7 @@ def test_simdgroup_matrix_multiply(lib, mma_order, schedule):
     for lane in range(32):
         np.testing.assert_array_equal(owned[:, lane], a[:, rows[lane], cols[lane]:cols[lane] + 2])
     bf = b.astype(np.float32)
-    want = np.empty((count, 8, 8), np.float32)
-    for m in range(count):
-        for i in range(8):
-            for j in range(8):
-                p = [np.float32(a[m, i, k] * bf[m, k, j]) for k in range(8)]
-                if mma_order == "fma":
-                    acc = c[m, i, j]
-                    for k in range(8):
-                        acc = fma_model(a[m, i, k], bf[m, k, j], acc)
-                elif mma_order == "sequential":
-                    acc = c[m, i, j]
-                    for k in range(8):
-                        acc = np.float32(acc + p[k])
-                else:
-                    s = np.float32(np.float32(np.float32(p[0] + p[1]) + np.float32(p[2] + p[3]))
-                                   + np.float32(np.float32(p[4] + p[5]) + np.float32(p[6] + p[7])))
-                    acc = np.float32(c[m, i, j] + s)
-                want[m, i, j] = acc
+    want = np.stack([mma_model(a[m], bf[m], c[m], mma_order) for m in range(count)])
     testing.assert_bits_equal(res.buffers[3].reshape(count, 8, 8), want, f"mma {mma_order}")
     err = np.abs(want.astype(np.float64) - (a.astype(np.float64) @ bf.astype(np.float64) + c))
     assert err.max() < 1e-5 * (np.abs(a) @ np.abs(bf) + np.abs(c)).max()
@@ -226,18 +229,7 @@ def test_simdgroup_multiply_bfloat_and_diagonal(lib, mma_order, schedule):
     af = (a.astype(np.uint32) << 16).view(np.float32).reshape(8, 8)
     bf = (b.astype(np.uint32) << 16).view(np.float32).reshape(8, 8)
     np.testing.assert_array_equal(res.buffers[2].reshape(8, 8), 2 * af)
-    want = np.empty((8, 8), np.float32)
-    for i in range(8):
-        for j in range(8):
-            if mma_order == "fma":
-                acc = np.float32(0)
-                for k in range(8):
-                    acc = fma_model(af[i, k], bf[k, j], acc)
-            else:
-                p = [np.float32(af[i, k] * bf[k, j]) for k in range(8)]
-                acc = np.float32(np.float32(0) + np.float32(np.float32(np.float32(p[0] + p[1]) + np.float32(p[2] + p[3]))
-                                                           + np.float32(np.float32(p[4] + p[5]) + np.float32(p[6] + p[7]))))
-            want[i, j] = acc
+    want = mma_model(af, bf, np.zeros((8, 8), np.float32), mma_order)
     testing.assert_bits_equal(res.buffers[3].reshape(8, 8), want, f"bfloat mma {mma_order}")
 
 
