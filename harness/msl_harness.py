@@ -494,35 +494,45 @@ def _launcher(k: int, e: Entry) -> str:
             raise MslError(f"{e.host_name}: parameter {p.text!r} has attribute {p.attr!r}, which the harness "
                            "cannot provide (textures, samplers, ... are not emulated)")
     typedef = f"typedef decltype({fn}) F{k};\n" if e.targs else ""
-    return f"""{typedef}static inline __attribute__((always_inline)) void msl_body_{k}(const msl_dispatch *d,
-                                                                          const msl_pos *p) {{
-    const ulong *bufs = (const ulong *)d->bufs;
+    return f"""{typedef}static inline __attribute__((always_inline)) void msl_body_{k}(
+        const ulong *bufs, metal::uint3 ngroups, metal::uint3 tdecl, metal::uint3 grid, metal::uint3 tg,
+        metal::uint3 tt, metal::uint3 tsz, uint tidx, uint tcount) {{
+    const metal::uint3 gpos = tg * tdecl + tt;
+    (void)bufs; (void)ngroups; (void)grid; (void)tsz; (void)tidx; (void)tcount; (void)gpos;
+    {fn}({", ".join(args)});
+}}
+// one thread (fibers)
+static void msl_thread_{k}(const msl_dispatch *d, const msl_pos *p) {{
     const metal::uint3 ngroups = {{d->ngroups[0], d->ngroups[1], d->ngroups[2]}};
     const metal::uint3 tdecl = {{d->tdecl[0], d->tdecl[1], d->tdecl[2]}};
     const metal::uint3 grid = {{d->grid[0], d->grid[1], d->grid[2]}};
     const metal::uint3 tg = {{p->tg[0], p->tg[1], p->tg[2]}};
     const metal::uint3 tt = {{p->tt[0], p->tt[1], p->tt[2]}};
     const metal::uint3 tsz = {{p->tsz[0], p->tsz[1], p->tsz[2]}};
-    const uint tidx = p->tidx, tcount = p->tcount;
-    const metal::uint3 gpos = tg * tdecl + tt;
-    (void)bufs; (void)ngroups; (void)grid; (void)tsz; (void)tidx; (void)tcount; (void)gpos;
-    {fn}({", ".join(args)});
+    msl_body_{k}((const ulong *)d->bufs, ngroups, tdecl, grid, tg, tt, tsz, p->tidx, p->tcount);
 }}
-static void msl_thread_{k}(const msl_dispatch *d, const msl_pos *p) {{ msl_body_{k}(d, p); }}
+// every thread of the grid in turn (serial mode): the launch parameters in locals, the kernel inlined
 static void msl_serial_{k}(const msl_dispatch *d) {{
-    msl_pos p;
-    for (p.tg[2] = 0; p.tg[2] < d->ngroups[2]; ++p.tg[2])
-    for (p.tg[1] = 0; p.tg[1] < d->ngroups[1]; ++p.tg[1])
-    for (p.tg[0] = 0; p.tg[0] < d->ngroups[0]; ++p.tg[0]) {{
-        for (int k = 0; k < 3; ++k) {{
-            const uint left = d->grid[k] - p.tg[k] * d->tdecl[k];
-            p.tsz[k] = left < d->tdecl[k] ? left : d->tdecl[k];
+    const ulong *bufs = (const ulong *)d->bufs;
+    const metal::uint3 ngroups = {{d->ngroups[0], d->ngroups[1], d->ngroups[2]}};
+    const metal::uint3 tdecl = {{d->tdecl[0], d->tdecl[1], d->tdecl[2]}};
+    const metal::uint3 grid = {{d->grid[0], d->grid[1], d->grid[2]}};
+    for (uint gz = 0; gz < ngroups.z; ++gz)
+    for (uint gy = 0; gy < ngroups.y; ++gy)
+    for (uint gx = 0; gx < ngroups.x; ++gx) {{
+        const metal::uint3 tg = {{gx, gy, gz}};
+        metal::uint3 tsz;
+        for (int i = 0; i < 3; ++i) {{
+            const uint left = grid[i] - tg[i] * tdecl[i];
+            tsz[i] = left < tdecl[i] ? left : tdecl[i];
         }}
-        p.tcount = p.tsz[0] * p.tsz[1] * p.tsz[2];
-        p.tidx = 0;
-        for (p.tt[2] = 0; p.tt[2] < p.tsz[2]; ++p.tt[2])
-        for (p.tt[1] = 0; p.tt[1] < p.tsz[1]; ++p.tt[1])
-        for (p.tt[0] = 0; p.tt[0] < p.tsz[0]; ++p.tt[0], ++p.tidx) msl_body_{k}(d, &p);
+        const uint tcount = tsz.x * tsz.y * tsz.z;
+        for (uint tz = 0; tz < tsz.z; ++tz)
+        for (uint ty = 0; ty < tsz.y; ++ty)
+        for (uint tx = 0; tx < tsz.x; ++tx) {{
+            const metal::uint3 tt = {{tx, ty, tz}};
+            msl_body_{k}(bufs, ngroups, tdecl, grid, tg, tt, tsz, tx + tsz.x * (ty + tsz.y * tz), tcount);
+        }}
     }}
 }}
 extern "C" int msl_launch_{k}(msl_dispatch *d) {{
