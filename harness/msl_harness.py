@@ -54,7 +54,8 @@ HARNESS_VERSION = "2"  # bump when the generated code changes
 OCL_FLAGS = ["-x", "clcpp", "-cl-std=clc++2021", "-cl-no-stdinc", "-target", "x86_64-linux-gnu",
              "-Xclang", "-cl-ext=-cl_khr_fp64,-__opencl_c_fp64"]
 COMMON_FLAGS = ["-fPIC", "-O2", "-Wall", "-Wno-unknown-attributes", "-Wno-unused-function",
-                "-fno-fast-math", "-ffp-contract=off"]
+                "-fno-fast-math", "-ffp-contract=off",
+                "-fstack-clash-protection"]  # big frames touch each page: a fiber's guard page catches them
 DEBUG_FLAGS = ["-gline-tables-only"]  # faults in fibers are reported as file:line
 IR_FLAGS = ["-Xclang", "-ffake-address-space-map"]  # threadgroup = addrspace(3) for harness/instrument.py
 UBSAN_FLAGS = ["-fsanitize=undefined"]  # with the shared UBSan runtime; reports become MslError
@@ -63,6 +64,7 @@ UBSAN_FLAGS = ["-fsanitize=undefined"]  # with the shared UBSan runtime; reports
 # kernel runs, so computed subnormals become 0 and subnormal operands read as 0. Half and bfloat
 # conversions are software (compiler-rt) and keep subnormals.
 FTZ_FLAGS = ["-fdenormal-fp-math=preserve-sign", "-DMSL_HARNESS_FTZ=1"]
+LAUNCHER_FILE = "<harness-launcher>"  # the file name the generated launchers' lines carry
 MARK = "__msl_kernel"  # what `kernel` expands to when the shim is asked to mark entry points
 
 SIMD_WIDTH = 32
@@ -547,7 +549,7 @@ extern "C" int msl_launch_{k}(msl_dispatch *d) {{
 
 def generate(prep: Prepared) -> str:
     """The compilable translation unit: the rewritten source plus one launcher per host name."""
-    parts = [prep.source, _LAUNCH_PRELUDE]
+    parts = [prep.source, f'#line 1 "{LAUNCHER_FILE}"', _LAUNCH_PRELUDE]  # not the .metal file's lines
     for k, e in enumerate(prep.entries):
         parts.append(_launcher(k, e))
     return "\n".join(parts)
@@ -864,8 +866,11 @@ def _symbolize(message: str) -> str:
     tool = shutil.which("llvm-symbolizer-19") or shutil.which("llvm-symbolizer")
     cmd = [tool, f"--obj={m.group(1)}"] if tool else ["addr2line", "-i", "-e", m.group(1)]  # binutils
     proc = subprocess.run([*cmd, f"0x{m.group(2)}"], capture_output=True, text=True)
-    loc = re.search(r"^(/\S+?):(\d+)(?::\d+)?$", proc.stdout, re.M)  # the innermost (inlined) frame
-    return message[:m.start()] + (f"at {loc.group(1)}:{loc.group(2)}" if loc else m.group()) + message[m.end():]
+    loc = re.search(r"^([^?\n]\S*?):(\d+)(?::\d+)?$", proc.stdout, re.M)  # the innermost (inlined) frame
+    if not loc:
+        return message
+    file = LAUNCHER_FILE if loc.group(1).endswith(LAUNCHER_FILE) else loc.group(1)
+    return f"{message[:m.start()]}at {file}:{loc.group(2)}{message[m.end():]}"
 
 
 @functools.cache

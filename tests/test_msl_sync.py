@@ -476,3 +476,9 @@ def test_ubsan_build_runs_fibers():
     res = ub.dispatch_threads("group_scan", [x, np.zeros(400, np.uint32)], 200, 96, schedule="reverse")
     np.testing.assert_array_equal(res.buffers[1][0::2], np.concatenate([np.cumsum(x[:96]), np.cumsum(x[96:192]),
                                                                         np.cumsum(x[192:])]))
+
+
+def test_fiber_stack_overflow_is_reported(lib):
+    with pytest.raises(msl_harness.MslError, match=r"kernel stack_hog .* stack overflow") as e:
+        lib.dispatch_threads("stack_hog", [np.zeros(32, np.float32)], 32, 32, fibers=True)
+    assert re.search(r"stack overflow .* at \S+:\d+$", str(e.value)), str(e.value)  # symbolised
