@@ -599,15 +599,18 @@ def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defin
     gen = stem.with_suffix(".gen.cpp")
     gen.write_text(generate(prep))
     tmp = f"{stem}.{os.getpid()}"
-    # optimised IR with threadgroup as address space 3, its threadgroup accesses checked, then machine code
-    ir = _run([CLANG, *flags, *IR_FLAGS, f"-I{SHIM}", "-S", "-emit-llvm", str(gen), "-o", "-"],
-              f"compiling {path}").stdout
-    checked, sites = instrument.instrument(ir) if race_check else (ir, [])
-    Path(tmp + ".ll").write_text(checked)
-    _run([CLANG, "-x", "ir", "-O2", "-Xclang", "-disable-llvm-optzns", "-fPIC", *(UBSAN_FLAGS if ubsan else []),
-          "-c", tmp + ".ll", "-o", tmp + ".o"],
-         f"compiling {path} (checked IR)")
-    os.unlink(tmp + ".ll")
+    sites: list[str] = []
+    if race_check and re.search(r"\b__local\b", mask(prep.source)):
+        # optimised IR with threadgroup as address space 3, its threadgroup accesses checked, then machine code
+        ir = _run([CLANG, *flags, *IR_FLAGS, f"-I{SHIM}", "-S", "-emit-llvm", str(gen), "-o", "-"],
+                  f"compiling {path}").stdout
+        checked, sites = instrument.instrument(ir)
+        Path(tmp + ".ll").write_text(checked)
+        _run([CLANG, "-x", "ir", "-O2", "-Xclang", "-disable-llvm-optzns", "-fPIC", *(UBSAN_FLAGS if ubsan else []),
+              "-c", tmp + ".ll", "-o", tmp + ".o"], f"compiling {path} (checked IR)")
+        os.unlink(tmp + ".ll")
+    else:  # no threadgroup memory: nothing to check
+        _run([CLANG, *flags, f"-I{SHIM}", "-c", str(gen), "-o", tmp + ".o"], f"compiling {path}")
     rt = compiler_rt_builtins()
     san = [*UBSAN_FLAGS, "-shared-libsan", f"-Wl,-rpath,{Path(rt).parent}"] if ubsan else []
     runtime = scheduler.runtime_object(CLANG, CACHE, tuple(DEBUG_FLAGS))
