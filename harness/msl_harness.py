@@ -226,6 +226,7 @@ class Kernel:
     offset: int
     host_name: str | None = None  # a host_name attribute on a non-template definition
     location: str = "?"           # file:line of the definition
+    max_threads: int | None = None  # [[max_total_threads_per_threadgroup(n)]]
     threadgroup_vars: list[str] = dataclasses.field(default_factory=list)  # rewritten kernel-scope arrays
 
 
@@ -348,6 +349,8 @@ def parse(path, pre: str, function_constants=None) -> Prepared:
         is_template = re.search(r"\btemplate\s*<", head) is not None
         file, line = lines.locate(k0)
         kernels[name] = Kernel(name, is_template, params, k0, host, f"{file}:{line}")
+        mt = re.search(r"\[\[\s*max_total_threads_per_threadgroup\s*\(\s*(\d+)\s*\)\s*\]\]", head)
+        kernels[name].max_threads = int(mt.group(1)) if mt else None
         b = masked.find("{", e)
         if b >= 0 and not masked[e:b].strip(" \t\n;"):
             body_end = _match(masked, b, "{", "}")
@@ -384,11 +387,12 @@ _TG_DECL = re.compile(r"\b__local\s+(?P<type>[A-Za-z_][\w:<>,\s]*?)\s+(?P<name>[
 # `constant T name [[function_constant(n)]];` becomes a constant with the value compile() was given
 # (is_function_constant_defined(name) is true) or T(0) (false), on the same line.
 _FUNCTION_CONSTANT = re.compile(r"\b__constant\s+(?P<type>[A-Za-z_][\w:<>,\s]*?)\s+(?P<name>[A-Za-z_]\w*)\s*"
-                                r"\[\[\s*function_constant\s*\(\s*(?P<index>\d+)\s*\)\s*\]\]\s*;")
+                                r"\[\[\s*function_constant\s*\((?P<index>[\d\s+*()-]+)\)\s*\]\]\s*;")
 
 
 def _function_constant(pre: str, m: re.Match, values: dict) -> str:
-    typ, name, index = " ".join(m.group("type").split()), m.group("name"), int(m.group("index"))
+    typ, name = " ".join(m.group("type").split()), m.group("name")
+    index = eval(m.group("index"), {"__builtins__": {}})  # digits, + - * ( ) only (the regex): e.g. 600 + 1
     value = values.get(index)
     if isinstance(value, bool):
         text = "true" if value else "false"
@@ -623,6 +627,7 @@ def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defin
         "entries": [
             {"host_name": e.host_name, "symbol": f"msl_launch_{k}", "function": e.function, "targs": e.targs,
              "location": e.kernel.location, "threadgroup_vars": e.kernel.threadgroup_vars,
+             "max_threads": e.kernel.max_threads,
              "params": [dataclasses.asdict(p) | {"writable": p.writable, "type": p.type_text}
                         for p in e.kernel.params]}
             for k, e in enumerate(prep.entries)],
@@ -778,11 +783,11 @@ class Library:
             raise MslError(f"no kernel with host name {name!r}; have {sorted(self.entries)}")
         entry = self.entries[name]
         label = f"kernel {name} ({entry.get('location', '?')})"
-        limit = MAX_THREADS_PER_GROUP if max_threads_per_group is None else min(max_threads_per_group,
-                                                                                  MAX_THREADS_PER_GROUP)
+        limits = {"Metal's limit": MAX_THREADS_PER_GROUP, "the pipeline maximum": max_threads_per_group,
+                  "the kernel's [[max_total_threads_per_threadgroup]]": entry.get("max_threads")}
+        what, limit = min(((k, v) for k, v in limits.items() if v is not None), key=lambda kv: kv[1])
         count = tg[0] * tg[1] * tg[2]
         if any(t < 1 for t in tg) or count > limit:
-            what = "Metal's limit" if limit == MAX_THREADS_PER_GROUP else "the pipeline maximum"
             raise MslError(f"{label}: a threadgroup of {tg[0]}x{tg[1]}x{tg[2]} = {count} threads is empty or "
                            f"exceeds {what} of {limit} threads")
         tg_params = self._threadgroup_params(label, entry, threadgroup_buffers or {})

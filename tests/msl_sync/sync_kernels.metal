@@ -299,3 +299,12 @@ kernel void stack_hog(device float *out [[buffer(0)]], uint gid [[thread_positio
     }
     out[gid] = simd_sum(big[gid * 977 % 100000]);
 }
+
+// A kernel attribute that sets the pipeline's maximum; a function constant indexed by an expression.
+#define FC_BASE 600
+constant int fc_expr [[function_constant(FC_BASE + 1)]];
+
+[[max_total_threads_per_threadgroup(64)]]
+kernel void capped(device uint *out [[buffer(0)]], uint gid [[thread_position_in_grid]]) {
+    out[gid] = gid + uint(fc_expr);
+}
