@@ -486,6 +486,7 @@ static int run_group_fibers(const unsigned tg[3], const unsigned tsz[3]) {
 // ---- faults in fibers (out-of-bounds threadgroup or device accesses, stack overflow) --------------
 
 static struct sigaction old_segv, old_bus;
+static stack_t old_altstack;  // Python's faulthandler has one: put it back after the launch
 
 static void on_fault(int sig, siginfo_t *info, void *uctx) {
     if (!S.cur || S.failed) {
@@ -528,7 +529,7 @@ static void guard_faults(int on) {
             S.altstack = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         }
         stack_t ss = {.ss_sp = S.altstack, .ss_size = 1 << 16, .ss_flags = 0};
-        sigaltstack(&ss, NULL);
+        sigaltstack(&ss, &old_altstack);
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;
@@ -539,6 +540,7 @@ static void guard_faults(int on) {
     } else {
         sigaction(SIGSEGV, &old_segv, NULL);
         sigaction(SIGBUS, &old_bus, NULL);
+        sigaltstack(&old_altstack, NULL);
     }
 }
 
