@@ -491,3 +491,12 @@ def test_kernel_attribute_caps_the_group_and_constant_index_expressions():
     with pytest.raises(msl_harness.MslError, match=r"128 threads is empty or exceeds the kernel's "
                                                    r"\[\[max_total_threads_per_threadgroup\]\] of 64"):
         spec.dispatch_threads("capped", [np.zeros(128, np.uint32)], 128, 128)
+
+
+def test_uninitialized_threadgroup_reads_on_request(lib):
+    with pytest.raises(msl_harness.MslError, match=r"thread 0 reads byte offset 0 of threadgroup memory 'tile' "
+                                                   r"\(.*\) at .*sync_kernels.metal:\d+, which no thread of the "
+                                                   r"group has written"):
+        lib.dispatch_threads("read_poison", [np.zeros(96, np.uint32)], 96, 32, check_uninitialized=True)
+    x = np.arange(200, dtype=np.uint32)  # a correct kernel passes
+    lib.dispatch_threads("group_scan", [x, np.zeros(400, np.uint32)], 200, 96, check_uninitialized=True)

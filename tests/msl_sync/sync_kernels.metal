@@ -54,8 +54,9 @@ kernel void group_scan(device const uint *x [[buffer(0)]], device uint *out [[bu
     const uint v = x[gid];
     const uint incl = simd_prefix_inclusive_sum(v);
     const uint excl = simd_prefix_exclusive_sum(v);
-    if (lane == 31) {
-        totals[sg] = incl;
+    const uint total = simd_sum(v);  // not lane 31's prefix: a partial simdgroup has no lane 31
+    if (lane == 0) {
+        totals[sg] = total;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     if (sg == 0) {
