@@ -500,3 +500,14 @@ def test_uninitialized_threadgroup_reads_on_request(lib):
         lib.dispatch_threads("read_poison", [np.zeros(96, np.uint32)], 96, 32, check_uninitialized=True)
     x = np.arange(200, dtype=np.uint32)  # a correct kernel passes
     lib.dispatch_threads("group_scan", [x, np.zeros(400, np.uint32)], 200, 96, check_uninitialized=True)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_structs_through_threadgroup_memory(lib, schedule):
+    src = np.random.default_rng(12).integers(0, 256, 32 * 32).astype(np.uint8)
+    res = lib.dispatch_threads("struct_stage", [src, np.zeros(32 * 32, np.uint8), np.uint32(1)], 32, 32,
+                               schedule=schedule)
+    np.testing.assert_array_equal(res.buffers[1].reshape(32, 32), src.reshape(32, 32)[::-1])
+    with pytest.raises(msl_harness.MslError, match="data race on threadgroup memory 'blocks'"):  # copies are checked
+        lib.dispatch_threads("struct_stage", [src, np.zeros(32 * 32, np.uint8), np.uint32(0)], 32, 32,
+                             schedule=schedule)

@@ -309,3 +309,20 @@ constant int fc_expr [[function_constant(FC_BASE + 1)]];
 kernel void capped(device uint *out [[buffer(0)]], uint gid [[thread_position_in_grid]]) {
     out[gid] = gid + uint(fc_expr);
 }
+
+// Whole structs through threadgroup memory (struct copies become memcpy in the IR, checked too).
+struct pair_block {
+    half scale;
+    uchar q[30];
+};
+
+kernel void struct_stage(device const pair_block *src [[buffer(0)]], device pair_block *dst [[buffer(1)]],
+                         constant uint &barrier [[buffer(2)]],
+                         uint tid [[thread_index_in_threadgroup]], uint tpg [[threads_per_threadgroup]]) {
+    threadgroup pair_block blocks[32];
+    blocks[tid] = src[tid];
+    if (barrier != 0) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+    }
+    dst[tid] = blocks[tpg - 1 - tid];
+}
