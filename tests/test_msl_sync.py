@@ -103,8 +103,15 @@ def mma_model(a, b, c, order):
 
 
 def test_sync_kernels_lint_clean():
-    for path in (KERNELS, *BAD):
+    for path in (KERNELS, HERE / "msl_sync" / "ftz.metal", msl_harness.ROOT / "harness" / "cost.metal", *BAD):
         assert msl_lint.lint(path) == [], path.name
+
+
+def test_cost_script_runs(capsys):
+    from harness import cost
+    assert cost.main(["--n", "256", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("s/launch") == 6 and "e-0" in out
 
 
 # ---- known answers -----------------------------------------------------------------------------------
