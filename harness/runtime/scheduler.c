@@ -61,6 +61,7 @@ static struct {  // one launch at a time per library (groups run on the calling 
     msl_dispatch *d;
     fiber *fibers;
     char *stacks;
+    unsigned n_stacks;  // threads with a mapped stack
     fiber *cur;
     void *main_sp;
     int failed;
@@ -138,17 +139,30 @@ static void fiber_main(void) {
 
 static void yield(void) { switch_to(&S.cur->sp, S.main_sp); }
 
-static int ensure_stacks(void) {
-    if (S.stacks) return 0;
+// Stacks for the first n threads of a group, kept between launches and grown on demand: each stack has a
+// guard page (two memory mappings), so a pool sized for MAX_THREADS in every loaded library would exhaust
+// the process's mapping limit (vm.max_map_count) in a test session that loads many kernel files.
+static int ensure_stacks(unsigned n) {
+    if (S.stacks && S.n_stacks >= n) return 0;
     size_t slot = STACK_BYTES + page_size();
-    char *m = mmap(NULL, slot * MAX_THREADS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    if (S.stacks) munmap(S.stacks, slot * S.n_stacks);
+    S.stacks = NULL;
+    S.n_stacks = 0;
+    char *m = mmap(NULL, slot * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) return -1;
-    for (unsigned i = 0; i < MAX_THREADS; ++i) mprotect(m + i * slot, page_size(), PROT_NONE);
-    S.fibers = mmap(NULL, sizeof(fiber) * MAX_THREADS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (S.fibers == MAP_FAILED) return -1;
-    for (unsigned i = 0; i < MAX_THREADS; ++i) S.fibers[i].stack = m + i * slot + page_size();
+    for (unsigned i = 0; i < n; ++i) mprotect(m + i * slot, page_size(), PROT_NONE);
+    if (!S.fibers) {
+        S.fibers = mmap(NULL, sizeof(fiber) * MAX_THREADS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+        if (S.fibers == MAP_FAILED) {
+            S.fibers = NULL;
+            munmap(m, slot * n);
+            return -1;
+        }
+    }
+    for (unsigned i = 0; i < n; ++i) S.fibers[i].stack = m + i * slot + page_size();
     S.stacks = m;
+    S.n_stacks = n;
     return 0;
 }
 
@@ -520,7 +534,7 @@ static void on_fault(int sig, siginfo_t *info, void *uctx) {
         }
     }
     unsigned slot = STACK_BYTES + page_size();
-    if (!where[0] && addr >= S.stacks && addr < S.stacks + (size_t)slot * MAX_THREADS &&
+    if (!where[0] && addr >= S.stacks && addr < S.stacks + (size_t)slot * S.n_stacks &&
         (size_t)(addr - S.stacks) % slot < page_size())
         snprintf(where, sizeof where, "stack overflow (a thread's stack is %d KiB)", STACK_BYTES / 1024);
     if (!where[0]) snprintf(where, sizeof where, "invalid address %p (a device buffer out of bounds?)", addr);
@@ -565,7 +579,7 @@ static int run_serial(msl_dispatch *d) {
 }
 
 static int run_fibers(msl_dispatch *d) {
-    if (ensure_stacks()) {
+    if (ensure_stacks(d->tdecl[0] * d->tdecl[1] * d->tdecl[2])) {
         fail("cannot map the fiber stacks");
         return MSL_ERROR;
     }
