@@ -21,9 +21,11 @@ from . import launch
 from .reference import check_blob, output_shape
 from .types import resolve
 
-METAL_DIR = Path(__file__).resolve().parents[1] / "metal"
-if not METAL_DIR.is_dir():  # installed as a wheel: the sources ship inside the package
-    METAL_DIR = Path(__file__).resolve().parent / "metal"
+# Installed from a wheel, the sources ship inside the package (setup.py maps metal/ to gguf_dequant/metal/);
+# in a checkout they are metal/ beside the package.
+METAL_DIR = Path(__file__).resolve().parent / "metal"
+if not METAL_DIR.is_dir():
+    METAL_DIR = Path(__file__).resolve().parents[1] / "metal"
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
 _SUFFIX = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
