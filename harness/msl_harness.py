@@ -51,6 +51,11 @@ OCL_FLAGS = ["-x", "clcpp", "-cl-std=clc++2021", "-cl-no-stdinc", "-target", "x8
 COMMON_FLAGS = ["-fPIC", "-O2", "-Wall", "-Wno-unknown-attributes", "-Wno-unused-function",
                 "-fno-fast-math", "-ffp-contract=off"]
 UBSAN_FLAGS = ["-fsanitize=undefined"]  # with the shared UBSan runtime; reports become MslError
+# Flush-to-zero mode (Metal fast math may flush float denormals): the optimizer folds and simplifies with
+# denormals flushed (LLVM's "denormal-fp-math" attribute), and the launcher sets MXCSR FTZ|DAZ while the
+# kernel runs, so computed subnormals become 0 and subnormal operands read as 0. Half and bfloat
+# conversions are software (compiler-rt) and keep subnormals.
+FTZ_FLAGS = ["-fdenormal-fp-math=preserve-sign", "-DMSL_HARNESS_FTZ=1"]
 MARK = "__msl_kernel"  # what `kernel` expands to when the shim is asked to mark entry points
 
 SIMD_WIDTH = 32
@@ -360,6 +365,20 @@ template <typename F> struct fn;
 template <typename R, typename... A> struct fn<R(A...)> {
     template <int I> using arg = __type_pack_element<I, A...>;
 };
+#if MSL_HARNESS_FTZ
+// MXCSR flush-to-zero (bit 15) and denormals-are-zero (bit 6) for the duration of one launch.
+struct ftz_scope {
+    uint saved;
+    ftz_scope() {
+        __asm__ volatile("stmxcsr %0" : "=m"(saved));
+        uint on = saved | 0x8040u;
+        __asm__ volatile("ldmxcsr %0" : : "m"(on));
+    }
+    ~ftz_scope() { __asm__ volatile("ldmxcsr %0" : : "m"(saved)); }
+};
+#else
+struct ftz_scope {};
+#endif
 template <typename P> struct bind { static P get(ulong a) { return reinterpret_cast<P>(a); } };
 template <typename T> struct bind<T &> { static T &get(ulong a) { return *reinterpret_cast<T *>(a); } };
 template <typename P> struct pos { static P get(metal::uint3 v) { return P(v.x); } };
@@ -409,6 +428,8 @@ def _launcher(k: int, e: Entry) -> str:
     const metal::uint3 ngroups = {{dims[0], dims[1], dims[2]}};
     const metal::uint3 tdecl = {{dims[3], dims[4], dims[5]}};
     const metal::uint3 grid = {{dims[6], dims[7], dims[8]}};
+    const msl_harness::ftz_scope ftz;
+    (void)ftz;
     for (uint gz = 0; gz < ngroups.z; ++gz)
     for (uint gy = 0; gy < ngroups.y; ++gy)
     for (uint gx = 0; gx < ngroups.x; ++gx) {{
@@ -463,17 +484,20 @@ def _run(cmd, what):
     return proc
 
 
-def build(path, ubsan: bool = False, extra_flags=()) -> tuple[Path, dict]:
-    """Compile (or reuse from the cache) one .metal file; returns (shared library, manifest)."""
+def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defines=()) -> tuple[Path, dict]:
+    """Compile (or reuse from the cache) one .metal file; returns (shared library, manifest).
+    ``defines`` are ``NAME`` or ``NAME=VALUE`` strings passed as ``-D``."""
     path = Path(path).resolve()
-    flags = [*OCL_FLAGS, *COMMON_FLAGS, *(UBSAN_FLAGS if ubsan else []), *extra_flags]
+    defines = list(defines)
+    flags = [*OCL_FLAGS, *COMMON_FLAGS, *(UBSAN_FLAGS if ubsan else []), *(FTZ_FLAGS if ftz else []),
+             *[f"-D{d}" for d in defines], *extra_flags]
     digest = _inputs_digest(path, flags)
     CACHE.mkdir(parents=True, exist_ok=True)
-    stem = CACHE / f"{path.stem}{'-ubsan' if ubsan else ''}-{digest}"
+    stem = CACHE / f"{path.stem}{'-ubsan' if ubsan else ''}{'-ftz' if ftz else ''}-{digest}"
     so, manifest_path = stem.with_suffix(".so"), stem.with_suffix(".json")
     if so.exists() and manifest_path.exists():
         return so, json.loads(manifest_path.read_text())
-    prep = prepare(path)
+    prep = prepare(path, defines=defines)
     gen = stem.with_suffix(".gen.cpp")
     gen.write_text(generate(prep))
     tmp = f"{stem}.{os.getpid()}"
@@ -685,13 +709,18 @@ class Library:
 
 
 @functools.cache
-def _compile_cached(path: str, ubsan: bool) -> Library:
-    return Library(*build(path, ubsan=ubsan))
+def _compile_cached(path: str, ubsan: bool, ftz: bool, defines: tuple[str, ...]) -> Library:
+    return Library(*build(path, ubsan=ubsan, ftz=ftz, defines=defines))
 
 
-def compile(path, ubsan: bool = False) -> Library:  # noqa: A001 - the name the harness API promises
-    """Build (cached on disk and per process) and load one .metal file."""
-    return _compile_cached(str(Path(path).resolve()), ubsan)
+def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None) -> Library:  # noqa: A001
+    """Build (cached on disk and per process) and load one .metal file. ``ubsan``: UBSan build whose
+    reports raise MslError; ``ftz``: flush float denormals to zero as Metal fast math may (compile with
+    ``-fdenormal-fp-math=preserve-sign``, MXCSR FTZ|DAZ during each launch); ``defines``: a mapping or
+    an iterable of ``NAME``/``NAME=VALUE`` macro definitions."""
+    if isinstance(defines, dict):
+        defines = [k if v is None else f"{k}={v}" for k, v in defines.items()]
+    return _compile_cached(str(Path(path).resolve()), ubsan, ftz, tuple(defines or ()))
 
 
 # ----------------------------------------------------------------------------------------------------
