@@ -47,9 +47,15 @@ inline void convert_elements(device const IN *src, device T *dst, ulong first, u
 // The same type in and out: the bits themselves.
 template <typename T>
 inline void convert_elements(device const T *src, device T *dst, ulong first, ulong n) {
-    const ulong end = first + GGUF_SUB_f32 <= n ? first + GGUF_SUB_f32 : n;
-    for (ulong i = first; i < end; ++i) {
-        dst[i] = src[i];
+    constexpr ulong S = GGUF_SUB_f32;
+    if (first + S <= n) {
+        for (ulong i = 0; i < S; ++i) {
+            dst[first + i] = src[first + i];
+        }
+    } else {
+        for (ulong i = first; i < n; ++i) {
+            dst[i] = src[i];
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 (``msl_harness.compile(path, ftz=True)``: clang's ``-fdenormal-fp-math=preserve-sign`` and MXCSR FTZ|DAZ
 while it runs, so a subnormal float operand reads as zero and a subnormal result becomes zero, as Metal's
 fast math may do), decodes blocks full of subnormal scales and inputs bit for bit like the IEEE reference.
+The CPU backend does the same under ``torch.set_flush_denormal(True)``.
 
 The one allowed difference: an output whose exact value is itself subnormal in the output dtype may come
 back as a zero of the same sign. Which outputs those are, by nature of the formats:
@@ -25,9 +26,9 @@ from gguf_dequant.types import BY_NAME
 from harness import msl_harness
 
 from .conftest import ALL_TYPES, DTYPE_IDS, OUT_DTYPES
+from .hub import hub_kernel
 
-pytestmark = [pytest.mark.msl,
-              pytest.mark.skipif(not msl_harness.available(), reason="clang-19 is not installed")]
+needs_clang = pytest.mark.skipif(not msl_harness.available(), reason="clang-19 is not installed")
 
 # Subnormal halves (+-, smallest to largest), the smallest normals; E8M0 exponents whose scale 2^(e-128)
 # is subnormal (0, 1) or barely normal; UE4M3 bytes with exponent field 0 (man * 2^-9) and just above.
@@ -93,25 +94,53 @@ def subnormal(x: torch.Tensor) -> torch.Tensor:
     return (a > 0) & (a < torch.finfo(x.dtype).tiny)
 
 
-@pytest.mark.parametrize("dtype", OUT_DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("name", ALL_TYPES)
-def test_flush_to_zero_changes_no_normal_result(name, dtype):
-    raw = tiny_blocks(name, np.random.default_rng(11))
-    expected = reference.dequantize(torch.from_numpy(raw.copy()), name, dtype)
-    got = run_ftz(name, raw, dtype)
+def assert_only_subnormals_flushed(got: torch.Tensor, expected: torch.Tensor, what: str) -> None:
     bad = torch.from_numpy(bits_mismatch(got, expected))
     allowed = subnormal(expected)
     wrong = bad & ~allowed
     assert not wrong.any(), (
-        f"{name} -> {dtype} under flush-to-zero: {int(wrong.sum())} of {wrong.numel()} elements with a normal "
+        f"{what} under flush-to-zero: {int(wrong.sum())} of {wrong.numel()} elements with a normal "
         f"(or zero) exact result differ, e.g. got {got[wrong][:4].tolist()} for {expected[wrong][:4].tolist()}")
     # A subnormal result may only be flushed: to a zero of its own sign.
     flushed = bad & allowed
     sign = np.uint32(1) << np.uint32(8 * expected.element_size() - 1)
     g, e = to_numpy_bits(got[flushed]).astype(np.uint32), to_numpy_bits(expected[flushed]).astype(np.uint32)
-    assert (g == (e & sign)).all(), f"{name} -> {dtype}: subnormal results replaced by something other than 0"
+    assert (g == (e & sign)).all(), f"{what}: subnormal results replaced by something other than 0"
 
 
+@pytest.mark.msl
+@needs_clang
+@pytest.mark.parametrize("dtype", OUT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_flush_to_zero_changes_no_normal_result(name, dtype):
+    raw = tiny_blocks(name, np.random.default_rng(11))
+    expected = reference.dequantize(torch.from_numpy(raw.copy()), name, dtype)
+    assert_only_subnormals_flushed(run_ftz(name, raw, dtype), expected, f"harness {name} -> {dtype}")
+
+
+@pytest.mark.parametrize("dtype", OUT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_cpu_backend_under_torch_flush_denormal(name, dtype):
+    """The CPU backend compiles the same decode functions; torch.set_flush_denormal(True) (a common speed
+    setting) turns on FTZ|DAZ for the calling thread, which runs the whole launch with one torch thread."""
+    k = hub_kernel()
+    raw = torch.from_numpy(tiny_blocks(name, np.random.default_rng(12)))
+    expected = reference.dequantize(raw, name, dtype)
+    threads = torch.get_num_threads()
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        torch.set_num_threads(1)
+        assert (torch.tensor([2.0**-130]) * 2.0).item() == 0.0, "flush-to-zero is not in effect"
+        got = k.dequantize(raw, name, dtype)
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+    assert_only_subnormals_flushed(got, expected, f"CPU backend {name} -> {dtype}")
+
+
+@pytest.mark.msl
+@needs_clang
 def test_the_fixtures_reach_the_hard_cases():
     """The fixtures hold normal results built from subnormal scales (MXFP4 E8M0 0 and 1; half-subnormal d)
     and outputs that are subnormal by nature, so the test above can fail both ways."""
