@@ -49,8 +49,12 @@ template <typename T>
 inline void convert_elements(device const T *src, device T *dst, ulong first, ulong n) {
     constexpr ulong S = GGUF_SUB_f32;
     if (first + S <= n) {
+        T v[S];  // all loads before the stores: src and dst could alias for all the compiler knows
         for (ulong i = 0; i < S; ++i) {
-            dst[first + i] = src[first + i];
+            v[i] = src[first + i];
+        }
+        for (ulong i = 0; i < S; ++i) {
+            dst[first + i] = v[i];
         }
     } else {
         for (ulong i = first; i < n; ++i) {
