@@ -64,7 +64,7 @@ def tiny_blocks(name: str, rng) -> np.ndarray:
     rows = []
     for v in values:
         every = random_blocks(name, 3, rng)  # all scale fields tiny
-        one = random_blocks(name, 3, rng)    # one tiny field beside random finite ones (d tiny, dmin not...)
+        one = random_blocks(name, 3, rng)    # one tiny field beside random finite ones (e.g. d tiny, dmin not)
         for i in range(3):
             block = bytearray(every[i].tobytes())
             for offset, kind in fields:
