@@ -6,7 +6,8 @@ Thread mapping: the grid is 1-D. Thread ``t`` of a quantized type decodes elemen
 ``[t * S, t * S + S)`` where ``S = ELEMS_PER_THREAD[type]`` divides the block size: the sub-block
 ``t % (block_elems / S)`` of block ``t / (block_elems / S)``. For the float types (block of one element)
 thread ``t`` converts elements ``[t * S, min(t * S + S, n))``, so the last thread handles the tail.
-Threads are grouped ``THREADGROUP_SIZE`` at a time; the grid is exactly ``n_threads`` (dispatchThreads),
+Threads are grouped ``THREADGROUP_SIZE`` at a time (fewer when the pipeline allows fewer or the grid is
+smaller: ``group_size``); the grid is exactly ``n_threads`` (dispatchThreads), at most ``MAX_GRID_THREADS``,
 and every kernel takes the number of output elements as a 64-bit value in buffer 2 and returns early for
 threads past it. Buffers: 0 = source bytes, 1 = output, 2 = element count.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 from .types import resolve
 
 THREADGROUP_SIZE = 256
+# Kernels read their index from a 32-bit `uint [[thread_position_in_grid]]`.
+MAX_GRID_THREADS = 2**32 - 1
 
 # Elements decoded per thread: a natural sub-block of each format (one scale, or one half of the nibbles).
 ELEMS_PER_THREAD: dict[str, int] = {
@@ -35,6 +38,23 @@ def n_threads(qtype, n_elements: int) -> int:
     return -(-n_elements // s)
 
 
-def grid(qtype, n_elements: int) -> tuple[int, int]:
-    """(threads in the grid, threads per threadgroup) for dequantizing ``n_elements`` elements."""
-    return n_threads(qtype, n_elements), THREADGROUP_SIZE
+def checked_threads(qtype, n_elements: int) -> int:
+    """``n_threads``, refusing a launch past ``MAX_GRID_THREADS`` with a ValueError that says why."""
+    threads = n_threads(qtype, n_elements)
+    if threads > MAX_GRID_THREADS:
+        raise ValueError(f"{n_elements} elements of {resolve(qtype).name} need {threads} threads, more than one "
+                         f"Metal launch can index ({MAX_GRID_THREADS}); split the tensor")
+    return threads
+
+
+def group_size(threads: int, pipeline_max: int = THREADGROUP_SIZE) -> int:
+    """Threads per threadgroup: ``THREADGROUP_SIZE``, but no more than the pipeline's
+    ``maxTotalThreadsPerThreadgroup`` allows and no more than the grid has."""
+    return max(1, min(THREADGROUP_SIZE, pipeline_max, threads))
+
+
+def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[int, int]:
+    """(threads in the grid, threads per threadgroup) for dequantizing ``n_elements`` elements with a
+    pipeline whose maximum threadgroup size is ``pipeline_max``."""
+    threads = checked_threads(qtype, n_elements)
+    return threads, group_size(threads, pipeline_max)

@@ -11,6 +11,7 @@ headers inlined (compile_shader has no include path). The Linux harness compiles
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 
@@ -20,9 +21,11 @@ from . import launch
 from .reference import check_blob, output_shape
 from .types import resolve
 
-METAL_DIR = Path(__file__).resolve().parents[1] / "metal"
-if not METAL_DIR.is_dir():  # installed as a wheel: the sources ship inside the package
-    METAL_DIR = Path(__file__).resolve().parent / "metal"
+# Installed from a wheel, the sources ship inside the package (setup.py maps metal/ to gguf_dequant/metal/);
+# in a checkout they are metal/ beside the package.
+METAL_DIR = Path(__file__).resolve().parent / "metal"
+if not METAL_DIR.is_dir():
+    METAL_DIR = Path(__file__).resolve().parents[1] / "metal"
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
 _SUFFIX = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
@@ -77,6 +80,7 @@ def dequantize(blob, qtype, dtype: torch.dtype = torch.float32, *, out: torch.Te
     if not available():
         raise RuntimeError("torch.mps.compile_shader is not available (needs torch >= 2.7 on a Mac with MPS)")
     shape = output_shape(tuple(blob.shape), t)
+    launch.checked_threads(t, math.prod(shape))  # refuse an oversized launch before allocating
     target = torch.empty(shape, dtype=dtype, device=blob.device) if out is None else out
     if out is not None and (out.shape != shape or out.dtype != dtype or out.device != blob.device
                             or not out.is_contiguous()):
@@ -89,8 +93,15 @@ def dequantize(blob, qtype, dtype: torch.dtype = torch.float32, *, out: torch.Te
     if src.storage_offset() % 4:
         src = src.clone()
     dst = target if target.storage_offset() % 4 == 0 else torch.empty_like(target)
-    threads, group = launch.grid(t, n)
-    getattr(_library(), kernel_name(t, dtype))(src, dst, n, threads=threads, group_size=group)
+    _dispatch(_library(), t, src, dst, n)
     if dst is not target:
         target.copy_(dst)
     return target
+
+
+def _dispatch(lib, qtype, src: torch.Tensor, dst: torch.Tensor, n: int) -> None:
+    """Launch the kernel for ``qtype`` and ``dst.dtype`` from ``lib`` (a compile_shader library) over ``n``
+    output elements, following ``launch.grid`` with the pipeline's own threadgroup limit."""
+    fn = getattr(lib, kernel_name(qtype, dst.dtype))
+    threads, group = launch.grid(qtype, n, fn.max_threads_per_threadgroup)
+    fn(src, dst, n, threads=threads, group_size=group)

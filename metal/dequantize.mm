@@ -2,7 +2,8 @@
 //
 // The kernels are those of metal/*.metal, embedded by kernel-builder as a metallib. The launch follows
 // gguf_dequant/launch.py (via the generated gguf_types.h): a 1-D grid of ceil(n / elements per thread)
-// threads, GGUF_THREADGROUP_SIZE per group, buffers 0 = source bytes, 1 = output, 2 = element count.
+// threads, at most GGUF_MAX_GRID_THREADS, GGUF_THREADGROUP_SIZE per group or fewer when the pipeline or the
+// grid allows fewer (launch.group_size), buffers 0 = source bytes, 1 = output, 2 = element count.
 #include <ATen/mps/MPSDevice.h>
 #include <ATen/mps/MPSStream.h>
 #include <ATen/native/mps/OperationUtils.h>
@@ -44,19 +45,34 @@ id<MTLLibrary> library(id<MTLDevice> device) {
     return lib;
 }
 
-// One pipeline per kernel, created on first use.
+// One pipeline per kernel, created on first use and kept for the life of the process. The autorelease
+// pool drains the temporaries (name string, error) even when no caller has a pool; the function object
+// is only needed to build the pipeline and is released here (ARC does it by itself).
 id<MTLComputePipelineState> pipeline(id<MTLDevice> device, const std::string &name) {
     static std::mutex mutex;
     static std::unordered_map<std::string, id<MTLComputePipelineState>> cache;
     std::lock_guard<std::mutex> lock(mutex);
     auto it = cache.find(name);
     if (it != cache.end()) return it->second;
-    id<MTLFunction> fn = [library(device) newFunctionWithName:[NSString stringWithUTF8String:name.c_str()]];
-    TORCH_CHECK(fn != nil, "gguf_dequant: the Metal library has no kernel ", name);
-    NSError *error = nil;
-    id<MTLComputePipelineState> pso = [device newComputePipelineStateWithFunction:fn error:&error];
-    TORCH_CHECK(pso != nil, "gguf_dequant: failed to create the pipeline for ", name, ": ",
-                error ? error.localizedDescription.UTF8String : "unknown error");
+    id<MTLComputePipelineState> pso = nil;
+    std::string failure;
+    @autoreleasepool {
+        id<MTLFunction> fn = [library(device) newFunctionWithName:[NSString stringWithUTF8String:name.c_str()]];
+        if (fn == nil) {
+            failure = "the Metal library has no kernel " + name;
+        } else {
+            NSError *error = nil;
+            pso = [device newComputePipelineStateWithFunction:fn error:&error];
+            if (pso == nil) {
+                failure = "failed to create the pipeline for " + name + ": " +
+                          (error ? error.localizedDescription.UTF8String : "unknown error");
+            }
+#if !__has_feature(objc_arc)
+            [fn release];
+#endif
+        }
+    }
+    TORCH_CHECK(pso != nil, "gguf_dequant: ", failure);  // thrown outside the pool, which then drained normally
     cache.emplace(name, pso);
     return pso;
 }
@@ -78,9 +94,11 @@ void dequantize_out(const at::Tensor &blob_in, int64_t qtype, at::Tensor &out) {
                       blob_in.device());
     const int64_t n = out.numel();
     if (n == 0) return;
+    // launch.checked_threads: kernels index threads with a 32-bit thread_position_in_grid.
     const int64_t n_threads = (n + type.elems_per_thread - 1) / type.elems_per_thread;
-    TORCH_CHECK_VALUE(n_threads <= int64_t(UINT32_MAX), "gguf_dequant: tensor of ", n,
-                      " elements is too large for one launch");
+    TORCH_CHECK_VALUE(uint64_t(n_threads) <= GGUF_MAX_GRID_THREADS, "gguf_dequant: ", n, " elements of ", type.name,
+                      " need ", n_threads, " threads, more than one Metal launch can index (", GGUF_MAX_GRID_THREADS,
+                      "); split the tensor");
 
     // The kernels read half fields in place and store 4 outputs at a time: realign when needed.
     at::Tensor blob = blob_in.contiguous();
@@ -91,7 +109,9 @@ void dequantize_out(const at::Tensor &blob_in, int64_t qtype, at::Tensor &out) {
     id<MTLDevice> device = at::mps::MPSDevice::getInstance()->device();
     const std::string name = std::string("dequantize_") + type.name + "_" + dtype_suffix(out.scalar_type());
     id<MTLComputePipelineState> pso = pipeline(device, name);
-    const NSUInteger group = std::min<NSUInteger>(GGUF_THREADGROUP_SIZE, pso.maxTotalThreadsPerThreadgroup);
+    // launch.group_size: the default group, capped by the pipeline's limit and by the grid.
+    const NSUInteger group = std::min<NSUInteger>(
+        {NSUInteger(GGUF_THREADGROUP_SIZE), pso.maxTotalThreadsPerThreadgroup, NSUInteger(n_threads)});
     const uint64_t n_elements = uint64_t(n);
 
     at::mps::MPSStream *stream = at::mps::getCurrentMPSStream();

@@ -2,9 +2,30 @@
 
 // F32, F16, BF16: one element per "block". Thread t converts elements [8t, min(8t + 8, n)), so the
 // last thread of a launch handles the tail; widening to float is exact and the store rounds once.
-template <typename IN>
-inline float gguf_load(device const IN *p) {
+// Nothing goes through float arithmetic that fast math could flush: the same type in and out is copied,
+// BF16 widens by a shift, F16 from its bit fields on Metal (the CPU's hardware conversion is exact), and
+// gguf_store rounds to bfloat16 on the bits.
+inline float gguf_load(device const float *p) {
+    return *p;
+}
+
+inline float gguf_load(device const bfloat *p) {
+    return as_type<float>(uint(as_type<ushort>(*p)) << 16);
+}
+
+inline float gguf_load(device const half *p) {
+#ifdef GGUF_CPU
     return float(*p);
+#else
+    const uint h = as_type<ushort>(*p);
+    const uint sign = (h & 0x8000u) << 16;
+    const uint exponent = (h >> 10) & 0x1Fu;
+    const uint man = h & 0x3FFu;
+    if (exponent == 0) {  // zero or subnormal: man * 2^-24, a normal float (or zero), exact
+        return as_type<float>(sign | as_type<uint>(float(man) * 5.9604644775390625e-8f));  // 2^-24
+    }
+    return as_type<float>(sign | (exponent == 0x1Fu ? 0x7F800000u : (exponent + 112u) << 23) | (man << 13));
+#endif
 }
 
 template <typename IN, typename T>
@@ -18,7 +39,26 @@ inline void convert_elements(device const IN *src, device T *dst, ulong first, u
         gguf_store<T, S>(dst + first, y);
     } else {
         for (ulong i = first; i < n; ++i) {
-            dst[i] = T(gguf_load(src + i));
+            dst[i] = gguf_round<T>(gguf_load(src + i));
+        }
+    }
+}
+
+// The same type in and out: the bits themselves.
+template <typename T>
+inline void convert_elements(device const T *src, device T *dst, ulong first, ulong n) {
+    constexpr ulong S = GGUF_SUB_f32;
+    if (first + S <= n) {
+        T v[S];  // all loads before the stores: src and dst could alias for all the compiler knows
+        for (ulong i = 0; i < S; ++i) {
+            v[i] = src[first + i];
+        }
+        for (ulong i = 0; i < S; ++i) {
+            dst[first + i] = v[i];
+        }
+    } else {
+        for (ulong i = first; i < n; ++i) {
+            dst[i] = src[i];
         }
     }
 }

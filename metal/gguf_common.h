@@ -21,9 +21,32 @@
 
 using namespace metal;
 
+// Ask Metal for IEEE arithmetic (denormals kept, no reassociation) where the language has the pragma: the
+// math modes came with macOS 15 / MSL 3.2 (MTLCompileOptions.mathMode is macOS 15+, Dawn emits
+// `#pragma METAL fp math_mode(...)` only there, openai/gpt-oss's Metal kernels use `safe`). kernel-builder
+// compiles with -std=metal4.0 and fast math by default. The kernels do not depend on it: their results
+// are the same with denormals flushed (tests/test_fast_math.py).
+#if defined(__METAL_VERSION__) && __METAL_VERSION__ >= 320 && !defined(GGUF_CPU)
+#pragma METAL fp math_mode(safe)
+#endif
+
 // +1 or -1 for sign bit j of `bits` (set = negative). Arithmetic rather than a select: GCC vectorizes it.
 inline float gguf_sign(uint bits, uint j) {
     return float(1 - 2 * int((bits >> j) & 1));
+}
+
+// Round a float to T (float, half or bfloat) to nearest even. bfloat is rounded on the bits (as the CPU
+// store does), so a float32 subnormal that rounds up to bfloat16's smallest normal is never flushed.
+template <typename T>
+inline T gguf_round(float x) {
+    return T(x);
+}
+
+template <>
+inline bfloat gguf_round<bfloat>(float x) {
+    const uint u = as_type<uint>(x);
+    const uint bits = (u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 0x40u : (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return as_type<bfloat>(ushort(bits));
 }
 
 // Store N decoded values as T (float, half or bfloat), rounding to nearest even once.
@@ -36,10 +59,10 @@ inline void gguf_store(device T *dst, thread const float *y) {
     device vec<T, 4> *dst4 = reinterpret_cast<device vec<T, 4> *>(dst);
     for (int i = 0; i < N / 4; ++i) {
         vec<T, 4> v;
-        v.x = T(y[4 * i + 0]);
-        v.y = T(y[4 * i + 1]);
-        v.z = T(y[4 * i + 2]);
-        v.w = T(y[4 * i + 3]);
+        v.x = gguf_round<T>(y[4 * i + 0]);
+        v.y = gguf_round<T>(y[4 * i + 1]);
+        v.z = gguf_round<T>(y[4 * i + 2]);
+        v.w = gguf_round<T>(y[4 * i + 3]);
         dst4[i] = v;
     }
 #endif

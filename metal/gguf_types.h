@@ -3,6 +3,7 @@
 #pragma once
 
 #define GGUF_THREADGROUP_SIZE 256
+#define GGUF_MAX_GRID_THREADS 4294967295ull
 
 // X(id, name, block elements, block bytes, elements per thread)
 #define GGUF_FOR_EACH_QUANT_TYPE(X) \

@@ -5,9 +5,10 @@ Skipped where MPS is unavailable (every Linux machine). The built kernel is take
 ``GGUF_DEQUANT_HUB=1``, from the Hub; the run-time path needs torch >= 2.7.
 
 Fast math: every product in the formats is exact in float32, so FMA contraction cannot change results,
-and these tests demand bit equality. The one behaviour the Linux harness cannot rule out is Metal
-flushing float32 subnormals to zero: MXFP4 blocks with E8M0 scale 0 or 1 produce subnormal results.
-``test_subnormal_results_are_kept`` isolates that case so a Mac run names it if it happens.
+and these tests demand bit equality. The kernels do not depend on denormals either (tests/test_fast_math.py
+proves it on Linux with flush-to-zero); ``test_tiny_scales_on_mps`` feeds the same subnormal scales and
+inputs to the GPU, and ``test_subnormal_results_are_kept`` names the one thing only hardware can say:
+whether the GPU keeps results that are subnormal by nature (MXFP4 with E8M0 scale 0 or 1).
 """
 
 import os
@@ -19,6 +20,7 @@ import torch
 from gguf_dequant import metal_jit, reference, testing
 
 from .conftest import ALL_TYPES, DTYPE_IDS, OUT_DTYPES
+from .test_fast_math import assert_only_subnormals_flushed, tiny_blocks
 
 pytestmark = [pytest.mark.mps, pytest.mark.skipif(not torch.backends.mps.is_available(),
                                                    reason="needs a Mac with MPS (torch.backends.mps)")]
@@ -68,6 +70,21 @@ def test_reference_on_mps(name, dtype):
     blob = _blocks(name, 3)
     testing.assert_bits_equal(reference.dequantize(blob.to("mps"), name, dtype).cpu(),
                               reference.dequantize(blob, name, dtype), f"reference on mps {name}")
+
+
+@pytest.mark.parametrize("dtype", OUT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_tiny_scales_on_mps(name, dtype):
+    """Subnormal scales and inputs: bit-exact except outputs that are subnormal by nature (flushed to a
+    zero of the same sign at worst), through the run-time path and, when configured, the built kernel."""
+    blob = torch.from_numpy(tiny_blocks(name, np.random.default_rng(13)))
+    expected = reference.dequantize(blob, name, dtype)
+    if metal_jit.available():
+        got = metal_jit.dequantize(blob.to("mps"), name, dtype).cpu()
+        assert_only_subnormals_flushed(got, expected, f"jit {name} -> {dtype}")
+    if os.environ.get("GGUF_DEQUANT_METAL_BUILD") or os.environ.get("GGUF_DEQUANT_HUB") == "1":
+        got = _built_kernel().dequantize(blob.to("mps"), name, dtype).cpu()
+        assert_only_subnormals_flushed(got, expected, f"built {name} -> {dtype}")
 
 
 def test_subnormal_results_are_kept():

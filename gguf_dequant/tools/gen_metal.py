@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .. import tables
-from ..launch import ELEMS_PER_THREAD, THREADGROUP_SIZE
+from ..launch import ELEMS_PER_THREAD, MAX_GRID_THREADS, THREADGROUP_SIZE
 from ..types import SUPPORTED, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,8 @@ FLOAT_TYPES = ("F32", "F16", "BF16")
 
 def types_header() -> str:
     lines = [HEADER.format(src="types.py and launch.py"), "#pragma once", "",
-             f"#define GGUF_THREADGROUP_SIZE {THREADGROUP_SIZE}", "",
+             f"#define GGUF_THREADGROUP_SIZE {THREADGROUP_SIZE}",
+             f"#define GGUF_MAX_GRID_THREADS {MAX_GRID_THREADS}ull", "",
              "// X(id, name, block elements, block bytes, elements per thread)"]
     for macro, want_float in (("GGUF_FOR_EACH_QUANT_TYPE", False), ("GGUF_FOR_EACH_FLOAT_TYPE", True)):
         rows = [t for t in SUPPORTED.values() if (t.name in FLOAT_TYPES) == want_float]
