@@ -38,3 +38,57 @@ def n_threads(qtype, n_elements: int) -> int:
 def grid(qtype, n_elements: int) -> tuple[int, int]:
     """(threads in the grid, threads per threadgroup) for dequantizing ``n_elements`` elements."""
     return n_threads(qtype, n_elements), THREADGROUP_SIZE
+
+
+# ---- Compute on packed weights (metal/gguf_matmul.h; the constants are generated into gguf_types.h) ----
+#
+# Summation order of every matmul kernel, per output y[m, n]: the weight row is cut into
+# ns = ceil(K / S) sub-blocks of S = ELEMS_PER_THREAD[type] elements (the float types: S = 8, shorter last
+# sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and accumulates acc = fma(w, x, acc)
+# from +0 in that order (elements in order within a sub-block); then simd_sum over the 32 lanes; then
+# + bias[n] in float32 when given; then one rounding to the output dtype. The order depends on nothing but
+# K and the type, so every kernel gives a row the same bits whatever M is and wherever the row sits.
+
+SIMD_WIDTH = 32
+MATMUL_X_ROWS = 8    # activation rows per simdgroup (a mul_mv threadgroup takes at most this many)
+MV_SIMDGROUPS = 2    # mul_mv / mul_mv_id: simdgroups per threadgroup ...
+MV_ROWS = 2          # ... each owning this many weight rows
+MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup, MATMUL_X_ROWS activation rows each ...
+MM_ROWS = 4          # ... sharing a decoded tile of this many weight rows (MM_ROWS * 32 * S floats)
+SIMD_SUM_LEVELS = 5  # log2(SIMD_WIDTH): the additions of simd_sum on one value's path
+
+
+def matmul_kernel(m_rows: int) -> str:
+    """``"mv"`` (mat-vec, weights read once per MATMUL_X_ROWS rows) or ``"mm"`` (shared tile) for M rows."""
+    return "mv" if m_rows <= MATMUL_X_ROWS else "mm"
+
+
+def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, tuple[int, int], int]:
+    """(kernel kind, threadgroups (x, y), threads per threadgroup) for y = x @ W^T with x (M, K), W (N, K):
+    a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (both give the same bits)."""
+    kind = kind or matmul_kernel(m_rows)
+    if kind == "mv":
+        return kind, (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH
+    if kind == "mm":
+        rows = MM_SIMDGROUPS * MATMUL_X_ROWS
+        return kind, (-(-n_out // MM_ROWS), -(-m_rows // rows)), MM_SIMDGROUPS * SIMD_WIDTH
+    raise ValueError(f"unknown matmul kernel kind {kind!r}")
+
+
+def mul_mat_id_grid(n_tokens: int, n_used: int, n_out: int) -> tuple[tuple[int, int], int]:
+    """(threadgroups (x, y), threads per threadgroup) of mul_mv_id: one threadgroup row per slot (t, u)."""
+    return (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), n_tokens * n_used), MV_SIMDGROUPS * SIMD_WIDTH
+
+
+def matmul_sub_elems(qtype) -> int:
+    """S: elements of one sub-block, the unit a lane decodes and accumulates."""
+    return ELEMS_PER_THREAD[resolve(qtype).name]
+
+
+def matmul_error_constant(qtype, k: int, bias: bool = False) -> int:
+    """c of the bound |y - y_exact| <= c u / (1 - c u) * (sum |w_k x_k| + |bias|), u = 2**-24, for one
+    output of any matmul kernel: the longest lane chain (one rounding per fma), the simd_sum levels, and
+    the bias addition."""
+    s = matmul_sub_elems(qtype)
+    n_sub = -(-k // s)
+    return s * -(-n_sub // SIMD_WIDTH) + SIMD_SUM_LEVELS + int(bias)

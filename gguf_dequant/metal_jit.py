@@ -94,3 +94,117 @@ def dequantize(blob, qtype, dtype: torch.dtype = torch.float32, *, out: torch.Te
     if dst is not target:
         target.copy_(dst)
     return target
+
+
+# ---- Compute on packed weights (metal/gguf_matmul.h; launch geometry in gguf_dequant.launch) ----------
+
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _need_mps(**tensors) -> None:
+    for name, t in tensors.items():
+        if t is not None and t.device.type != "mps":
+            raise ValueError(f"the run-time Metal path needs mps tensors, but {name} is on {t.device}")
+    if not available():
+        raise RuntimeError("torch.mps.compile_shader is not available (needs torch >= 2.7 on a Mac with MPS)")
+
+
+def _check_weights(blocks: torch.Tensor, t, k: int, rank: int) -> None:
+    if blocks.dtype != torch.uint8:
+        raise TypeError(f"blocks must be a uint8 tensor of raw GGUF bytes, got {blocks.dtype}")
+    if blocks.dim() != rank:
+        raise ValueError(f"blocks must have {rank} dimensions (..., bytes_per_row), got shape {tuple(blocks.shape)}")
+    if k % t.block_elems:
+        raise ValueError(f"{t.name}: K = {k} is not a multiple of the block size {t.block_elems}")
+    bpr = k // t.block_elems * t.block_bytes
+    if blocks.shape[-1] != bpr:
+        raise ValueError(f"{t.name}: x has K = {k} columns, which need {bpr} bytes per weight row, but blocks "
+                         f"have {blocks.shape[-1]}")
+    if not blocks.is_contiguous():
+        raise ValueError("blocks must be contiguous")
+
+
+def _check_x(x: torch.Tensor, what: str = "x") -> None:
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"{what} must be float32, float16 or bfloat16, got {x.dtype}")
+
+
+def _aligned(blocks: torch.Tensor) -> torch.Tensor:
+    # The kernels read half fields in place.
+    return blocks.clone() if blocks.storage_offset() % 4 else blocks
+
+
+def _matmul(x2: torch.Tensor, blocks: torch.Tensor, t, bias: torch.Tensor | None, out: torch.Tensor) -> None:
+    m, k = x2.shape
+    n = blocks.shape[0]
+    if m == 0 or n == 0:
+        return
+    kind, (gx, gy), group = launch.matmul_grid(m, n)
+    name = f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x2.dtype]}_{_SUFFIX[out.dtype]}"
+    b = x2 if bias is None else bias  # buffer 2 must be bound; not read without a bias
+    getattr(_library(), name)(_aligned(blocks), x2, b, out, k, n, m, int(bias is not None),
+                              threads=(gx * group, gy), group_size=(group, 1))
+
+
+def linear(x: torch.Tensor, blocks: torch.Tensor, qtype, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ W.T + bias`` with W the GGUF rows ``blocks`` (N, bytes_per_row), on MPS tensors; ``x`` (..., K)
+    float32/float16/bfloat16; returns (..., N) in ``x.dtype`` (sum in float32, rounded once)."""
+    t = resolve(qtype)
+    _check_x(x)
+    if x.dim() < 1:
+        raise ValueError("x must have at least one dimension (K)")
+    _check_weights(blocks, t, x.shape[-1], 2)
+    n = blocks.shape[0]
+    if bias is not None:
+        _check_x(bias, "bias")
+        if bias.shape != (n,):
+            raise ValueError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
+    _need_mps(x=x, blocks=blocks, bias=bias)
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    out = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
+    _matmul(x2, blocks, t, None if bias is None else bias.to(torch.float32).contiguous(), out)
+    return out.view(*x.shape[:-1], n)
+
+
+def mul_mat_vec(blocks: torch.Tensor, x: torch.Tensor, qtype, out_features: int) -> torch.Tensor:
+    """ggml-quantization's call shape: x (M, K) -> (M, out_features) float32."""
+    t = resolve(qtype)
+    _check_x(x)
+    if x.dim() != 2:
+        raise ValueError(f"x must be (M, K), got shape {tuple(x.shape)}")
+    _check_weights(blocks, t, x.shape[1], 2)
+    if blocks.shape[0] != out_features:
+        raise ValueError(f"blocks have {blocks.shape[0]} rows but out_features is {out_features}")
+    _need_mps(x=x, blocks=blocks)
+    out = torch.empty(x.shape[0], out_features, dtype=torch.float32, device=x.device)
+    _matmul(x.contiguous(), blocks, t, None, out)
+    return out
+
+
+def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, out_features: int) -> torch.Tensor:
+    """Mixture of experts: blocks (E, N, bytes_per_row), x (T, K) or (T, U, K), ids (T, U) int32/int64 ->
+    (T, U, N) float32 with slot (t, u) = W[ids[t, u]] @ x[t] (or x[t, u]). The expert is picked on the GPU
+    (no host sort, no sync); an id outside [0, E) reads nothing and its row is NaN."""
+    t = resolve(qtype)
+    _check_x(x)
+    if ids.dtype not in (torch.int32, torch.int64) or ids.dim() != 2:
+        raise TypeError(f"ids must be a (T, U) int32 or int64 tensor, got {ids.dtype} of shape {tuple(ids.shape)}")
+    n_tok, n_used = ids.shape
+    if x.dim() not in (2, 3) or x.shape[0] != n_tok or (x.dim() == 3 and x.shape[1] != n_used):
+        raise ValueError(f"x must be (T, K) or (T, U, K) with (T, U) = {tuple(ids.shape)}, got {tuple(x.shape)}")
+    _check_weights(blocks, t, x.shape[-1], 3)
+    n_exp, n = blocks.shape[0], blocks.shape[1]
+    if n != out_features:
+        raise ValueError(f"blocks have {n} rows per expert but out_features is {out_features}")
+    _need_mps(x=x, blocks=blocks, ids=ids)
+    out = torch.empty(n_tok, n_used, n, dtype=torch.float32, device=x.device)
+    if out.numel() == 0:
+        return out
+    # Out-of-range ids stay out of range after the narrowing to int32 (no wrap onto a real expert).
+    ids32 = torch.where((ids >= 0) & (ids < n_exp), ids, -1).to(torch.int32).contiguous()
+    x3 = (x.unsqueeze(1) if x.dim() == 2 else x).contiguous()
+    (gx, gy), group = launch.mul_mat_id_grid(n_tok, n_used, n)
+    name = f"mul_mv_id_{t.name.lower()}_{_SUFFIX[x.dtype]}"
+    getattr(_library(), name)(_aligned(blocks), x3, ids32, out, x.shape[-1], n, n_exp, n_used, x3.shape[1],
+                              threads=(gx * group, gy), group_size=(group, 1))
+    return out
