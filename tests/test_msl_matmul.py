@@ -1,0 +1,377 @@
+"""Metal compute on packed weights (metal/gguf_matmul.h) in the Linux harness: every kernel of every type,
+bit for bit against a numpy model of its own summation order (fma chain per lane over its sub-blocks, then
+the pinned simd_sum order, then the bias, then one rounding), under forward and reverse schedules with
+poisoned threadgroup memory; the error bound against float64; batch and mul_mat_id slot invariance; the
+run-time Metal path's single source."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gguf_dequant import launch, metal_jit, reference, testing
+from gguf_dequant.types import BY_NAME
+from harness import msl_harness
+
+from .conftest import ALL_TYPES
+
+pytestmark = [pytest.mark.msl,
+              pytest.mark.skipif(not msl_harness.available(), reason="clang-19 is not installed")]
+
+ROOT = Path(__file__).resolve().parents[1]
+U32 = 2.0 ** -24
+SUFFIX = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+NP_OUT = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}
+# (activation dtype, output dtype) pairs the kernels are instantiated for.
+MIXED = [(torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+         (torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16)]
+
+
+# ---- the numpy model of the kernels' order ------------------------------------------------------------
+
+def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 fma(a, b, c), correctly rounded: the product is exact in float64, the sum is rounded to odd
+    in float64 (TwoSum error term), then to float32 -- no double-rounding error."""
+    a64, b64, c64 = (np.asarray(v, np.float64) for v in (a, b, c))
+    p = a64 * b64
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = p + c64
+        bv = s - p
+        err = (p - (s - bv)) + (c64 - bv)
+        even = (s.view(np.uint64) & 1) == 0
+        nudge = even & (err != 0) & np.isfinite(err)
+        s = np.where(nudge, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+        return s.astype(np.float32)
+
+
+def lane_partials(w: np.ndarray, x: np.ndarray, sub: int) -> np.ndarray:
+    """(M, N, 32) float32: lane l's fma chain over sub-blocks l, l + 32, ... of each row pair."""
+    n, k = w.shape
+    acc = np.zeros((x.shape[0], n, launch.SIMD_WIDTH), np.float32)
+    lanes = np.arange(launch.SIMD_WIDTH)
+    n_sub = -(-k // sub)
+    for stripe in range(-(-n_sub // launch.SIMD_WIDTH)):
+        for j in range(sub):
+            cols = (stripe * launch.SIMD_WIDTH + lanes) * sub + j
+            live = cols < k
+            if live.any():
+                c = cols[live]
+                acc[:, :, live] = fma32(w[None, :, c], x[:, None, c], acc[:, :, live])
+    return acc
+
+
+def simd_reduce(v: np.ndarray, order: str) -> np.ndarray:
+    """simd_sum over the last axis (32 lanes) in the harness's order."""
+    if order == "butterfly":  # pairs at distance 16, 8, 4, 2, 1
+        while v.shape[-1] > 1:
+            h = v.shape[-1] // 2
+            v = v[..., :h] + v[..., h:]
+        return v[..., 0]
+    if order == "adjacent":  # (0, 1), (2, 3), ... then the same on the sums
+        while v.shape[-1] > 1:
+            v = v[..., 0::2] + v[..., 1::2]
+        return v[..., 0]
+    if order == "sequential":
+        s = v[..., 0]
+        for i in range(1, v.shape[-1]):
+            s = s + v[..., i]
+        return s
+    raise ValueError(order)
+
+
+def model(w, x, sub, bias=None, order="butterfly") -> np.ndarray:
+    """float32 (M, N): what every matmul kernel computes for x (M, K) against decoded weights w (N, K)."""
+    y = simd_reduce(lane_partials(w, x, sub), order)
+    return y if bias is None else (y + bias[None, :]).astype(np.float32)
+
+
+# ---- data and launches --------------------------------------------------------------------------------
+
+def k_values(name: str) -> tuple[int, int]:
+    """A small K (one block, fewer sub-blocks than lanes) and a larger K whose last stripe of 32
+    sub-blocks is partial (the float types: a short last sub-block too)."""
+    t = BY_NAME[name]
+    if t.block_elems == 1:
+        return 5, 1031
+    sub = launch.matmul_sub_elems(name)
+    n_blocks = 1
+    while (n_blocks * t.block_elems) < 1100 or (n_blocks * t.block_elems // sub) % launch.SIMD_WIDTH == 0:
+        n_blocks += 1
+    return t.block_elems, n_blocks * t.block_elems
+
+
+def weights(name: str, n: int, k: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(raw (N, bytes_per_row) uint8 with finite scales, decoded float32 (N, K) from the reference)."""
+    t = BY_NAME[name]
+    nb = k // t.block_elems
+    raw = testing.random_blocks(name, n * nb, rng).reshape(n, nb * t.block_bytes)
+    w = reference.dequantize(torch.from_numpy(raw.copy()), name, torch.float32).numpy()
+    assert w.shape == (n, k)
+    return raw, w
+
+
+def activations(m: int, k: int, dtype, rng) -> torch.Tensor:
+    return torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).to(dtype)
+
+
+def _out_tensor(arr: np.ndarray, dtype) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(arr).copy())
+    return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+
+
+def run_linear(name, raw, x, bias=None, out_dtype=None, kind=None, path=None, **opts) -> torch.Tensor:
+    """One launch of mul_mv / mul_mm as launch.matmul_grid describes it; asserts every output was written."""
+    out_dtype = out_dtype or x.dtype
+    m, k = x.shape
+    n = raw.shape[0]
+    kind, groups, group = launch.matmul_grid(m, n, kind)
+    lib = msl_harness.compile(path or msl_harness.kernel_file(name))
+    host = f"mul_{kind}_{name.lower()}_{SUFFIX[x.dtype]}_{SUFFIX[out_dtype]}"
+    out = np.empty((m, n), NP_OUT[out_dtype])
+    b = np.zeros(1, np.float32) if bias is None else bias
+    res = lib.dispatch_threadgroups(
+        host, [raw.reshape(-1), x.contiguous(), b, out, np.uint64(k), np.uint64(n), np.uint64(m),
+               np.uint64(bias is not None)], groups, group, **opts)
+    assert res.unwritten.get(3, 0) == 0, f"{host}: {res.unwritten[3]} outputs never written"
+    return _out_tensor(res.buffers[3].view(NP_OUT[out_dtype]).reshape(m, n), out_dtype)
+
+
+def run_mul_mat_id(name, raw3, x3, ids, path=None, **opts) -> np.ndarray:
+    n_exp, n, _ = raw3.shape
+    n_tok, n_used = ids.shape
+    k = x3.shape[-1]
+    (gx, gy), group = launch.mul_mat_id_grid(n_tok, n_used, n)
+    lib = msl_harness.compile(path or msl_harness.kernel_file(name))
+    host = f"mul_mv_id_{name.lower()}_{SUFFIX[x3.dtype]}"
+    out = np.empty((n_tok, n_used, n), np.float32)
+    res = lib.dispatch_threadgroups(
+        host, [raw3.reshape(-1), x3.contiguous(), ids.astype(np.int32), out, np.uint64(k), np.uint64(n),
+               np.uint64(n_exp), np.uint64(n_used), np.uint64(x3.shape[1])], (gx, gy), group, **opts)
+    assert res.unwritten.get(3, 0) == 0, f"{host}: {res.unwritten[3]} outputs never written"
+    return res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
+
+
+def assert_within_bound(name, y, w, x, bias=None):
+    """|y - y_exact| <= gamma_c * (sum |w x| + |bias|), y_exact in float64, c = launch.matmul_error_constant."""
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    exact = x64 @ w64.T
+    scale = np.abs(x64) @ np.abs(w64).T
+    if bias is not None:
+        exact = exact + bias.astype(np.float64)
+        scale = scale + np.abs(bias.astype(np.float64))
+    c = launch.matmul_error_constant(name, w.shape[1], bias is not None)
+    gamma = c * U32 / (1 - c * U32)
+    err = np.abs(np.asarray(y, np.float64) - exact)
+    bad = err > gamma * scale
+    assert not bad.any(), (f"{name}: {int(bad.sum())} outputs exceed the bound c = {c}; worst ratio "
+                           f"{float((err / np.maximum(scale, 1e-300)).max() / U32):.2f} u")
+
+
+# ---- every kernel, every type: bits against the model ------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_kernels_match_model(name):
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    sub = launch.matmul_sub_elems(name)
+    k_small, k_large = k_values(name)
+    n = 7  # odd: a partial simdgroup and a partial threadgroup of weight rows
+    for k, shapes in ((k_small, ((1, "mv"), (8, "mv"), (9, "mm"))),
+                      (k_large, ((1, "mv"), (2, "mv"), (5, "mv"), (8, "mv"), (37, "mm"), (3, "mm")))):
+        raw, w = weights(name, n, k, rng)
+        x = activations(max(m for m, _ in shapes), k, torch.float32, rng)
+        bias = rng.standard_normal(n).astype(np.float32)
+        for m, kind in shapes:
+            xm = x[:m]
+            b = bias if m in (5, 37) else None
+            want = model(w, xm.numpy(), sub, b)
+            schedules = ("forward", "reverse") if m in (5, 37) else ("forward",)
+            for schedule in schedules:
+                got = run_linear(name, raw, xm, b, kind=kind, schedule=schedule)
+                testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} K={k} {schedule}")
+            assert_within_bound(name, got.numpy(), w, xm.numpy(), b)
+
+
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_activation_and_output_dtypes(name):
+    """f16/bf16 activations read natively (exact widening), output float32 or the activation dtype rounded
+    once from the float32 result; within the bound for every dtype."""
+    rng = np.random.default_rng(abs(hash(name) + 1) % 2**32)
+    sub = launch.matmul_sub_elems(name)
+    k = k_values(name)[1]
+    n = 5
+    raw, w = weights(name, n, k, rng)
+    bias = rng.standard_normal(n).astype(np.float32)
+    for x_dtype, out_dtype in MIXED:
+        for m, kind in ((3, "mv"), (11, "mm")):
+            x = activations(m, k, x_dtype, rng)
+            want32 = model(w, x.float().numpy(), sub, bias)
+            got = run_linear(name, raw, x, bias, out_dtype, kind=kind)
+            testing.assert_bits_equal(got, testing.round_to(torch.from_numpy(want32), out_dtype),
+                                      f"{name} {kind} {x_dtype} -> {out_dtype}")
+            if out_dtype == torch.float32:
+                assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias)
+
+
+# ---- batch invariance, mul_mat_id ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_batch_invariance(name):
+    """A row's bits do not depend on M, on its position, or on the kernel (mul_mv or mul_mm)."""
+    rng = np.random.default_rng(abs(hash(name) + 2) % 2**32)
+    k = k_values(name)[0] * 3
+    raw, _ = weights(name, 6, k, rng)
+    x = activations(19, k, torch.bfloat16, rng)
+    full = run_linear(name, raw, x, out_dtype=torch.float32)  # mul_mm
+    perm = torch.from_numpy(rng.permutation(19)[:6])
+    part = run_linear(name, raw, x[perm], out_dtype=torch.float32)  # mul_mv, other rows and positions
+    testing.assert_bits_equal(part, full[perm], f"{name}: M=6 (permuted) vs M=19")
+    for r in (0, 18):
+        one = run_linear(name, raw, x[r:r + 1], out_dtype=torch.float32)
+        testing.assert_bits_equal(one[0], full[r], f"{name}: row {r} alone vs in M=19")
+
+
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_mul_mat_id(name):
+    """Slot (t, u) = W[ids[t, u]] @ x[t, u % Ux] with the bits of a one-row linear on that expert, whatever
+    the other slots route to; ids outside [0, E) give a NaN row and read nothing (guard pages)."""
+    rng = np.random.default_rng(abs(hash(name) + 3) % 2**32)
+    sub = launch.matmul_sub_elems(name)
+    n_exp, n, k = 3, 5, k_values(name)[0] * 2
+    parts = [weights(name, n, k, rng) for _ in range(n_exp)]
+    raw3 = np.stack([p[0] for p in parts])
+    w3 = np.stack([p[1] for p in parts])
+    ids = np.array([[2, 0], [1, -1], [n_exp, 2]], np.int64)
+    for x_dtype, ux in ((torch.float32, 1), (torch.bfloat16, 2)):
+        x3 = activations(3 * ux, k, x_dtype, rng).reshape(3, ux, k)
+        got = run_mul_mat_id(name, raw3, x3, ids, schedule="reverse")
+        xf = x3.float().numpy()
+        for t in range(3):
+            for u in range(2):
+                e = ids[t, u]
+                if not 0 <= e < n_exp:
+                    assert np.isnan(got[t, u]).all(), f"{name}: slot {(t, u)} with id {e} is not NaN"
+                    continue
+                want = model(w3[e], xf[t, u % ux][None], sub)[0]
+                testing.assert_bits_equal(got[t, u], want, f"{name}: slot {(t, u)} expert {e}")
+                alone = run_linear(name, raw3[e], x3[t, u % ux][None], out_dtype=torch.float32)
+                testing.assert_bits_equal(torch.from_numpy(got[t, u]), alone[0], f"{name}: slot vs linear")
+        rerouted = ids.copy()
+        rerouted[0, 1], rerouted[2, 0] = 1, 0  # other slots change experts; slot (0, 0) must not move
+        again = run_mul_mat_id(name, raw3, x3, rerouted)
+        testing.assert_bits_equal(again[0, 0], got[0, 0], f"{name}: slot (0, 0) after rerouting")
+
+
+# ---- the order is really pinned, schedules, sanitizers -------------------------------------------------
+
+@pytest.mark.parametrize("name", ["Q4_K", "Q8_0", "F16"])
+def test_simd_orders_each_match_their_model(name):
+    """Each pinned simd_sum order gives the model's bits for that order, and the orders differ somewhere:
+    the bit-exact tests would notice a kernel that summed differently."""
+    rng = np.random.default_rng(7)
+    sub = launch.matmul_sub_elems(name)
+    k = k_values(name)[1]
+    raw, w = weights(name, 9, k, rng)
+    x = activations(4, k, torch.float32, rng)
+    results = {}
+    for order in ("butterfly", "adjacent", "sequential"):
+        want = model(w, x.numpy(), sub, order=order)
+        for kind in ("mv", "mm"):
+            got = run_linear(name, raw, x, kind=kind, simd_order=order)
+            testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} simd order {order}")
+        results[order] = want
+    assert testing.bits_mismatch(results["butterfly"], results["sequential"]).any()
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "F32", "IQ2_XXS"])
+def test_random_schedule_guard_before_and_ubsan(name):
+    rng = np.random.default_rng(11)
+    sub = launch.matmul_sub_elems(name)
+    k = k_values(name)[1]
+    raw, w = weights(name, 5, k, rng)
+    x = activations(10, k, torch.float16, rng)
+    want = model(w, x.float().numpy(), sub)
+    for kind, m in (("mv", 3), ("mm", 10)):
+        got = run_linear(name, raw, x[:m], out_dtype=torch.float32, kind=kind, schedule="random", seed=5,
+                         flush="start")
+        testing.assert_bits_equal(got, torch.from_numpy(want[:m]), f"{name} {kind} random schedule")
+    lib = msl_harness.compile(msl_harness.kernel_file(name), ubsan=True)
+    kind, groups, group = launch.matmul_grid(10, 5)
+    out = np.empty((10, 5), np.float32)
+    res = lib.dispatch_threadgroups(f"mul_mm_{name.lower()}_f16_f32",
+                                    [raw.reshape(-1), x, np.zeros(1, np.float32), out, np.uint64(k),
+                                     np.uint64(5), np.uint64(10), np.uint64(0)], groups, group)
+    testing.assert_bits_equal(res.buffers[3].view(np.float32).reshape(10, 5), want, f"{name} UBSan build")
+
+
+def test_error_constant_follows_the_tree():
+    # Q4_K, K = 4096: 128 sub-blocks of 32 -> 4 per lane = 128 fmas, + 5 simd_sum levels (+ 1 bias).
+    assert launch.matmul_error_constant("Q4_K", 4096) == 133
+    assert launch.matmul_error_constant("Q4_K", 4096, bias=True) == 134
+    # F16, K = 1031: 129 sub-blocks of 8 (the last holds 7) -> 5 per lane at most.
+    assert launch.matmul_error_constant("F16", 1031) == 45
+    assert launch.matmul_grid(8, 7) == ("mv", (2, 1), 64)
+    assert launch.matmul_grid(9, 7) == ("mm", (2, 1), 128)
+
+
+# ---- the run-time Metal path's source ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def jit_file():
+    path = ROOT / ".cache" / "jit" / "gguf_dequant_jit.metal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != metal_jit.source():
+        path.write_text(metal_jit.source())
+    return path
+
+
+def test_jit_source_has_every_matmul_kernel(jit_file):
+    src = metal_jit.source()
+    assert src.count("kernel void kernel_mul_mm(") == 1
+    lib = msl_harness.compile(jit_file)
+    for name in ALL_TYPES:
+        n = name.lower()
+        for x_dtype, out_dtype in [(torch.float32, torch.float32), *MIXED]:
+            for kind in ("mv", "mm"):
+                assert f"mul_{kind}_{n}_{SUFFIX[x_dtype]}_{SUFFIX[out_dtype]}" in lib
+        for x_dtype in SUFFIX.values():
+            assert f"mul_mv_id_{n}_{x_dtype}" in lib
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q6_K", "IQ4_XS", "MXFP4", "BF16"])
+def test_jit_source_matmul_matches_model(jit_file, name):
+    rng = np.random.default_rng(13)
+    sub = launch.matmul_sub_elems(name)
+    k = k_values(name)[1]
+    raw, w = weights(name, 7, k, rng)
+    bias = rng.standard_normal(7).astype(np.float32)
+    for m in (4, 12):
+        x = activations(m, k, torch.bfloat16, rng)
+        want = model(w, x.float().numpy(), sub, bias)
+        got = run_linear(name, raw, x, bias, torch.bfloat16, path=jit_file, schedule="reverse")
+        testing.assert_bits_equal(got, testing.round_to(torch.from_numpy(want), torch.bfloat16), f"jit {name} M={m}")
+    raw3 = np.stack([raw, raw[::-1].copy()])
+    x3 = activations(2, k, torch.float32, rng).reshape(2, 1, k)
+    got = run_mul_mat_id(name, raw3, x3, np.array([[1, 0], [0, 5]]), path=jit_file)
+    testing.assert_bits_equal(got[0, 1], model(w, x3[0].numpy(), sub)[0], f"jit {name} mul_mv_id")
+    assert np.isnan(got[1, 1]).all()
+
+
+# ---- the run-time path's argument checks (no Mac needed) ----------------------------------------------
+
+def test_jit_linear_refuses_bad_arguments():
+    blocks = torch.zeros(3, 18, dtype=torch.uint8)
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        metal_jit.linear(torch.zeros(2, 32, dtype=torch.int32), blocks, "Q4_0")
+    with pytest.raises(ValueError, match="bytes per weight row"):
+        metal_jit.linear(torch.zeros(2, 64), blocks, "Q4_0")
+    with pytest.raises(ValueError, match="multiple of the block size"):
+        metal_jit.linear(torch.zeros(2, 31), blocks, "Q4_0")
+    with pytest.raises(ValueError, match="bias must have shape"):
+        metal_jit.linear(torch.zeros(2, 32), blocks, "Q4_0", torch.zeros(4))
+    with pytest.raises(ValueError, match="out_features"):
+        metal_jit.mul_mat_vec(blocks, torch.zeros(2, 32), "Q4_0", 4)
+    with pytest.raises(TypeError, match="ids"):
+        metal_jit.mul_mat_id(blocks[None], torch.zeros(2, 32), torch.zeros(2, 1), "Q4_0", 3)
+    with pytest.raises(ValueError, match="mps"):
+        metal_jit.linear(torch.zeros(2, 32), blocks, "Q4_0")
