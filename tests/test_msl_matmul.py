@@ -4,11 +4,14 @@ the pinned simd_sum order, then the bias, then one rounding), under forward and 
 poisoned threadgroup memory; the error bound against float64; batch and mul_mat_id slot invariance; the
 run-time Metal path's single source."""
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gguf_dequant import launch, metal_jit, reference, testing
 from gguf_dequant.types import BY_NAME
@@ -84,6 +87,28 @@ def model(w, x, sub, bias=None, order="butterfly") -> np.ndarray:
     """float32 (M, N): what every matmul kernel computes for x (M, K) against decoded weights w (N, K)."""
     y = simd_reduce(lane_partials(w, x, sub), order)
     return y if bias is None else (y + bias[None, :]).astype(np.float32)
+
+
+def _round_exact(value: Fraction) -> np.float32:
+    """The float32 nearest to an exact rational, ties to even (finite results only)."""
+    f = np.float32(float(value))
+    candidates = [f, np.nextafter(f, np.float32(np.inf)), np.nextafter(f, np.float32(-np.inf))]
+    return min((c for c in candidates if np.isfinite(c)),
+               key=lambda c: (abs(Fraction(float(c)) - value), int(np.array(c).view(np.uint32)) & 1))
+
+
+_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False, min_value=-2.0**60, max_value=2.0**60)
+
+
+@settings(max_examples=300)
+@given(a=_f32, b=_f32, c=_f32, near=st.booleans())
+def test_model_fma_is_correctly_rounded(a, b, c, near):
+    """The model's fma against exact rational arithmetic (``near``: c cancels most of a*b)."""
+    if near:
+        c = float(np.float32(-(a * b)))
+    want = _round_exact(Fraction(a) * Fraction(b) + Fraction(c))
+    got = fma32(np.float32([a]), np.float32([b]), np.float32([c]))[0]
+    assert np.array(got).view(np.uint32) == np.array(want).view(np.uint32) or (got == 0 and want == 0)
 
 
 # ---- data and launches --------------------------------------------------------------------------------
