@@ -73,17 +73,12 @@ inline uint gguf_sub_count(uint s, uint K) {
     return S;
 }
 
-// acc = fma(w[j], x[j], acc) for j = 0 .. count - 1, in order.
-template <int QK, int S, typename X>
-inline float gguf_fma_chain(thread const float *w, device const X *x, uint count, float acc) {
-    if (QK == 1) {
-        for (uint j = 0; j < count; ++j) {
-            acc = fma(w[j], float(x[j]), acc);
-        }
-    } else {
-        for (int j = 0; j < S; ++j) {
-            acc = fma(w[j], float(x[j]), acc);
-        }
+// acc = fma(w[j * WS], x[j], acc) for j = 0 .. count - 1, in order (count is the constant S after
+// inlining, except for the last sub-block of a float row).
+template <uint WS, typename WP, typename XP>
+inline float gguf_fma_chain(WP w, XP x, uint count, float acc) {
+    for (uint j = 0; j < count; ++j) {
+        acc = fma(w[j * WS], float(x[j]), acc);
     }
     return acc;
 }
@@ -124,7 +119,7 @@ inline void gguf_mv_accumulate(device const uchar *w, uint n0, uint N, uint K, d
                 thread float *a = acc + r * GGUF_MATMUL_X_ROWS;
                 for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
                     if (m < mr) {
-                        a[m] = gguf_fma_chain<QK, S>(v, x + ulong(m) * K + s * S, count, a[m]);
+                        a[m] = gguf_fma_chain<1>(v, x + ulong(m) * K + s * S, count, a[m]);
                     }
                 }
             }
@@ -194,15 +189,18 @@ kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
         const uint s = s0 + lane;
         if (s < ns) {
             const uint count = gguf_sub_count<QK, S>(s, k);
-            for (uint r = 0; r < R; ++r) {
-                float v[S];
-                for (uint j = 0; j < S; ++j) {
-                    v[j] = tile[(r * S + j) * GGUF_SIMD_WIDTH + lane];
-                }
-                thread float *a = acc + r * GGUF_MATMUL_X_ROWS;
-                for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-                    if (m < mr) {
-                        a[m] = gguf_fma_chain<QK, S>(v, xm + ulong(m) * K + s * S, count, a[m]);
+            for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+                if (m < mr) {
+                    // x read once per row, the tile once per (row, weight row): threadgroup reads are cheap.
+                    float xs[S];
+                    device const X *xr = xm + ulong(m) * K + s * S;
+                    for (uint j = 0; j < count; ++j) {
+                        xs[j] = float(xr[j]);
+                    }
+                    for (uint r = 0; r < R; ++r) {
+                        threadgroup const float *t = tile + r * S * GGUF_SIMD_WIDTH + lane;
+                        acc[r * GGUF_MATMUL_X_ROWS + m] =
+                            gguf_fma_chain<GGUF_SIMD_WIDTH>(t, xs, count, acc[r * GGUF_MATMUL_X_ROWS + m]);
                     }
                 }
             }
