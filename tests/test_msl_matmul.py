@@ -238,6 +238,38 @@ def test_activation_and_output_dtypes(name):
                 assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias)
 
 
+@settings(max_examples=25)
+@given(data=st.data())
+def test_random_shapes_match_model(data):
+    """Any type, M, N, K and kernel: the model's bits (N = 1, M past a tile, K of one sub-block, ...)."""
+    name = data.draw(st.sampled_from(ALL_TYPES))
+    t = BY_NAME[name]
+    k = data.draw(st.integers(1, 40)) * t.block_elems if t.block_elems > 1 else data.draw(st.integers(1, 300))
+    n = data.draw(st.integers(1, 9))
+    m = data.draw(st.integers(1, 40))
+    kind = data.draw(st.sampled_from(["mv", "mm"]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    raw, w = weights(name, n, k, rng)
+    x = activations(m, k, data.draw(st.sampled_from(list(SUFFIX))), rng)
+    got = run_linear(name, raw, x, out_dtype=torch.float32, kind=kind, schedule="reverse")
+    want = model(w, x.float().numpy(), launch.matmul_sub_elems(name))
+    testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} N={n} K={k}")
+
+
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_error_bound_of_the_order_at_model_sizes(name):
+    """The bound at transformer sizes (K = 4096 and 14336), through the model (bit-identical to every
+    kernel at the sizes the harness runs), for activations of every dtype and with a bias."""
+    rng = np.random.default_rng(abs(hash(name) + 4) % 2**32)
+    sub = launch.matmul_sub_elems(name)
+    for k in (4096, 14336):
+        raw, w = weights(name, 3, k, rng)
+        bias = rng.standard_normal(3).astype(np.float32)
+        for dtype in SUFFIX:
+            x = activations(2, k, dtype, rng).float().numpy()
+            assert_within_bound(name, model(w, x, sub, bias), w, x, bias)
+
+
 # ---- batch invariance, mul_mat_id ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ALL_TYPES)
