@@ -4,6 +4,8 @@ the pinned simd_sum order, then the bias, then one rounding), under forward and 
 poisoned threadgroup memory; the error bound against float64; batch and mul_mat_id slot invariance; the
 run-time Metal path's single source."""
 
+import hashlib
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -375,10 +377,14 @@ def test_error_constant_follows_the_tree():
 
 @pytest.fixture(scope="module")
 def jit_file():
-    path = ROOT / ".cache" / "jit" / "gguf_dequant_jit.metal"
+    # Named by content: .cache may be shared by several checkouts.
+    src = metal_jit.source()
+    path = ROOT / ".cache" / "jit" / f"gguf_dequant_jit-{hashlib.sha256(src.encode()).hexdigest()[:16]}.metal"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_text() != metal_jit.source():
-        path.write_text(metal_jit.source())
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(src)
+        os.replace(tmp, path)
     return path
 
 
