@@ -94,6 +94,8 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
     const GgufType &type = lookup_type(qtype);
     TORCH_CHECK_VALUE(x_in.device().is_mps() && blocks_in.device().is_mps() && out.device().is_mps(),
                       "gguf_dequant (Metal build): x, blocks and out must be on the mps device");
+    TORCH_CHECK_VALUE(x_in.dim() == 2 && blocks_in.dim() == 2 && out.dim() == 2,
+                      "gguf_dequant: gguf_linear_out takes x (M, K), blocks (N, bytes_per_row), out (M, N)");
     const int64_t M = x_in.size(0), K = x_in.size(1), N = blocks_in.size(0);
     if (M == 0 || N == 0) return;
     TORCH_CHECK_VALUE(out.scalar_type() == at::kFloat || out.scalar_type() == x_in.scalar_type(),
@@ -147,6 +149,9 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
     TORCH_CHECK_VALUE(x_in.device().is_mps() && blocks_in.device().is_mps() && ids_in.device().is_mps() &&
                           out.device().is_mps(),
                       "gguf_dequant (Metal build): x, blocks, ids and out must be on the mps device");
+    TORCH_CHECK_VALUE(x_in.dim() == 3 && blocks_in.dim() == 3 && ids_in.dim() == 2 && out.dim() == 3,
+                      "gguf_dequant: gguf_mul_mat_id_out takes x (T, Ux, K), blocks (E, N, bytes_per_row), ",
+                      "ids (T, U), out (T, U, N)");
     TORCH_CHECK_TYPE(ids_in.scalar_type() == at::kInt, "gguf_dequant: ids must be int32 here, got ",
                      ids_in.scalar_type());
     TORCH_CHECK_VALUE(out.scalar_type() == at::kFloat && out.is_contiguous(),
