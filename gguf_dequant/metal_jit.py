@@ -6,6 +6,9 @@ dispatches them on MPS tensors with the launch description of ``gguf_dequant.lau
 
 ``source()`` is the exact string handed to the Metal compiler: every kernel file with the project's own
 headers inlined (compile_shader has no include path). The Linux harness compiles and runs this string too.
+Two libraries are built from it on first use: the dequantize kernels alone (``source()``, with
+GGUF_NO_MATMUL defined, so dequantizing never waits for the matmul kernels to compile) and everything
+(``source(matmul=True)``) for ``linear``, ``mul_mat_vec`` and ``mul_mat_id``.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ def kernel_files() -> list[Path]:
 
 
 @functools.cache
-def source() -> str:
-    """All kernel files in one translation unit, our headers inlined once each."""
+def source(matmul: bool = False) -> str:
+    """All kernel files in one translation unit, our headers inlined once each; without ``matmul`` the
+    GGUF_MATMUL_KERNELS lines expand to nothing."""
     seen: set[str] = set()
 
     def expand(path: Path) -> str:
@@ -51,7 +55,7 @@ def source() -> str:
         return _INCLUDE.sub(include, text)
 
     parts = [f"// ==== {p.name} ====\n" + expand(p) for p in kernel_files()]
-    return "\n".join(parts)
+    return ("" if matmul else "#define GGUF_NO_MATMUL 1\n") + "\n".join(parts)
 
 
 def available() -> bool:
@@ -61,8 +65,8 @@ def available() -> bool:
 
 
 @functools.cache
-def _library():
-    return torch.mps.compile_shader(source())
+def _library(matmul: bool = False):
+    return torch.mps.compile_shader(source(matmul))
 
 
 def kernel_name(qtype, dtype: torch.dtype) -> str:
@@ -142,7 +146,7 @@ def _matmul(x2: torch.Tensor, blocks: torch.Tensor, t, bias: torch.Tensor | None
     kind, (gx, gy), group = launch.matmul_grid(m, n)
     name = f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x2.dtype]}_{_SUFFIX[out.dtype]}"
     b = x2 if bias is None else bias  # buffer 2 must be bound; not read without a bias
-    getattr(_library(), name)(_aligned(blocks), x2, b, out, k, n, m, int(bias is not None),
+    getattr(_library(True), name)(_aligned(blocks), x2, b, out, k, n, m, int(bias is not None),
                               threads=(gx * group, gy), group_size=(group, 1))
 
 
@@ -205,6 +209,6 @@ def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, 
     x3 = (x.unsqueeze(1) if x.dim() == 2 else x).contiguous()
     (gx, gy), group = launch.mul_mat_id_grid(n_tok, n_used, n)
     name = f"mul_mv_id_{t.name.lower()}_{_SUFFIX[x.dtype]}"
-    getattr(_library(), name)(_aligned(blocks), x3, ids32, out, x.shape[-1], n, n_exp, n_used, x3.shape[1],
+    getattr(_library(True), name)(_aligned(blocks), x3, ids32, out, x.shape[-1], n, n_exp, n_used, x3.shape[1],
                               threads=(gx * group, gy), group_size=(group, 1))
     return out

@@ -38,10 +38,10 @@
 // mul_mv_id 4 = K, 5 = N, 6 = E, 7 = U, 8 = Ux.
 #pragma once
 
-#ifdef GGUF_CPU
+#if defined(GGUF_CPU) || defined(GGUF_NO_MATMUL)
 
-// The CPU backend has its own matmul (cpu/); the per-type line expands to nothing there unless it
-// defines the macro first.
+// The CPU backend has its own matmul (cpu/), and the run-time path's dequantize-only library has none:
+// the per-type lines expand to nothing there (unless the CPU build defines the macros first).
 #ifndef GGUF_MATMUL_KERNELS
 #define GGUF_MATMUL_KERNELS(NAME)
 #endif

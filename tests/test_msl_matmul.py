@@ -378,7 +378,7 @@ def test_error_constant_follows_the_tree():
 @pytest.fixture(scope="module")
 def jit_file():
     # Named by content: .cache may be shared by several checkouts.
-    src = metal_jit.source()
+    src = metal_jit.source(matmul=True)
     path = ROOT / ".cache" / "jit" / f"gguf_dequant_jit-{hashlib.sha256(src.encode()).hexdigest()[:16]}.metal"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
@@ -389,8 +389,9 @@ def jit_file():
 
 
 def test_jit_source_has_every_matmul_kernel(jit_file):
-    src = metal_jit.source()
-    assert src.count("kernel void kernel_mul_mm(") == 1
+    src = metal_jit.source(matmul=True)
+    assert src.count("kernel void kernel_mul_mm(") == 1 and "#define GGUF_NO_MATMUL" not in src
+    assert metal_jit.source().startswith("#define GGUF_NO_MATMUL 1\n")
     lib = msl_harness.compile(jit_file)
     for name in ALL_TYPES:
         n = name.lower()
