@@ -55,6 +55,7 @@ MV_SIMDGROUPS = 2    # mul_mv / mul_mv_id: simdgroups per threadgroup ...
 MV_ROWS = 2          # ... each owning this many weight rows
 MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup, MATMUL_X_ROWS activation rows each ...
 MM_ROWS = 4          # ... sharing a decoded tile of this many weight rows (MM_ROWS * 32 * S floats)
+ID_WINDOW = 256      # mul_mm_id: slots of ids one threadgroup scans for its expert
 SIMD_SUM_LEVELS = 5  # log2(SIMD_WIDTH): the additions of simd_sum on one value's path
 
 
@@ -75,9 +76,20 @@ def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, 
     raise ValueError(f"unknown matmul kernel kind {kind!r}")
 
 
-def mul_mat_id_grid(n_tokens: int, n_used: int, n_out: int) -> tuple[tuple[int, int], int]:
-    """(threadgroups (x, y), threads per threadgroup) of mul_mv_id: one threadgroup row per slot (t, u)."""
-    return (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), n_tokens * n_used), MV_SIMDGROUPS * SIMD_WIDTH
+def mul_mat_id_grid(n_tokens: int, n_used: int, n_out: int, n_experts: int,
+                    kind: str | None = None) -> tuple[str, tuple[int, int, int], int]:
+    """(kernel kind, threadgroups (x, y, z), threads per threadgroup) of mul_mat_id with ids (T, U):
+    ``"mv_id"`` for one token (a threadgroup row per slot), else ``"mm_id"`` (a threadgroup row per expert
+    and window of ID_WINDOW slots, each decoded weight applied to up to MATMUL_X_ROWS of its slots).
+    Both give every slot the bits of a one-row linear on its expert."""
+    kind = kind or ("mv_id" if n_tokens == 1 else "mm_id")
+    tiles = -(-n_out // (MV_SIMDGROUPS * MV_ROWS))
+    if kind == "mv_id":
+        return kind, (tiles, n_tokens * n_used, 1), MV_SIMDGROUPS * SIMD_WIDTH
+    if kind == "mm_id":
+        windows = -(-(n_tokens * n_used) // ID_WINDOW)
+        return kind, (tiles, max(n_experts, 1), windows), MV_SIMDGROUPS * SIMD_WIDTH
+    raise ValueError(f"unknown mul_mat_id kernel kind {kind!r}")
 
 
 def matmul_sub_elems(qtype) -> int:

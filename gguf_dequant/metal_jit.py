@@ -187,8 +187,9 @@ def mul_mat_vec(blocks: torch.Tensor, x: torch.Tensor, qtype, out_features: int)
 
 def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, out_features: int) -> torch.Tensor:
     """Mixture of experts: blocks (E, N, bytes_per_row), x (T, K) or (T, U, K), ids (T, U) int32/int64 ->
-    (T, U, N) float32 with slot (t, u) = W[ids[t, u]] @ x[t] (or x[t, u]). The expert is picked on the GPU
-    (no host sort, no sync); an id outside [0, E) reads nothing and its row is NaN."""
+    (T, U, N) float32 with slot (t, u) = W[ids[t, u]] @ x[t] (or x[t, u]), the bits of a one-row linear on
+    that expert. The expert is picked on the GPU (no host sort, no sync); an id outside [0, E) reads nothing
+    and its row is NaN."""
     t = resolve(qtype)
     _check_x(x)
     if ids.dtype not in (torch.int32, torch.int64) or ids.dim() != 2:
@@ -207,8 +208,8 @@ def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, 
     # Out-of-range ids stay out of range after the narrowing to int32 (no wrap onto a real expert).
     ids32 = torch.where((ids >= 0) & (ids < n_exp), ids, -1).to(torch.int32).contiguous()
     x3 = (x.unsqueeze(1) if x.dim() == 2 else x).contiguous()
-    (gx, gy), group = launch.mul_mat_id_grid(n_tok, n_used, n)
-    name = f"mul_mv_id_{t.name.lower()}_{_SUFFIX[x.dtype]}"
-    getattr(_library(True), name)(_aligned(blocks), x3, ids32, out, x.shape[-1], n, n_exp, n_used, x3.shape[1],
-                              threads=(gx * group, gy), group_size=(group, 1))
+    kind, (gx, gy, gz), group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp)
+    scalars = [x.shape[-1], n, n_exp, n_used, x3.shape[1]] + ([n_tok * n_used] if kind == "mm_id" else [])
+    getattr(_library(True), f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x.dtype]}")(
+        _aligned(blocks), x3, ids32, out, *scalars, threads=(gx * group, gy, gz), group_size=(group, 1, 1))
     return out

@@ -30,12 +30,16 @@
 //                            (GGUF_MM_ROWS * 32 * S floats, at most 16 KiB), then every simdgroup applies it
 //                            to its 8 rows (weights read once per 32 rows). Same lane <-> sub-block mapping,
 //                            so the same bits as mul_mv.
-//   mul_mv_id_<type>_<X>     out[t, u] = W[ids[t, u]] @ x[t, u % Ux], float32; grid y = T * U slots, each a
-//                            one-row mul_mv on the expert chosen on the GPU (no host sort, no sync). An id
-//                            outside [0, E) reads nothing and its output row is NaN.
+//   mul_mv_id_<type>_<X>     out[t, u] = W[ids[t, u]] @ x[t, u % Ux], float32, one token (T = 1): grid y =
+//                            U slots, each a one-row mul_mv on the expert chosen on the GPU.
+//   mul_mm_id_<type>_<X>     the same for T > 1 without a host sort or sync: grid (N tiles, E, windows of
+//                            GGUF_ID_WINDOW slots); the threadgroup of expert e scans its window's ids in slot
+//                            order and runs the mul_mv core on up to 8 of e's slots at a time.
+//                            Both: a slot gets the bits of a one-row linear on its expert; an id outside
+//                            [0, E) reads nothing and its output row is NaN.
 // Buffers: 0 = weight bytes, 1 = x, 2 = bias (float32; any buffer when has_bias == 0) or ids (int32),
 // 3 = out, then 64-bit scalars: mul_mv/mul_mm 4 = K, 5 = N, 6 = M, 7 = has_bias;
-// mul_mv_id 4 = K, 5 = N, 6 = E, 7 = U, 8 = Ux.
+// mul_mv_id/mul_mm_id 4 = K, 5 = N, 6 = E, 7 = U, 8 = Ux (x rows per token: 1 or U), mul_mm_id 9 = T * U.
 #pragma once
 
 #if defined(GGUF_CPU) || defined(GGUF_NO_MATMUL)
@@ -83,11 +87,11 @@ inline float gguf_fma_chain(WP w, XP x, uint count, float acc) {
     return acc;
 }
 
-// Reduce acc[r][m] over the simdgroup and write out[m, n0 + r] (+ bias) for the rows that exist.
-// Every lane calls simd_sum for the same (r, m) sequence: mr is uniform across the simdgroup.
+// Reduce acc[r][m] over the simdgroup and write out[orow[m], n0 + r] (+ bias) for the weight rows that
+// exist. Every lane calls simd_sum for the same (r, m) sequence: mr is uniform across the simdgroup.
 template <uint R, typename T>
-inline void gguf_mm_store(thread const float *acc, uint mr, uint n0, uint N, device const float *bias,
-                          bool has_bias, device T *out, ushort lane) {
+inline void gguf_mm_store(thread const float *acc, uint mr, thread const uint *orow, uint n0, uint N,
+                          device const float *bias, bool has_bias, device T *out, ushort lane) {
     for (uint r = 0; r < R; ++r) {
         for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
             if (m < mr) {
@@ -96,18 +100,18 @@ inline void gguf_mm_store(thread const float *acc, uint mr, uint n0, uint N, dev
                     if (has_bias) {
                         v = v + bias[n0 + r];
                     }
-                    out[ulong(m) * N + n0 + r] = T(v);
+                    out[ulong(orow[m]) * N + n0 + r] = T(v);
                 }
             }
         }
     }
 }
 
-// One simdgroup: weight rows n0 .. n0 + R - 1 (those < N) against activation rows x[0 .. mr - 1]
-// (row stride K), accumulated into acc[r * GGUF_MATMUL_X_ROWS + m] by this lane's sub-blocks.
+// One simdgroup: weight rows n0 .. n0 + R - 1 (those < N) against activation rows x[xrow[m]] (row
+// stride K), m < mr, accumulated into acc[r * GGUF_MATMUL_X_ROWS + m] by this lane's sub-blocks.
 template <typename B, int QK, int S, typename X, uint R>
-inline void gguf_mv_accumulate(device const uchar *w, uint n0, uint N, uint K, device const X *x, uint mr,
-                               ushort lane, thread float *acc) {
+inline void gguf_mv_accumulate(device const uchar *w, uint n0, uint N, uint K, device const X *x,
+                               thread const uint *xrow, uint mr, ushort lane, thread float *acc) {
     const ulong bpr = ulong(K / QK) * sizeof(B);
     const uint ns = (K + S - 1) / S;
     for (uint s = lane; s < ns; s += GGUF_SIMD_WIDTH) {
@@ -119,7 +123,7 @@ inline void gguf_mv_accumulate(device const uchar *w, uint n0, uint N, uint K, d
                 thread float *a = acc + r * GGUF_MATMUL_X_ROWS;
                 for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
                     if (m < mr) {
-                        a[m] = gguf_fma_chain<1>(v, x + ulong(m) * K + s * S, count, a[m]);
+                        a[m] = gguf_fma_chain<1>(v, x + ulong(xrow[m]) * K + s * S, count, a[m]);
                     }
                 }
             }
@@ -135,13 +139,21 @@ inline void gguf_mv_accumulate(device const uchar *w, uint n0, uint N, uint K, d
         uint2 tg [[threadgroup_position_in_grid]], ushort tid [[thread_index_in_threadgroup]],  \
         ushort sg [[simdgroup_index_in_threadgroup]], ushort lane [[thread_index_in_simdgroup]]
 
-#define GGUF_MV_ID_PARAMS(X)                                                                    \
+#define GGUF_ID_BUFFERS(X)                                                                      \
     device const uchar *w [[buffer(0)]], device const X *x [[buffer(1)]],                       \
         device const int *ids [[buffer(2)]], device float *out [[buffer(3)]],                   \
         constant ulong &K [[buffer(4)]], constant ulong &N [[buffer(5)]],                       \
         constant ulong &E [[buffer(6)]], constant ulong &U [[buffer(7)]],                       \
-        constant ulong &Ux [[buffer(8)]], uint2 tg [[threadgroup_position_in_grid]],            \
+        constant ulong &Ux [[buffer(8)]]
+
+#define GGUF_MV_ID_PARAMS(X)                                                                    \
+    GGUF_ID_BUFFERS(X), uint2 tg [[threadgroup_position_in_grid]],                              \
         ushort sg [[simdgroup_index_in_threadgroup]], ushort lane [[thread_index_in_simdgroup]]
+
+#define GGUF_MM_ID_PARAMS(X)                                                                    \
+    GGUF_ID_BUFFERS(X), constant ulong &n_slots [[buffer(9)]],                                  \
+        uint3 tg [[threadgroup_position_in_grid]], ushort sg [[simdgroup_index_in_threadgroup]], \
+        ushort lane [[thread_index_in_simdgroup]]
 
 // Mat-vec: up to 8 activation rows per threadgroup, weights decoded into registers.
 template <typename B, int QK, int S, typename X, typename T>
@@ -153,9 +165,13 @@ kernel void kernel_mul_mv(GGUF_MM_PARAMS(X, T)) {
         return;  // the whole simdgroup: nothing to compute
     }
     const uint mr = min(uint(M) - m0, GGUF_MATMUL_X_ROWS);
+    uint rows[GGUF_MATMUL_X_ROWS];
+    for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+        rows[m] = m;
+    }
     float acc[R * GGUF_MATMUL_X_ROWS] = {};
-    gguf_mv_accumulate<B, QK, S, X, R>(w, n0, uint(N), uint(K), x + ulong(m0) * K, mr, lane, acc);
-    gguf_mm_store<R>(acc, mr, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
+    gguf_mv_accumulate<B, QK, S, X, R>(w, n0, uint(N), uint(K), x + ulong(m0) * K, rows, mr, lane, acc);
+    gguf_mm_store<R>(acc, mr, rows, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
 }
 
 // More rows: a weight tile decoded once into threadgroup memory per stripe of 32 sub-blocks, stored
@@ -207,33 +223,87 @@ kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
     }
-    gguf_mm_store<R>(acc, mr, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
+    uint rows[GGUF_MATMUL_X_ROWS];
+    for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+        rows[m] = m;
+    }
+    gguf_mm_store<R>(acc, mr, rows, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
 }
 
-// Mixture of experts: one slot (t, u) per threadgroup row, its expert read from ids on the GPU.
+// Mixture of experts. Slot i = (t, u) = (i / U, i % U) of ids (T, U): out[i] = W[ids[i]] @ x[t, u % Ux].
+// Slots slots[0 .. n - 1], all routed to expert e, against weight rows n0 .. n0 + R - 1 of that expert:
+// the mat-vec core with the slots as its rows, so a slot gets the bits of a one-row linear.
+template <typename B, int QK, int S, typename X, uint R>
+inline void gguf_id_rows(device const uchar *w, uint e, uint n0, uint N, uint K, uint U, uint Ux,
+                         device const X *x, thread const uint *slots, uint n, device float *out, ushort lane) {
+    uint xrow[GGUF_MATMUL_X_ROWS];
+    for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+        xrow[m] = m < n ? (slots[m] / U) * Ux + (slots[m] % U) % Ux : 0u;
+    }
+    const ulong bpr = ulong(K / QK) * sizeof(B);
+    float acc[R * GGUF_MATMUL_X_ROWS] = {};
+    gguf_mv_accumulate<B, QK, S, X, R>(w + ulong(e) * N * bpr, n0, N, K, x, xrow, n, lane, acc);
+    gguf_mm_store<R>(acc, n, slots, n0, N, out, false, out, lane);
+}
+
+// A slot whose id is outside [0, E): nothing is read, its row is NaN (visible, never a wrong expert).
+inline void gguf_id_invalid(device float *out, uint slot, uint n0, uint N, ushort lane) {
+    if (lane < GGUF_MV_ROWS && n0 + lane < N) {
+        out[ulong(slot) * N + n0 + lane] = NAN;
+    }
+}
+
+// One slot per threadgroup row (grid y = T * U): the decode case, T = 1.
 template <typename B, int QK, int S, typename X>
 kernel void kernel_mul_mv_id(GGUF_MV_ID_PARAMS(X)) {
-    constexpr uint R = GGUF_MV_ROWS;
-    const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * R;
+    const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * GGUF_MV_ROWS;
     if (n0 >= N) {
         return;
     }
-    const ulong slot = tg.y;
-    device float *o = out + slot * N;
-    const int e = ids[slot];
+    uint slots[GGUF_MATMUL_X_ROWS] = {tg.y};
+    const int e = ids[tg.y];
     if (e < 0 || ulong(e) >= E) {
-        if (lane < R && n0 + lane < N) {
-            o[n0 + lane] = NAN;  // never read outside the blocks; make the bad slot visible
-        }
+        gguf_id_invalid(out, tg.y, n0, uint(N), lane);
         return;
     }
-    const ulong t = slot / U;
-    const ulong u = slot % U;
-    const ulong bpr = ulong(uint(K) / QK) * sizeof(B);
-    float acc[R * GGUF_MATMUL_X_ROWS] = {};
-    gguf_mv_accumulate<B, QK, S, X, R>(w + ulong(e) * N * bpr, n0, uint(N), uint(K),
-                                       x + (t * Ux + u % Ux) * K, 1, lane, acc);
-    gguf_mm_store<R>(acc, 1, n0, uint(N), o, false, o, lane);
+    gguf_id_rows<B, QK, S, X, GGUF_MV_ROWS>(w, uint(e), n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, 1,
+                                            out, lane);
+}
+
+// Grouped by expert (grid (N tiles, E, windows of GGUF_ID_WINDOW slots)): the threadgroup of expert e
+// scans its window of ids in slot order and applies each decoded weight block to up to 8 slots routed
+// to e, so an expert's weights are read once per 8 of its slots in the window instead of once per slot.
+// Every lane reads the same ids, so control flow stays uniform across the simdgroup.
+template <typename B, int QK, int S, typename X>
+kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
+    const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * GGUF_MV_ROWS;
+    if (n0 >= N) {
+        return;
+    }
+    const uint e = tg.y;
+    const uint first = tg.z * GGUF_ID_WINDOW;
+    const uint last = min(first + GGUF_ID_WINDOW, uint(n_slots));
+    uint slots[GGUF_MATMUL_X_ROWS] = {};
+    uint n = 0;
+    for (uint i = first; i < last; ++i) {
+        const int id = ids[i];
+        if (id < 0 || ulong(id) >= E) {
+            if (e == 0) {
+                gguf_id_invalid(out, i, n0, uint(N), lane);
+            }
+        } else if (uint(id) == e) {
+            slots[n++] = i;
+            if (n == GGUF_MATMUL_X_ROWS) {
+                gguf_id_rows<B, QK, S, X, GGUF_MV_ROWS>(w, e, n0, uint(N), uint(K), uint(U), uint(Ux), x, slots,
+                                                        n, out, lane);
+                n = 0;
+            }
+        }
+    }
+    if (n > 0) {
+        gguf_id_rows<B, QK, S, X, GGUF_MV_ROWS>(w, e, n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, n,
+                                                out, lane);
+    }
 }
 
 // Host names for one (type, activation, output) combination.
@@ -245,7 +315,9 @@ kernel void kernel_mul_mv_id(GGUF_MV_ID_PARAMS(X)) {
 
 #define GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, XN, X)                                           \
     template [[host_name("mul_mv_id_" #NAME "_" #XN)]] kernel void                               \
-    kernel_mul_mv_id<B, QK, S, X>(GGUF_MV_ID_PARAMS(X));
+    kernel_mul_mv_id<B, QK, S, X>(GGUF_MV_ID_PARAMS(X));                                         \
+    template [[host_name("mul_mm_id_" #NAME "_" #XN)]] kernel void                               \
+    kernel_mul_mm_id<B, QK, S, X>(GGUF_MM_ID_PARAMS(X));
 
 // Activations f32/f16/bf16; output float32 (mul_mat_vec, mul_mat_id) or the activation type (linear).
 #define GGUF_MATMUL_INSTANCES(NAME, B, QK, S)                                                    \

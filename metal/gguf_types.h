@@ -44,6 +44,7 @@
 #define GGUF_MV_ROWS 2u
 #define GGUF_MM_SIMDGROUPS 4u
 #define GGUF_MM_ROWS 4u
+#define GGUF_ID_WINDOW 256u
 
 // Per-type constants, for use inside the kernel files.
 #define GGUF_QK_f32 1

@@ -4,8 +4,9 @@
 // torch_binding.cpp has already checked the arguments (dtypes, ranks, K against the blocks' row length,
 // N, bias length, devices, contiguity; ids converted to int32). Launch geometry follows
 // gguf_dequant/launch.py through the generated constants in gguf_types.h: mul_mv for M <= GGUF_MATMUL_X_ROWS
-// rows, mul_mm above (the same summation order, so the same bits per row), mul_mv_id one slot per
-// threadgroup row. Every launch is dispatchThreadgroups.
+// rows, mul_mm above (the same summation order, so the same bits per row); mul_mv_id for one token (a
+// threadgroup row per slot), mul_mm_id for more (grouped by expert on the GPU). Every launch is
+// dispatchThreadgroups.
 #include <ATen/mps/MPSDevice.h>
 #include <ATen/mps/MPSStream.h>
 #include <ATen/native/mps/OperationUtils.h>
@@ -15,6 +16,7 @@
 #import <Foundation/Foundation.h>
 #import <Metal/Metal.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <mutex>
@@ -163,17 +165,22 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
     const at::Tensor x = x_in.contiguous();
     const at::Tensor ids = ids_in.contiguous();
     const at::Tensor blocks = aligned_blocks(blocks_in, type);
+    // One token: a threadgroup row per slot; more: a threadgroup row per (expert, window of slots).
+    const bool per_slot = T == 1;
     const int64_t groups_x = ceil_div(N, GGUF_MV_SIMDGROUPS * GGUF_MV_ROWS);
-    const int64_t groups_y = T * U;
+    const int64_t groups_y = per_slot ? U : std::max<int64_t>(E, 1);
+    const int64_t groups_z = per_slot ? 1 : ceil_div(T * U, GGUF_ID_WINDOW);
     const NSUInteger threads = GGUF_MV_SIMDGROUPS * GGUF_SIMD_WIDTH;
-    check_grid(groups_x, groups_y);
+    check_grid(groups_x, std::max(groups_y, groups_z));
 
     id<MTLDevice> device = at::mps::MPSDevice::getInstance()->device();
-    const std::string name = std::string("mul_mv_id_") + type.name + "_" + dtype_suffix(x.scalar_type());
+    const std::string name = std::string(per_slot ? "mul_mv_id_" : "mul_mm_id_") + type.name + "_" +
+                             dtype_suffix(x.scalar_type());
     id<MTLComputePipelineState> pso = pipeline(device, name);
     TORCH_CHECK(pso.maxTotalThreadsPerThreadgroup >= threads, "gguf_dequant: ", name, " allows ",
                 pso.maxTotalThreadsPerThreadgroup, " threads per threadgroup, the launch needs ", threads);
-    const std::array<uint64_t, 5> scalars = {uint64_t(K), uint64_t(N), uint64_t(E), uint64_t(U), uint64_t(Ux)};
+    const std::array<uint64_t, 6> scalars = {uint64_t(K), uint64_t(N), uint64_t(E), uint64_t(U), uint64_t(Ux),
+                                             uint64_t(T * U)};  // mul_mv_id does not read the last one
 
     at::mps::MPSStream *stream = at::mps::getCurrentMPSStream();
     dispatch_sync(stream->queue(), ^{
@@ -187,7 +194,8 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
           for (size_t i = 0; i < scalars.size(); ++i) {
               [encoder setBytes:&scalars[i] length:sizeof(uint64_t) atIndex:4 + i];
           }
-          [encoder dispatchThreadgroups:MTLSizeMake(NSUInteger(groups_x), NSUInteger(groups_y), 1)
+          [encoder dispatchThreadgroups:MTLSizeMake(NSUInteger(groups_x), NSUInteger(groups_y),
+                                                    NSUInteger(groups_z))
                   threadsPerThreadgroup:MTLSizeMake(threads, 1, 1)];
       }
     });

@@ -164,17 +164,19 @@ def run_linear(name, raw, x, bias=None, out_dtype=None, kind=None, path=None, **
     return _out_tensor(res.buffers[3].view(NP_OUT[out_dtype]).reshape(m, n), out_dtype)
 
 
-def run_mul_mat_id(name, raw3, x3, ids, path=None, **opts) -> np.ndarray:
+def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, **opts) -> np.ndarray:
+    """One launch of mul_mv_id / mul_mm_id as launch.mul_mat_id_grid describes it."""
     n_exp, n, _ = raw3.shape
     n_tok, n_used = ids.shape
     k = x3.shape[-1]
-    (gx, gy), group = launch.mul_mat_id_grid(n_tok, n_used, n)
+    kind, groups, group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp, kind)
     lib = msl_harness.compile(path or msl_harness.kernel_file(name))
-    host = f"mul_mv_id_{name.lower()}_{SUFFIX[x3.dtype]}"
+    host = f"mul_{kind}_{name.lower()}_{SUFFIX[x3.dtype]}"
     out = np.empty((n_tok, n_used, n), np.float32)
+    scalars = [k, n, n_exp, n_used, x3.shape[1]] + ([n_tok * n_used] if kind == "mm_id" else [])
     res = lib.dispatch_threadgroups(
-        host, [raw3.reshape(-1), x3.contiguous(), ids.astype(np.int32), out, np.uint64(k), np.uint64(n),
-               np.uint64(n_exp), np.uint64(n_used), np.uint64(x3.shape[1])], (gx, gy), group, **opts)
+        host, [raw3.reshape(-1), x3.contiguous(), ids.astype(np.int32), out, *map(np.uint64, scalars)],
+        groups, group, **opts)
     assert res.unwritten.get(3, 0) == 0, f"{host}: {res.unwritten[3]} outputs never written"
     return res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
 
@@ -290,35 +292,60 @@ def test_batch_invariance(name):
         testing.assert_bits_equal(one[0], full[r], f"{name}: row {r} alone vs in M=19")
 
 
+def expert_weights(name, n_exp, n, k, rng):
+    parts = [weights(name, n, k, rng) for _ in range(n_exp)]
+    return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
+
+
+def check_slots(name, got, ids, w3, xf, ux):
+    """Every slot against the model of a one-row product with its expert; NaN rows for bad ids."""
+    sub = launch.matmul_sub_elems(name)
+    for t, u in np.ndindex(*ids.shape):
+        e = ids[t, u]
+        if not 0 <= e < w3.shape[0]:
+            assert np.isnan(got[t, u]).all(), f"{name}: slot {(t, u)} with id {e} is not NaN"
+        else:
+            testing.assert_bits_equal(got[t, u], model(w3[e], xf[t, u % ux][None], sub)[0],
+                                      f"{name}: slot {(t, u)} expert {e}")
+
+
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_mul_mat_id(name):
-    """Slot (t, u) = W[ids[t, u]] @ x[t, u % Ux] with the bits of a one-row linear on that expert, whatever
-    the other slots route to; ids outside [0, E) give a NaN row and read nothing (guard pages)."""
+    """Slot (t, u) = W[ids[t, u]] @ x[t, u % Ux] with the bits of a one-row linear on that expert, by both
+    kernels and whatever the other slots route to; ids outside [0, E) give a NaN row and read nothing
+    (guard pages)."""
     rng = np.random.default_rng(abs(hash(name) + 3) % 2**32)
-    sub = launch.matmul_sub_elems(name)
     n_exp, n, k = 3, 5, k_values(name)[0] * 2
-    parts = [weights(name, n, k, rng) for _ in range(n_exp)]
-    raw3 = np.stack([p[0] for p in parts])
-    w3 = np.stack([p[1] for p in parts])
+    raw3, w3 = expert_weights(name, n_exp, n, k, rng)
     ids = np.array([[2, 0], [1, -1], [n_exp, 2]], np.int64)
     for x_dtype, ux in ((torch.float32, 1), (torch.bfloat16, 2)):
         x3 = activations(3 * ux, k, x_dtype, rng).reshape(3, ux, k)
-        got = run_mul_mat_id(name, raw3, x3, ids, schedule="reverse")
-        xf = x3.float().numpy()
-        for t in range(3):
-            for u in range(2):
-                e = ids[t, u]
-                if not 0 <= e < n_exp:
-                    assert np.isnan(got[t, u]).all(), f"{name}: slot {(t, u)} with id {e} is not NaN"
-                    continue
-                want = model(w3[e], xf[t, u % ux][None], sub)[0]
-                testing.assert_bits_equal(got[t, u], want, f"{name}: slot {(t, u)} expert {e}")
-                alone = run_linear(name, raw3[e], x3[t, u % ux][None], out_dtype=torch.float32)
-                testing.assert_bits_equal(torch.from_numpy(got[t, u]), alone[0], f"{name}: slot vs linear")
+        by_slot = run_mul_mat_id(name, raw3, x3, ids, kind="mv_id", schedule="reverse")
+        check_slots(name, by_slot, ids, w3, x3.float().numpy(), ux)
+        grouped = run_mul_mat_id(name, raw3, x3, ids)
+        testing.assert_bits_equal(grouped, by_slot, f"{name}: mul_mm_id vs mul_mv_id")
+        alone = run_linear(name, raw3[2], x3[0, 0][None], out_dtype=torch.float32)
+        testing.assert_bits_equal(torch.from_numpy(grouped[0, 0]), alone[0], f"{name}: slot vs linear")
         rerouted = ids.copy()
-        rerouted[0, 1], rerouted[2, 0] = 1, 0  # other slots change experts; slot (0, 0) must not move
+        rerouted[0, 1], rerouted[2, 0] = 2, 2  # other slots change experts; slot (0, 0) must not move
         again = run_mul_mat_id(name, raw3, x3, rerouted)
-        testing.assert_bits_equal(again[0, 0], got[0, 0], f"{name}: slot (0, 0) after rerouting")
+        testing.assert_bits_equal(again[0, 0], grouped[0, 0], f"{name}: slot (0, 0) after rerouting")
+    one_token = run_mul_mat_id(name, raw3, x3[:1], ids[:1])  # T = 1: mul_mv_id
+    testing.assert_bits_equal(one_token[0], grouped[0], f"{name}: T = 1")
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "IQ2_S", "F32"])
+def test_mul_mm_id_windows_and_groups(name):
+    """More slots than one window and more than 8 slots per expert and window, some ids invalid."""
+    rng = np.random.default_rng(17)
+    n_exp, n, k = 3, 6, k_values(name)[0]
+    raw3, w3 = expert_weights(name, n_exp, n, k, rng)
+    n_tok, n_used = 70, 4
+    assert n_tok * n_used > launch.ID_WINDOW
+    ids = rng.integers(-1, n_exp + 1, size=(n_tok, n_used))
+    x3 = activations(n_tok, k, torch.float16, rng).reshape(n_tok, 1, k)
+    got = run_mul_mat_id(name, raw3, x3, ids, schedule="reverse")
+    check_slots(name, got, ids, w3, x3.float().numpy(), 1)
 
 
 # ---- the order is really pinned, schedules, sanitizers -------------------------------------------------
@@ -371,6 +398,8 @@ def test_error_constant_follows_the_tree():
     assert launch.matmul_error_constant("F16", 1031) == 45
     assert launch.matmul_grid(8, 7) == ("mv", (2, 1), 64)
     assert launch.matmul_grid(9, 7) == ("mm", (2, 1), 128)
+    assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (2, 8, 1), 64)
+    assert launch.mul_mat_id_grid(40, 8, 7, 64) == ("mm_id", (2, 64, 2), 64)
 
 
 # ---- the run-time Metal path's source ------------------------------------------------------------------
@@ -399,7 +428,7 @@ def test_jit_source_has_every_matmul_kernel(jit_file):
             for kind in ("mv", "mm"):
                 assert f"mul_{kind}_{n}_{SUFFIX[x_dtype]}_{SUFFIX[out_dtype]}" in lib
         for x_dtype in SUFFIX.values():
-            assert f"mul_mv_id_{n}_{x_dtype}" in lib
+            assert f"mul_mv_id_{n}_{x_dtype}" in lib and f"mul_mm_id_{n}_{x_dtype}" in lib
 
 
 @pytest.mark.parametrize("name", ["Q4_0", "Q6_K", "IQ4_XS", "MXFP4", "BF16"])
@@ -414,11 +443,11 @@ def test_jit_source_matmul_matches_model(jit_file, name):
         want = model(w, x.float().numpy(), sub, bias)
         got = run_linear(name, raw, x, bias, torch.bfloat16, path=jit_file, schedule="reverse")
         testing.assert_bits_equal(got, testing.round_to(torch.from_numpy(want), torch.bfloat16), f"jit {name} M={m}")
-    raw3 = np.stack([raw, raw[::-1].copy()])
+    raw3, w3 = np.stack([raw, raw[::-1].copy()]), np.stack([w, w[::-1].copy()])
     x3 = activations(2, k, torch.float32, rng).reshape(2, 1, k)
-    got = run_mul_mat_id(name, raw3, x3, np.array([[1, 0], [0, 5]]), path=jit_file)
-    testing.assert_bits_equal(got[0, 1], model(w, x3[0].numpy(), sub)[0], f"jit {name} mul_mv_id")
-    assert np.isnan(got[1, 1]).all()
+    ids = np.array([[1, 0], [0, 5]])
+    for kind in ("mv_id", "mm_id"):
+        check_slots(name, run_mul_mat_id(name, raw3, x3, ids, kind=kind, path=jit_file), ids, w3, x3.numpy(), 1)
 
 
 # ---- the run-time path's argument checks (no Mac needed) ----------------------------------------------
