@@ -38,19 +38,28 @@ from pathlib import Path
 
 import numpy as np
 
+from . import instrument, scheduler
+
 ROOT = Path(__file__).resolve().parents[1]
 METAL = ROOT / "metal"
 SHIM = ROOT / "harness" / "shim"
 CACHE = Path(os.environ.get("MSL_CACHE", ROOT / ".cache" / "msl"))
 CLANG = os.environ.get("MSL_CLANG", "clang-19")
-HARNESS_VERSION = "1"  # bump when the generated code changes
+HARNESS_VERSION = "2"  # bump when the generated code changes
 
 # msl-on-linux.md 2.2, strict ("OCL") mode.
 OCL_FLAGS = ["-x", "clcpp", "-cl-std=clc++2021", "-cl-no-stdinc", "-target", "x86_64-linux-gnu",
              "-Xclang", "-cl-ext=-cl_khr_fp64,-__opencl_c_fp64"]
 COMMON_FLAGS = ["-fPIC", "-O2", "-Wall", "-Wno-unknown-attributes", "-Wno-unused-function",
                 "-fno-fast-math", "-ffp-contract=off"]
+DEBUG_FLAGS = ["-gline-tables-only"]  # faults in fibers are reported as file:line
+IR_FLAGS = ["-Xclang", "-ffake-address-space-map"]  # threadgroup = addrspace(3) for harness/instrument.py
 UBSAN_FLAGS = ["-fsanitize=undefined"]  # with the shared UBSan runtime; reports become MslError
+# Flush-to-zero mode (Metal fast math may flush float denormals): the optimizer folds and simplifies with
+# denormals flushed (LLVM's "denormal-fp-math" attribute), and the launcher sets MXCSR FTZ|DAZ while the
+# kernel runs, so computed subnormals become 0 and subnormal operands read as 0. Half and bfloat
+# conversions are software (compiler-rt) and keep subnormals.
+FTZ_FLAGS = ["-fdenormal-fp-math=preserve-sign", "-DMSL_HARNESS_FTZ=1"]
 MARK = "__msl_kernel"  # what `kernel` expands to when the shim is asked to mark entry points
 
 SIMD_WIDTH = 32
@@ -211,6 +220,8 @@ class Kernel:
     params: list[Param]
     offset: int
     host_name: str | None = None  # a host_name attribute on a non-template definition
+    location: str = "?"           # file:line of the definition
+    threadgroup_vars: list[str] = dataclasses.field(default_factory=list)  # rewritten kernel-scope arrays
 
 
 @dataclasses.dataclass
@@ -263,7 +274,7 @@ def _parse_params(text: str, masked: str, start: int, stop: int) -> list[Param]:
         for m in _ATTR.finditer(seg):
             am = re.match(r"\s*([A-Za-z_][\w:]*)\s*(?:\(\s*(\d+)\s*\))?\s*$", m.group(1))
             if am:
-                attr = am.group(1)
+                attr = {"__local": "threadgroup"}.get(am.group(1), am.group(1))  # the macro expanded it
                 attr_arg = int(am.group(2)) if am.group(2) else None
         clean = _ATTR.sub(lambda m: " " * len(m.group()), seg)
         if clean.strip() in ("", "void"):
@@ -291,6 +302,8 @@ def parse(path, pre: str) -> Prepared:
     masked = mask(pre)
     # host_name attributes (string literals are blanked in `masked`, so search the text; skip line markers)
     src = list(pre)
+    lines = LineMap(pre)
+    rewrites: list[tuple[int, int, str]] = []  # kernel-scope threadgroup declarations
     kernels: dict[str, Kernel] = {}
     insts: list[tuple[str, str, str | None]] = []
     for m in re.finditer(r"\b" + MARK + r"\b", masked):
@@ -328,7 +341,14 @@ def parse(path, pre: str) -> Prepared:
         e = _match(masked, j, "(", ")")
         params = _parse_params(pre, masked, j + 1, e - 1)
         is_template = re.search(r"\btemplate\s*<", head) is not None
-        kernels[name] = Kernel(name, is_template, params, k0, host)
+        file, line = lines.locate(k0)
+        kernels[name] = Kernel(name, is_template, params, k0, host, f"{file}:{line}")
+        b = masked.find("{", e)
+        if b >= 0 and not masked[e:b].strip(" \t\n;"):
+            body_end = _match(masked, b, "{", "}")
+            for tm in _TG_DECL.finditer(masked, b, body_end):
+                rewrites.append((tm.start(), tm.end(), _threadgroup_storage(pre, tm, len(rewrites))))
+                kernels[name].threadgroup_vars.append(tm.group("name"))
     entries = []
     for name, k in kernels.items():
         if not k.template:
@@ -342,7 +362,27 @@ def parse(path, pre: str) -> Prepared:
         if e.host_name in seen:
             raise MslError(f"{path}: duplicate host name {e.host_name!r}")
         seen.add(e.host_name)
-    return Prepared(Path(path), pre, "".join(src), kernels, entries, LineMap(pre))
+    for a, b, text in sorted(rewrites, reverse=True):
+        src[a:b] = list(text)
+    return Prepared(Path(path), pre, "".join(src), kernels, entries, lines)
+
+
+# Kernel-scope `threadgroup T x[N];` (threadgroup expands to __local). clang allows __local variables only
+# in OpenCL __kernel functions, so each becomes a reference to per-group storage from the scheduler
+# (guard pages, poisoned at each group start), on the same line.
+_TG_DECL = re.compile(r"\b__local\s+(?P<type>[A-Za-z_][\w:<>,\s]*?)\s+(?P<name>[A-Za-z_]\w*)\s*"
+                      r"(?P<dims>(?:\[[^\[\];{}]*\]\s*)*)(?:\[\[[^;]*?\]\]\s*)?;")
+
+
+def _threadgroup_storage(pre: str, m: re.Match, ident: int) -> str:
+    typ = " ".join(pre[m.start("type"):m.end("type")].split())
+    name = m.group("name")
+    dims = " ".join(pre[m.start("dims"):m.end("dims")].split())
+    newlines = "\n" * pre.count("\n", m.start(), m.end())
+    alloc = f'msl_tg_alloc({ident}, sizeof({typ}{dims}), alignof({typ}), "{name}", __FILE__, __LINE__)'
+    if dims:
+        return f"__local {typ} (&{name}){dims} = *(__local {typ} (*){dims}) {alloc};{newlines}"
+    return f"__local {typ} &{name} = *(__local {typ} *) {alloc};{newlines}"
 
 
 def prepare(path, include_dirs=(), defines=(), source: str | None = None) -> Prepared:
@@ -355,11 +395,26 @@ def prepare(path, include_dirs=(), defines=(), source: str | None = None) -> Pre
 
 _LAUNCH_PRELUDE = r"""
 // ---- generated by harness.msl_harness ----
+#pragma OPENCL EXTENSION __cl_clang_function_pointers : enable
 namespace msl_harness {
 template <typename F> struct fn;
 template <typename R, typename... A> struct fn<R(A...)> {
     template <int I> using arg = __type_pack_element<I, A...>;
 };
+#if MSL_HARNESS_FTZ
+// MXCSR flush-to-zero (bit 15) and denormals-are-zero (bit 6) for the duration of one launch.
+struct ftz_scope {
+    uint saved;
+    ftz_scope() {
+        __asm__ volatile("stmxcsr %0" : "=m"(saved));
+        uint on = saved | 0x8040u;
+        __asm__ volatile("ldmxcsr %0" : : "m"(on));
+    }
+    ~ftz_scope() { __asm__ volatile("ldmxcsr %0" : : "m"(saved)); }
+};
+#else
+struct ftz_scope {};
+#endif
 template <typename P> struct bind { static P get(ulong a) { return reinterpret_cast<P>(a); } };
 template <typename T> struct bind<T &> { static T &get(ulong a) { return *reinterpret_cast<T *>(a); } };
 template <typename P> struct pos { static P get(metal::uint3 v) { return P(v.x); } };
@@ -384,52 +439,73 @@ _POSITIONS = {
     "threads_per_grid": ("grid", True),
     "thread_index_in_threadgroup": ("tidx", False),
     "thread_index_in_simdgroup": (f"tidx % {SIMD_WIDTH}", False),
-    "simdgroup_index_in_threadgroup": ("tidx / %d" % SIMD_WIDTH, False),
+    "simdgroup_index_in_threadgroup": (f"tidx / {SIMD_WIDTH}", False),
     "threads_per_simdgroup": (str(SIMD_WIDTH), False),
     "thread_execution_width": (str(SIMD_WIDTH), False),
-    "simdgroups_per_threadgroup": ("(tcount + %d) / %d" % (SIMD_WIDTH - 1, SIMD_WIDTH), False),
+    "simdgroups_per_threadgroup": (f"(tcount + {SIMD_WIDTH - 1}) / {SIMD_WIDTH}", False),
+    "dispatch_simdgroups_per_threadgroup": (f"(tdecl.x * tdecl.y * tdecl.z + {SIMD_WIDTH - 1}) / {SIMD_WIDTH}",
+                                            False),
+    "thread_index_in_quadgroup": ("tidx % 4", False),
+    "quadgroup_index_in_threadgroup": ("tidx / 4", False),
+    "quadgroups_per_threadgroup": ("(tcount + 3) / 4", False),
 }
 
 
 def _launcher(k: int, e: Entry) -> str:
+    """The per-thread function (kernel arguments from the thread's position) and the launch entry point,
+    which hands it to the scheduler (runtime/scheduler.c)."""
     fn = e.function + (f"<{e.targs}>" if e.targs else "")
     args = []
     for i, p in enumerate(e.kernel.params):
         ptype = f"msl_harness::fn<F{k}>::arg<{i}>" if e.targs else p.type_text
         if p.attr == "buffer":
             args.append(f"msl_harness::bind<{ptype}>::get(bufs[{p.attr_arg}])")
+        elif p.attr == "threadgroup":
+            args.append(f"({ptype}) msl_tg_param({p.attr_arg})")
         elif p.attr in _POSITIONS:
             expr, is_vec = _POSITIONS[p.attr]
             args.append(f"msl_harness::pos<{ptype}>::get({expr})" if is_vec else f"({ptype})({expr})")
         else:
-            raise MslError(f"{e.host_name}: parameter {p.text!r} has attribute {p.attr!r}, which the serial "
-                           "launcher cannot provide (threadgroup memory, textures, ... are not emulated)")
+            raise MslError(f"{e.host_name}: parameter {p.text!r} has attribute {p.attr!r}, which the harness "
+                           "cannot provide (textures, samplers, ... are not emulated)")
     typedef = f"typedef decltype({fn}) F{k};\n" if e.targs else ""
-    return f"""{typedef}extern "C" void msl_launch_{k}(const ulong *bufs, const uint *dims) {{
-    const metal::uint3 ngroups = {{dims[0], dims[1], dims[2]}};
-    const metal::uint3 tdecl = {{dims[3], dims[4], dims[5]}};
-    const metal::uint3 grid = {{dims[6], dims[7], dims[8]}};
-    for (uint gz = 0; gz < ngroups.z; ++gz)
-    for (uint gy = 0; gy < ngroups.y; ++gy)
-    for (uint gx = 0; gx < ngroups.x; ++gx) {{
-        const metal::uint3 tg = {{gx, gy, gz}};
-        metal::uint3 tsz;
-        for (int d = 0; d < 3; ++d) {{
-            const uint left = grid[d] - tg[d] * tdecl[d];
-            tsz[d] = left < tdecl[d] ? left : tdecl[d];
+    return f"""{typedef}static inline __attribute__((always_inline)) void msl_body_{k}(const msl_dispatch *d,
+                                                                          const msl_pos *p) {{
+    const ulong *bufs = (const ulong *)d->bufs;
+    const metal::uint3 ngroups = {{d->ngroups[0], d->ngroups[1], d->ngroups[2]}};
+    const metal::uint3 tdecl = {{d->tdecl[0], d->tdecl[1], d->tdecl[2]}};
+    const metal::uint3 grid = {{d->grid[0], d->grid[1], d->grid[2]}};
+    const metal::uint3 tg = {{p->tg[0], p->tg[1], p->tg[2]}};
+    const metal::uint3 tt = {{p->tt[0], p->tt[1], p->tt[2]}};
+    const metal::uint3 tsz = {{p->tsz[0], p->tsz[1], p->tsz[2]}};
+    const uint tidx = p->tidx, tcount = p->tcount;
+    const metal::uint3 gpos = tg * tdecl + tt;
+    (void)bufs; (void)ngroups; (void)grid; (void)tsz; (void)tidx; (void)tcount; (void)gpos;
+    {fn}({", ".join(args)});
+}}
+static void msl_thread_{k}(const msl_dispatch *d, const msl_pos *p) {{ msl_body_{k}(d, p); }}
+static void msl_serial_{k}(const msl_dispatch *d) {{
+    msl_pos p;
+    for (p.tg[2] = 0; p.tg[2] < d->ngroups[2]; ++p.tg[2])
+    for (p.tg[1] = 0; p.tg[1] < d->ngroups[1]; ++p.tg[1])
+    for (p.tg[0] = 0; p.tg[0] < d->ngroups[0]; ++p.tg[0]) {{
+        for (int k = 0; k < 3; ++k) {{
+            const uint left = d->grid[k] - p.tg[k] * d->tdecl[k];
+            p.tsz[k] = left < d->tdecl[k] ? left : d->tdecl[k];
         }}
-        const uint tcount = tsz.x * tsz.y * tsz.z;
-        (void)tcount;
-        for (uint tz = 0; tz < tsz.z; ++tz)
-        for (uint ty = 0; ty < tsz.y; ++ty)
-        for (uint tx = 0; tx < tsz.x; ++tx) {{
-            const metal::uint3 tt = {{tx, ty, tz}};
-            const metal::uint3 gpos = tg * tdecl + tt;
-            const uint tidx = tx + tsz.x * (ty + tsz.y * tz);
-            (void)gpos; (void)tidx;
-            {fn}({", ".join(args)});
-        }}
+        p.tcount = p.tsz[0] * p.tsz[1] * p.tsz[2];
+        p.tidx = 0;
+        for (p.tt[2] = 0; p.tt[2] < p.tsz[2]; ++p.tt[2])
+        for (p.tt[1] = 0; p.tt[1] < p.tsz[1]; ++p.tt[1])
+        for (p.tt[0] = 0; p.tt[0] < p.tsz[0]; ++p.tt[0], ++p.tidx) msl_body_{k}(d, &p);
     }}
+}}
+extern "C" int msl_launch_{k}(msl_dispatch *d) {{
+    d->per_thread = &msl_thread_{k};
+    d->serial = &msl_serial_{k};
+    const msl_harness::ftz_scope ftz;
+    (void)ftz;
+    return msl_run(d);
 }}
 """
 
@@ -449,6 +525,7 @@ def generate(prep: Prepared) -> str:
 def _inputs_digest(path: Path, flags: list[str]) -> str:
     h = hashlib.sha256()
     h.update(HARNESS_VERSION.encode() + Path(__file__).read_bytes() + _clang_version().encode())
+    h.update(scheduler.SOURCE.read_bytes())
     h.update(" ".join(flags).encode())
     deps = [path] + sorted(path.parent.glob("*.h")) + sorted(p for p in SHIM.rglob("*") if p.is_file())
     for p in deps:
@@ -463,30 +540,43 @@ def _run(cmd, what):
     return proc
 
 
-def build(path, ubsan: bool = False, extra_flags=()) -> tuple[Path, dict]:
-    """Compile (or reuse from the cache) one .metal file; returns (shared library, manifest)."""
+def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defines=()) -> tuple[Path, dict]:
+    """Compile (or reuse from the cache) one .metal file; returns (shared library, manifest).
+    ``defines`` are ``NAME`` or ``NAME=VALUE`` strings passed as ``-D``."""
     path = Path(path).resolve()
-    flags = [*OCL_FLAGS, *COMMON_FLAGS, *(UBSAN_FLAGS if ubsan else []), *extra_flags]
+    defines = list(defines)
+    flags = [*OCL_FLAGS, *COMMON_FLAGS, *DEBUG_FLAGS, *(UBSAN_FLAGS if ubsan else []),
+             *(FTZ_FLAGS if ftz else []), *[f"-D{d}" for d in defines], *extra_flags]
     digest = _inputs_digest(path, flags)
     CACHE.mkdir(parents=True, exist_ok=True)
-    stem = CACHE / f"{path.stem}{'-ubsan' if ubsan else ''}-{digest}"
+    stem = CACHE / f"{path.stem}{'-ubsan' if ubsan else ''}{'-ftz' if ftz else ''}-{digest}"
     so, manifest_path = stem.with_suffix(".so"), stem.with_suffix(".json")
     if so.exists() and manifest_path.exists():
         return so, json.loads(manifest_path.read_text())
-    prep = prepare(path)
+    prep = prepare(path, defines=defines)
     gen = stem.with_suffix(".gen.cpp")
     gen.write_text(generate(prep))
     tmp = f"{stem}.{os.getpid()}"
-    _run([CLANG, *flags, f"-I{SHIM}", "-c", str(gen), "-o", tmp + ".o"], f"compiling {path}")
+    # optimised IR with threadgroup as address space 3, its threadgroup accesses checked, then machine code
+    ir = _run([CLANG, *flags, *IR_FLAGS, f"-I{SHIM}", "-S", "-emit-llvm", str(gen), "-o", "-"],
+              f"compiling {path}").stdout
+    checked, sites = instrument.instrument(ir)
+    Path(tmp + ".ll").write_text(checked)
+    _run([CLANG, "-x", "ir", "-O2", "-fPIC", *(UBSAN_FLAGS if ubsan else []), "-c", tmp + ".ll", "-o", tmp + ".o"],
+         f"compiling {path} (checked IR)")
+    os.unlink(tmp + ".ll")
     rt = compiler_rt_builtins()
     san = [*UBSAN_FLAGS, "-shared-libsan", f"-Wl,-rpath,{Path(rt).parent}"] if ubsan else []
-    _run([CLANG, "-shared", "-fPIC", *san, tmp + ".o", "-o", tmp + ".so",
-          rt, "-lm"], f"linking {path}")
+    runtime = scheduler.runtime_object(CLANG, CACHE, tuple(DEBUG_FLAGS))
+    _run([CLANG, "-shared", "-fPIC", *san, tmp + ".o", str(runtime), "-o", tmp + ".so",
+          rt, "-lm", "-ldl"], f"linking {path}")
     os.unlink(tmp + ".o")
     manifest = {
         "source": str(path),
+        "sites": sites,
         "entries": [
             {"host_name": e.host_name, "symbol": f"msl_launch_{k}", "function": e.function, "targs": e.targs,
+             "location": e.kernel.location, "threadgroup_vars": e.kernel.threadgroup_vars,
              "params": [dataclasses.asdict(p) | {"writable": p.writable, "type": p.type_text}
                         for p in e.kernel.params]}
             for k, e in enumerate(prep.entries)],
@@ -613,6 +703,7 @@ class Library:
             getattr(self.lib, "__sanitizer_set_report_path")(str(log).encode())
             self.ubsan_log = Path(f"{log}.{os.getpid()}")
         self.entries = {e["host_name"]: e for e in manifest["entries"]}
+        self._synchronising: set[str] = set()  # kernels found to need the fiber scheduler
 
     def __contains__(self, name):
         return name in self.entries
@@ -629,69 +720,119 @@ class Library:
         return self._launch(name, buffers, g, tg, tuple(a * b for a, b in zip(g, tg)), **kw)
 
     def _launch(self, name, buffers, groups, tg, grid, *, poison: int = 0xFF, flush: str = "end",
-                align: int = 16) -> DispatchResult:
+                align: int = 16, max_threads_per_group: int | None = None, threadgroup_buffers=None,
+                inout=(), **sched) -> DispatchResult:
+        """``max_threads_per_group``: the pipeline maximum (at most 1024); ``threadgroup_buffers``:
+        ``{index: bytes}`` for ``[[threadgroup(index)]]`` parameters; ``inout``: indices of written buffers
+        whose contents the kernel also reads (copied in, not poisoned; e.g. atomic accumulators);
+        ``sched``: the scheduler's options (harness/scheduler.py): schedule, seed, simd_order, mma_order."""
         if name not in self.entries:
             raise MslError(f"no kernel with host name {name!r}; have {sorted(self.entries)}")
         entry = self.entries[name]
-        if any(t < 1 for t in tg) or tg[0] * tg[1] * tg[2] > MAX_THREADS_PER_GROUP:
-            raise MslError(f"threadgroup size {tg} is empty or exceeds {MAX_THREADS_PER_GROUP} threads")
-        writable = {p["attr_arg"] for p in entry["params"] if p["attr"] == "buffer" and p["writable"]}
+        label = f"kernel {name} ({entry.get('location', '?')})"
+        limit = MAX_THREADS_PER_GROUP if max_threads_per_group is None else min(max_threads_per_group,
+                                                                                  MAX_THREADS_PER_GROUP)
+        count = tg[0] * tg[1] * tg[2]
+        if any(t < 1 for t in tg) or count > limit:
+            what = "Metal's limit" if limit == MAX_THREADS_PER_GROUP else "the pipeline maximum"
+            raise MslError(f"{label}: a threadgroup of {tg[0]}x{tg[1]}x{tg[2]} = {count} threads is empty or "
+                           f"exceeds {what} of {limit} threads")
+        tg_params = self._threadgroup_params(label, entry, threadgroup_buffers or {})
+        writable = {p["attr_arg"] for p in entry["params"] if p["attr"] == "buffer" and p["writable"]} - set(inout)
         needed = {p["attr_arg"] for p in entry["params"] if p["attr"] == "buffer"}
         missing = [i for i in sorted(needed) if i >= len(buffers) or buffers[i] is None]
         if missing:
-            raise MslError(f"{name}: buffers {missing} are not bound")
-        guards: dict[int, GuardedBuffer] = {}
-        meta = {}
-        try:
-            addrs = (ctypes.c_uint64 * max(len(buffers), 1))()
-            for i, obj in enumerate(buffers):
-                if obj is None:
+            raise MslError(f"{label}: buffers {missing} are not bound")
+        mode = scheduler.MODE_FIBERS if tg_params or name in self._synchronising else scheduler.MODE_AUTO
+        converted = {i: _as_bytes(obj) for i, obj in enumerate(buffers) if obj is not None}
+        while True:
+            guards: dict[int, GuardedBuffer] = {}
+            try:
+                addrs = (ctypes.c_uint64 * max(len(buffers), 1))()
+                for i, (data, _, _) in converted.items():
+                    g = GuardedBuffer(data.size, align=align, flush=flush)
+                    g.data()[:] = poison if i in writable else data
+                    guards[i] = g
+                    addrs[i] = g.addr
+                d, err = scheduler.make_dispatch(groups, tg, grid, ctypes.addressof(addrs), poison=poison,
+                                                 threadgroup_params=tg_params, **sched)
+                d.mode = mode
+                fn = getattr(self.lib, entry["symbol"])
+                fn.argtypes = [ctypes.c_void_p]
+                fn.restype = ctypes.c_int
+                rc = fn(ctypes.byref(d)) if all(grid) else scheduler.OK
+                if rc == scheduler.NEEDS_FIBERS:  # the kernel synchronises: rerun it on fibers
+                    self._synchronising.add(name)
+                    mode = scheduler.MODE_FIBERS
                     continue
-                data, itemsize, orig = _as_bytes(obj)
-                g = GuardedBuffer(data.size, align=align, flush=flush)
-                if i in writable:
-                    g.data()[:] = poison
-                else:
-                    g.data()[:] = data
-                guards[i] = g
-                meta[i] = (itemsize, orig)
-                addrs[i] = g.addr
-            dims = (ctypes.c_uint32 * 9)(*groups, *tg, *grid)
-            fn = getattr(self.lib, entry["symbol"])
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-            fn.restype = None
-            if all(grid):
-                fn(addrs, dims)
-            if self.ubsan_log is not None and self.ubsan_log.exists():
-                report = self.ubsan_log.read_text()
-                self.ubsan_log.unlink()
-                if report.strip():
-                    raise MslError(f"{name}: undefined behaviour (UBSan):\n{report}")
-            out, unwritten = [None] * len(buffers), {}
-            for i, g in guards.items():
-                if not g.canary_ok():
-                    raise MslError(f"{name}: buffer {i} was written outside its bounds (alignment slack)")
-                data = g.data().copy()
-                itemsize, orig = meta[i]
-                if i in writable:
-                    elems = data[: data.size // itemsize * itemsize].reshape(-1, itemsize)
-                    unwritten[i] = int((elems == poison).all(axis=1).sum())
-                    _write_back(orig, data)
-                out[i] = data.view(buffers[i].dtype) if isinstance(buffers[i], np.ndarray) else data
-            return DispatchResult(out, unwritten, poison)
-        finally:
-            for g in guards.values():
-                g.free()
+                if self.ubsan_log is not None and self.ubsan_log.exists():
+                    report = self.ubsan_log.read_text()
+                    self.ubsan_log.unlink()
+                    if report.strip():
+                        raise MslError(f"{label}: undefined behaviour (UBSan):\n{report}")
+                if rc != scheduler.OK:
+                    message = _symbolize(err.value.decode(errors="replace"))
+                    sites = self.manifest.get("sites", [])
+                    message = re.sub(r"@site\((\d+)\)", lambda m: sites[int(m.group(1))], message)
+                    raise MslError(f"{label}: {message}")
+                out, unwritten = [None] * len(buffers), {}
+                for i, g in guards.items():
+                    if not g.canary_ok():
+                        raise MslError(f"{label}: buffer {i} was written outside its bounds (alignment slack)")
+                    data = g.data().copy()
+                    itemsize, orig = converted[i][1:]
+                    if i in writable:
+                        elems = data[: data.size // itemsize * itemsize].reshape(-1, itemsize)
+                        unwritten[i] = int((elems == poison).all(axis=1).sum())
+                        _write_back(orig, data)
+                    out[i] = data.view(buffers[i].dtype) if isinstance(buffers[i], np.ndarray) else data
+                return DispatchResult(out, unwritten, poison)
+            finally:
+                for g in guards.values():
+                    g.free()
+
+    @staticmethod
+    def _threadgroup_params(label, entry, sizes: dict) -> dict:
+        """``[[threadgroup(n)]]`` parameter sizes as Metal's setThreadgroupMemoryLength takes them."""
+        wanted = sorted(p["attr_arg"] for p in entry["params"] if p["attr"] == "threadgroup")
+        if sorted(sizes) != wanted:
+            raise MslError(f"{label}: threadgroup_buffers binds indices {sorted(sizes)}, the kernel's "
+                           f"[[threadgroup(n)]] parameters are {wanted}")
+        for index, nbytes in sizes.items():
+            if not 0 <= index < scheduler.MAX_TG_PARAMS or nbytes <= 0 or nbytes % 16:
+                raise MslError(f"{label}: threadgroup buffer {index}: {nbytes} bytes (Metal needs a positive "
+                               "multiple of 16)")
+        return dict(sizes)
+
+
+_PC = re.compile(r"\[pc (\S+)\+0x([0-9a-f]+)\]")
+
+
+def _symbolize(message: str) -> str:
+    """Replace ``[pc lib+0xoffset]`` (a fault in a kernel) by the source ``file:line`` (line tables)."""
+    m = _PC.search(message)
+    if not m:
+        return message
+    tool = shutil.which("llvm-symbolizer-19") or shutil.which("llvm-symbolizer")
+    cmd = [tool, f"--obj={m.group(1)}"] if tool else ["addr2line", "-i", "-e", m.group(1)]  # binutils
+    proc = subprocess.run([*cmd, f"0x{m.group(2)}"], capture_output=True, text=True)
+    loc = re.search(r"^(/\S+?):(\d+)(?::\d+)?$", proc.stdout, re.M)  # the innermost (inlined) frame
+    return message[:m.start()] + (f"at {loc.group(1)}:{loc.group(2)}" if loc else m.group()) + message[m.end():]
 
 
 @functools.cache
-def _compile_cached(path: str, ubsan: bool) -> Library:
-    return Library(*build(path, ubsan=ubsan))
+def _compile_cached(path: str, ubsan: bool, ftz: bool, defines: tuple[str, ...]) -> Library:
+    return Library(*build(path, ubsan=ubsan, ftz=ftz, defines=defines))
 
 
-def compile(path, ubsan: bool = False) -> Library:  # noqa: A001 - the name the harness API promises
-    """Build (cached on disk and per process) and load one .metal file."""
-    return _compile_cached(str(Path(path).resolve()), ubsan)
+def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None) -> Library:  # noqa: A001
+    """Build (cached on disk and per process) and load one .metal file. ``ubsan``: UBSan build whose
+    reports raise MslError; ``ftz``: flush float denormals to zero as Metal fast math may (compile with
+    ``-fdenormal-fp-math=preserve-sign``, MXCSR FTZ|DAZ during each launch); ``defines``: a mapping or
+    an iterable of ``NAME``/``NAME=VALUE`` macro definitions."""
+    if isinstance(defines, dict):
+        defines = [k if v is None else f"{k}={v}" for k, v in defines.items()]
+    return _compile_cached(str(Path(path).resolve()), ubsan, ftz, tuple(defines or ()))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ Layer 2: a walk of clang's JSON AST (``-Xclang -ast-dump=json``, same invocation
          own (preprocessed) code for constructs the compile error drops from the AST.
 Layer 3: kernel signatures and text: pointer/reference kernel parameters without an address space (or in
          ``thread``), parameters without an attribute, duplicate ``[[buffer(n)]]`` indices, includes other
-         than ``<metal_*>`` and our own headers, and synchronisation the serial launcher does not emulate.
+         than ``<metal_*>`` and our own headers. Threadgroup variables outside kernel scope and threadgroup
+         arrays sized at run time are compile errors given their own rules.
 
     python -m harness.msl_lint [files...]      (default: metal/*.metal; exit status 1 on findings)
 """
@@ -46,7 +47,8 @@ RULES = {
     "param-attribute": "kernel parameter without an attribute",
     "duplicate-buffer": "two kernel parameters bound to the same [[buffer(n)]]",
     "include": "include other than <metal_*> and gguf_common.h/gguf_types.h/gguf_tables.h",
-    "sync": "barriers, SIMD-group functions, atomics or threadgroup memory (not emulated by the harness)",
+    "threadgroup-scope": "threadgroup variable outside kernel scope (Metal allows them only in kernel functions)",
+    "threadgroup-size": "threadgroup array whose size is not a compile-time constant",
     "parse": "the harness cannot parse the kernel declarations",
 }
 
@@ -246,14 +248,19 @@ def _ast_findings(ast: dict, regions: _Regions, locate) -> list[Finding]:
     return findings
 
 
+# strict-compile errors that have a rule of their own
+_COMPILE_RULES = [
+    (re.compile(r"cannot be declared in local address space|program scope variable must reside in"),
+     "threadgroup-scope"),
+    (re.compile(r"array size is not a constant expression|variable length array"), "threadgroup-size"),
+]
+
 _TOKEN_RULES = [
     ("std", re.compile(r"\bstd\s*::"), "std:: used"),
     ("double", re.compile(r"\bdouble\b"), "double used"),
     ("new-delete", re.compile(r"\b(new|delete)\b"), "dynamic allocation"),
     ("throw-try", re.compile(r"\b(throw|try|catch)\b"), "exceptions used"),
     ("goto", re.compile(r"\bgoto\b"), "goto used"),
-    ("sync", re.compile(r"\b(threadgroup_barrier|simdgroup_barrier|simd_\w+|quad_\w+|atomic_\w+|__local)\b"),
-     "not emulated by the serial launcher"),
 ]
 
 
@@ -331,7 +338,8 @@ def lint(path, extra_include_dirs=()) -> list[Finding]:
                 if file == str(path):
                     findings.append(Finding(file, int(m.group(2)), "compile-warning", m.group(5)))
             else:
-                findings.append(Finding(file, int(m.group(2)), "compile", m.group(5)))
+                rule = next((r for rx, r in _COMPILE_RULES if rx.search(m.group(5))), "compile")
+                findings.append(Finding(file, int(m.group(2)), rule, m.group(5)))
         try:
             ast = json.loads(proc.stdout)
         except json.JSONDecodeError:

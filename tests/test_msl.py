@@ -125,7 +125,8 @@ def test_lint_catches_bad_snippet(path):
 
 def test_every_lint_rule_has_a_bad_snippet():
     required = {"compile", "compile-warning", "recursion", "new-delete", "throw-try", "double", "std", "goto",
-                "static-local", "param-address-space", "duplicate-buffer", "include"}
+                "static-local", "param-address-space", "duplicate-buffer", "include", "threadgroup-scope",
+                "threadgroup-size"}
     proven = {_expected_rule(p) for p in BAD_SNIPPETS}
     assert required <= proven, f"rules without a snippet: {sorted(required - proven)}"
     assert proven <= set(msl_lint.RULES)
@@ -316,3 +317,43 @@ def test_guard_page_catches_off_by_one(shim_file, n):
     assert bad.returncode != 0 and "completed" not in bad.stdout
     assert bad.returncode == -11 or "Segmentation fault" in bad.stderr, (bad.returncode, bad.stderr[-2000:])
     assert "Fatal Python error: Segmentation fault" in bad.stderr  # faulthandler names the Python frame
+
+
+# ---- (e) flush-to-zero mode: what Metal fast math may do to float denormals -------------------------
+
+FTZ_FILE = HERE / "msl_sync" / "ftz.metal"
+
+
+def _f32(bits) -> np.ndarray:
+    return np.array(bits, np.uint32).view(np.float32)
+
+
+def test_ftz_mode_flushes_subnormal_results_and_operands():
+    a = np.array([2.0**-100, -(2.0**-100), 2.0**-140, 1.5, 2.0**-140], np.float32)
+    b = np.array([2.0**-30, 2.0**-30, 2.0**100, 2.0, 0.0], np.float32)
+    with np.errstate(under="ignore"):
+        ieee = a * b
+    assert ieee[0] != 0 and ieee[2] != 0 and abs(ieee[0]) < np.finfo(np.float32).tiny  # a subnormal, a normal
+    ftz = np.array([0.0, -0.0, 0.0, 3.0, 0.0], np.float32)
+    for flag, want in ((False, ieee), (True, ftz)):
+        lib = msl_harness.compile(FTZ_FILE, ftz=flag)
+        got = lib.dispatch_threads("ftz_multiply", [a, b, np.zeros(5, np.float32)], 5, 4).buffers[2]
+        testing.assert_bits_equal(got, want, f"ftz={flag} run time")
+        folded = lib.dispatch_threads("ftz_folded", [np.zeros(3, np.float32)], 1, 1).buffers[0]
+        testing.assert_bits_equal(folded, want[:3], f"ftz={flag} folded by the optimizer")
+    # the launch restores the caller's MXCSR: numpy still computes subnormals afterwards
+    with np.errstate(under="ignore"):
+        assert (a * b)[0] == ieee[0] != 0
+    subnormal = _f32([1])
+    assert (subnormal * np.float32(2)).view(np.uint32)[0] == 2
+
+
+def test_ftz_flag_reaches_the_optimizer():
+    """The compile flag itself (not only MXCSR) is in effect: LLVM's denormal mode attribute."""
+    prep = msl_harness.prepare(FTZ_FILE)
+    for ftz in (False, True):
+        flags = [*msl_harness.OCL_FLAGS, *msl_harness.COMMON_FLAGS, *(msl_harness.FTZ_FLAGS if ftz else [])]
+        ir = subprocess.run([msl_harness.CLANG, *flags, f"-I{msl_harness.SHIM}", "-S", "-emit-llvm", "-o", "-",
+                             "-x", "clcpp", "-"], input=msl_harness.generate(prep), capture_output=True,
+                            text=True, check=True).stdout
+        assert ('"denormal-fp-math"="preserve-sign,preserve-sign"' in ir) == ftz

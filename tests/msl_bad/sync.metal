@@ -1,8 +1,0 @@
-// expect: sync
-#include <metal_stdlib>
-using namespace metal;
-
-kernel void k(device const float *src [[buffer(0)]], device float *dst [[buffer(1)]], uint tid [[thread_position_in_grid]]) {
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    dst[tid] = src[tid];
-}
