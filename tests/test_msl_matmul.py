@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from gguf_dequant import launch, metal_jit, reference, testing
 from gguf_dequant.types import BY_NAME
-from harness import msl_harness
+from harness import msl_harness, msl_lint
 
 from .conftest import ALL_TYPES
 
@@ -429,6 +429,11 @@ def test_jit_source_has_every_matmul_kernel(jit_file):
                 assert f"mul_{kind}_{n}_{SUFFIX[x_dtype]}_{SUFFIX[out_dtype]}" in lib
         for x_dtype in SUFFIX.values():
             assert f"mul_mv_id_{n}_{x_dtype}" in lib and f"mul_mm_id_{n}_{x_dtype}" in lib
+
+
+def test_jit_matmul_source_lints_clean(jit_file):
+    findings = msl_lint.lint(jit_file)
+    assert not findings, "\n".join(map(str, findings))
 
 
 @pytest.mark.parametrize("name", ["Q4_0", "Q6_K", "IQ4_XS", "MXFP4", "BF16"])
