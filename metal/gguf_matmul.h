@@ -33,8 +33,8 @@
 //   mul_mv_id_<type>_<X>     out[t, u] = W[ids[t, u]] @ x[t, u % Ux], float32, one token (T = 1): grid y =
 //                            U slots, each a one-row mul_mv on the expert chosen on the GPU.
 //   mul_mm_id_<type>_<X>     the same for T > 1 without a host sort or sync: grid (N tiles, E, windows of
-//                            GGUF_ID_WINDOW slots); the threadgroup of expert e scans its window's ids in slot
-//                            order and runs the mul_mv core on up to 8 of e's slots at a time.
+//                            GGUF_ID_WINDOW slots); the threadgroup of expert e finds its slots in its window
+//                            (a ballot per 32 ids) and runs the mul_mv core on up to 8 of them at a time.
 //                            Both: a slot gets the bits of a one-row linear on its expert; an id outside
 //                            [0, E) reads nothing and its output row is NaN.
 // Buffers: 0 = weight bytes, 1 = x, 2 = bias (float32; any buffer when has_bias == 0) or ids (int32),
@@ -247,9 +247,9 @@ inline void gguf_id_rows(device const uchar *w, uint e, uint n0, uint N, uint K,
 }
 
 // A slot whose id is outside [0, E): nothing is read, its row is NaN (visible, never a wrong expert).
-inline void gguf_id_invalid(device float *out, uint slot, uint n0, uint N, ushort lane) {
-    if (lane < GGUF_MV_ROWS && n0 + lane < N) {
-        out[ulong(slot) * N + n0 + lane] = NAN;
+inline void gguf_id_invalid(device float *out, uint slot, uint n0, uint N) {
+    for (uint r = 0; r < GGUF_MV_ROWS && n0 + r < N; ++r) {
+        out[ulong(slot) * N + n0 + r] = NAN;
     }
 }
 
@@ -263,7 +263,9 @@ kernel void kernel_mul_mv_id(GGUF_MV_ID_PARAMS(X)) {
     uint slots[GGUF_MATMUL_X_ROWS] = {tg.y};
     const int e = ids[tg.y];
     if (e < 0 || ulong(e) >= E) {
-        gguf_id_invalid(out, tg.y, n0, uint(N), lane);
+        if (lane == 0) {
+            gguf_id_invalid(out, tg.y, n0, uint(N));
+        }
         return;
     }
     gguf_id_rows<B, QK, S, X, GGUF_MV_ROWS>(w, uint(e), n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, 1,
@@ -271,9 +273,9 @@ kernel void kernel_mul_mv_id(GGUF_MV_ID_PARAMS(X)) {
 }
 
 // Grouped by expert (grid (N tiles, E, windows of GGUF_ID_WINDOW slots)): the threadgroup of expert e
-// scans its window of ids in slot order and applies each decoded weight block to up to 8 slots routed
-// to e, so an expert's weights are read once per 8 of its slots in the window instead of once per slot.
-// Every lane reads the same ids, so control flow stays uniform across the simdgroup.
+// finds its slots in its window of ids, 32 at a time with a ballot, and applies each decoded weight
+// block to up to 8 of them, so an expert's weights are read once per 8 of its slots in the window
+// instead of once per slot. The ballot mask is uniform, so control flow stays uniform in the simdgroup.
 template <typename B, int QK, int S, typename X>
 kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
     const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * GGUF_MV_ROWS;
@@ -285,14 +287,17 @@ kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
     const uint last = min(first + GGUF_ID_WINDOW, uint(n_slots));
     uint slots[GGUF_MATMUL_X_ROWS] = {};
     uint n = 0;
-    for (uint i = first; i < last; ++i) {
-        const int id = ids[i];
-        if (id < 0 || ulong(id) >= E) {
-            if (e == 0) {
-                gguf_id_invalid(out, i, n0, uint(N), lane);
-            }
-        } else if (uint(id) == e) {
-            slots[n++] = i;
+    for (uint i0 = first; i0 < last; i0 += GGUF_SIMD_WIDTH) {
+        const uint i = i0 + lane;
+        const int id = i < last ? ids[i] : 0;
+        const bool valid = id >= 0 && ulong(id) < E;
+        if (i < last && !valid && e == 0) {
+            gguf_id_invalid(out, i, n0, uint(N));
+        }
+        uint mask = uint(ulong(simd_ballot(i < last && valid && uint(id) == e)));
+        while (mask != 0) {
+            slots[n++] = i0 + popcount((mask & (~mask + 1)) - 1);  // the lowest matching lane
+            mask &= mask - 1;
             if (n == GGUF_MATMUL_X_ROWS) {
                 gguf_id_rows<B, QK, S, X, GGUF_MV_ROWS>(w, e, n0, uint(N), uint(K), uint(U), uint(Ux), x, slots,
                                                         n, out, lane);
