@@ -15,8 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import tables
-from .. import launch
+from .. import launch, tables
 from ..launch import ELEMS_PER_THREAD, THREADGROUP_SIZE
 from ..types import SUPPORTED, resolve
 
