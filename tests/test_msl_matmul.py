@@ -147,13 +147,14 @@ def _out_tensor(arr: np.ndarray, dtype) -> torch.Tensor:
     return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
 
 
-def run_linear(name, raw, x, bias=None, out_dtype=None, kind=None, path=None, **opts) -> torch.Tensor:
-    """One launch of mul_mv / mul_mm as launch.matmul_grid describes it; asserts every output was written."""
+def run_linear(name, raw, x, bias=None, out_dtype=None, kind=None, path=None, ftz=False, **opts) -> torch.Tensor:
+    """One launch of mul_mv / mul_mm as launch.matmul_grid describes it; asserts every output was written.
+    ``ftz``: the harness build that flushes subnormals like Metal's fast math may."""
     out_dtype = out_dtype or x.dtype
     m, k = x.shape
     n = raw.shape[0]
     kind, groups, group = launch.matmul_grid(m, n, kind)
-    lib = msl_harness.compile(path or msl_harness.kernel_file(name))
+    lib = msl_harness.compile(path or msl_harness.kernel_file(name), ftz=ftz)
     host = f"mul_{kind}_{name.lower()}_{SUFFIX[x.dtype]}_{SUFFIX[out_dtype]}"
     out = np.empty((m, n), NP_OUT[out_dtype])
     b = np.zeros(1, np.float32) if bias is None else bias
@@ -388,6 +389,20 @@ def test_random_schedule_guard_before_and_ubsan(name):
                                     [raw.reshape(-1), x, np.zeros(1, np.float32), out, np.uint64(k),
                                      np.uint64(5), np.uint64(10), np.uint64(0)], groups, group)
     testing.assert_bits_equal(res.buffers[3].view(np.float32).reshape(10, 5), want, f"{name} UBSan build")
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "Q6_K", "BF16"])
+def test_flushing_subnormals_changes_nothing_on_ordinary_data(name):
+    """With subnormals flushed (as Metal's fast math may), ordinary weights and activations give the same
+    bits: no partial sum of such data is subnormal, and the fma chain leaves nothing to contraction."""
+    rng = np.random.default_rng(19)
+    k = k_values(name)[1]
+    raw, w = weights(name, 5, k, rng)
+    x = activations(12, k, torch.bfloat16, rng)
+    want = model(w, x.float().numpy(), launch.matmul_sub_elems(name))
+    for kind in ("mv", "mm"):
+        got = run_linear(name, raw, x[:8] if kind == "mv" else x, out_dtype=torch.float32, kind=kind, ftz=True)
+        testing.assert_bits_equal(got, torch.from_numpy(want[:got.shape[0]]), f"{name} {kind} ftz")
 
 
 def test_error_constant_follows_the_tree():
