@@ -2,10 +2,13 @@
 
 The .metal file is compiled against our own ``harness/shim/metal_stdlib`` in strict mode (real address
 spaces, no ``double``; msl-on-linux.md sections 2-4). Kernel entry points are found in the *preprocessed*
-source (the GGUF_*_KERNELS macros produce them), ``[[host_name("...")]]`` is blanked (column-preserving,
-the only rewrite) and an ``extern "C"`` launcher is generated per host name. A launcher loops over
-threadgroups and their threads serially with Metal ``dispatchThreads`` semantics (threads outside the
-grid of a partial last group are skipped) and fills ``thread_position_in_grid`` and friends.
+source (the GGUF_*_KERNELS macros produce them), ``[[host_name("...")]]`` is blanked (column-preserving)
+and an ``extern "C"`` launcher is generated per host name. A launch first runs serially (threadgroups and
+their threads in a loop, Metal ``dispatchThreads`` semantics: threads outside the grid of a partial last
+group are skipped); a kernel that synchronises (barriers, SIMD-group functions, threadgroup memory) is
+rerun on the fiber scheduler (``scheduler.py``, ``runtime/scheduler.c``). Kernel-scope threadgroup arrays
+and function constants are rewritten on their own lines; threadgroup loads and stores are checked in the
+optimised IR (``instrument.py``). What it emulates and what it cannot: ``harness/README.md``.
 
 Buffers are copied into memory placed flush against ``PROT_NONE`` guard pages (one before, one after),
 so an out-of-bounds access faults at once (``faulthandler`` prints the Python stack). Output buffers
@@ -298,7 +301,7 @@ class Prepared:
     lines: LineMap
 
 
-def parse(path, pre: str) -> Prepared:
+def parse(path, pre: str, function_constants=None) -> Prepared:
     masked = mask(pre)
     # host_name attributes (string literals are blanked in `masked`, so search the text; skip line markers)
     src = list(pre)
@@ -362,6 +365,8 @@ def parse(path, pre: str) -> Prepared:
         if e.host_name in seen:
             raise MslError(f"{path}: duplicate host name {e.host_name!r}")
         seen.add(e.host_name)
+    for fm in _FUNCTION_CONSTANT.finditer(masked):
+        rewrites.append((fm.start(), fm.end(), _function_constant(pre, fm, function_constants or {})))
     for a, b, text in sorted(rewrites, reverse=True):
         src[a:b] = list(text)
     return Prepared(Path(path), pre, "".join(src), kernels, entries, lines)
@@ -372,6 +377,26 @@ def parse(path, pre: str) -> Prepared:
 # (guard pages, poisoned at each group start), on the same line.
 _TG_DECL = re.compile(r"\b__local\s+(?P<type>[A-Za-z_][\w:<>,\s]*?)\s+(?P<name>[A-Za-z_]\w*)\s*"
                       r"(?P<dims>(?:\[[^\[\];{}]*\]\s*)*)(?:\[\[[^;]*?\]\]\s*)?;")
+
+
+# `constant T name [[function_constant(n)]];` becomes a constant with the value compile() was given
+# (is_function_constant_defined(name) is true) or T(0) (false), on the same line.
+_FUNCTION_CONSTANT = re.compile(r"\b__constant\s+(?P<type>[A-Za-z_][\w:<>,\s]*?)\s+(?P<name>[A-Za-z_]\w*)\s*"
+                                r"\[\[\s*function_constant\s*\(\s*(?P<index>\d+)\s*\)\s*\]\]\s*;")
+
+
+def _function_constant(pre: str, m: re.Match, values: dict) -> str:
+    typ, name, index = " ".join(m.group("type").split()), m.group("name"), int(m.group("index"))
+    value = values.get(index)
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = float.hex(value) + "f"
+    else:
+        text = "0" if value is None else str(int(value))
+    newlines = "\n" * pre.count("\n", m.start(), m.end())
+    return (f"__constant {typ} {name} = ({typ})({text}); "
+            f"__constant bool msl_fc_defined_{name} = {'false' if value is None else 'true'};{newlines}")
 
 
 def _threadgroup_storage(pre: str, m: re.Match, ident: int) -> str:
@@ -385,8 +410,8 @@ def _threadgroup_storage(pre: str, m: re.Match, ident: int) -> str:
     return f"__local {typ} &{name} = *(__local {typ} *) {alloc};{newlines}"
 
 
-def prepare(path, include_dirs=(), defines=(), source: str | None = None) -> Prepared:
-    return parse(path, preprocess(path, include_dirs, defines, source))
+def prepare(path, include_dirs=(), defines=(), source: str | None = None, function_constants=None) -> Prepared:
+    return parse(path, preprocess(path, include_dirs, defines, source), function_constants)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -525,7 +550,8 @@ def generate(prep: Prepared) -> str:
 def _inputs_digest(path: Path, flags: list[str]) -> str:
     h = hashlib.sha256()
     h.update(HARNESS_VERSION.encode() + Path(__file__).read_bytes() + _clang_version().encode())
-    h.update(scheduler.SOURCE.read_bytes())
+    for module in (scheduler.SOURCE, Path(scheduler.__file__), Path(instrument.__file__)):
+        h.update(module.read_bytes())
     h.update(" ".join(flags).encode())
     deps = [path] + sorted(path.parent.glob("*.h")) + sorted(p for p in SHIM.rglob("*") if p.is_file())
     for p in deps:
@@ -540,29 +566,34 @@ def _run(cmd, what):
     return proc
 
 
-def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defines=()) -> tuple[Path, dict]:
+def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defines=(), function_constants=None,
+          race_check: bool = True) -> tuple[Path, dict]:
     """Compile (or reuse from the cache) one .metal file; returns (shared library, manifest).
-    ``defines`` are ``NAME`` or ``NAME=VALUE`` strings passed as ``-D``."""
+    ``defines`` are ``NAME`` or ``NAME=VALUE`` strings passed as ``-D``; ``function_constants`` maps
+    ``[[function_constant(n)]]`` indices to values; ``race_check=False`` skips the threadgroup access
+    checks (harness/instrument.py)."""
     path = Path(path).resolve()
     defines = list(defines)
+    function_constants = dict(function_constants or {})
     flags = [*OCL_FLAGS, *COMMON_FLAGS, *DEBUG_FLAGS, *(UBSAN_FLAGS if ubsan else []),
              *(FTZ_FLAGS if ftz else []), *[f"-D{d}" for d in defines], *extra_flags]
-    digest = _inputs_digest(path, flags)
+    digest = _inputs_digest(path, flags + [f"fc:{sorted(function_constants.items())}", f"race_check:{race_check}"])
     CACHE.mkdir(parents=True, exist_ok=True)
     stem = CACHE / f"{path.stem}{'-ubsan' if ubsan else ''}{'-ftz' if ftz else ''}-{digest}"
     so, manifest_path = stem.with_suffix(".so"), stem.with_suffix(".json")
     if so.exists() and manifest_path.exists():
         return so, json.loads(manifest_path.read_text())
-    prep = prepare(path, defines=defines)
+    prep = prepare(path, defines=defines, function_constants=function_constants)
     gen = stem.with_suffix(".gen.cpp")
     gen.write_text(generate(prep))
     tmp = f"{stem}.{os.getpid()}"
     # optimised IR with threadgroup as address space 3, its threadgroup accesses checked, then machine code
     ir = _run([CLANG, *flags, *IR_FLAGS, f"-I{SHIM}", "-S", "-emit-llvm", str(gen), "-o", "-"],
               f"compiling {path}").stdout
-    checked, sites = instrument.instrument(ir)
+    checked, sites = instrument.instrument(ir) if race_check else (ir, [])
     Path(tmp + ".ll").write_text(checked)
-    _run([CLANG, "-x", "ir", "-O2", "-fPIC", *(UBSAN_FLAGS if ubsan else []), "-c", tmp + ".ll", "-o", tmp + ".o"],
+    _run([CLANG, "-x", "ir", "-O2", "-Xclang", "-disable-llvm-optzns", "-fPIC", *(UBSAN_FLAGS if ubsan else []),
+          "-c", tmp + ".ll", "-o", tmp + ".o"],
          f"compiling {path} (checked IR)")
     os.unlink(tmp + ".ll")
     rt = compiler_rt_builtins()
@@ -721,10 +752,12 @@ class Library:
 
     def _launch(self, name, buffers, groups, tg, grid, *, poison: int = 0xFF, flush: str = "end",
                 align: int = 16, max_threads_per_group: int | None = None, threadgroup_buffers=None,
-                inout=(), **sched) -> DispatchResult:
+                inout=(), fibers: bool | None = None, **sched) -> DispatchResult:
         """``max_threads_per_group``: the pipeline maximum (at most 1024); ``threadgroup_buffers``:
         ``{index: bytes}`` for ``[[threadgroup(index)]]`` parameters; ``inout``: indices of written buffers
-        whose contents the kernel also reads (copied in, not poisoned; e.g. atomic accumulators);
+        whose contents the kernel also reads (copied in, not poisoned; e.g. atomic accumulators); ``fibers``:
+        None (default) runs serially until the kernel synchronises, True always on fibers, False serially
+        only (a kernel that synchronises is an error);
         ``sched``: the scheduler's options (harness/scheduler.py): schedule, seed, simd_order, mma_order."""
         if name not in self.entries:
             raise MslError(f"no kernel with host name {name!r}; have {sorted(self.entries)}")
@@ -743,7 +776,12 @@ class Library:
         missing = [i for i in sorted(needed) if i >= len(buffers) or buffers[i] is None]
         if missing:
             raise MslError(f"{label}: buffers {missing} are not bound")
-        mode = scheduler.MODE_FIBERS if tg_params or name in self._synchronising else scheduler.MODE_AUTO
+        if fibers is False and tg_params:
+            raise MslError(f"{label}: fibers=False, but the kernel has [[threadgroup(n)]] parameters")
+        if fibers or tg_params or (fibers is None and name in self._synchronising):
+            mode = scheduler.MODE_FIBERS
+        else:
+            mode = scheduler.MODE_SERIAL if fibers is False else scheduler.MODE_AUTO
         converted = {i: _as_bytes(obj) for i, obj in enumerate(buffers) if obj is not None}
         while True:
             guards: dict[int, GuardedBuffer] = {}
@@ -821,18 +859,24 @@ def _symbolize(message: str) -> str:
 
 
 @functools.cache
-def _compile_cached(path: str, ubsan: bool, ftz: bool, defines: tuple[str, ...]) -> Library:
-    return Library(*build(path, ubsan=ubsan, ftz=ftz, defines=defines))
+def _compile_cached(path: str, ubsan: bool, ftz: bool, defines: tuple[str, ...], function_constants: tuple,
+                    race_check: bool) -> Library:
+    return Library(*build(path, ubsan=ubsan, ftz=ftz, defines=defines, function_constants=dict(function_constants),
+                          race_check=race_check))
 
 
-def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None) -> Library:  # noqa: A001
+def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None, function_constants=None,  # noqa: A001
+            race_check: bool = True) -> Library:
     """Build (cached on disk and per process) and load one .metal file. ``ubsan``: UBSan build whose
     reports raise MslError; ``ftz``: flush float denormals to zero as Metal fast math may (compile with
     ``-fdenormal-fp-math=preserve-sign``, MXCSR FTZ|DAZ during each launch); ``defines``: a mapping or
-    an iterable of ``NAME``/``NAME=VALUE`` macro definitions."""
+    an iterable of ``NAME``/``NAME=VALUE`` macro definitions; ``function_constants``: ``{index: value}``
+    for ``[[function_constant(index)]]`` (as MTLFunctionConstantValues; missing ones are undefined);
+    ``race_check``: check every threadgroup load/store for bounds and races (default; False is faster)."""
     if isinstance(defines, dict):
         defines = [k if v is None else f"{k}={v}" for k, v in defines.items()]
-    return _compile_cached(str(Path(path).resolve()), ubsan, ftz, tuple(defines or ()))
+    fcs = tuple(sorted((function_constants or {}).items()))
+    return _compile_cached(str(Path(path).resolve()), ubsan, ftz, tuple(defines or ()), fcs, race_check)
 
 
 # ----------------------------------------------------------------------------------------------------

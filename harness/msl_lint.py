@@ -49,6 +49,7 @@ RULES = {
     "include": "include other than <metal_*> and gguf_common.h/gguf_types.h/gguf_tables.h",
     "threadgroup-scope": "threadgroup variable outside kernel scope (Metal allows them only in kernel functions)",
     "threadgroup-size": "threadgroup array whose size is not a compile-time constant",
+    "threadgroup-init": "threadgroup variable with an initializer (Metal rejects it; write it after the declaration)",
     "parse": "the harness cannot parse the kernel declarations",
 }
 
@@ -256,6 +257,8 @@ _COMPILE_RULES = [
 ]
 
 _TOKEN_RULES = [
+    ("threadgroup-init", re.compile(r"\b__local\s+[A-Za-z_][\w:<>,\s]*?\s+[A-Za-z_]\w*\s*(?:\[[^\];]*\]\s*)*=(?!=)"),
+     "initialised threadgroup variable"),
     ("std", re.compile(r"\bstd\s*::"), "std:: used"),
     ("double", re.compile(r"\bdouble\b"), "double used"),
     ("new-delete", re.compile(r"\b(new|delete)\b"), "dynamic allocation"),

@@ -13,6 +13,8 @@ options (``Library.dispatch_threads(..., **opts)``):
 - ``simd_order``: how ``simd_sum`` and the other reductions combine lanes: ``"butterfly"`` (default: lane i
   combines with lane i+d for d = 16, 8, 4, 2, 1), ``"adjacent"`` (pairs (0,1), (2,3), ..., then (0,2), ...),
   ``"sequential"`` (((l0 + l1) + l2) + ...). Apple does not document its order.
+- ``fibers`` (handled by the launcher): None runs a launch serially until the kernel first synchronises
+  and then reruns it on fibers; True always uses fibers, False never.
 - ``mma_order``: how ``simdgroup_multiply_accumulate`` sums each row-column product into C:
   ``"fma"`` (default: acc = fma(a_k, b_k, acc) from acc = c, k = 0..7), ``"sequential"`` (acc + a_k*b_k,
   rounded each step) or ``"pairwise"`` (c + ((p0+p1)+(p2+p3))+((p4+p5)+(p6+p7))); in float, rounded once.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -78,13 +81,15 @@ def make_dispatch(groups, group, grid, bufs_addr: int, *, poison: int, schedule=
 @functools.cache
 def runtime_object(clang: str, cache: Path, flags: tuple[str, ...]) -> Path:
     """scheduler.c compiled once per content and flags (cached beside the kernel libraries)."""
-    h = hashlib.sha256(SOURCE.read_bytes() + HEADER.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
+    h = hashlib.sha256(SOURCE.read_bytes() + HEADER.read_bytes() + Path(__file__).read_bytes()
+                       + " ".join(flags).encode()).hexdigest()[:16]
     obj = cache / f"msl-scheduler-{h}.o"
     if not obj.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = obj.with_suffix(f".{id(obj)}.o")
-        proc = subprocess.run([clang, "-x", "c", "-std=gnu11", "-O2", "-fPIC", "-Wall", *flags, "-c", str(SOURCE),
-                               "-o", str(tmp)], capture_output=True, text=True)
+        tmp = obj.with_suffix(f".{os.getpid()}.o")
+        # hidden: every kernel library links its own copy (its own state), invisible to the others
+        proc = subprocess.run([clang, "-x", "c", "-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", *flags,
+                               "-c", str(SOURCE), "-o", str(tmp)], capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"compiling {SOURCE} failed:\n{proc.stderr}")
         tmp.replace(obj)

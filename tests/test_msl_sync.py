@@ -273,10 +273,12 @@ def test_every_simd_function(lib, live, schedule):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("grid,group", [((5, 3, 2), (2, 2, 2)), ((7, 4, 3), (4, 3, 3))])
-def test_thread_positions_3d(lib, grid, group):
+@pytest.mark.parametrize("fibers", [False, True], ids=["serial", "fibers"])
+@pytest.mark.parametrize("grid,group", [((5, 3, 2), (2, 2, 2)), ((7, 4, 3), (4, 3, 3)), ((70, 1, 1), (64, 1, 1))])
+def test_thread_positions_3d(lib, grid, group, fibers):
     gx, gy, gz = grid
-    res = lib.dispatch_threads("positions_3d", [np.zeros(gx * gy * gz * 20, np.uint32)], grid, group)
+    res = lib.dispatch_threads("positions_3d", [np.zeros(gx * gy * gz * 20, np.uint32)], grid, group,
+                               fibers=fibers, schedule="reverse")
     assert res.unwritten == {0: 0}
     out = res.buffers[0].reshape(gz, gy, gx, 20)
     ngroups = [-(-g // t) for g, t in zip(grid, group)]
@@ -339,8 +341,20 @@ def test_plain_kernels_take_the_serial_path(lib):
     raw = testing.random_blocks("Q4_0", 64, np.random.default_rng(0)).tobytes()
     msl_harness.dequantize("Q4_0", raw)
     assert not dequant._synchronising
-    lib.dispatch_threads("simd_sum_order", [np.ones(32, np.float32), np.zeros(32, np.float32), np.uint32(32)], 32, 32)
+    args = [np.ones(32, np.float32), np.zeros(32, np.float32), np.uint32(32)]
+    with pytest.raises(msl_harness.MslError, match="synchronises, which the serial mode cannot run"):
+        lib.dispatch_threads("simd_sum_order", args, 32, 32, fibers=False)
+    lib.dispatch_threads("simd_sum_order", args, 32, 32)
     assert "simd_sum_order" in lib._synchronising
+
+
+def test_fiber_path_matches_the_serial_path_on_dequant_kernels():
+    lib = msl_harness.compile(msl_harness.kernel_file("Q4_K"))
+    raw = np.frombuffer(testing.random_blocks("Q4_K", 20, np.random.default_rng(2), finite=False).tobytes(), np.uint8)
+    n = 20 * 256
+    runs = [lib.dispatch_threads("dequantize_q4_k_f16", [raw, np.zeros(n, np.float16), np.uint64(n)], n // 32, 64,
+                                 fibers=f, schedule="reverse").buffers[1] for f in (False, True)]
+    assert runs[0].tobytes() == runs[1].tobytes()
 
 
 # ---- seeded bugs ---------------------------------------------------------------------------------------
@@ -365,3 +379,45 @@ def test_seeded_bug_is_reported(path, schedule):
     assert message.startswith(f"kernel bad ({path.resolve()}:"), message
     assert f"{path.resolve()}:{bug_line}" in message, message
     assert re.search(_header(path, "expect"), message), message
+
+
+def test_function_constants():
+    base = msl_harness.compile(KERNELS).dispatch_threads("specialised", [np.zeros(4, np.float32)], 4, 4)
+    np.testing.assert_array_equal(base.buffers[0], [100, 101, 102, 103])  # none defined
+    spec = msl_harness.compile(KERNELS, function_constants={0: True, 1: 0.5, 2: -3})
+    res = spec.dispatch_threads("specialised", [np.zeros(4, np.float32)], 4, 4)
+    np.testing.assert_array_equal(res.buffers[0], [-3, -2.5, -2, -1.5])
+
+
+def test_group_over_1024_threads_and_unchecked_builds(lib):
+    with pytest.raises(msl_harness.MslError, match=r"kernel block_sum \(.*\): a threadgroup of 1056x1x1 = 1056 "
+                                                   r"threads is empty or exceeds Metal's limit of 1024"):
+        lib.dispatch_threadgroups("block_sum", [np.zeros(8, np.float32), np.zeros(1, np.float32), np.uint32(8)],
+                                  1, 1056)
+    fast = msl_harness.compile(KERNELS, race_check=False)
+    assert not fast.manifest["sites"] and lib.manifest["sites"]
+    x = np.arange(300, dtype=np.float32)
+    got = fast.dispatch_threadgroups("block_sum", [x, np.zeros(1, np.float32), np.uint32(300)], 1, 96)
+    assert got.buffers[1][0] == x.sum()
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_race_check_follows_barrier_scope(lib, schedule):
+    def run(mode):
+        return lib.dispatch_threads("exchange", [np.zeros(64, np.uint32), np.uint32(mode)], 64, 64,
+                                    schedule=schedule).buffers[0]
+
+    tid = np.arange(64)
+    np.testing.assert_array_equal(run(0), (tid ^ 1) * 10)
+    np.testing.assert_array_equal(run(3), (tid ^ 32) * 10)
+    for mode in (1, 2):
+        with pytest.raises(msl_harness.MslError, match=r"data race on threadgroup memory 'slots'"):
+            run(mode)
+
+
+def test_ubsan_build_runs_fibers():
+    ub = msl_harness.compile(KERNELS, ubsan=True)
+    x = np.arange(200, dtype=np.uint32)
+    res = ub.dispatch_threads("group_scan", [x, np.zeros(400, np.uint32)], 200, 96, schedule="reverse")
+    np.testing.assert_array_equal(res.buffers[1][0::2], np.concatenate([np.cumsum(x[:96]), np.cumsum(x[96:192]),
+                                                                        np.cumsum(x[192:])]))

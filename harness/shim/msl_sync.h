@@ -12,6 +12,9 @@
     unsigned msl_col = __builtin_COLUMN()
 #define MSL_AT msl_file, msl_line, msl_col
 
+// [[function_constant(n)]] declarations are rewritten by the compile driver, with this companion flag
+#define is_function_constant_defined(name) msl_fc_defined_##name
+
 namespace metal {
 
 // ---- barriers ------------------------------------------------------------------------------------

@@ -229,3 +229,29 @@ kernel void device_oob(device float *out [[buffer(0)]], uint gid [[thread_positi
     const float s = simd_sum(1.0f);
     out[gid + 4096] = s;
 }
+
+// Function constants specialise a kernel at pipeline creation (compile(..., function_constants=)).
+constant bool fc_scale [[function_constant(0)]];
+constant float fc_factor [[function_constant(1)]];
+constant int fc_offset [[function_constant(2)]];
+constant int fc_offset_or_default = is_function_constant_defined(fc_offset) ? fc_offset : 100;
+
+kernel void specialised(device float *out [[buffer(0)]], uint gid [[thread_position_in_grid]]) {
+    out[gid] = (fc_scale ? float(gid) * fc_factor : float(gid)) + float(fc_offset_or_default);
+}
+
+// Lanes exchange values through threadgroup memory. mode 0: simdgroup_barrier between the write and the
+// read of a neighbour lane (ordered); 1: no barrier (race); 2: read from the other simdgroup after only a
+// simdgroup_barrier (race); 3: the same after a threadgroup_barrier (ordered).
+kernel void exchange(device uint *out [[buffer(0)]], constant uint &mode [[buffer(1)]],
+                     uint tid [[thread_index_in_threadgroup]], uint lane [[thread_index_in_simdgroup]]) {
+    threadgroup uint slots[64];
+    slots[tid] = tid * 10;
+    if (mode == 0 || mode == 2) {
+        simdgroup_barrier(mem_flags::mem_threadgroup);
+    } else if (mode == 3) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+    }
+    out[tid] = mode >= 2 ? slots[tid ^ 32] : slots[tid ^ 1];
+    (void)lane;
+}
