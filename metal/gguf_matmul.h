@@ -14,9 +14,10 @@
 //   over the 32 lanes, then y + bias[n] (one f32 addition, only when a bias is given), then one rounding
 //   to the output type. Explicit fma() makes the chain independent of the compiler's contraction choices.
 // Error bound (per output, y_exact in float64, u = 2^-24):
-//   |y - y_exact| <= gamma_c * (sum_k |w_k x_k| + |bias|),  gamma_c = c u / (1 - c u),
-//   c = S * ceil(NS / 32) + 5 (+ 1 with a bias): the longest lane chain (one rounding per fma), then the
-//   5 levels of simd_sum, then the bias addition. launch.matmul_error_constant(qtype, K, bias) computes c.
+//   |y - y_exact| <= gamma_n * (sum_k |w_k x_k| + |bias|),  gamma_n = n u / (1 - n u),
+//   n = S * ceil(NS / 32) + 31 (+ 1 with a bias): the longest lane chain (one rounding per fma), then
+//   simd_sum (5 additions on a lane's path for a tree; 31 covers any order, and Apple does not document
+//   its order), then the bias addition. launch.matmul_error_constant(qtype, K, bias) computes n.
 //
 // Kernels (host names; X = activation type, T = output type, f32/f16/bf16; T is float or X):
 //   mul_mv_<type>_<X>_<T>    1..8 activation rows per threadgroup (grid y = ceil(M / 8)). A threadgroup of
