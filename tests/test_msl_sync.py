@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gguf_dequant import testing
 from harness import msl_harness, msl_lint
@@ -80,6 +82,26 @@ def fma_model(a, b, c):
     return f32_round(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
 
 
+def mma_model(a, b, c, order):
+    """D = A B + C for 8x8 float32 matrices in the harness's documented mma_order."""
+    f = np.float32
+    d = np.empty((8, 8), np.float32)
+    for i in range(8):
+        for j in range(8):
+            p = [f(a[i, k] * b[k, j]) for k in range(8)]
+            acc = c[i, j]
+            if order == "fma":
+                for k in range(8):
+                    acc = fma_model(a[i, k], b[k, j], acc)
+            elif order == "sequential":
+                for k in range(8):
+                    acc = f(acc + p[k])
+            else:
+                acc = f(acc + f(f(f(p[0] + p[1]) + f(p[2] + p[3])) + f(f(p[4] + p[5]) + f(p[6] + p[7]))))
+            d[i, j] = acc
+    return d
+
+
 def test_sync_kernels_lint_clean():
     for path in (KERNELS, *BAD):
         assert msl_lint.lint(path) == [], path.name
@@ -108,14 +130,15 @@ def test_block_reduction_through_threadgroup_memory(lib, schedule, order):
     testing.assert_bits_equal(res.buffers[1], np.array(want, np.float32), f"block_sum {order} {schedule}")
 
 
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("order", ORDERS)
-def test_simd_sum_order_is_a_parameter(lib, order):
+def test_simd_sum_order_is_a_parameter(lib, order, schedule):
     x = np.random.default_rng(5).standard_normal(64).astype(np.float32) * np.float32(1e4)
     x[::7] *= np.float32(1e-6)
     results = {}
     for live in (32, 19):
         res = lib.dispatch_threads("simd_sum_order", [x, np.zeros(64, np.float32), np.uint32(live)], 64, 64,
-                                   simd_order=order)
+                                   simd_order=order, schedule=schedule)
         for s in range(2):
             want = reduce_model(x[s * 32:(s + 1) * 32], [i < live for i in range(32)], order)
             got = res.buffers[1][s * 32:s * 32 + live]
@@ -123,6 +146,19 @@ def test_simd_sum_order_is_a_parameter(lib, order):
         results[live] = res.buffers[1][0]
     models = {o: reduce_model(x[:32], [True] * 32, o) for o in ORDERS}
     assert len(set(models.values())) > 1  # the data tells the orders apart
+
+
+@settings(max_examples=40)
+@given(x=st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=32, max_size=32),
+       live=st.integers(1, 32), order=st.sampled_from(ORDERS), schedule=st.sampled_from(SCHEDULES))
+def test_simd_sum_matches_the_model_of_its_order(x, live, order, schedule):
+    lib = msl_harness.compile(KERNELS)
+    x = np.array(x, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = reduce_model(x, [i < live for i in range(32)], order)
+    res = lib.dispatch_threads("simd_sum_order", [x, np.zeros(32, np.float32), np.uint32(live)], 32, 32,
+                               simd_order=order, schedule=schedule)
+    testing.assert_bits_equal(res.buffers[1][:live], np.full(live, want, np.float32), f"{order} live={live}")
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES + ["random"])
@@ -171,27 +207,45 @@ def test_simdgroup_matrix_multiply(lib, mma_order, schedule):
     for lane in range(32):
         np.testing.assert_array_equal(owned[:, lane], a[:, rows[lane], cols[lane]:cols[lane] + 2])
     bf = b.astype(np.float32)
-    want = np.empty((count, 8, 8), np.float32)
-    for m in range(count):
-        for i in range(8):
-            for j in range(8):
-                p = [np.float32(a[m, i, k] * bf[m, k, j]) for k in range(8)]
-                if mma_order == "fma":
-                    acc = c[m, i, j]
-                    for k in range(8):
-                        acc = fma_model(a[m, i, k], bf[m, k, j], acc)
-                elif mma_order == "sequential":
-                    acc = c[m, i, j]
-                    for k in range(8):
-                        acc = np.float32(acc + p[k])
-                else:
-                    s = np.float32(np.float32(np.float32(p[0] + p[1]) + np.float32(p[2] + p[3]))
-                                   + np.float32(np.float32(p[4] + p[5]) + np.float32(p[6] + p[7])))
-                    acc = np.float32(c[m, i, j] + s)
-                want[m, i, j] = acc
+    want = np.stack([mma_model(a[m], bf[m], c[m], mma_order) for m in range(count)])
     testing.assert_bits_equal(res.buffers[3].reshape(count, 8, 8), want, f"mma {mma_order}")
     err = np.abs(want.astype(np.float64) - (a.astype(np.float64) @ bf.astype(np.float64) + c))
     assert err.max() < 1e-5 * (np.abs(a) @ np.abs(bf) + np.abs(c)).max()
+
+
+def _bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits, round to nearest even (finite values)."""
+    bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("mma_order", ["fma", "pairwise"])
+def test_simdgroup_multiply_bfloat_and_diagonal(lib, mma_order, schedule):
+    rng = np.random.default_rng(10)
+    a, b = _bf16(rng.standard_normal((8, 8))), _bf16(rng.standard_normal((8, 8)))
+    res = lib.dispatch_threads("mm8_bfloat", [a, b, np.zeros(64, np.float32), np.zeros(64, np.float32)], 32, 32,
+                               mma_order=mma_order, schedule=schedule)
+    af = (a.astype(np.uint32) << 16).view(np.float32).reshape(8, 8)
+    bf = (b.astype(np.uint32) << 16).view(np.float32).reshape(8, 8)
+    np.testing.assert_array_equal(res.buffers[2].reshape(8, 8), 2 * af)
+    want = mma_model(af, bf, np.zeros((8, 8), np.float32), mma_order)
+    testing.assert_bits_equal(res.buffers[3].reshape(8, 8), want, f"bfloat mma {mma_order}")
+
+
+def test_device_atomics():
+    lib = msl_harness.compile(KERNELS)
+    x = np.random.default_rng(11).integers(-1000, 1000, 100).astype(np.int32)
+    ints = np.array([10**6, -10**6, -1, 0, 0, 0, 5, -7], np.int32)
+    res = lib.dispatch_threads("atomic_ops", [x, ints, np.zeros(1, np.float32)], 100, 32, inout=[1, 2])
+    got = res.buffers[1].view(np.int32)
+    want = [x.min(), x.max(), np.bitwise_and.reduce(x | 0x100), np.bitwise_or.reduce(x & 0xF0),
+            np.bitwise_xor.reduce(x), -100, 5 + x.sum(), x[3]]
+    np.testing.assert_array_equal(got, want)
+    total = np.float32(0)
+    for v in x:  # thread order
+        total = np.float32(total + np.float32(np.float32(v) * np.float32(0.1)))
+    testing.assert_bits_equal(res.buffers[2].view(np.float32), np.array([total], np.float32), "atomic float sum")
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -311,10 +365,11 @@ def test_threadgroup_parameter_sized_by_the_launch(lib, schedule):
         lib.dispatch_threads("dynamic_tg_sum", [x, np.zeros(4, np.float32)], 512, 128, threadgroup_buffers={0: 256})
 
 
-def test_threadgroup_memory_is_poisoned_at_each_group_start(lib):
-    res = lib.dispatch_threads("read_poison", [np.zeros(96, np.uint32)], 96, 32)
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_threadgroup_memory_is_poisoned_at_each_group_start(lib, schedule):
+    res = lib.dispatch_threads("read_poison", [np.zeros(96, np.uint32)], 96, 32, schedule=schedule)
     assert (res.buffers[0] == 0xFFFFFFFF).all()
-    res = lib.dispatch_threads("read_poison", [np.zeros(96, np.uint32)], 96, 32, poison=0x5A)
+    res = lib.dispatch_threads("read_poison", [np.zeros(96, np.uint32)], 96, 32, poison=0x5A, schedule=schedule)
     assert (res.buffers[0] == 0x5A5A5A5A).all()
 
 

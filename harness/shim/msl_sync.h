@@ -44,6 +44,15 @@ struct op_and { template <typename T> T operator()(T a, T b) const { return T(a 
 struct op_or { template <typename T> T operator()(T a, T b) const { return T(a | b); } };
 struct op_xor { template <typename T> T operator()(T a, T b) const { return T(a ^ b); } };
 
+// v[a] = v[a] op v[b] where lane b takes part (has[]: the lane is active).
+template <typename T, typename Op>
+inline void merge(thread T *v, thread bool *has, unsigned a, unsigned b) {
+    if (has[b]) {
+        v[a] = has[a] ? Op()(v[a], v[b]) : v[b];
+        has[a] = true;
+    }
+}
+
 // Reduce the active lanes of each segment of `width` lanes (32: simd_, 4: quad_) in the order the launch
 // asked for; lanes that returned are skipped (Metal: inactive lanes do not take part).
 template <typename T, typename Op, unsigned width>
@@ -55,17 +64,14 @@ int reduce(msl_lanes *L) {
             has[i] = base + i < L->n && ((L->active >> (base + i)) & 1);
             if (has[i]) v[i] = at<T>(L->in[base + i]);
         }
-        const Op op;
         if (L->order == MSL_SEQUENTIAL) {
-            for (unsigned i = 1; i < width; ++i)
-                if (has[i]) v[0] = has[0] ? op(v[0], v[i]) : v[i], has[0] = true;
-        } else {
-            const bool butterfly = L->order == MSL_BUTTERFLY;
-            for (unsigned d = butterfly ? width / 2 : 1; butterfly ? d >= 1 : d < width; d = butterfly ? d / 2 : d * 2)
-                for (unsigned i = 0; i < width; i += butterfly ? 1 : 2 * d) {
-                    if (butterfly && i >= d) break;
-                    if (has[i + d]) v[i] = has[i] ? op(v[i], v[i + d]) : v[i + d], has[i] = true;
-                }
+            for (unsigned i = 1; i < width; ++i) merge<T, Op>(v, has, 0, i);
+        } else if (L->order == MSL_BUTTERFLY) {  // lane i with lane i + d, d = width/2, ..., 1
+            for (unsigned d = width / 2; d >= 1; d /= 2)
+                for (unsigned i = 0; i < d; ++i) merge<T, Op>(v, has, i, i + d);
+        } else {  // adjacent pairs, then pairs of pairs, ...
+            for (unsigned d = 1; d < width; d *= 2)
+                for (unsigned i = 0; i < width; i += 2 * d) merge<T, Op>(v, has, i, i + d);
         }
         for (unsigned i = 0; i < width; ++i)
             if (base + i < L->n && ((L->active >> (base + i)) & 1)) at<T>(L->out[base + i]) = v[0];
@@ -235,7 +241,8 @@ MSL_SHUFFLE(quad_broadcast, SH_LANE, 4)
     }                                                                                                             \
     template <typename T> inline T name(T x, T filling, ushort delta, ushort modulo, MSL_SITE) {                 \
         T r;                                                                                                      \
-        msl_collective(&msl_detail::shuffle<T, msl_detail::kind, width>, &x, &filling, &r, delta, modulo, #name, MSL_AT); \
+        msl_collective(&msl_detail::shuffle<T, msl_detail::kind, width>, &x, &filling, &r, delta, modulo, #name,  \
+                       MSL_AT);                                                                                   \
         return r;                                                                                                 \
     }
 MSL_FILL(simd_shuffle_up_and_fill, SH_UP_FILL, 32)
@@ -385,7 +392,8 @@ inline void simdgroup_store(const thread simdgroup_matrix<T, C, R> &a, P dst, ul
 }
 
 template <typename TD, typename TA, typename TB, typename TC, int N>
-inline void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, N, N> &d, const thread simdgroup_matrix<TA, N, N> &a,
+inline void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, N, N> &d,
+                                          const thread simdgroup_matrix<TA, N, N> &a,
                                           const thread simdgroup_matrix<TB, N, N> &b,
                                           const thread simdgroup_matrix<TC, N, N> &c, MSL_SITE) {
     msl_detail::mma_args m = {&a.e, &b.e, &c.e};

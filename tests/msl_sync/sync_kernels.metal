@@ -255,3 +255,38 @@ kernel void exchange(device uint *out [[buffer(0)]], constant uint &mode [[buffe
     out[tid] = mode >= 2 ? slots[tid ^ 32] : slots[tid ^ 1];
     (void)lane;
 }
+
+// simdgroup_multiply on bfloat matrices, and the diagonal constructor: d1 = A * diag(2), d2 = A * B.
+kernel void mm8_bfloat(device const bfloat *a [[buffer(0)]], device const bfloat *b [[buffer(1)]],
+                       device float *d1 [[buffer(2)]], device float *d2 [[buffer(3)]]) {
+    simdgroup_bfloat8x8 ma, mb;
+    simdgroup_float8x8 two(2.0f), r1, r2;
+    simdgroup_load(ma, a);
+    simdgroup_load(mb, b);
+    simdgroup_float8x8 fa;
+    fa.thread_elements() = float2(ma.thread_elements());
+    simdgroup_multiply(r1, fa, two);
+    simdgroup_multiply(r2, ma, mb);
+    simdgroup_store(r1, d1);
+    simdgroup_store(r2, d2);
+}
+
+// Device atomics of every kind (threads run one after another here: the float sum is in thread order).
+kernel void atomic_ops(device const int *x [[buffer(0)]], device atomic_int *ints [[buffer(1)]],
+                       device atomic_float *sum [[buffer(2)]], uint gid [[thread_position_in_grid]]) {
+    const int v = x[gid];
+    atomic_fetch_min_explicit(&ints[0], v, memory_order_relaxed);
+    atomic_fetch_max_explicit(&ints[1], v, memory_order_relaxed);
+    atomic_fetch_and_explicit(&ints[2], v | 0x100, memory_order_relaxed);
+    atomic_fetch_or_explicit(&ints[3], v & 0xF0, memory_order_relaxed);
+    atomic_fetch_xor_explicit(&ints[4], v, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&ints[5], 1, memory_order_relaxed);
+    int expected = atomic_load_explicit(&ints[6], memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&ints[6], &expected, expected + v, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+    }
+    if (gid == 3) {
+        atomic_exchange_explicit(&ints[7], v, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&sum[0], float(v) * 0.1f, memory_order_relaxed);
+}
