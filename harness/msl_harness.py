@@ -54,7 +54,8 @@ HARNESS_VERSION = "2"  # bump when the generated code changes
 OCL_FLAGS = ["-x", "clcpp", "-cl-std=clc++2021", "-cl-no-stdinc", "-target", "x86_64-linux-gnu",
              "-Xclang", "-cl-ext=-cl_khr_fp64,-__opencl_c_fp64"]
 COMMON_FLAGS = ["-fPIC", "-O2", "-Wall", "-Wno-unknown-attributes", "-Wno-unused-function",
-                "-fno-fast-math", "-ffp-contract=off"]
+                "-fno-fast-math", "-ffp-contract=off",
+                "-fstack-clash-protection"]  # big frames touch each page: a fiber's guard page catches them
 DEBUG_FLAGS = ["-gline-tables-only"]  # faults in fibers are reported as file:line
 IR_FLAGS = ["-Xclang", "-ffake-address-space-map"]  # threadgroup = addrspace(3) for harness/instrument.py
 UBSAN_FLAGS = ["-fsanitize=undefined"]  # with the shared UBSan runtime; reports become MslError
@@ -63,6 +64,7 @@ UBSAN_FLAGS = ["-fsanitize=undefined"]  # with the shared UBSan runtime; reports
 # kernel runs, so computed subnormals become 0 and subnormal operands read as 0. Half and bfloat
 # conversions are software (compiler-rt) and keep subnormals.
 FTZ_FLAGS = ["-fdenormal-fp-math=preserve-sign", "-DMSL_HARNESS_FTZ=1"]
+LAUNCHER_FILE = "<harness-launcher>"  # the file name the generated launchers' lines carry
 MARK = "__msl_kernel"  # what `kernel` expands to when the shim is asked to mark entry points
 
 SIMD_WIDTH = 32
@@ -224,6 +226,7 @@ class Kernel:
     offset: int
     host_name: str | None = None  # a host_name attribute on a non-template definition
     location: str = "?"           # file:line of the definition
+    max_threads: int | None = None  # [[max_total_threads_per_threadgroup(n)]]
     threadgroup_vars: list[str] = dataclasses.field(default_factory=list)  # rewritten kernel-scope arrays
 
 
@@ -346,6 +349,8 @@ def parse(path, pre: str, function_constants=None) -> Prepared:
         is_template = re.search(r"\btemplate\s*<", head) is not None
         file, line = lines.locate(k0)
         kernels[name] = Kernel(name, is_template, params, k0, host, f"{file}:{line}")
+        mt = re.search(r"\[\[\s*max_total_threads_per_threadgroup\s*\(\s*(\d+)\s*\)\s*\]\]", head)
+        kernels[name].max_threads = int(mt.group(1)) if mt else None
         b = masked.find("{", e)
         if b >= 0 and not masked[e:b].strip(" \t\n;"):
             body_end = _match(masked, b, "{", "}")
@@ -382,11 +387,12 @@ _TG_DECL = re.compile(r"\b__local\s+(?P<type>[A-Za-z_][\w:<>,\s]*?)\s+(?P<name>[
 # `constant T name [[function_constant(n)]];` becomes a constant with the value compile() was given
 # (is_function_constant_defined(name) is true) or T(0) (false), on the same line.
 _FUNCTION_CONSTANT = re.compile(r"\b__constant\s+(?P<type>[A-Za-z_][\w:<>,\s]*?)\s+(?P<name>[A-Za-z_]\w*)\s*"
-                                r"\[\[\s*function_constant\s*\(\s*(?P<index>\d+)\s*\)\s*\]\]\s*;")
+                                r"\[\[\s*function_constant\s*\((?P<index>[\d\s+*()-]+)\)\s*\]\]\s*;")
 
 
 def _function_constant(pre: str, m: re.Match, values: dict) -> str:
-    typ, name, index = " ".join(m.group("type").split()), m.group("name"), int(m.group("index"))
+    typ, name = " ".join(m.group("type").split()), m.group("name")
+    index = eval(m.group("index"), {"__builtins__": {}})  # digits, + - * ( ) only (the regex): e.g. 600 + 1
     value = values.get(index)
     if isinstance(value, bool):
         text = "true" if value else "false"
@@ -494,35 +500,45 @@ def _launcher(k: int, e: Entry) -> str:
             raise MslError(f"{e.host_name}: parameter {p.text!r} has attribute {p.attr!r}, which the harness "
                            "cannot provide (textures, samplers, ... are not emulated)")
     typedef = f"typedef decltype({fn}) F{k};\n" if e.targs else ""
-    return f"""{typedef}static inline __attribute__((always_inline)) void msl_body_{k}(const msl_dispatch *d,
-                                                                          const msl_pos *p) {{
-    const ulong *bufs = (const ulong *)d->bufs;
+    return f"""{typedef}static inline __attribute__((always_inline)) void msl_body_{k}(
+        const ulong *bufs, metal::uint3 ngroups, metal::uint3 tdecl, metal::uint3 grid, metal::uint3 tg,
+        metal::uint3 tt, metal::uint3 tsz, uint tidx, uint tcount) {{
+    const metal::uint3 gpos = tg * tdecl + tt;
+    (void)bufs; (void)ngroups; (void)grid; (void)tsz; (void)tidx; (void)tcount; (void)gpos;
+    {fn}({", ".join(args)});
+}}
+// one thread (fibers)
+static void msl_thread_{k}(const msl_dispatch *d, const msl_pos *p) {{
     const metal::uint3 ngroups = {{d->ngroups[0], d->ngroups[1], d->ngroups[2]}};
     const metal::uint3 tdecl = {{d->tdecl[0], d->tdecl[1], d->tdecl[2]}};
     const metal::uint3 grid = {{d->grid[0], d->grid[1], d->grid[2]}};
     const metal::uint3 tg = {{p->tg[0], p->tg[1], p->tg[2]}};
     const metal::uint3 tt = {{p->tt[0], p->tt[1], p->tt[2]}};
     const metal::uint3 tsz = {{p->tsz[0], p->tsz[1], p->tsz[2]}};
-    const uint tidx = p->tidx, tcount = p->tcount;
-    const metal::uint3 gpos = tg * tdecl + tt;
-    (void)bufs; (void)ngroups; (void)grid; (void)tsz; (void)tidx; (void)tcount; (void)gpos;
-    {fn}({", ".join(args)});
+    msl_body_{k}((const ulong *)d->bufs, ngroups, tdecl, grid, tg, tt, tsz, p->tidx, p->tcount);
 }}
-static void msl_thread_{k}(const msl_dispatch *d, const msl_pos *p) {{ msl_body_{k}(d, p); }}
+// every thread of the grid in turn (serial mode): the launch parameters in locals, the kernel inlined
 static void msl_serial_{k}(const msl_dispatch *d) {{
-    msl_pos p;
-    for (p.tg[2] = 0; p.tg[2] < d->ngroups[2]; ++p.tg[2])
-    for (p.tg[1] = 0; p.tg[1] < d->ngroups[1]; ++p.tg[1])
-    for (p.tg[0] = 0; p.tg[0] < d->ngroups[0]; ++p.tg[0]) {{
-        for (int k = 0; k < 3; ++k) {{
-            const uint left = d->grid[k] - p.tg[k] * d->tdecl[k];
-            p.tsz[k] = left < d->tdecl[k] ? left : d->tdecl[k];
+    const ulong *bufs = (const ulong *)d->bufs;
+    const metal::uint3 ngroups = {{d->ngroups[0], d->ngroups[1], d->ngroups[2]}};
+    const metal::uint3 tdecl = {{d->tdecl[0], d->tdecl[1], d->tdecl[2]}};
+    const metal::uint3 grid = {{d->grid[0], d->grid[1], d->grid[2]}};
+    for (uint gz = 0; gz < ngroups.z; ++gz)
+    for (uint gy = 0; gy < ngroups.y; ++gy)
+    for (uint gx = 0; gx < ngroups.x; ++gx) {{
+        const metal::uint3 tg = {{gx, gy, gz}};
+        metal::uint3 tsz;
+        for (int i = 0; i < 3; ++i) {{
+            const uint left = grid[i] - tg[i] * tdecl[i];
+            tsz[i] = left < tdecl[i] ? left : tdecl[i];
         }}
-        p.tcount = p.tsz[0] * p.tsz[1] * p.tsz[2];
-        p.tidx = 0;
-        for (p.tt[2] = 0; p.tt[2] < p.tsz[2]; ++p.tt[2])
-        for (p.tt[1] = 0; p.tt[1] < p.tsz[1]; ++p.tt[1])
-        for (p.tt[0] = 0; p.tt[0] < p.tsz[0]; ++p.tt[0], ++p.tidx) msl_body_{k}(d, &p);
+        const uint tcount = tsz.x * tsz.y * tsz.z;
+        for (uint tz = 0; tz < tsz.z; ++tz)
+        for (uint ty = 0; ty < tsz.y; ++ty)
+        for (uint tx = 0; tx < tsz.x; ++tx) {{
+            const metal::uint3 tt = {{tx, ty, tz}};
+            msl_body_{k}(bufs, ngroups, tdecl, grid, tg, tt, tsz, tx + tsz.x * (ty + tsz.y * tz), tcount);
+        }}
     }}
 }}
 extern "C" int msl_launch_{k}(msl_dispatch *d) {{
@@ -537,7 +553,7 @@ extern "C" int msl_launch_{k}(msl_dispatch *d) {{
 
 def generate(prep: Prepared) -> str:
     """The compilable translation unit: the rewritten source plus one launcher per host name."""
-    parts = [prep.source, _LAUNCH_PRELUDE]
+    parts = [prep.source, f'#line 1 "{LAUNCHER_FILE}"', _LAUNCH_PRELUDE]  # not the .metal file's lines
     for k, e in enumerate(prep.entries):
         parts.append(_launcher(k, e))
     return "\n".join(parts)
@@ -587,15 +603,18 @@ def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defin
     gen = stem.with_suffix(".gen.cpp")
     gen.write_text(generate(prep))
     tmp = f"{stem}.{os.getpid()}"
-    # optimised IR with threadgroup as address space 3, its threadgroup accesses checked, then machine code
-    ir = _run([CLANG, *flags, *IR_FLAGS, f"-I{SHIM}", "-S", "-emit-llvm", str(gen), "-o", "-"],
-              f"compiling {path}").stdout
-    checked, sites = instrument.instrument(ir) if race_check else (ir, [])
-    Path(tmp + ".ll").write_text(checked)
-    _run([CLANG, "-x", "ir", "-O2", "-Xclang", "-disable-llvm-optzns", "-fPIC", *(UBSAN_FLAGS if ubsan else []),
-          "-c", tmp + ".ll", "-o", tmp + ".o"],
-         f"compiling {path} (checked IR)")
-    os.unlink(tmp + ".ll")
+    sites: list[str] = []
+    if race_check and re.search(r"\b__local\b", mask(prep.source)):
+        # optimised IR with threadgroup as address space 3, its threadgroup accesses checked, then machine code
+        ir = _run([CLANG, *flags, *IR_FLAGS, f"-I{SHIM}", "-S", "-emit-llvm", str(gen), "-o", "-"],
+                  f"compiling {path}").stdout
+        checked, sites = instrument.instrument(ir)
+        Path(tmp + ".ll").write_text(checked)
+        _run([CLANG, "-x", "ir", "-O2", "-Xclang", "-disable-llvm-optzns", "-fPIC", *(UBSAN_FLAGS if ubsan else []),
+              "-c", tmp + ".ll", "-o", tmp + ".o"], f"compiling {path} (checked IR)")
+        os.unlink(tmp + ".ll")
+    else:  # no threadgroup memory: nothing to check
+        _run([CLANG, *flags, f"-I{SHIM}", "-c", str(gen), "-o", tmp + ".o"], f"compiling {path}")
     rt = compiler_rt_builtins()
     san = [*UBSAN_FLAGS, "-shared-libsan", f"-Wl,-rpath,{Path(rt).parent}"] if ubsan else []
     runtime = scheduler.runtime_object(CLANG, CACHE, tuple(DEBUG_FLAGS))
@@ -608,6 +627,7 @@ def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defin
         "entries": [
             {"host_name": e.host_name, "symbol": f"msl_launch_{k}", "function": e.function, "targs": e.targs,
              "location": e.kernel.location, "threadgroup_vars": e.kernel.threadgroup_vars,
+             "max_threads": e.kernel.max_threads,
              "params": [dataclasses.asdict(p) | {"writable": p.writable, "type": p.type_text}
                         for p in e.kernel.params]}
             for k, e in enumerate(prep.entries)],
@@ -763,11 +783,11 @@ class Library:
             raise MslError(f"no kernel with host name {name!r}; have {sorted(self.entries)}")
         entry = self.entries[name]
         label = f"kernel {name} ({entry.get('location', '?')})"
-        limit = MAX_THREADS_PER_GROUP if max_threads_per_group is None else min(max_threads_per_group,
-                                                                                  MAX_THREADS_PER_GROUP)
+        limits = {"Metal's limit": MAX_THREADS_PER_GROUP, "the pipeline maximum": max_threads_per_group,
+                  "the kernel's [[max_total_threads_per_threadgroup]]": entry.get("max_threads")}
+        what, limit = min(((k, v) for k, v in limits.items() if v is not None), key=lambda kv: kv[1])
         count = tg[0] * tg[1] * tg[2]
         if any(t < 1 for t in tg) or count > limit:
-            what = "Metal's limit" if limit == MAX_THREADS_PER_GROUP else "the pipeline maximum"
             raise MslError(f"{label}: a threadgroup of {tg[0]}x{tg[1]}x{tg[2]} = {count} threads is empty or "
                            f"exceeds {what} of {limit} threads")
         tg_params = self._threadgroup_params(label, entry, threadgroup_buffers or {})
@@ -854,8 +874,11 @@ def _symbolize(message: str) -> str:
     tool = shutil.which("llvm-symbolizer-19") or shutil.which("llvm-symbolizer")
     cmd = [tool, f"--obj={m.group(1)}"] if tool else ["addr2line", "-i", "-e", m.group(1)]  # binutils
     proc = subprocess.run([*cmd, f"0x{m.group(2)}"], capture_output=True, text=True)
-    loc = re.search(r"^(/\S+?):(\d+)(?::\d+)?$", proc.stdout, re.M)  # the innermost (inlined) frame
-    return message[:m.start()] + (f"at {loc.group(1)}:{loc.group(2)}" if loc else m.group()) + message[m.end():]
+    loc = re.search(r"^([^?\n]\S*?):(\d+)(?::\d+)?$", proc.stdout, re.M)  # the innermost (inlined) frame
+    if not loc:
+        return message
+    file = LAUNCHER_FILE if loc.group(1).endswith(LAUNCHER_FILE) else loc.group(1)
+    return f"{message[:m.start()]}at {file}:{loc.group(2)}{message[m.end():]}"
 
 
 @functools.cache

@@ -476,3 +476,18 @@ def test_ubsan_build_runs_fibers():
     res = ub.dispatch_threads("group_scan", [x, np.zeros(400, np.uint32)], 200, 96, schedule="reverse")
     np.testing.assert_array_equal(res.buffers[1][0::2], np.concatenate([np.cumsum(x[:96]), np.cumsum(x[96:192]),
                                                                         np.cumsum(x[192:])]))
+
+
+def test_fiber_stack_overflow_is_reported(lib):
+    with pytest.raises(msl_harness.MslError, match=r"kernel stack_hog .* stack overflow") as e:
+        lib.dispatch_threads("stack_hog", [np.zeros(32, np.float32)], 32, 32, fibers=True)
+    assert re.search(r"stack overflow .* at \S+:\d+$", str(e.value)), str(e.value)  # symbolised
+
+
+def test_kernel_attribute_caps_the_group_and_constant_index_expressions():
+    spec = msl_harness.compile(KERNELS, function_constants={601: 5})
+    np.testing.assert_array_equal(spec.dispatch_threads("capped", [np.zeros(64, np.uint32)], 64, 64).buffers[0],
+                                  np.arange(64) + 5)
+    with pytest.raises(msl_harness.MslError, match=r"128 threads is empty or exceeds the kernel's "
+                                                   r"\[\[max_total_threads_per_threadgroup\]\] of 64"):
+        spec.dispatch_threads("capped", [np.zeros(128, np.uint32)], 128, 128)

@@ -31,8 +31,7 @@ enum { RUNNABLE, AT_BARRIER, AT_COLLECTIVE, DONE };
 typedef struct fiber {
     void *sp;
     unsigned state;
-    unsigned simdgroup_scope;       // AT_BARRIER: simdgroup_barrier (1) or threadgroup_barrier (0)
-    const char *what, *file;        // where it waits
+    const char *what, *file;        // where it waits: threadgroup_barrier, simd_sum, ... at file:line:col
     unsigned line, col;
     msl_resolver resolve;
     void *in, *in2, *out;
@@ -64,7 +63,7 @@ static struct {  // one launch at a time per library (groups run on the calling 
     char *stacks;
     fiber *cur;
     void *main_sp;
-    int serial, failed;
+    int failed;
     jmp_buf serial_bail;
     region regions[MAX_REGIONS];
     unsigned nregions;
@@ -95,23 +94,21 @@ static void fail(const char *fmt, ...) {
 // "threads 0-15, 17" for the fibers of the group that satisfy pred
 static void thread_list(char *buf, size_t len, int (*pred)(const fiber *, const void *), const void *arg) {
     size_t k = 0;
-    unsigned n = S.fibers[0].pos.tcount, count = 0;
+    unsigned n = S.fibers[0].pos.tcount;
     buf[0] = 0;
     for (unsigned i = 0; i < n && k + 24 < len; ++i) {
         if (!pred(&S.fibers[i], arg)) continue;
         unsigned j = i;
         while (j + 1 < n && pred(&S.fibers[j + 1], arg)) ++j;
-        count += j - i + 1;
         k += snprintf(buf + k, len - k, j > i ? "%s%u-%u" : "%s%u", k ? ", " : "", i, j);
         i = j;
     }
     if (k + 24 >= len) snprintf(buf + k, len - k, ", ...");
-    (void)count;
 }
 
 static int same_site(const fiber *a, const fiber *b) {
     return a->state == b->state && a->line == b->line && a->col == b->col &&
-           a->simdgroup_scope == b->simdgroup_scope && (a->what == b->what || strcmp(a->what, b->what) == 0) &&
+           (a->what == b->what || strcmp(a->what, b->what) == 0) &&
            (a->file == b->file || strcmp(a->file, b->file) == 0);
 }
 static int is_done(const fiber *f, const void *arg) { (void)arg; return f->state == DONE; }
@@ -119,10 +116,6 @@ static int at_site(const fiber *f, const void *arg) { return f->state != DONE &&
 static int in_simdgroup_at_site(const fiber *f, const void *arg) {
     const fiber *ref = arg;
     return f->pos.tidx / MSL_SIMD_WIDTH == ref->pos.tidx / MSL_SIMD_WIDTH && at_site(f, arg);
-}
-
-static const char *kind_of(const fiber *f) {
-    return f->state == AT_COLLECTIVE ? f->what : f->simdgroup_scope ? "simdgroup_barrier" : "threadgroup_barrier";
 }
 
 // ---- fibers --------------------------------------------------------------------------------------
@@ -304,12 +297,10 @@ void msl_tg_access(void *ptr, unsigned long size, unsigned write, unsigned site)
 
 // ---- synchronisation -----------------------------------------------------------------------------
 
-static void wait_at(unsigned state, unsigned simdgroup_scope, const char *what, const char *file, unsigned line,
-                    unsigned col) {
+static void wait_at(unsigned state, const char *what, const char *file, unsigned line, unsigned col) {
     if (!S.cur) longjmp(S.serial_bail, 1);
     fiber *f = S.cur;
     f->state = state;
-    f->simdgroup_scope = simdgroup_scope;
     f->what = what;
     f->file = file;
     f->line = line;
@@ -320,7 +311,7 @@ static void wait_at(unsigned state, unsigned simdgroup_scope, const char *what, 
 
 void msl_barrier(unsigned simdgroup_scope, const char *what, const char *file, unsigned line, unsigned col) {
     if (S.cur) S.cur->resolve = NULL;
-    wait_at(simdgroup_scope ? AT_COLLECTIVE : AT_BARRIER, simdgroup_scope, what, file, line, col);
+    wait_at(simdgroup_scope ? AT_COLLECTIVE : AT_BARRIER, what, file, line, col);
 }
 
 void msl_collective(msl_resolver resolve, void *in, void *in2, void *out, unsigned arg, unsigned arg2,
@@ -334,7 +325,7 @@ void msl_collective(msl_resolver resolve, void *in, void *in2, void *out, unsign
         f->arg = arg;
         f->arg2 = arg2;
     }
-    wait_at(AT_COLLECTIVE, 1, what, file, line, col);
+    wait_at(AT_COLLECTIVE, what, file, line, col);
 }
 
 unsigned msl_lane(void) {
@@ -360,7 +351,7 @@ static int resolve_simdgroup(unsigned base, unsigned n) {
         thread_list(a, sizeof a, in_simdgroup_at_site, first);
         thread_list(b, sizeof b, in_simdgroup_at_site, &lanes[i]);
         fail("simdgroup %u diverges: threads %s wait at %s (%s:%u) but threads %s at %s (%s:%u)", base / 32, a,
-             kind_of(first), first->file, first->line, b, kind_of(&lanes[i]), lanes[i].file, lanes[i].line);
+             first->what, first->file, first->line, b, lanes[i].what, lanes[i].file, lanes[i].line);
         return -1;
     }
     if (first->resolve) {
@@ -423,12 +414,12 @@ static int resolve(unsigned tcount) {
     if (other) {
         thread_list(b, sizeof b, at_site, other);
         fail("threads wait at different synchronisation points: threads %s at %s (%s:%u), threads %s at %s "
-             "(%s:%u)", a, kind_of(first), first->file, first->line, b, kind_of(other), other->file, other->line);
+             "(%s:%u)", a, first->what, first->file, first->line, b, other->what, other->file, other->line);
         return -1;
     }
     if (first->state != AT_BARRIER) {
         // lanes of one simdgroup at a collective that cannot resolve (cannot happen: resolved above)
-        fail("threads %s are stuck at %s (%s:%u)", a, kind_of(first), first->file, first->line);
+        fail("threads %s are stuck at %s (%s:%u)", a, first->what, first->file, first->line);
         return -1;
     }
     if (done) {
@@ -495,6 +486,7 @@ static int run_group_fibers(const unsigned tg[3], const unsigned tsz[3]) {
 // ---- faults in fibers (out-of-bounds threadgroup or device accesses, stack overflow) --------------
 
 static struct sigaction old_segv, old_bus;
+static stack_t old_altstack;  // Python's faulthandler has one: put it back after the launch
 
 static void on_fault(int sig, siginfo_t *info, void *uctx) {
     if (!S.cur || S.failed) {
@@ -537,7 +529,7 @@ static void guard_faults(int on) {
             S.altstack = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         }
         stack_t ss = {.ss_sp = S.altstack, .ss_size = 1 << 16, .ss_flags = 0};
-        sigaltstack(&ss, NULL);
+        sigaltstack(&ss, &old_altstack);
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;
@@ -548,6 +540,7 @@ static void guard_faults(int on) {
     } else {
         sigaction(SIGSEGV, &old_segv, NULL);
         sigaction(SIGBUS, &old_bus, NULL);
+        sigaltstack(&old_altstack, NULL);
     }
 }
 

@@ -290,3 +290,21 @@ kernel void atomic_ops(device const int *x [[buffer(0)]], device atomic_int *int
     }
     atomic_fetch_add_explicit(&sum[0], float(v) * 0.1f, memory_order_relaxed);
 }
+
+// A thread-local array larger than a fiber's stack (Metal would spill it; here it overflows).
+kernel void stack_hog(device float *out [[buffer(0)]], uint gid [[thread_position_in_grid]]) {
+    float big[100000];
+    for (uint i = 0; i < 100000; ++i) {
+        big[i] = float(i + gid);
+    }
+    out[gid] = simd_sum(big[gid * 977 % 100000]);
+}
+
+// A kernel attribute that sets the pipeline's maximum; a function constant indexed by an expression.
+#define FC_BASE 600
+constant int fc_expr [[function_constant(FC_BASE + 1)]];
+
+[[max_total_threads_per_threadgroup(64)]]
+kernel void capped(device uint *out [[buffer(0)]], uint gid [[thread_position_in_grid]]) {
+    out[gid] = gid + uint(fc_expr);
+}
