@@ -1,9 +1,16 @@
 """Metal compute on packed weights (metal/gguf_matmul.h) in the Linux harness: every kernel of every type,
 bit for bit against a numpy model of its own summation order (fma chain per lane over its sub-blocks, then
 the pinned simd_sum order, then the bias, then one rounding), under forward and reverse schedules with
-poisoned threadgroup memory; the error bound against float64; batch and mul_mat_id slot invariance; the
-run-time Metal path's single source."""
+poisoned threadgroup memory; the error bound against float64; batch and mul_mat_id slot invariance.
 
+The kernels run from one library: the run-time Metal path's single source (every metal/*.metal file with
+the headers inlined, ``metal_jit.source(matmul=True)``), which is also what torch.mps.compile_shader
+compiles. Each harness library that synchronises holds its own pool of fiber stacks (about 2,000 memory
+mappings), so one library for all types keeps a test process far from the kernel's mapping limit;
+``test_per_file_libraries_give_the_same_bits`` runs the per-file libraries (kernel-builder's compile
+units) of a few types, and tests/test_msl.py compiles and lints every file."""
+
+import functools
 import hashlib
 import os
 from fractions import Fraction
@@ -147,15 +154,29 @@ def _out_tensor(arr: np.ndarray, dtype) -> torch.Tensor:
     return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
 
 
+@functools.cache
+def single_source() -> Path:
+    """The run-time path's matmul source as a file, named by content (.cache may be shared by checkouts)."""
+    src = metal_jit.source(matmul=True)
+    path = ROOT / ".cache" / "jit" / f"gguf_dequant_jit-{hashlib.sha256(src.encode()).hexdigest()[:16]}.metal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(src)
+        os.replace(tmp, path)
+    return path
+
+
 def run_linear(name, raw, x, bias=None, out_dtype=None, kind=None, path=None, ftz=False, ubsan=False,
                **opts) -> torch.Tensor:
     """One launch of mul_mv / mul_mm as launch.matmul_grid describes it; asserts every output was written.
-    ``ftz``: the harness build that flushes subnormals like Metal's fast math may; ``ubsan``: with UBSan."""
+    ``path``: a .metal file (default: the single source); ``ftz``: the harness build that flushes subnormals
+    like Metal's fast math may; ``ubsan``: with UBSan."""
     out_dtype = out_dtype or x.dtype
     m, k = x.shape
     n = raw.shape[0]
     kind, groups, group = launch.matmul_grid(m, n, kind)
-    lib = msl_harness.compile(path or msl_harness.kernel_file(name), ftz=ftz, ubsan=ubsan)
+    lib = msl_harness.compile(path or single_source(), ftz=ftz, ubsan=ubsan)
     host = f"mul_{kind}_{name.lower()}_{SUFFIX[x.dtype]}_{SUFFIX[out_dtype]}"
     out = np.empty((m, n), NP_OUT[out_dtype])
     b = np.zeros(1, np.float32) if bias is None else bias
@@ -172,7 +193,7 @@ def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, ubsan=False, **opt
     n_tok, n_used = ids.shape
     k = x3.shape[-1]
     kind, groups, group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp, kind)
-    lib = msl_harness.compile(path or msl_harness.kernel_file(name), ubsan=ubsan)
+    lib = msl_harness.compile(path or single_source(), ubsan=ubsan)
     host = f"mul_{kind}_{name.lower()}_{SUFFIX[x3.dtype]}"
     out = np.empty((n_tok, n_used, n), np.float32)
     scalars = [k, n, n_exp, n_used, x3.shape[1]] + ([n_tok * n_used] if kind == "mm_id" else [])
@@ -389,6 +410,7 @@ def test_ubsan_build():
     """UBSan (index overflow, misaligned or out-of-range accesses) over every kernel kind of a K-quant.
     One type: every extra library costs the harness a pool of fiber stacks."""
     name = "Q4_K"
+    per_file = msl_harness.kernel_file(name)
     rng = np.random.default_rng(23)
     sub = launch.matmul_sub_elems(name)
     k = k_values(name)[1]
@@ -396,11 +418,11 @@ def test_ubsan_build():
     x = activations(10, k, torch.float16, rng)
     want = model(w3[0], x.float().numpy(), sub)
     for kind, m in (("mv", 3), ("mm", 10)):
-        got = run_linear(name, raw3[0], x[:m], out_dtype=torch.float32, kind=kind, ubsan=True)
+        got = run_linear(name, raw3[0], x[:m], out_dtype=torch.float32, kind=kind, path=per_file, ubsan=True)
         testing.assert_bits_equal(got, torch.from_numpy(want[:m]), f"{name} {kind} UBSan build")
     ids = np.array([[1, 0], [0, 2], [1, -1]])
     for kind in ("mv_id", "mm_id"):
-        got = run_mul_mat_id(name, raw3, x[:3].reshape(3, 1, k), ids, kind=kind, ubsan=True)
+        got = run_mul_mat_id(name, raw3, x[:3].reshape(3, 1, k), ids, kind=kind, path=per_file, ubsan=True)
         check_slots(name, got, ids, w3, x[:3].float().numpy()[:, None], 1)
 
 
@@ -421,15 +443,7 @@ def test_error_constant_follows_the_tree():
 
 @pytest.fixture(scope="module")
 def jit_file():
-    # Named by content: .cache may be shared by several checkouts.
-    src = metal_jit.source(matmul=True)
-    path = ROOT / ".cache" / "jit" / f"gguf_dequant_jit-{hashlib.sha256(src.encode()).hexdigest()[:16]}.metal"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(src)
-        os.replace(tmp, path)
-    return path
+    return single_source()
 
 
 def test_jit_source_has_every_matmul_kernel(jit_file):
@@ -451,23 +465,27 @@ def test_jit_matmul_source_lints_clean(jit_file):
     assert not findings, "\n".join(map(str, findings))
 
 
-@pytest.mark.parametrize("name", ["Q4_0", "Q6_K", "IQ4_XS", "MXFP4", "BF16"])
-def test_jit_source_matmul_matches_model(jit_file, name):
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "IQ2_XXS", "BF16"])
+def test_per_file_libraries_give_the_same_bits(name):
+    """The per-file compile units (as kernel-builder builds them) against the single source and the model,
+    every kernel kind."""
     rng = np.random.default_rng(13)
     sub = launch.matmul_sub_elems(name)
+    per_file = msl_harness.kernel_file(name)
     k = k_values(name)[1]
     raw, w = weights(name, 7, k, rng)
     bias = rng.standard_normal(7).astype(np.float32)
     for m in (4, 12):
         x = activations(m, k, torch.bfloat16, rng)
-        want = model(w, x.float().numpy(), sub, bias)
-        got = run_linear(name, raw, x, bias, torch.bfloat16, path=jit_file, schedule="reverse")
-        testing.assert_bits_equal(got, testing.round_to(torch.from_numpy(want), torch.bfloat16), f"jit {name} M={m}")
+        want = testing.round_to(torch.from_numpy(model(w, x.float().numpy(), sub, bias)), torch.bfloat16)
+        got = run_linear(name, raw, x, bias, torch.bfloat16, path=per_file, schedule="reverse")
+        testing.assert_bits_equal(got, want, f"{per_file.name} {name} M={m}")
+        testing.assert_bits_equal(got, run_linear(name, raw, x, bias, torch.bfloat16), f"{name}: per file vs single")
     raw3, w3 = np.stack([raw, raw[::-1].copy()]), np.stack([w, w[::-1].copy()])
     x3 = activations(2, k, torch.float32, rng).reshape(2, 1, k)
     ids = np.array([[1, 0], [0, 5]])
     for kind in ("mv_id", "mm_id"):
-        check_slots(name, run_mul_mat_id(name, raw3, x3, ids, kind=kind, path=jit_file), ids, w3, x3.numpy(), 1)
+        check_slots(name, run_mul_mat_id(name, raw3, x3, ids, kind=kind, path=per_file), ids, w3, x3.numpy(), 1)
 
 
 # ---- the run-time path's argument checks (no Mac needed) ----------------------------------------------
