@@ -465,7 +465,7 @@ def test_jit_matmul_source_lints_clean(jit_file):
     assert not findings, "\n".join(map(str, findings))
 
 
-@pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "IQ2_XXS", "BF16"])
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_K", "IQ2_XXS", "BF16"])
 def test_per_file_libraries_give_the_same_bits(name):
     """The per-file compile units (as kernel-builder builds them) against the single source and the model,
     every kernel kind."""

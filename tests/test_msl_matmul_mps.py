@@ -63,20 +63,21 @@ def test_linear_on_mps(name, path):
     if path not in paths:
         pytest.skip(f"{path} path unavailable (torch.mps.compile_shader / GGUF_DEQUANT_METAL_BUILD)")
     linear, mul_mat_vec, _ = paths[path]
+    qtype = resolve(name).id  # the op schemas take the integer id
     k, n = _k(name), 37
     blocks, w64 = _weights(name, n, k, 1)
     blocks = blocks.to("mps")
     x = torch.randn(40, k, dtype=torch.bfloat16).to("mps")
     bias = torch.randn(n).to("mps")
-    full = mul_mat_vec(blocks, x, name, n)  # M = 40: the tiled kernel
+    full = mul_mat_vec(blocks, x, qtype, n)  # M = 40: the tiled kernel
     assert _bound_ok(name, full, w64, x.float())
     for m in (1, 3, 8, 9):
         rows = torch.randperm(40)[:m].to("mps")
-        testing.assert_bits_equal(mul_mat_vec(blocks, x[rows], name, n).cpu(), full[rows].cpu(), f"{name} M={m}")
-    with_bias = linear(x[:5], blocks, name, bias)  # bfloat16 out, rounded once from the float32 sum + bias
-    want = (mul_mat_vec(blocks, x[:5], name, n).cpu() + bias.cpu()).to(torch.bfloat16)
+        testing.assert_bits_equal(mul_mat_vec(blocks, x[rows], qtype, n).cpu(), full[rows].cpu(), f"{name} M={m}")
+    with_bias = linear(x[:5], blocks, qtype, bias)  # bfloat16 out, rounded once from the float32 sum + bias
+    want = (mul_mat_vec(blocks, x[:5], qtype, n).cpu() + bias.cpu()).to(torch.bfloat16)
     testing.assert_bits_equal(with_bias.cpu(), want, f"{name} bias and bfloat16 rounding")
-    testing.assert_bits_equal(mul_mat_vec(blocks, x, name, n).cpu(), full.cpu(), f"{name} determinism")
+    testing.assert_bits_equal(mul_mat_vec(blocks, x, qtype, n).cpu(), full.cpu(), f"{name} determinism")
 
 
 @pytest.mark.parametrize("path", ["jit", "built"])
@@ -86,16 +87,17 @@ def test_mul_mat_id_on_mps(name, path):
     if path not in paths:
         pytest.skip(f"{path} path unavailable")
     _, mul_mat_vec, mul_mat_id = paths[path]
+    qtype = resolve(name).id
     k, n, e = _k(name), 19, 4
     blocks = torch.stack([_weights(name, n, k, s)[0] for s in range(e)]).to("mps")
     x = torch.randn(3, k, dtype=torch.float16).to("mps")
     ids = torch.tensor([[3, 0], [1, -1], [4, 2]], device="mps")
-    got = mul_mat_id(blocks, x, ids, name, n).cpu()
+    got = mul_mat_id(blocks, x, ids, qtype, n).cpu()
     for t in range(3):
         for u in range(2):
             i = int(ids[t, u])
             if 0 <= i < e:
-                testing.assert_bits_equal(got[t, u], mul_mat_vec(blocks[i], x[t:t + 1], name, n)[0].cpu(),
+                testing.assert_bits_equal(got[t, u], mul_mat_vec(blocks[i], x[t:t + 1], qtype, n)[0].cpu(),
                                           f"{name} slot {(t, u)}")
             else:
                 assert torch.isnan(got[t, u]).all()
