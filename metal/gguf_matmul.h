@@ -56,18 +56,13 @@
 
 #else
 
-// Float weights: sub-block s holds elements 8s .. min(8s + 8, K) of the row; the widening is exact.
-template <typename IN>
-inline void gguf_load_sub(device const IN *row, uint s, uint K, thread float *y) {
-    const uint first = s * GGUF_SUB_f32;
-    const uint count = min(uint(GGUF_SUB_f32), K - first);
-    for (uint j = 0; j < count; ++j) {
-        y[j] = float(row[first + j]);
-    }
-}
-inline void gguf_mm_decode(device const float *row, uint s, uint K, thread float *y) { gguf_load_sub(row, s, K, y); }
-inline void gguf_mm_decode(device const half *row, uint s, uint K, thread float *y) { gguf_load_sub(row, s, K, y); }
-inline void gguf_mm_decode(device const bfloat *row, uint s, uint K, thread float *y) { gguf_load_sub(row, s, K, y); }
+// Sub-block s of a weight row into y: one overload per weight type. A quantized type's comes with its
+// GGUF_MATMUL_KERNELS line (found by argument-dependent lookup on its block type); the float types' are
+// declared here, for the kernel templates to see, and defined by GGUF_MATMUL_FLOAT_KERNELS in float.metal
+// over its gguf_load (elements 8s .. min(8s + 8, K)).
+inline void gguf_mm_decode(device const float *row, uint s, uint K, thread float *y);
+inline void gguf_mm_decode(device const half *row, uint s, uint K, thread float *y);
+inline void gguf_mm_decode(device const bfloat *row, uint s, uint K, thread float *y);
 
 // Elements in sub-block s: S, except the last sub-block of a float row (QK == 1) when S does not divide K.
 template <int QK, int S>
@@ -344,7 +339,15 @@ kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
     }                                                                                            \
     GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME)
 
-// A float type: the weights are IN elements.
-#define GGUF_MATMUL_FLOAT_KERNELS(NAME, IN) GGUF_MATMUL_INSTANCES(NAME, IN, 1, GGUF_SUB_##NAME)
+// A float type: the weights are IN elements, widened by float.metal's gguf_load.
+#define GGUF_MATMUL_FLOAT_KERNELS(NAME, IN)                                                      \
+    inline void gguf_mm_decode(device const IN *row, uint s, uint K, thread float *y) {          \
+        const uint first = s * GGUF_SUB_##NAME;                                                  \
+        const uint count = min(uint(GGUF_SUB_##NAME), K - first);                                \
+        for (uint j = 0; j < count; ++j) {                                                       \
+            y[j] = gguf_load(row + first + j);                                                   \
+        }                                                                                        \
+    }                                                                                            \
+    GGUF_MATMUL_INSTANCES(NAME, IN, 1, GGUF_SUB_##NAME)
 
 #endif
