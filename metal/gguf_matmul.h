@@ -112,6 +112,22 @@ inline void gguf_mv_accumulate(device const uchar *w, uint n0, uint N, uint K, d
     const uint ns = (K + S - 1) / S;
     for (uint s = lane; s < ns; s += GGUF_SIMD_WIDTH) {
         const uint count = gguf_sub_count<QK, S>(s, K);
+        if (mr == 1) {
+            // One activation row (decoding, one mul_mat_id slot): read its sub-block once for all R rows.
+            float xs[S];
+            device const X *xr = x + ulong(xrow[0]) * K + s * S;
+            for (uint j = 0; j < count; ++j) {
+                xs[j] = float(xr[j]);
+            }
+            for (uint r = 0; r < R; ++r) {
+                if (n0 + r < N) {
+                    float v[S];
+                    gguf_mm_decode(reinterpret_cast<device const B *>(w + ulong(n0 + r) * bpr), s, K, v);
+                    acc[r * GGUF_MATMUL_X_ROWS] = gguf_fma_chain<1>(v, xs, count, acc[r * GGUF_MATMUL_X_ROWS]);
+                }
+            }
+            continue;
+        }
         for (uint r = 0; r < R; ++r) {
             if (n0 + r < N) {
                 float v[S];
