@@ -28,12 +28,13 @@ kernel void rows_dot_staged(device const float *w [[buffer(0)]], device const fl
     const uint row = tg * nsg + sg;
     float acc = 0.0f;
     for (uint c = 0; c < k; c += 1024) {
+        const uint len = min(1024u, k - c);
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        for (uint i = tid; i < 1024; i += tpg) {
+        for (uint i = tid; i < len; i += tpg) {
             xs[i] = x[c + i];
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        for (uint i = lane; i < 1024; i += 32) {
+        for (uint i = lane; i < len; i += 32) {
             acc += w[row * k + c + i] * xs[i];
         }
     }

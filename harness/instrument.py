@@ -3,8 +3,10 @@ optimised LLVM IR of a kernel library gets a call to the scheduler's ``msl_tg_ac
 races between barriers, reported with the access's ``file:line``).
 
 The compile driver builds with ``-ffake-address-space-map``, so ``threadgroup`` (OpenCL ``__local``) is
-LLVM address space 3 in the IR. Accesses through generic pointers (address space 4: ``this`` of a method
-called on a threadgroup object that was not inlined away) are not checked.
+LLVM address space 3 in the IR. Generic pointers (address space 4) cast from a threadgroup pointer in the
+same function (and offsets from them) are followed too: a struct copy through the implicit assignment
+operator, whose ``this`` is generic, becomes such a memcpy. Generic pointers that reach a function as
+arguments (a method on a threadgroup object that was not inlined) are not checked.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from __future__ import annotations
 import re
 
 LOCAL = "ptr addrspace(3)"
+_VALUE = r"(%[\w.$-]+|%\"[^\"]+\")"
 _DBG = re.compile(r"!dbg (![0-9]+)")
-_LOAD = re.compile(r"^(\s*)(?:%[\w.$-]+|%\"[^\"]+\") = load (?!atomic)(?:volatile )?(.*?), ptr addrspace\(3\) "
-                   r"(%[\w.$-]+|%\"[^\"]+\")")
-_STORE = re.compile(r"^(\s*)store (?!atomic)(?:volatile )?(.*), ptr addrspace\(3\) (%[\w.$-]+|%\"[^\"]+\")")
+_LOAD = re.compile(rf"^(\s*)(?:%[\w.$-]+|%\"[^\"]+\") = load (?!atomic)(?:volatile )?(.*?), ptr addrspace\(([34])\) "
+                   rf"{_VALUE}")
+_STORE = re.compile(rf"^(\s*)store (?!atomic)(?:volatile )?(.*), ptr addrspace\(([34])\) {_VALUE}")
+_TO_GENERIC = re.compile(rf"^\s*{_VALUE} = addrspacecast ptr addrspace\(3\) \S+ to ptr addrspace\(4\)")
+_GENERIC_GEP = re.compile(rf"^\s*{_VALUE} = getelementptr .*?, ptr addrspace\(4\) {_VALUE}")
 _MEM = re.compile(r"^(\s*)(?:tail |musttail |notail )?call void @llvm\.mem(cpy|move|set)(?:\.inline)?\.[\w.]+\((.*)\)")
 _META = re.compile(r"^(![0-9]+) = (?:distinct )?!(\w+)\((.*)\)\s*$")
 _FIELD = re.compile(r"(\w+): (\"(?:[^\"\\]|\\.)*\"|![0-9]+|[\w-]+)")
@@ -102,21 +107,38 @@ def instrument(ir: str) -> tuple[str, list[str]]:
         return index[loc], (f", !dbg {m.group(1)}" if m else "")
 
     out = []
+    generic: set[str] = set()  # generic pointers into threadgroup memory in the current function
+    casts = 0
+
+    def threadgroup(space: str, value: str) -> bool:
+        return space == "3" or value in generic
+
     for line in ir.splitlines():
+        if line.startswith("define "):
+            generic.clear()
+        elif m := _TO_GENERIC.match(line):
+            generic.add(m.group(1))
+        elif (m := _GENERIC_GEP.match(line)) and m.group(2) in generic:
+            generic.add(m.group(1))
         checks = []
-        if LOCAL in line:
-            if m := _LOAD.match(line):
-                checks.append((m.group(1), m.group(3), _sizeof(m.group(2).strip()), READ))
-            elif m := _STORE.match(line):
-                checks.append((m.group(1), m.group(3), _sizeof(_split_type(m.group(2))), WRITE))
+        if "addrspace(3)" in line or (generic and "addrspace(4)" in line):
+            if (m := _LOAD.match(line)) and threadgroup(m.group(3), m.group(4)):
+                checks.append((m.group(1), m.group(3), m.group(4), _sizeof(m.group(2).strip()), READ))
+            elif (m := _STORE.match(line)) and threadgroup(m.group(3), m.group(4)):
+                checks.append((m.group(1), m.group(3), m.group(4), _sizeof(_split_type(m.group(2))), WRITE))
             elif m := _MEM.match(line):
                 args = _args(m.group(3))
-                size = args[2]
+                size = args[2].split(None, 1)[1]
                 for pos, kind in ((0, WRITE), (1, READ)) if m.group(2) != "set" else ((0, WRITE),):
-                    if args[pos].startswith(LOCAL):
-                        checks.append((m.group(1), args[pos].split()[-1], size.split(None, 1)[1], kind))
-        for indent, ptr, size, kind in checks:
+                    space = re.match(r"ptr addrspace\((\d+)\)", args[pos])
+                    if space and threadgroup(space.group(1), args[pos].split()[-1]):
+                        checks.append((m.group(1), space.group(1), args[pos].split()[-1], size, kind))
+        for indent, space, ptr, size, kind in checks:
             k, dbg = site(line)
+            if space != "3":
+                casts += 1
+                out.append(f"{indent}%msl.tg.{casts} = addrspacecast ptr addrspace({space}) {ptr} to {LOCAL}")
+                ptr = f"%msl.tg.{casts}"
             out.append(f"{indent}call void @msl_tg_access({LOCAL} {ptr}, i64 {size}, i32 {kind}, i32 {k}){dbg}")
         out.append(line)
     if sites:

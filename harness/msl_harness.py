@@ -787,9 +787,11 @@ class Library:
                   "the kernel's [[max_total_threads_per_threadgroup]]": entry.get("max_threads")}
         what, limit = min(((k, v) for k, v in limits.items() if v is not None), key=lambda kv: kv[1])
         count = tg[0] * tg[1] * tg[2]
-        if any(t < 1 for t in tg) or count > limit:
-            raise MslError(f"{label}: a threadgroup of {tg[0]}x{tg[1]}x{tg[2]} = {count} threads is empty or "
-                           f"exceeds {what} of {limit} threads")
+        if any(t < 1 for t in tg):
+            raise MslError(f"{label}: an empty threadgroup {tg[0]}x{tg[1]}x{tg[2]}")
+        if count > limit:
+            raise MslError(f"{label}: a threadgroup of {tg[0]}x{tg[1]}x{tg[2]} = {count} threads exceeds {what} of "
+                           f"{limit} threads")
         tg_params = self._threadgroup_params(label, entry, threadgroup_buffers or {})
         writable = {p["attr_arg"] for p in entry["params"] if p["attr"] == "buffer" and p["writable"]} - set(inout)
         needed = {p["attr_arg"] for p in entry["params"] if p["attr"] == "buffer"}

@@ -13,6 +13,8 @@ options (``Library.dispatch_threads(..., **opts)``):
 - ``simd_order``: how ``simd_sum`` and the other reductions combine lanes: ``"butterfly"`` (default: lane i
   combines with lane i+d for d = 16, 8, 4, 2, 1), ``"adjacent"`` (pairs (0,1), (2,3), ..., then (0,2), ...),
   ``"sequential"`` (((l0 + l1) + l2) + ...). Apple does not document its order.
+- ``check_uninitialized``: a read of threadgroup memory that no thread of the group has written is an error
+  (off by default: harmless over-reads, e.g. a vector load of padding, are common).
 - ``fibers`` (handled by the launcher): None runs a launch serially until the kernel first synchronises
   and then reruns it on fibers; True always uses fibers, False never.
 - ``mma_order``: how ``simdgroup_multiply_accumulate`` sums each row-column product into C:
@@ -46,7 +48,7 @@ class Dispatch(ctypes.Structure):
     _fields_ = [
         ("ngroups", ctypes.c_uint32 * 3), ("tdecl", ctypes.c_uint32 * 3), ("grid", ctypes.c_uint32 * 3),
         ("schedule", ctypes.c_uint32), ("simd_order", ctypes.c_uint32), ("mma_order", ctypes.c_uint32),
-        ("mode", ctypes.c_uint32), ("poison", ctypes.c_uint32),
+        ("mode", ctypes.c_uint32), ("poison", ctypes.c_uint32), ("check_uninitialized", ctypes.c_uint32),
         ("seed", ctypes.c_uint64), ("bufs", ctypes.c_uint64),
         ("tg_param_size", ctypes.c_uint64 * MAX_TG_PARAMS),
         ("error", ctypes.c_uint64), ("error_len", ctypes.c_uint64),
@@ -61,7 +63,8 @@ def _choice(table: dict, name: str, value) -> int:
 
 
 def make_dispatch(groups, group, grid, bufs_addr: int, *, poison: int, schedule="forward", seed=0,
-                  simd_order="butterfly", mma_order="fma", threadgroup_params=None) -> tuple[Dispatch, object]:
+                  simd_order="butterfly", mma_order="fma", check_uninitialized=False,
+                  threadgroup_params=None) -> tuple[Dispatch, object]:
     """The dispatch structure and the error buffer it points to (keep both alive during the call)."""
     d = Dispatch()
     d.ngroups[:], d.tdecl[:], d.grid[:] = groups, group, grid
@@ -69,6 +72,7 @@ def make_dispatch(groups, group, grid, bufs_addr: int, *, poison: int, schedule=
     d.simd_order = _choice(SIMD_ORDERS, "simd_order", simd_order)
     d.mma_order = _choice(MMA_ORDERS, "mma_order", mma_order)
     d.seed = int(seed) & (2**64 - 1)
+    d.check_uninitialized = bool(check_uninitialized)
     d.poison = poison
     d.bufs = bufs_addr
     for index, nbytes in (threadgroup_params or {}).items():

@@ -103,8 +103,15 @@ def mma_model(a, b, c, order):
 
 
 def test_sync_kernels_lint_clean():
-    for path in (KERNELS, *BAD):
+    for path in (KERNELS, HERE / "msl_sync" / "ftz.metal", msl_harness.ROOT / "harness" / "cost.metal", *BAD):
         assert msl_lint.lint(path) == [], path.name
+
+
+def test_cost_script_runs(capsys):
+    from harness import cost
+    assert cost.main(["--n", "256", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("s/launch") == 6 and "e-0" in out
 
 
 # ---- known answers -----------------------------------------------------------------------------------
@@ -446,7 +453,7 @@ def test_function_constants():
 
 def test_group_over_1024_threads_and_unchecked_builds(lib):
     with pytest.raises(msl_harness.MslError, match=r"kernel block_sum \(.*\): a threadgroup of 1056x1x1 = 1056 "
-                                                   r"threads is empty or exceeds Metal's limit of 1024"):
+                                                   r"threads exceeds Metal's limit of 1024"):
         lib.dispatch_threadgroups("block_sum", [np.zeros(8, np.float32), np.zeros(1, np.float32), np.uint32(8)],
                                   1, 1056)
     fast = msl_harness.compile(KERNELS, race_check=False)
@@ -488,6 +495,26 @@ def test_kernel_attribute_caps_the_group_and_constant_index_expressions():
     spec = msl_harness.compile(KERNELS, function_constants={601: 5})
     np.testing.assert_array_equal(spec.dispatch_threads("capped", [np.zeros(64, np.uint32)], 64, 64).buffers[0],
                                   np.arange(64) + 5)
-    with pytest.raises(msl_harness.MslError, match=r"128 threads is empty or exceeds the kernel's "
+    with pytest.raises(msl_harness.MslError, match=r"128 threads exceeds the kernel's "
                                                    r"\[\[max_total_threads_per_threadgroup\]\] of 64"):
         spec.dispatch_threads("capped", [np.zeros(128, np.uint32)], 128, 128)
+
+
+def test_uninitialized_threadgroup_reads_on_request(lib):
+    with pytest.raises(msl_harness.MslError, match=r"thread 0 reads byte offset 0 of threadgroup memory 'tile' "
+                                                   r"\(.*\) at .*sync_kernels.metal:\d+, which no thread of the "
+                                                   r"group has written"):
+        lib.dispatch_threads("read_poison", [np.zeros(96, np.uint32)], 96, 32, check_uninitialized=True)
+    x = np.arange(200, dtype=np.uint32)  # a correct kernel passes
+    lib.dispatch_threads("group_scan", [x, np.zeros(400, np.uint32)], 200, 96, check_uninitialized=True)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_structs_through_threadgroup_memory(lib, schedule):
+    src = np.random.default_rng(12).integers(0, 256, 32 * 32).astype(np.uint8)
+    res = lib.dispatch_threads("struct_stage", [src, np.zeros(32 * 32, np.uint8), np.uint32(1)], 32, 32,
+                               schedule=schedule)
+    np.testing.assert_array_equal(res.buffers[1].reshape(32, 32), src.reshape(32, 32)[::-1])
+    with pytest.raises(msl_harness.MslError, match="data race on threadgroup memory 'blocks'"):  # copies are checked
+        lib.dispatch_threads("struct_stage", [src, np.zeros(32 * 32, np.uint8), np.uint32(0)], 32, 32,
+                             schedule=schedule)

@@ -71,7 +71,7 @@ static struct {  // one launch at a time per library (groups run on the calling 
     unsigned group[3];
     char *altstack;
     // race check: a clock ticks at every group start, threadgroup barrier and simdgroup synchronisation
-    unsigned clock, phase, sg_phase[MAX_THREADS / MSL_SIMD_WIDTH];
+    unsigned clock, phase, group_phase, sg_phase[MAX_THREADS / MSL_SIMD_WIDTH];
 } S;
 
 static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
@@ -285,6 +285,11 @@ void msl_tg_access(void *ptr, unsigned long size, unsigned write, unsigned site)
             }
             h->writer = (unsigned short)t, h->w_phase = S.phase, h->w_sg = q, h->w_site = site;
         } else {
+            if (S.d->check_uninitialized && h->w_phase < S.group_phase) {
+                fail("thread %u reads byte offset %lu of threadgroup memory '%s' (%s:%u) at @site(%u), which no "
+                     "thread of the group has written", t, off, r->name, r->file, r->line, site);
+                fail_in_fiber();
+            }
             if (h->r_phase == S.phase && h->reader != t) {
                 h->reader = MANY;
             } else {
@@ -460,6 +465,7 @@ static int run_group_fibers(const unsigned tg[3], const unsigned tsz[3]) {
     }
     for (unsigned i = 0; i < S.nregions; ++i) memset(S.regions[i].data, (int)S.d->poison, S.regions[i].size);
     new_phase();
+    S.group_phase = S.phase;
     unsigned long rng = S.d->seed * 0x9E3779B97F4A7C15ul + (tg[0] + 1) * 0x632BE59BD9B4E019ul + tg[1] * 31 + tg[2];
     if (!rng) rng = 1;
     for (;;) {

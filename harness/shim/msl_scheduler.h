@@ -55,6 +55,7 @@ typedef void (*msl_serial_fn)(const msl_dispatch *);
 struct msl_dispatch {
     unsigned ngroups[3], tdecl[3], grid[3];
     unsigned schedule, simd_order, mma_order, mode, poison;
+    unsigned check_uninitialized;                    // a read of threadgroup memory no thread wrote is an error
     unsigned long seed;
     unsigned long bufs;                              // address of the buffer address table
     unsigned long tg_param_size[MSL_MAX_TG_PARAMS];  // [[threadgroup(n)]] bytes, 0 = not bound

@@ -54,8 +54,9 @@ kernel void group_scan(device const uint *x [[buffer(0)]], device uint *out [[bu
     const uint v = x[gid];
     const uint incl = simd_prefix_inclusive_sum(v);
     const uint excl = simd_prefix_exclusive_sum(v);
-    if (lane == 31) {
-        totals[sg] = incl;
+    const uint total = simd_sum(v);  // not lane 31's prefix: a partial simdgroup has no lane 31
+    if (lane == 0) {
+        totals[sg] = total;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     if (sg == 0) {
@@ -307,4 +308,21 @@ constant int fc_expr [[function_constant(FC_BASE + 1)]];
 [[max_total_threads_per_threadgroup(64)]]
 kernel void capped(device uint *out [[buffer(0)]], uint gid [[thread_position_in_grid]]) {
     out[gid] = gid + uint(fc_expr);
+}
+
+// Whole structs through threadgroup memory (struct copies become memcpy in the IR, checked too).
+struct pair_block {
+    half scale;
+    uchar q[30];
+};
+
+kernel void struct_stage(device const pair_block *src [[buffer(0)]], device pair_block *dst [[buffer(1)]],
+                         constant uint &barrier [[buffer(2)]],
+                         uint tid [[thread_index_in_threadgroup]], uint tpg [[threads_per_threadgroup]]) {
+    threadgroup pair_block blocks[32];
+    blocks[tid] = src[tid];
+    if (barrier != 0) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+    }
+    dst[tid] = blocks[tpg - 1 - tid];
 }

@@ -1,5 +1,5 @@
 // Seeded bug: a launch with a bigger threadgroup than the pipeline's maximum (as real pipelines report).
-// expect: a threadgroup of 64x1x1 = 64 threads is empty or exceeds the pipeline maximum of 32 threads
+// expect: a threadgroup of 64x1x1 = 64 threads exceeds the pipeline maximum of 32 threads
 // launch: {"groups": 1, "group": 64, "max_threads_per_group": 32}
 #include <metal_stdlib>
 using namespace metal;
