@@ -58,3 +58,71 @@ def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[
     pipeline whose maximum threadgroup size is ``pipeline_max``."""
     threads = checked_threads(qtype, n_elements)
     return threads, group_size(threads, pipeline_max)
+
+
+# ---- Compute on packed weights (metal/gguf_matmul.h; the constants are generated into gguf_types.h) ----
+#
+# Summation order of every matmul kernel, per output y[m, n]: the weight row is cut into
+# ns = ceil(K / S) sub-blocks of S = ELEMS_PER_THREAD[type] elements (the float types: S = 8, shorter last
+# sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and accumulates acc = fma(w, x, acc)
+# from +0 in that order (elements in order within a sub-block); then simd_sum over the 32 lanes; then
+# + bias[n] in float32 when given; then one rounding to the output dtype. The order depends on nothing but
+# K and the type, so every kernel gives a row the same bits whatever M is and wherever the row sits.
+
+SIMD_WIDTH = 32
+MATMUL_X_ROWS = 8    # activation rows per simdgroup (a mul_mv threadgroup takes at most this many)
+MV_SIMDGROUPS = 2    # mul_mv / mul_mv_id: simdgroups per threadgroup ...
+MV_ROWS = 2          # ... each owning this many weight rows
+MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup, MATMUL_X_ROWS activation rows each ...
+MM_ROWS = 4          # ... sharing a decoded tile of this many weight rows (MM_ROWS * 32 * S floats)
+ID_WINDOW = 256      # mul_mm_id: slots of ids one threadgroup scans for its expert
+# Additions of simd_sum on one lane's path: 5 (log2 32) for a tree; Apple does not document its order, so
+# the bound takes the worst any order can give (a sequential sum: 31).
+SIMD_SUM_ROUNDINGS = SIMD_WIDTH - 1
+
+
+def matmul_kernel(m_rows: int) -> str:
+    """``"mv"`` (mat-vec, weights read once per MATMUL_X_ROWS rows) or ``"mm"`` (shared tile) for M rows."""
+    return "mv" if m_rows <= MATMUL_X_ROWS else "mm"
+
+
+def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, tuple[int, int], int]:
+    """(kernel kind, threadgroups (x, y), threads per threadgroup) for y = x @ W^T with x (M, K), W (N, K):
+    a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (both give the same bits)."""
+    kind = kind or matmul_kernel(m_rows)
+    if kind == "mv":
+        return kind, (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH
+    if kind == "mm":
+        rows = MM_SIMDGROUPS * MATMUL_X_ROWS
+        return kind, (-(-n_out // MM_ROWS), -(-m_rows // rows)), MM_SIMDGROUPS * SIMD_WIDTH
+    raise ValueError(f"unknown matmul kernel kind {kind!r}")
+
+
+def mul_mat_id_grid(n_tokens: int, n_used: int, n_out: int, n_experts: int,
+                    kind: str | None = None) -> tuple[str, tuple[int, int, int], int]:
+    """(kernel kind, threadgroups (x, y, z), threads per threadgroup) of mul_mat_id with ids (T, U):
+    ``"mv_id"`` for one token (a threadgroup row per slot), else ``"mm_id"`` (a threadgroup row per expert
+    and window of ID_WINDOW slots, each decoded weight applied to up to MATMUL_X_ROWS of its slots).
+    Both give every slot the bits of a one-row linear on its expert."""
+    kind = kind or ("mv_id" if n_tokens == 1 else "mm_id")
+    tiles = -(-n_out // (MV_SIMDGROUPS * MV_ROWS))
+    if kind == "mv_id":
+        return kind, (tiles, n_tokens * n_used, 1), MV_SIMDGROUPS * SIMD_WIDTH
+    if kind == "mm_id":
+        windows = -(-(n_tokens * n_used) // ID_WINDOW)
+        return kind, (tiles, max(n_experts, 1), windows), MV_SIMDGROUPS * SIMD_WIDTH
+    raise ValueError(f"unknown mul_mat_id kernel kind {kind!r}")
+
+
+def matmul_sub_elems(qtype) -> int:
+    """S: elements of one sub-block, the unit a lane decodes and accumulates."""
+    return ELEMS_PER_THREAD[resolve(qtype).name]
+
+
+def matmul_error_constant(qtype, k: int, bias: bool = False) -> int:
+    """n of the bound |y - y_exact| <= n u / (1 - n u) * (sum |w_k x_k| + |bias|), u = 2**-24, for one
+    output of any matmul kernel: the longest lane chain (one rounding per fma), simd_sum in any order,
+    and the bias addition. (With simd_sum as a 5-level tree, 26 fewer.)"""
+    s = matmul_sub_elems(qtype)
+    n_sub = -(-k // s)
+    return s * -(-n_sub // SIMD_WIDTH) + SIMD_SUM_ROUNDINGS + int(bias)

@@ -110,3 +110,6 @@ inline void gguf_store(device T *dst, thread const float *y) {
     kernel_dequantize_##NAME<bfloat>(GGUF_KERNEL_PARAMS(NAME, bfloat));
 
 #endif
+
+// Compute on packed weights: GGUF_MATMUL_KERNELS(<type>) after each decode function.
+#include "gguf_matmul.h"

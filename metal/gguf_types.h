@@ -38,6 +38,15 @@
     X(1, f16, 1, 2, 8) \
     X(30, bf16, 1, 2, 8) \
 
+// Matmul launch geometry (launch.py; metal/gguf_matmul.h).
+#define GGUF_SIMD_WIDTH 32u
+#define GGUF_MATMUL_X_ROWS 8u
+#define GGUF_MV_SIMDGROUPS 2u
+#define GGUF_MV_ROWS 2u
+#define GGUF_MM_SIMDGROUPS 4u
+#define GGUF_MM_ROWS 4u
+#define GGUF_ID_WINDOW 256u
+
 // Per-type constants, for use inside the kernel files.
 #define GGUF_QK_f32 1
 #define GGUF_SUB_f32 8

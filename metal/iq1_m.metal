@@ -39,3 +39,4 @@ inline void dequantize_iq1_m(device const block_iq1_m *b, ushort sub, thread flo
 }
 
 GGUF_DEQUANT_KERNELS(iq1_m)
+GGUF_MATMUL_KERNELS(iq1_m)

@@ -27,3 +27,4 @@ inline void dequantize_iq1_s(device const block_iq1_s *b, ushort sub, thread flo
 }
 
 GGUF_DEQUANT_KERNELS(iq1_s)
+GGUF_MATMUL_KERNELS(iq1_s)

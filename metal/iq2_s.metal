@@ -31,3 +31,4 @@ inline void dequantize_iq2_s(device const block_iq2_s *b, ushort sub, thread flo
 }
 
 GGUF_DEQUANT_KERNELS(iq2_s)
+GGUF_MATMUL_KERNELS(iq2_s)

@@ -30,3 +30,4 @@ inline void dequantize_iq2_xs(device const block_iq2_xs *b, ushort sub, thread f
 }
 
 GGUF_DEQUANT_KERNELS(iq2_xs)
+GGUF_MATMUL_KERNELS(iq2_xs)

@@ -28,3 +28,4 @@ inline void dequantize_iq2_xxs(device const block_iq2_xxs *b, ushort sub, thread
 }
 
 GGUF_DEQUANT_KERNELS(iq2_xxs)
+GGUF_MATMUL_KERNELS(iq2_xxs)

@@ -32,3 +32,4 @@ inline void dequantize_iq3_s(device const block_iq3_s *b, ushort sub, thread flo
 }
 
 GGUF_DEQUANT_KERNELS(iq3_s)
+GGUF_MATMUL_KERNELS(iq3_s)

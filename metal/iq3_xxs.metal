@@ -31,3 +31,4 @@ inline void dequantize_iq3_xxs(device const block_iq3_xxs *b, ushort sub, thread
 }
 
 GGUF_DEQUANT_KERNELS(iq3_xxs)
+GGUF_MATMUL_KERNELS(iq3_xxs)

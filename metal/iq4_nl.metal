@@ -19,3 +19,4 @@ inline void dequantize_iq4_nl(device const block_iq4_nl *b, ushort sub, thread f
 }
 
 GGUF_DEQUANT_KERNELS(iq4_nl)
+GGUF_MATMUL_KERNELS(iq4_nl)

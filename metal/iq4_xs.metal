@@ -26,3 +26,4 @@ inline void dequantize_iq4_xs(device const block_iq4_xs *b, ushort sub, thread f
 }
 
 GGUF_DEQUANT_KERNELS(iq4_xs)
+GGUF_MATMUL_KERNELS(iq4_xs)

@@ -42,3 +42,4 @@ inline void dequantize_mxfp4(device const block_mxfp4 *b, ushort sub, thread flo
 }
 
 GGUF_DEQUANT_KERNELS(mxfp4)
+GGUF_MATMUL_KERNELS(mxfp4)

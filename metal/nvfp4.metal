@@ -35,3 +35,4 @@ inline void dequantize_nvfp4(device const block_nvfp4 *b, ushort sub, thread flo
 }
 
 GGUF_DEQUANT_KERNELS(nvfp4)
+GGUF_MATMUL_KERNELS(nvfp4)

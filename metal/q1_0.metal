@@ -21,3 +21,4 @@ inline void dequantize_q1_0(device const block_q1_0 *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q1_0)
+GGUF_MATMUL_KERNELS(q1_0)

@@ -18,3 +18,4 @@ inline void dequantize_q2_0(device const block_q2_0 *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q2_0)
+GGUF_MATMUL_KERNELS(q2_0)

@@ -24,3 +24,4 @@ inline void dequantize_q2_k(device const block_q2_k *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q2_k)
+GGUF_MATMUL_KERNELS(q2_k)

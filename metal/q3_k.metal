@@ -29,3 +29,4 @@ inline void dequantize_q3_k(device const block_q3_k *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q3_k)
+GGUF_MATMUL_KERNELS(q3_k)

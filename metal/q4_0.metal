@@ -18,3 +18,4 @@ inline void dequantize_q4_0(device const block_q4_0 *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q4_0)
+GGUF_MATMUL_KERNELS(q4_0)

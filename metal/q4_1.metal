@@ -20,3 +20,4 @@ inline void dequantize_q4_1(device const block_q4_1 *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q4_1)
+GGUF_MATMUL_KERNELS(q4_1)

@@ -37,3 +37,4 @@ inline void dequantize_q4_k(device const block_q4_k *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q4_k)
+GGUF_MATMUL_KERNELS(q4_k)

@@ -23,3 +23,4 @@ inline void dequantize_q5_0(device const block_q5_0 *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q5_0)
+GGUF_MATMUL_KERNELS(q5_0)

@@ -24,3 +24,4 @@ inline void dequantize_q5_1(device const block_q5_1 *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q5_1)
+GGUF_MATMUL_KERNELS(q5_1)

@@ -37,3 +37,4 @@ inline void dequantize_q5_k(device const block_q5_k *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q5_k)
+GGUF_MATMUL_KERNELS(q5_k)

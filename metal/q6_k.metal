@@ -29,3 +29,4 @@ inline void dequantize_q6_k(device const block_q6_k *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q6_k)
+GGUF_MATMUL_KERNELS(q6_k)

@@ -17,3 +17,4 @@ inline void dequantize_q8_0(device const block_q8_0 *b, ushort sub, thread float
 }
 
 GGUF_DEQUANT_KERNELS(q8_0)
+GGUF_MATMUL_KERNELS(q8_0)

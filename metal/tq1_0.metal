@@ -44,3 +44,4 @@ inline void dequantize_tq1_0(device const block_tq1_0 *b, ushort sub, thread flo
 }
 
 GGUF_DEQUANT_KERNELS(tq1_0)
+GGUF_MATMUL_KERNELS(tq1_0)

@@ -19,3 +19,4 @@ inline void dequantize_tq2_0(device const block_tq2_0 *b, ushort sub, thread flo
 }
 
 GGUF_DEQUANT_KERNELS(tq2_0)
+GGUF_MATMUL_KERNELS(tq2_0)

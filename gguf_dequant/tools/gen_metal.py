@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import tables
+from .. import launch, tables
 from ..launch import ELEMS_PER_THREAD, MAX_GRID_THREADS, THREADGROUP_SIZE
 from ..types import SUPPORTED, resolve
 
@@ -35,6 +35,11 @@ def types_header() -> str:
         lines += [f"    X({t.id}, {t.name.lower()}, {t.block_elems}, {t.block_bytes}, {ELEMS_PER_THREAD[t.name]}) \\"
                   for t in rows]
         lines.append("")
+    lines.append("// Matmul launch geometry (launch.py; metal/gguf_matmul.h).")
+    for name in ("SIMD_WIDTH", "MATMUL_X_ROWS", "MV_SIMDGROUPS", "MV_ROWS", "MM_SIMDGROUPS", "MM_ROWS",
+                 "ID_WINDOW"):
+        lines.append(f"#define GGUF_{name} {getattr(launch, name)}u")
+    lines.append("")
     lines.append("// Per-type constants, for use inside the kernel files.")
     for t in SUPPORTED.values():
         n = t.name.lower()

@@ -1,0 +1,202 @@
+// Metal host dispatch of the compute-on-packed-weights ops (metal/gguf_matmul.h), encoded on torch's
+// current MPS stream exactly as dequantize.mm encodes dequantize.
+//
+// torch_binding.cpp has already checked the arguments (dtypes, ranks, K against the blocks' row length,
+// N, bias length, devices, contiguity; ids converted to int32). Launch geometry follows
+// gguf_dequant/launch.py through the generated constants in gguf_types.h: mul_mv for M <= GGUF_MATMUL_X_ROWS
+// rows, mul_mm above (the same summation order, so the same bits per row); mul_mv_id for one token (a
+// threadgroup row per slot), mul_mm_id for more (grouped by expert on the GPU). Every launch is
+// dispatchThreadgroups.
+#include <ATen/mps/MPSDevice.h>
+#include <ATen/mps/MPSStream.h>
+#include <ATen/native/mps/OperationUtils.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#import <Foundation/Foundation.h>
+#import <Metal/Metal.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "gguf_types.h"
+#include "torch_binding.h"
+
+#ifdef EMBEDDED_METALLIB_HEADER
+#include EMBEDDED_METALLIB_HEADER
+#else
+#error "EMBEDDED_METALLIB_HEADER is not defined (kernel-builder embeds the compiled shaders)"
+#endif
+
+namespace {
+
+id<MTLBuffer> buffer_of(const at::Tensor &t) {
+    return __builtin_bit_cast(id<MTLBuffer>, t.storage().data());
+}
+
+// The same library and pipeline caches as dequantize.mm (internal linkage: one cache per file).
+id<MTLLibrary> library(id<MTLDevice> device) {
+    static id<MTLLibrary> lib = nil;
+    static std::once_flag once;
+    std::call_once(once, [&] {
+        NSError *error = nil;
+        lib = EMBEDDED_METALLIB_NAMESPACE::createLibrary(device, &error);
+        TORCH_CHECK(lib != nil, "gguf_dequant: failed to load the embedded Metal library: ",
+                    error ? error.localizedDescription.UTF8String : "unknown error");
+    });
+    return lib;
+}
+
+id<MTLComputePipelineState> pipeline(id<MTLDevice> device, const std::string &name) {
+    static std::mutex mutex;
+    static std::unordered_map<std::string, id<MTLComputePipelineState>> cache;
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = cache.find(name);
+    if (it != cache.end()) return it->second;
+    id<MTLFunction> fn = [library(device) newFunctionWithName:[NSString stringWithUTF8String:name.c_str()]];
+    TORCH_CHECK(fn != nil, "gguf_dequant: the Metal library has no kernel ", name);
+    NSError *error = nil;
+    id<MTLComputePipelineState> pso = [device newComputePipelineStateWithFunction:fn error:&error];
+    TORCH_CHECK(pso != nil, "gguf_dequant: failed to create the pipeline for ", name, ": ",
+                error ? error.localizedDescription.UTF8String : "unknown error");
+    cache.emplace(name, pso);
+    return pso;
+}
+
+const char *dtype_suffix(at::ScalarType dtype) {
+    switch (dtype) {
+        case at::kFloat: return "f32";
+        case at::kHalf: return "f16";
+        case at::kBFloat16: return "bf16";
+        default: TORCH_CHECK(false, "gguf_dequant: unsupported dtype ", dtype, " for the Metal matmul kernels");
+    }
+}
+
+// The kernels read the blocks' half fields in place (row starts are multiples of the block size).
+at::Tensor aligned_blocks(const at::Tensor &blocks, const GgufType &type) {
+    at::Tensor b = blocks.contiguous();
+    return (b.storage_offset() % type.align) != 0 ? b.clone() : b;
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void check_grid(int64_t groups_x, int64_t groups_y) {
+    TORCH_CHECK_VALUE(groups_x <= int64_t(UINT32_MAX) && groups_y <= int64_t(UINT32_MAX),
+                      "gguf_dequant: matmul of this size is too large for one launch");
+}
+
+}  // namespace
+
+void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_t qtype,
+                     const std::optional<at::Tensor> &bias_in, at::Tensor &out) {
+    const GgufType &type = lookup_type(qtype);
+    TORCH_CHECK_VALUE(x_in.device().is_mps() && blocks_in.device().is_mps() && out.device().is_mps(),
+                      "gguf_dequant (Metal build): x, blocks and out must be on the mps device");
+    TORCH_CHECK_VALUE(x_in.dim() == 2 && blocks_in.dim() == 2 && out.dim() == 2,
+                      "gguf_dequant: gguf_linear_out takes x (M, K), blocks (N, bytes_per_row), out (M, N)");
+    const int64_t M = x_in.size(0), K = x_in.size(1), N = blocks_in.size(0);
+    if (M == 0 || N == 0) return;
+    TORCH_CHECK_VALUE(out.scalar_type() == at::kFloat || out.scalar_type() == x_in.scalar_type(),
+                      "gguf_dequant (Metal build): out must be float32 or x's dtype, got ", out.scalar_type());
+    TORCH_CHECK_VALUE(out.is_contiguous() && out.size(0) == M && out.size(1) == N,
+                      "gguf_dequant: out must be a contiguous (", M, ", ", N, ") tensor");
+
+    const at::Tensor x = x_in.contiguous();
+    const at::Tensor blocks = aligned_blocks(blocks_in, type);
+    const bool has_bias = bias_in.has_value() && bias_in->defined();
+    // Buffer 2 must be bound even without a bias; the kernel does not read it then.
+    const at::Tensor bias = has_bias ? bias_in->to(at::kFloat).contiguous() : x;
+
+    const bool mv = M <= int64_t(GGUF_MATMUL_X_ROWS);
+    const int64_t groups_x = mv ? ceil_div(N, GGUF_MV_SIMDGROUPS * GGUF_MV_ROWS) : ceil_div(N, GGUF_MM_ROWS);
+    const int64_t groups_y = mv ? ceil_div(M, GGUF_MATMUL_X_ROWS) : ceil_div(M, GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS);
+    const NSUInteger threads = (mv ? GGUF_MV_SIMDGROUPS : GGUF_MM_SIMDGROUPS) * GGUF_SIMD_WIDTH;
+    check_grid(groups_x, groups_y);
+
+    id<MTLDevice> device = at::mps::MPSDevice::getInstance()->device();
+    const std::string name = std::string(mv ? "mul_mv_" : "mul_mm_") + type.name + "_" +
+                             dtype_suffix(x.scalar_type()) + "_" + dtype_suffix(out.scalar_type());
+    id<MTLComputePipelineState> pso = pipeline(device, name);
+    TORCH_CHECK(pso.maxTotalThreadsPerThreadgroup >= threads, "gguf_dequant: ", name, " allows ",
+                pso.maxTotalThreadsPerThreadgroup, " threads per threadgroup, the launch needs ", threads);
+    // std::array, not a C array: blocks cannot capture arrays.
+    const std::array<uint64_t, 4> scalars = {uint64_t(K), uint64_t(N), uint64_t(M), uint64_t(has_bias ? 1 : 0)};
+
+    at::mps::MPSStream *stream = at::mps::getCurrentMPSStream();
+    dispatch_sync(stream->queue(), ^{
+      @autoreleasepool {
+          // torch's coalescing encoder: never open a second encoder on its command buffer.
+          id<MTLComputeCommandEncoder> encoder = stream->commandEncoder();
+          [encoder setComputePipelineState:pso];
+          [encoder setBuffer:buffer_of(blocks) offset:blocks.storage_offset() * blocks.element_size() atIndex:0];
+          [encoder setBuffer:buffer_of(x) offset:x.storage_offset() * x.element_size() atIndex:1];
+          [encoder setBuffer:buffer_of(bias) offset:bias.storage_offset() * bias.element_size() atIndex:2];
+          [encoder setBuffer:buffer_of(out) offset:out.storage_offset() * out.element_size() atIndex:3];
+          for (size_t i = 0; i < scalars.size(); ++i) {
+              [encoder setBytes:&scalars[i] length:sizeof(uint64_t) atIndex:4 + i];
+          }
+          [encoder dispatchThreadgroups:MTLSizeMake(NSUInteger(groups_x), NSUInteger(groups_y), 1)
+                  threadsPerThreadgroup:MTLSizeMake(threads, 1, 1)];
+      }
+    });
+}
+
+void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, const at::Tensor &ids_in,
+                         int64_t qtype, at::Tensor &out) {
+    const GgufType &type = lookup_type(qtype);
+    TORCH_CHECK_VALUE(x_in.device().is_mps() && blocks_in.device().is_mps() && ids_in.device().is_mps() &&
+                          out.device().is_mps(),
+                      "gguf_dequant (Metal build): x, blocks, ids and out must be on the mps device");
+    TORCH_CHECK_VALUE(x_in.dim() == 3 && blocks_in.dim() == 3 && ids_in.dim() == 2 && out.dim() == 3,
+                      "gguf_dequant: gguf_mul_mat_id_out takes x (T, Ux, K), blocks (E, N, bytes_per_row), ",
+                      "ids (T, U), out (T, U, N)");
+    TORCH_CHECK_TYPE(ids_in.scalar_type() == at::kInt, "gguf_dequant: ids must be int32 here, got ",
+                     ids_in.scalar_type());
+    TORCH_CHECK_VALUE(out.scalar_type() == at::kFloat && out.is_contiguous(),
+                      "gguf_dequant: mul_mat_id's out must be a contiguous float32 tensor");
+    const int64_t T = ids_in.size(0), U = ids_in.size(1), Ux = x_in.size(1), K = x_in.size(2);
+    const int64_t E = blocks_in.size(0), N = blocks_in.size(1);
+    if (T == 0 || U == 0 || N == 0) return;
+
+    const at::Tensor x = x_in.contiguous();
+    const at::Tensor ids = ids_in.contiguous();
+    const at::Tensor blocks = aligned_blocks(blocks_in, type);
+    // One token: a threadgroup row per slot; more: a threadgroup row per (expert, window of slots).
+    const bool per_slot = T == 1;
+    const int64_t groups_x = ceil_div(N, GGUF_MV_SIMDGROUPS * GGUF_MV_ROWS);
+    const int64_t groups_y = per_slot ? U : std::max<int64_t>(E, 1);
+    const int64_t groups_z = per_slot ? 1 : ceil_div(T * U, GGUF_ID_WINDOW);
+    const NSUInteger threads = GGUF_MV_SIMDGROUPS * GGUF_SIMD_WIDTH;
+    check_grid(groups_x, std::max(groups_y, groups_z));
+
+    id<MTLDevice> device = at::mps::MPSDevice::getInstance()->device();
+    const std::string name = std::string(per_slot ? "mul_mv_id_" : "mul_mm_id_") + type.name + "_" +
+                             dtype_suffix(x.scalar_type());
+    id<MTLComputePipelineState> pso = pipeline(device, name);
+    TORCH_CHECK(pso.maxTotalThreadsPerThreadgroup >= threads, "gguf_dequant: ", name, " allows ",
+                pso.maxTotalThreadsPerThreadgroup, " threads per threadgroup, the launch needs ", threads);
+    const std::array<uint64_t, 6> scalars = {uint64_t(K), uint64_t(N), uint64_t(E), uint64_t(U), uint64_t(Ux),
+                                             uint64_t(T * U)};  // mul_mv_id does not read the last one
+
+    at::mps::MPSStream *stream = at::mps::getCurrentMPSStream();
+    dispatch_sync(stream->queue(), ^{
+      @autoreleasepool {
+          id<MTLComputeCommandEncoder> encoder = stream->commandEncoder();
+          [encoder setComputePipelineState:pso];
+          [encoder setBuffer:buffer_of(blocks) offset:blocks.storage_offset() * blocks.element_size() atIndex:0];
+          [encoder setBuffer:buffer_of(x) offset:x.storage_offset() * x.element_size() atIndex:1];
+          [encoder setBuffer:buffer_of(ids) offset:ids.storage_offset() * ids.element_size() atIndex:2];
+          [encoder setBuffer:buffer_of(out) offset:out.storage_offset() * out.element_size() atIndex:3];
+          for (size_t i = 0; i < scalars.size(); ++i) {
+              [encoder setBytes:&scalars[i] length:sizeof(uint64_t) atIndex:4 + i];
+          }
+          [encoder dispatchThreadgroups:MTLSizeMake(NSUInteger(groups_x), NSUInteger(groups_y),
+                                                    NSUInteger(groups_z))
+                  threadsPerThreadgroup:MTLSizeMake(threads, 1, 1)];
+      }
+    });
+}

@@ -1,0 +1,531 @@
+"""Metal compute on packed weights (metal/gguf_matmul.h) in the Linux harness: every kernel of every type,
+bit for bit against a numpy model of its own summation order (fma chain per lane over its sub-blocks, then
+the pinned simd_sum order, then the bias, then one rounding), under forward and reverse schedules with
+poisoned threadgroup memory; the error bound against float64; batch and mul_mat_id slot invariance.
+
+The kernels run from one library: the run-time Metal path's single source (every metal/*.metal file with
+the headers inlined, ``metal_jit.source(matmul=True)``), which is also what torch.mps.compile_shader
+compiles. Each harness library that synchronises holds its own pool of fiber stacks (about 2,000 memory
+mappings), so one library for all types keeps a test process far from the kernel's mapping limit;
+``test_per_file_libraries_give_the_same_bits`` runs the per-file libraries (kernel-builder's compile
+units) of a few types, and tests/test_msl.py compiles and lints every file."""
+
+import functools
+import hashlib
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gguf_dequant import launch, metal_jit, reference, testing
+from gguf_dequant.types import BY_NAME
+from harness import msl_harness, msl_lint
+
+from .conftest import ALL_TYPES
+
+pytestmark = [pytest.mark.msl,
+              pytest.mark.skipif(not msl_harness.available(), reason="clang-19 is not installed")]
+
+ROOT = Path(__file__).resolve().parents[1]
+U32 = 2.0 ** -24
+SUFFIX = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+NP_OUT = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}
+# (activation dtype, output dtype) pairs the kernels are instantiated for.
+MIXED = [(torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+         (torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16)]
+
+
+# ---- the numpy model of the kernels' order ------------------------------------------------------------
+
+def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 fma(a, b, c), correctly rounded: the product is exact in float64, the sum is rounded to odd
+    in float64 (TwoSum error term), then to float32 -- no double-rounding error."""
+    a64, b64, c64 = (np.asarray(v, np.float64) for v in (a, b, c))
+    p = a64 * b64
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = p + c64
+        bv = s - p
+        err = (p - (s - bv)) + (c64 - bv)
+        even = (s.view(np.uint64) & 1) == 0
+        nudge = even & (err != 0) & np.isfinite(err)
+        s = np.where(nudge, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+        return s.astype(np.float32)
+
+
+def lane_partials(w: np.ndarray, x: np.ndarray, sub: int) -> np.ndarray:
+    """(M, N, 32) float32: lane l's fma chain over sub-blocks l, l + 32, ... of each row pair."""
+    n, k = w.shape
+    acc = np.zeros((x.shape[0], n, launch.SIMD_WIDTH), np.float32)
+    lanes = np.arange(launch.SIMD_WIDTH)
+    n_sub = -(-k // sub)
+    for stripe in range(-(-n_sub // launch.SIMD_WIDTH)):
+        for j in range(sub):
+            cols = (stripe * launch.SIMD_WIDTH + lanes) * sub + j
+            live = cols < k
+            if live.any():
+                c = cols[live]
+                acc[:, :, live] = fma32(w[None, :, c], x[:, None, c], acc[:, :, live])
+    return acc
+
+
+def simd_reduce(v: np.ndarray, order: str) -> np.ndarray:
+    """simd_sum over the last axis (32 lanes) in the harness's order."""
+    if order == "butterfly":  # pairs at distance 16, 8, 4, 2, 1
+        while v.shape[-1] > 1:
+            h = v.shape[-1] // 2
+            v = v[..., :h] + v[..., h:]
+        return v[..., 0]
+    if order == "adjacent":  # (0, 1), (2, 3), ... then the same on the sums
+        while v.shape[-1] > 1:
+            v = v[..., 0::2] + v[..., 1::2]
+        return v[..., 0]
+    if order == "sequential":
+        s = v[..., 0]
+        for i in range(1, v.shape[-1]):
+            s = s + v[..., i]
+        return s
+    raise ValueError(order)
+
+
+def model(w, x, sub, bias=None, order="butterfly") -> np.ndarray:
+    """float32 (M, N): what every matmul kernel computes for x (M, K) against decoded weights w (N, K)."""
+    y = simd_reduce(lane_partials(w, x, sub), order)
+    return y if bias is None else (y + bias[None, :]).astype(np.float32)
+
+
+def _round_exact(value: Fraction) -> np.float32:
+    """The float32 nearest to an exact rational, ties to even (finite results only)."""
+    f = np.float32(float(value))
+    candidates = [f, np.nextafter(f, np.float32(np.inf)), np.nextafter(f, np.float32(-np.inf))]
+    return min((c for c in candidates if np.isfinite(c)),
+               key=lambda c: (abs(Fraction(float(c)) - value), int(np.array(c).view(np.uint32)) & 1))
+
+
+_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False, min_value=-2.0**60, max_value=2.0**60)
+
+
+@settings(max_examples=300)
+@given(a=_f32, b=_f32, c=_f32, near=st.booleans())
+def test_model_fma_is_correctly_rounded(a, b, c, near):
+    """The model's fma against exact rational arithmetic (``near``: c cancels most of a*b)."""
+    if near:
+        c = float(np.float32(-(a * b)))
+    want = _round_exact(Fraction(a) * Fraction(b) + Fraction(c))
+    got = fma32(np.float32([a]), np.float32([b]), np.float32([c]))[0]
+    assert np.array(got).view(np.uint32) == np.array(want).view(np.uint32) or (got == 0 and want == 0)
+
+
+# ---- data and launches --------------------------------------------------------------------------------
+
+def k_values(name: str) -> tuple[int, int]:
+    """A small K (one block, fewer sub-blocks than lanes) and a larger K whose last stripe of 32
+    sub-blocks is partial (the float types: a short last sub-block too)."""
+    t = BY_NAME[name]
+    if t.block_elems == 1:
+        return 5, 1031
+    sub = launch.matmul_sub_elems(name)
+    n_blocks = 1
+    while (n_blocks * t.block_elems) < 1100 or (n_blocks * t.block_elems // sub) % launch.SIMD_WIDTH == 0:
+        n_blocks += 1
+    return t.block_elems, n_blocks * t.block_elems
+
+
+def weights(name: str, n: int, k: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(raw (N, bytes_per_row) uint8 with finite scales, decoded float32 (N, K) from the reference)."""
+    t = BY_NAME[name]
+    nb = k // t.block_elems
+    raw = testing.random_blocks(name, n * nb, rng).reshape(n, nb * t.block_bytes)
+    w = reference.dequantize(torch.from_numpy(raw.copy()), name, torch.float32).numpy()
+    assert w.shape == (n, k)
+    return raw, w
+
+
+def activations(m: int, k: int, dtype, rng) -> torch.Tensor:
+    return torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).to(dtype)
+
+
+def _out_tensor(arr: np.ndarray, dtype) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(arr).copy())
+    return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+
+
+@functools.cache
+def single_source() -> Path:
+    """The run-time path's matmul source as a file, named by content (.cache may be shared by checkouts)."""
+    src = metal_jit.source(matmul=True)
+    path = ROOT / ".cache" / "jit" / f"gguf_dequant_jit-{hashlib.sha256(src.encode()).hexdigest()[:16]}.metal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(src)
+        os.replace(tmp, path)
+    return path
+
+
+def run_linear(name, raw, x, bias=None, out_dtype=None, kind=None, path=None, ftz=False, ubsan=False,
+               **opts) -> torch.Tensor:
+    """One launch of mul_mv / mul_mm as launch.matmul_grid describes it; asserts every output was written.
+    ``path``: a .metal file (default: the single source); ``ftz``: the harness build that flushes subnormals
+    like Metal's fast math may; ``ubsan``: with UBSan."""
+    out_dtype = out_dtype or x.dtype
+    m, k = x.shape
+    n = raw.shape[0]
+    kind, groups, group = launch.matmul_grid(m, n, kind)
+    lib = msl_harness.compile(path or single_source(), ftz=ftz, ubsan=ubsan)
+    host = f"mul_{kind}_{name.lower()}_{SUFFIX[x.dtype]}_{SUFFIX[out_dtype]}"
+    out = np.empty((m, n), NP_OUT[out_dtype])
+    b = np.zeros(1, np.float32) if bias is None else bias
+    res = lib.dispatch_threadgroups(
+        host, [raw.reshape(-1), x.contiguous(), b, out, np.uint64(k), np.uint64(n), np.uint64(m),
+               np.uint64(bias is not None)], groups, group, **opts)
+    assert res.unwritten.get(3, 0) == 0, f"{host}: {res.unwritten[3]} outputs never written"
+    return _out_tensor(res.buffers[3].view(NP_OUT[out_dtype]).reshape(m, n), out_dtype)
+
+
+def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, ubsan=False, **opts) -> np.ndarray:
+    """One launch of mul_mv_id / mul_mm_id as launch.mul_mat_id_grid describes it."""
+    n_exp, n, _ = raw3.shape
+    n_tok, n_used = ids.shape
+    k = x3.shape[-1]
+    kind, groups, group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp, kind)
+    lib = msl_harness.compile(path or single_source(), ubsan=ubsan)
+    host = f"mul_{kind}_{name.lower()}_{SUFFIX[x3.dtype]}"
+    out = np.empty((n_tok, n_used, n), np.float32)
+    scalars = [k, n, n_exp, n_used, x3.shape[1]] + ([n_tok * n_used] if kind == "mm_id" else [])
+    res = lib.dispatch_threadgroups(
+        host, [raw3.reshape(-1), x3.contiguous(), ids.astype(np.int32), out, *map(np.uint64, scalars)],
+        groups, group, **opts)
+    assert res.unwritten.get(3, 0) == 0, f"{host}: {res.unwritten[3]} outputs never written"
+    return res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
+
+
+def assert_within_bound(name, y, w, x, bias=None):
+    """|y - y_exact| <= gamma_n * (sum |w x| + |bias|), y_exact in float64, n = launch.matmul_error_constant."""
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    exact = x64 @ w64.T
+    scale = np.abs(x64) @ np.abs(w64).T
+    if bias is not None:
+        exact = exact + bias.astype(np.float64)
+        scale = scale + np.abs(bias.astype(np.float64))
+    c = launch.matmul_error_constant(name, w.shape[1], bias is not None)
+    gamma = c * U32 / (1 - c * U32)
+    err = np.abs(np.asarray(y, np.float64) - exact)
+    bad = err > gamma * scale
+    assert not bad.any(), (f"{name}: {int(bad.sum())} outputs exceed the bound n = {c}; worst ratio "
+                           f"{float((err / np.maximum(scale, 1e-300)).max() / U32):.2f} u")
+
+
+# ---- every kernel, every type: bits against the model ------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_kernels_match_model(name):
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    sub = launch.matmul_sub_elems(name)
+    k_small, k_large = k_values(name)
+    n = 7  # odd: a partial simdgroup and a partial threadgroup of weight rows
+    for k, shapes in ((k_small, ((1, "mv"), (8, "mv"), (9, "mm"))),
+                      (k_large, ((1, "mv"), (2, "mv"), (5, "mv"), (8, "mv"), (37, "mm"), (3, "mm")))):
+        raw, w = weights(name, n, k, rng)
+        x = activations(max(m for m, _ in shapes), k, torch.float32, rng)
+        bias = rng.standard_normal(n).astype(np.float32)
+        for m, kind in shapes:
+            xm = x[:m]
+            b = bias if m in (5, 37) else None
+            want = model(w, xm.numpy(), sub, b)
+            schedules = ("forward", "reverse") if m in (5, 37) else ("forward",)
+            for schedule in schedules:
+                # check_uninitialized: no read of threadgroup memory that no thread wrote.
+                got = run_linear(name, raw, xm, b, kind=kind, schedule=schedule, check_uninitialized=True)
+                testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} K={k} {schedule}")
+            assert_within_bound(name, got.numpy(), w, xm.numpy(), b)
+
+
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_activation_and_output_dtypes(name):
+    """f16/bf16 activations read natively (exact widening), output float32 or the activation dtype rounded
+    once from the float32 result; within the bound for every dtype."""
+    rng = np.random.default_rng(abs(hash(name) + 1) % 2**32)
+    sub = launch.matmul_sub_elems(name)
+    k = k_values(name)[1]
+    n = 5
+    raw, w = weights(name, n, k, rng)
+    bias = rng.standard_normal(n).astype(np.float32)
+    for x_dtype, out_dtype in MIXED:
+        for m, kind in ((3, "mv"), (11, "mm")):
+            x = activations(m, k, x_dtype, rng)
+            want32 = model(w, x.float().numpy(), sub, bias)
+            got = run_linear(name, raw, x, bias, out_dtype, kind=kind)
+            testing.assert_bits_equal(got, testing.round_to(torch.from_numpy(want32), out_dtype),
+                                      f"{name} {kind} {x_dtype} -> {out_dtype}")
+            if out_dtype == torch.float32:
+                assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias)
+
+
+@settings(max_examples=25)
+@given(data=st.data())
+def test_random_shapes_match_model(data):
+    """Any type, M, N, K and kernel: the model's bits (N = 1, M past a tile, K of one sub-block, ...)."""
+    name = data.draw(st.sampled_from(ALL_TYPES))
+    t = BY_NAME[name]
+    k = data.draw(st.integers(1, 40)) * t.block_elems if t.block_elems > 1 else data.draw(st.integers(1, 300))
+    n = data.draw(st.integers(1, 9))
+    m = data.draw(st.integers(1, 40))
+    kind = data.draw(st.sampled_from(["mv", "mm"]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    raw, w = weights(name, n, k, rng)
+    x = activations(m, k, data.draw(st.sampled_from(list(SUFFIX))), rng)
+    got = run_linear(name, raw, x, out_dtype=torch.float32, kind=kind, schedule="reverse")
+    want = model(w, x.float().numpy(), launch.matmul_sub_elems(name))
+    testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} N={n} K={k}")
+
+
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_error_bound_of_the_order_at_model_sizes(name):
+    """The bound at transformer sizes (K = 4096 and 14336), through the model (bit-identical to every
+    kernel at the sizes the harness runs), for activations of every dtype and with a bias."""
+    rng = np.random.default_rng(abs(hash(name) + 4) % 2**32)
+    sub = launch.matmul_sub_elems(name)
+    for k in (4096, 14336):
+        raw, w = weights(name, 3, k, rng)
+        bias = rng.standard_normal(3).astype(np.float32)
+        for dtype in SUFFIX:
+            x = activations(2, k, dtype, rng).float().numpy()
+            assert_within_bound(name, model(w, x, sub, bias), w, x, bias)
+
+
+# ---- batch invariance, mul_mat_id ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_batch_invariance(name):
+    """A row's bits do not depend on M, on its position, or on the kernel (mul_mv or mul_mm)."""
+    rng = np.random.default_rng(abs(hash(name) + 2) % 2**32)
+    k = k_values(name)[0] * 3
+    raw, _ = weights(name, 6, k, rng)
+    x = activations(19, k, torch.bfloat16, rng)
+    full = run_linear(name, raw, x, out_dtype=torch.float32)  # mul_mm
+    perm = torch.from_numpy(rng.permutation(19)[:6])
+    part = run_linear(name, raw, x[perm], out_dtype=torch.float32)  # mul_mv, other rows and positions
+    testing.assert_bits_equal(part, full[perm], f"{name}: M=6 (permuted) vs M=19")
+    for r in (0, 18):
+        one = run_linear(name, raw, x[r:r + 1], out_dtype=torch.float32)
+        testing.assert_bits_equal(one[0], full[r], f"{name}: row {r} alone vs in M=19")
+
+
+def expert_weights(name, n_exp, n, k, rng):
+    parts = [weights(name, n, k, rng) for _ in range(n_exp)]
+    return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
+
+
+def check_slots(name, got, ids, w3, xf, ux):
+    """Every slot against the model of a one-row product with its expert; NaN rows for bad ids."""
+    sub = launch.matmul_sub_elems(name)
+    for t, u in np.ndindex(*ids.shape):
+        e = ids[t, u]
+        if not 0 <= e < w3.shape[0]:
+            assert np.isnan(got[t, u]).all(), f"{name}: slot {(t, u)} with id {e} is not NaN"
+        else:
+            testing.assert_bits_equal(got[t, u], model(w3[e], xf[t, u % ux][None], sub)[0],
+                                      f"{name}: slot {(t, u)} expert {e}")
+
+
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_mul_mat_id(name):
+    """Slot (t, u) = W[ids[t, u]] @ x[t, u % Ux] with the bits of a one-row linear on that expert, by both
+    kernels and whatever the other slots route to; ids outside [0, E) give a NaN row and read nothing
+    (guard pages)."""
+    rng = np.random.default_rng(abs(hash(name) + 3) % 2**32)
+    n_exp, n, k = 3, 5, k_values(name)[0] * 2
+    raw3, w3 = expert_weights(name, n_exp, n, k, rng)
+    ids = np.array([[2, 0], [1, -1], [n_exp, 2]], np.int64)
+    for x_dtype, ux in ((torch.float32, 1), (torch.bfloat16, 2)):
+        x3 = activations(3 * ux, k, x_dtype, rng).reshape(3, ux, k)
+        by_slot = run_mul_mat_id(name, raw3, x3, ids, kind="mv_id", schedule="reverse")
+        check_slots(name, by_slot, ids, w3, x3.float().numpy(), ux)
+        grouped = run_mul_mat_id(name, raw3, x3, ids)
+        testing.assert_bits_equal(grouped, by_slot, f"{name}: mul_mm_id vs mul_mv_id")
+        alone = run_linear(name, raw3[2], x3[0, 0][None], out_dtype=torch.float32)
+        testing.assert_bits_equal(torch.from_numpy(grouped[0, 0]), alone[0], f"{name}: slot vs linear")
+        rerouted = ids.copy()
+        rerouted[0, 1], rerouted[2, 0] = 2, 2  # other slots change experts; slot (0, 0) must not move
+        again = run_mul_mat_id(name, raw3, x3, rerouted)
+        testing.assert_bits_equal(again[0, 0], grouped[0, 0], f"{name}: slot (0, 0) after rerouting")
+    one_token = run_mul_mat_id(name, raw3, x3[:1], ids[:1])  # T = 1: mul_mv_id
+    testing.assert_bits_equal(one_token[0], grouped[0], f"{name}: T = 1")
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "IQ2_S", "F32"])
+def test_mul_mm_id_windows_and_groups(name):
+    """More slots than one window and more than 8 slots per expert and window, some ids invalid."""
+    rng = np.random.default_rng(17)
+    n_exp, n, k = 3, 6, k_values(name)[0]
+    raw3, w3 = expert_weights(name, n_exp, n, k, rng)
+    n_tok, n_used = 70, 4
+    assert n_tok * n_used > launch.ID_WINDOW
+    ids = rng.integers(-1, n_exp + 1, size=(n_tok, n_used))
+    x3 = activations(n_tok, k, torch.float16, rng).reshape(n_tok, 1, k)
+    got = run_mul_mat_id(name, raw3, x3, ids, schedule="reverse")
+    check_slots(name, got, ids, w3, x3.float().numpy(), 1)
+
+
+# ---- the order is really pinned, schedules, sanitizers -------------------------------------------------
+
+@pytest.mark.parametrize("name", ["Q4_K", "Q8_0", "F16"])
+def test_simd_orders_each_match_their_model(name):
+    """Each pinned simd_sum order gives the model's bits for that order, and the orders differ somewhere:
+    the bit-exact tests would notice a kernel that summed differently."""
+    rng = np.random.default_rng(7)
+    sub = launch.matmul_sub_elems(name)
+    k = k_values(name)[1]
+    raw, w = weights(name, 9, k, rng)
+    x = activations(4, k, torch.float32, rng)
+    results = {}
+    for order in ("butterfly", "adjacent", "sequential"):
+        want = model(w, x.numpy(), sub, order=order)
+        for kind in ("mv", "mm"):
+            got = run_linear(name, raw, x, kind=kind, simd_order=order)
+            testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} simd order {order}")
+        results[order] = want
+    assert testing.bits_mismatch(results["butterfly"], results["sequential"]).any()
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "F32", "IQ2_XXS"])
+def test_random_schedule_and_guard_before(name):
+    rng = np.random.default_rng(11)
+    sub = launch.matmul_sub_elems(name)
+    k = k_values(name)[1]
+    raw, w = weights(name, 5, k, rng)
+    x = activations(10, k, torch.float16, rng)
+    want = model(w, x.float().numpy(), sub)
+    for kind, m in (("mv", 3), ("mm", 10)):
+        got = run_linear(name, raw, x[:m], out_dtype=torch.float32, kind=kind, schedule="random", seed=5,
+                         flush="start")
+        testing.assert_bits_equal(got, torch.from_numpy(want[:m]), f"{name} {kind} random schedule")
+
+
+def test_ubsan_build():
+    """UBSan (index overflow, misaligned or out-of-range accesses) over every kernel kind of a K-quant.
+    One type: every extra library costs the harness a pool of fiber stacks."""
+    name = "Q4_K"
+    per_file = msl_harness.kernel_file(name)
+    rng = np.random.default_rng(23)
+    sub = launch.matmul_sub_elems(name)
+    k = k_values(name)[1]
+    raw3, w3 = expert_weights(name, 2, 5, k, rng)
+    x = activations(10, k, torch.float16, rng)
+    want = model(w3[0], x.float().numpy(), sub)
+    for kind, m in (("mv", 3), ("mm", 10)):
+        got = run_linear(name, raw3[0], x[:m], out_dtype=torch.float32, kind=kind, path=per_file, ubsan=True)
+        testing.assert_bits_equal(got, torch.from_numpy(want[:m]), f"{name} {kind} UBSan build")
+    ids = np.array([[1, 0], [0, 2], [1, -1]])
+    for kind in ("mv_id", "mm_id"):
+        got = run_mul_mat_id(name, raw3, x[:3].reshape(3, 1, k), ids, kind=kind, path=per_file, ubsan=True)
+        check_slots(name, got, ids, w3, x[:3].float().numpy()[:, None], 1)
+
+
+def test_error_constant_follows_the_tree():
+    # Q4_K, K = 4096: 128 sub-blocks of 32 -> 4 per lane = 128 fmas, + 31 for simd_sum in any order
+    # (+ 1 for the bias).
+    assert launch.matmul_error_constant("Q4_K", 4096) == 159
+    assert launch.matmul_error_constant("Q4_K", 4096, bias=True) == 160
+    # F16, K = 1031: 129 sub-blocks of 8 (the last holds 7) -> 5 per lane at most.
+    assert launch.matmul_error_constant("F16", 1031) == 71
+    assert launch.matmul_grid(8, 7) == ("mv", (2, 1), 64)
+    assert launch.matmul_grid(9, 7) == ("mm", (2, 1), 128)
+    assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (2, 8, 1), 64)
+    assert launch.mul_mat_id_grid(40, 8, 7, 64) == ("mm_id", (2, 64, 2), 64)
+
+
+# ---- the run-time Metal path's source ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def jit_file():
+    return single_source()
+
+
+def test_jit_source_has_every_matmul_kernel(jit_file):
+    src = metal_jit.source(matmul=True)
+    assert src.count("kernel void kernel_mul_mm(") == 1 and "#define GGUF_NO_MATMUL" not in src
+    assert metal_jit.source().startswith("#define GGUF_NO_MATMUL 1\n")
+    lib = msl_harness.compile(jit_file)
+    for name in ALL_TYPES:
+        n = name.lower()
+        for x_dtype, out_dtype in [(torch.float32, torch.float32), *MIXED]:
+            for kind in ("mv", "mm"):
+                assert f"mul_{kind}_{n}_{SUFFIX[x_dtype]}_{SUFFIX[out_dtype]}" in lib
+        for x_dtype in SUFFIX.values():
+            assert f"mul_mv_id_{n}_{x_dtype}" in lib and f"mul_mm_id_{n}_{x_dtype}" in lib
+
+
+def test_jit_matmul_source_lints_clean(jit_file):
+    findings = msl_lint.lint(jit_file)
+    assert not findings, "\n".join(map(str, findings))
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_K", "IQ2_XXS", "BF16"])
+def test_per_file_libraries_give_the_same_bits(name):
+    """The per-file compile units (as kernel-builder builds them) against the single source and the model,
+    every kernel kind."""
+    rng = np.random.default_rng(13)
+    sub = launch.matmul_sub_elems(name)
+    per_file = msl_harness.kernel_file(name)
+    k = k_values(name)[1]
+    raw, w = weights(name, 7, k, rng)
+    bias = rng.standard_normal(7).astype(np.float32)
+    for m in (4, 12):
+        x = activations(m, k, torch.bfloat16, rng)
+        want = testing.round_to(torch.from_numpy(model(w, x.float().numpy(), sub, bias)), torch.bfloat16)
+        got = run_linear(name, raw, x, bias, torch.bfloat16, path=per_file, schedule="reverse")
+        testing.assert_bits_equal(got, want, f"{per_file.name} {name} M={m}")
+        testing.assert_bits_equal(got, run_linear(name, raw, x, bias, torch.bfloat16), f"{name}: per file vs single")
+    raw3, w3 = np.stack([raw, raw[::-1].copy()]), np.stack([w, w[::-1].copy()])
+    x3 = activations(2, k, torch.float32, rng).reshape(2, 1, k)
+    ids = np.array([[1, 0], [0, 5]])
+    for kind in ("mv_id", "mm_id"):
+        check_slots(name, run_mul_mat_id(name, raw3, x3, ids, kind=kind, path=per_file), ids, w3, x3.numpy(), 1)
+
+
+# ---- the run-time path's argument checks (no Mac needed) ----------------------------------------------
+
+def test_jit_linear_refuses_bad_arguments():
+    blocks = torch.zeros(3, 18, dtype=torch.uint8)
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        metal_jit.linear(torch.zeros(2, 32, dtype=torch.int32), blocks, "Q4_0")
+    with pytest.raises(ValueError, match="bytes per weight row"):
+        metal_jit.linear(torch.zeros(2, 64), blocks, "Q4_0")
+    with pytest.raises(ValueError, match="multiple of the block size"):
+        metal_jit.linear(torch.zeros(2, 31), blocks, "Q4_0")
+    with pytest.raises(ValueError, match="bias must have shape"):
+        metal_jit.linear(torch.zeros(2, 32), blocks, "Q4_0", torch.zeros(4))
+    with pytest.raises(ValueError, match="out_features"):
+        metal_jit.mul_mat_vec(blocks, torch.zeros(2, 32), "Q4_0", 4)
+    with pytest.raises(TypeError, match="ids"):
+        metal_jit.mul_mat_id(blocks[None], torch.zeros(2, 32), torch.zeros(2, 1), "Q4_0", 3)
+    with pytest.raises(ValueError, match="mps"):
+        metal_jit.linear(torch.zeros(2, 32), blocks, "Q4_0")
+
+
+# ---- the host dispatch files parse (Objective-C++, stub Apple headers, real torch headers) ------------
+
+@pytest.mark.parametrize("mm", ["dequantize.mm", "matmul.mm"])
+def test_host_dispatch_parses(mm):
+    """A syntax and type check of metal/*.mm on Linux: catches e.g. a C array captured by the dispatch
+    block or a signature drifting from torch_binding.h. The Apple declarations are stand-ins."""
+    import subprocess
+
+    binding = (ROOT / "torch-ext" / "torch_binding.h").read_text()
+    if mm == "matmul.mm" and "gguf_linear_out" not in binding:
+        pytest.skip("torch_binding.h does not declare the fused entry points yet (the fused-cpu branch does)")
+    include = Path(torch.__file__).parent / "include"
+    stubs = Path(__file__).parent / "objc_stubs"
+    cmd = [msl_harness.CLANG, "-x", "objective-c++", "-std=c++17", "-fblocks", "-fobjc-runtime=gnustep-2.0",
+           "-fobjc-arc", "-fsyntax-only", "-Wall", "-Wno-c++20-extensions", f"-I{stubs}", f"-I{ROOT / 'metal'}",
+           f"-I{ROOT / 'torch-ext'}", f"-I{include}", f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}",
+           '-DEMBEDDED_METALLIB_HEADER="metallib_stub.h"', "-DEMBEDDED_METALLIB_NAMESPACE=gguf_metal",
+           str(ROOT / "metal" / mm)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr[-4000:]
