@@ -157,13 +157,13 @@ import sys, torch, numpy as np
 sys.path.insert(0, {root!r})
 from tests.hub import _load
 from gguf_dequant import testing
+from gguf_dequant.types import SUPPORTED
 k, _ = _load()
 out = []
-for name in ("F16", "Q4_0", "Q5_K", "IQ3_S", "NVFP4"):
-    t = testing.resolve(name)
-    raw = testing.random_blocks(name, 24 * 512 // t.block_elems, np.random.default_rng(t.id))
+for t in SUPPORTED.values():  # every type: the decode functions compile per instruction set too
+    raw = testing.random_blocks(t, 24 * 512 // t.block_elems, np.random.default_rng(t.id))
     x = torch.randn(11, 512, generator=torch.Generator().manual_seed(t.id))
-    out.append(k.linear(x, torch.from_numpy(raw.reshape(24, -1)), name).numpy())
+    out.append(k.linear(x, torch.from_numpy(raw.reshape(24, -1)), t.id).numpy())
 np.save(sys.argv[1], np.stack(out))
 """
 
