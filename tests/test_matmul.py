@@ -365,3 +365,42 @@ def test_api_constants():
     k = hub_kernel()
     assert k.GEMV_TYPES == frozenset(SUPPORTED) and len(k.GEMV_TYPES) == 28
     assert k.MAX_GEMV_ROWS == 8
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "F16", "TQ1_0", "Q1_0"])
+def test_front_door_linear(name):
+    import gguf_dequant
+    from gguf_dequant import backends
+
+    blocks, w = packed(name, 9, 256, seed=11)
+    x = torch.randn(2, 3, 256, dtype=torch.bfloat16)
+    bias = torch.randn(9)
+    ref = gguf_dequant.linear(x, blocks, name, bias, backend="reference")
+    assert ref.shape == (2, 3, 9) and ref.dtype == torch.bfloat16
+    exact, mag, c = bound(x.reshape(6, 256), w, bias)
+    ref32 = gguf_dequant.linear(x.float(), blocks.numpy(), name, bias, backend="reference").reshape(6, 9)
+    assert ((ref32.double() - exact).abs() <= (256 + 1) * U * mag).all()  # torch's order: sequential at worst
+    testing.assert_bits_equal(ref, ref32.reshape(2, 3, 9).to(torch.bfloat16), "one rounding")
+    hub_kernel()
+    backends.reset()
+    got = gguf_dequant.linear(x, blocks, name, bias)
+    assert backends.explain("cpu", name)[0] == "kernel"
+    testing.assert_bits_equal(got, torch.from_numpy(model_linear(x.reshape(6, 256), w, bias)).to(torch.bfloat16)
+                              .reshape(2, 3, 9), "kernel backend")
+    with pytest.raises(ValueError, match="in_features"):
+        gguf_dequant.linear(x[..., :128], blocks, name, backend="reference")
+    with pytest.raises(ValueError, match="bias"):
+        gguf_dequant.linear(x, blocks, name, bias[:3], backend="reference")
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        gguf_dequant.linear(x.double(), blocks, name, backend="reference")
+
+
+def test_reference_linear_in_bounded_chunks(monkeypatch):
+    from gguf_dequant import reference as ref_module
+
+    monkeypatch.setattr(ref_module, "LINEAR_CHUNK_ELEMS", 3 * 256)  # three weight rows at a time
+    blocks, w = packed("Q6_K", 10, 256, seed=12)
+    x = torch.randn(4, 256)
+    got = ref_module.linear(x, blocks, "Q6_K")
+    exact, mag, _ = bound(x, w)
+    assert got.shape == (4, 10) and ((got.double() - exact).abs() <= 257 * U * mag).all()
