@@ -114,7 +114,8 @@ class Ggml:
             graph = self.base.ggml_new_graph(ctx)
             self.base.ggml_build_forward_expand(graph, y)
             threads = torch.get_num_threads()
-            t = best_of(lambda: self.cpu.ggml_graph_compute_with_ctx(ctx, graph, threads), repeat)
+            # Exactly `repeat` timed runs: each allocates its work buffer in the context.
+            t = best_of(lambda: self.cpu.ggml_graph_compute_with_ctx(ctx, graph, threads), repeat, min_seconds=0)
             out = np.ctypeslib.as_array((ctypes.c_float * (m * n)).from_address(self.base.ggml_get_data(y)))
             return t, out.reshape(m, n).copy()
         finally:
