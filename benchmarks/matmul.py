@@ -124,10 +124,11 @@ class Ggml:
 
 def load_ggml() -> tuple[Ggml | None, str]:
     libdir = Path(os.environ.get("LLAMA_LIBDIR", ROOT / ".cache" / "llama" / "lib"))
+    where = str(libdir.relative_to(ROOT) if libdir.is_relative_to(ROOT) else libdir)
     if not (libdir / "libggml-cpu.so").exists():
-        return None, f"no libggml-cpu.so in {libdir} (bash tools/build_llama.sh)"
+        return None, f"no libggml-cpu.so in {where} (bash tools/build_llama.sh)"
     try:
-        return Ggml(libdir), str(libdir)
+        return Ggml(libdir), where
     except OSError as e:
         return None, str(e)
 
@@ -230,7 +231,8 @@ def chart(rows: list[dict], path: Path) -> None:
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylabel("speed ratio (higher is better for us)")
-    ax.set_title("gguf-dequant linear on packed weights, CPU, 4096x4096, bfloat16 activations")
+    ax.set_title(f"gguf-dequant linear on packed weights, CPU ({torch.get_num_threads()} threads), 4096x4096, "
+                 "bfloat16 activations")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
