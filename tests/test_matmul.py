@@ -454,6 +454,8 @@ def test_front_door_linear_on_mps(name):
     bias = torch.randn(24)
     exact, mag, _ = bound(x, w, bias)
     for backend in backends.available_backends("mps"):
+        if backends._linear_fn(backend, "mps") is None:
+            continue  # e.g. a published kernel build from before linear existed
         got = gguf_dequant.linear(x.to("mps"), blocks.to("mps"), name, bias.to("mps"), backend=backend)
         assert got.device.type == "mps" and got.shape == (9, 24)
         assert ((got.cpu().double() - exact).abs() <= (512 + 1) * U * mag).all(), backend
