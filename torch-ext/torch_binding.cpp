@@ -1,6 +1,7 @@
 #include <torch/library.h>
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/where.h>
 #include <c10/util/accumulate.h>
 
 #include "gguf_types.h"
@@ -155,8 +156,12 @@ at::Tensor mul_mat_id(const at::Tensor &blocks, const at::Tensor &x, const at::T
                           " experts, got values in [", lo, ", ", hi, "]");
     }
     at::Tensor out = at::empty({T, U, out_features}, x.options().dtype(at::kFloat));
-    gguf_mul_mat_id_out((x.dim() == 2 ? x.unsqueeze(1) : x).contiguous(), blocks, ids.to(at::kInt).contiguous(),
-                        ggml_type, out);
+    // On the GPU (no range check: it would sync) an out-of-range id must stay out of range through the
+    // narrowing to int32, never wrap onto a real expert: map it to -1 (the kernel reads nothing for it).
+    const at::Tensor ids32 =
+        ids.device().is_cpu() ? ids.to(at::kInt) : at::where(ids.ge(0).logical_and(ids.lt(E)), ids, -1).to(at::kInt);
+    gguf_mul_mat_id_out((x.dim() == 2 ? x.unsqueeze(1) : x).contiguous(), blocks, ids32.contiguous(), ggml_type,
+                        out);
     return out;
 }
 
