@@ -50,6 +50,8 @@ KERNEL_OPS = ("mul_mat_vec", "dequantize", "get_rows", "mul_mat_id", "GEMV_TYPES
 
 _PACKED = "transformers.integrations.gguf.kernels"
 _PACKED_NAMES = ("_gguf_kernel", "GgufKernel", "get_gguf_kernel", "kernel_can_read", "MAX_GEMV_ROWS")
+_BLOCKS = "transformers.integrations.gguf.dequant"
+_BLOCKS_NAMES = ("GGML_BLOCK", "GGML_NAME")
 _LEGACY = "transformers.modeling_gguf_pytorch_utils"
 _LEGACY_NAMES = ("load_gguf_checkpoint", "TENSOR_PROCESSORS", "TensorProcessor", "LlamaTensorProcessor",
                  "get_gguf_hf_weights_map", "read_field")
@@ -90,7 +92,7 @@ def check_transformers(module: str | None = None, names: tuple = ()) -> object |
 
 # ------------------------------------------------------------------------------------------- packed path
 
-_installed: dict = {}  # what install_kernel replaced: {"kernel_can_read": original function}
+_installed: dict = {}  # what install_kernel changed: {"kernel_can_read": original function, "types": added ids}
 
 
 def load_kernel(device="cpu"):
@@ -113,6 +115,7 @@ def install_kernel(kernel=None, *, device="cpu"):
     or the kernel lacks an op transformers calls (transformers itself would swallow that and load dense float32).
     """
     gk = check_transformers(_PACKED, _PACKED_NAMES)
+    blocks = check_transformers(_BLOCKS, _BLOCKS_NAMES)
     module = kernel if kernel is not None else load_kernel(device)
     missing = [op for op in KERNEL_OPS if not hasattr(module, op)]
     if missing:
@@ -135,17 +138,32 @@ def install_kernel(kernel=None, *, device="cpu"):
     def kernel_can_read(tensor) -> bool:
         return gk._gguf_kernel is wrapper and tensor.device.type in devices
 
+    # transformers' reader refuses a file holding a quantized type its own table lacks (Q5_0, Q5_1, MXFP4, NVFP4,
+    # TQ*, Q1_0, Q2_0); the kernel computes on all of them, so the table gets their block sizes.
+    from ..types import SUPPORTED
+
+    added = _installed.get("types", set())
+    for tid in sorted(int(t) for t in module.GEMV_TYPES):
+        t = SUPPORTED.get(tid)
+        if t is not None and t.block_elems > 1 and tid not in blocks.GGML_BLOCK:
+            blocks.GGML_BLOCK[tid] = (t.block_elems, t.block_bytes)
+            blocks.GGML_NAME[tid] = t.name
+            added.add(tid)
     gk._gguf_kernel = wrapper
     gk.kernel_can_read = kernel_can_read
-    _installed["kernel_can_read"] = original
+    _installed.update(kernel_can_read=original, types=added)
     return wrapper
 
 
 def uninstall_kernel() -> None:
     """Undo :func:`install_kernel`: transformers resolves its kernel again on the next load."""
     gk = importlib.import_module(_PACKED)
+    blocks = importlib.import_module(_BLOCKS)
     if "kernel_can_read" in _installed:
         gk.kernel_can_read = _installed.pop("kernel_can_read")
+    for tid in _installed.pop("types", ()):
+        blocks.GGML_BLOCK.pop(tid, None)
+        blocks.GGML_NAME.pop(tid, None)
     gk._gguf_kernel = None
 
 
