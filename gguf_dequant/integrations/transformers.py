@@ -32,7 +32,10 @@ instead of letting transformers fall back silently to a dense float32 model.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import mmap
+import os
 import warnings
 from contextlib import contextmanager
 
@@ -178,11 +181,17 @@ def fast_gguf_load(*, backend: str | None = None):
     (``backend`` forces one, as there) instead of gguf-py: straight to the requested dtype, tensor by tensor.
 
     The state dict equals transformers' own bit for bit (gguf-py decodes to float32 and transformers casts once;
-    gguf-dequant rounds the same float32 values once). Peak memory is the loaded model plus about one tensor.
-    Architectures of the new loader (lfm2, qwen35, ...) do not go through here (see :func:`install_kernel`).
+    gguf-dequant rounds the same float32 values once). Peak memory is the loaded model plus about one tensor (each
+    tensor's pages of the memory-mapped file are released once it is decoded). The file's metadata is parsed once
+    instead of once per reader transformers opens, and gguf-py's tensor-name maps are built once per architecture
+    instead of once per module. Architectures of the new loader (lfm2, qwen35, ...) do not go through here (see
+    :func:`install_kernel`).
     """
+    import gguf
+
     legacy = check_transformers(_LEGACY, _LEGACY_NAMES)
     original = legacy.load_gguf_checkpoint
+    saved = {"GGUFReader": gguf.GGUFReader, "get_tensor_name_map": gguf.get_tensor_name_map}
 
     def load_gguf_checkpoint(gguf_checkpoint_path, return_tensors=False, model_to_load=None, torch_dtype=None):
         parsed = original(gguf_checkpoint_path, return_tensors=False, model_to_load=model_to_load,
@@ -192,10 +201,47 @@ def fast_gguf_load(*, backend: str | None = None):
         return parsed
 
     legacy.load_gguf_checkpoint = load_gguf_checkpoint
+    # transformers imports both from gguf inside its functions, at each call, so these are what it gets.
+    gguf.GGUFReader = _shared_reader_class(saved["GGUFReader"])
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(saved["get_tensor_name_map"])
     try:
         yield
     finally:
         legacy.load_gguf_checkpoint = original
+        gguf.GGUFReader, gguf.get_tensor_name_map = saved["GGUFReader"], saved["get_tensor_name_map"]
+
+
+def _shared_reader_class(base):
+    """A GGUFReader subclass that parses each file once for the life of one fast_gguf_load context (transformers
+    opens a file once for its config and once more for its weights; the metadata of a large vocabulary takes
+    seconds to parse)."""
+    readers = {}
+
+    class SharedGGUFReader(base):
+        def __new__(cls, path, mode="r"):
+            key = (os.path.realpath(os.fspath(path)), mode)
+            if key not in readers:
+                readers[key] = super().__new__(cls)
+            return readers[key]
+
+        def __init__(self, path, mode="r"):
+            if not hasattr(self, "tensors"):
+                super().__init__(path, mode)
+
+    return SharedGGUFReader
+
+
+def _release_pages(reader, tensor) -> None:
+    """Drop a decoded tensor's pages of the read-only file map from this process's resident set (they are clean
+    file pages: the kernel reads them again from the page cache if anything touches them)."""
+    mm = getattr(reader.data, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = tensor.data_offset
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = (start + tensor.n_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        mm.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def _raw_bytes(tensor) -> torch.Tensor:
@@ -209,14 +255,14 @@ def _raw_bytes(tensor) -> torch.Tensor:
 
 def _load_tensors(legacy, path, parsed: dict, model, dtype, backend) -> None:
     """transformers' legacy tensor loop (load_gguf_checkpoint, return_tensors=True) with gguf-dequant decoding."""
-    from gguf import GGUFReader
+    import gguf
     from gguf.quants import dequantize as gguf_dequantize
     from tqdm.auto import tqdm
 
     from .. import dequantize
     from ..types import SUPPORTED
 
-    reader = GGUFReader(path)
+    reader = gguf.GGUFReader(path)
     architecture = legacy.read_field(reader, "general.architecture")[0]
     processor = legacy.TENSOR_PROCESSORS.get(architecture, legacy.TensorProcessor)(config=parsed.get("config", {}))
     key_mapping = legacy.get_gguf_hf_weights_map(model, processor)
@@ -243,3 +289,4 @@ def _load_tensors(legacy, path, parsed: dict, model, dtype, backend) -> None:
         if dtype is not None and out.dtype != dtype:
             out = out.to(dtype)
         parsed["tensors"][key_mapping[result.name]] = out
+        _release_pages(reader, tensor)
