@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -14,6 +15,9 @@ struct GgufType {
     int64_t elems_per_thread;  // the launch description (gguf_dequant/launch.py)
     int64_t align;             // alignment the kernels need for the source bytes
 };
+
+// The type with this id; raises a c10::Error (ValueError in Python) for anything else.
+const GgufType &lookup_type(int64_t qtype);
 
 // Looks up the type and checks every argument the backends share (dtypes, sizes, shapes, devices,
 // contiguity of out). Raises a c10::Error naming the problem.
@@ -30,3 +34,21 @@ void dequantize_out(const at::Tensor &blob, int64_t qtype, at::Tensor &out);
 
 // Type ids this build can dequantize.
 std::vector<int64_t> supported_types();
+
+// Fused ops on packed weights (README, "Compute on packed weights"). The functional forms below check every
+// argument the backends share, convert, allocate and call the backend entry points.
+at::Tensor linear(const at::Tensor &x, const at::Tensor &blocks, int64_t qtype, const std::optional<at::Tensor> &bias);
+at::Tensor mul_mat_vec(const at::Tensor &blocks, const at::Tensor &x, int64_t ggml_type, int64_t out_features);
+at::Tensor mul_mat_id(const at::Tensor &blocks, const at::Tensor &x, const at::Tensor &ids, int64_t ggml_type,
+                      int64_t out_features);
+
+// Backend entry points, implemented once per backend (cpu/matmul_cpu.cpp, metal/matmul.mm).
+// y = x @ W^T (+ bias). x: (M, K) contiguous f32/f16/bf16; blocks: (N, bytes_per_row) contiguous uint8;
+// bias: (N,) float32 or absent; out: (M, N) contiguous f32/f16/bf16, written once per element (sum in f32,
+// bias added in f32, one rounding to out's dtype).
+void gguf_linear_out(const at::Tensor &x, const at::Tensor &blocks, int64_t qtype,
+                     const std::optional<at::Tensor> &bias, at::Tensor &out);
+// out[t, u] = W[ids[t, u]] @ x[t, u % Ux]. x: (T, Ux, K) contiguous with Ux == 1 or Ux == U; blocks: (E, N, bpr);
+// ids: (T, U) int32 contiguous (range-checked by the binding on CPU); out: (T, U, N) f32.
+void gguf_mul_mat_id_out(const at::Tensor &x, const at::Tensor &blocks, const at::Tensor &ids, int64_t qtype,
+                         at::Tensor &out);

@@ -1,7 +1,10 @@
-"""gguf-dequant: exact dequantization of GGUF/GGML quantized blocks to float32, float16 or bfloat16.
+"""gguf-dequant: exact dequantization of GGUF/GGML quantized blocks to float32, float16 or bfloat16, and
+compute on the packed blocks (``linear``, ``mul_mat_vec``, ``mul_mat_id``, the modules in ``layers``).
 
 Results equal llama.cpp's CPU reference bit for bit: every value is decoded in float32 and rounded once
-to the output dtype. Types are given as a GGML type id, a name ("q4_k") or a gguf.GGMLQuantizationType.
+to the output dtype. Matrix products take x exactly to float32, multiply and sum in float32 in one fixed
+order per output (batch-invariant, deterministic) and round once. Types are given as a GGML type id, a
+name ("q4_k") or a gguf.GGMLQuantizationType.
 """
 
 import torch
@@ -23,7 +26,8 @@ def _ggml_name(tid: int) -> str:
 
 __all__ = [
     "dequantize", "get_rows", "supported_types", "supported_devices", "type_id",
-    "GGML_TYPES", "TYPE_NAMES", "OUTPUT_DTYPES",
+    "linear", "mul_mat_vec", "mul_mat_id", "layers",
+    "GGML_TYPES", "TYPE_NAMES", "OUTPUT_DTYPES", "GEMV_TYPES", "MAX_GEMV_ROWS",
     # transformers' earlier Metal fast path: torch_dequantize_<ggml name>(flat_uint8_in, flat_out)
     *(f"torch_dequantize_{_ggml_name(tid)}" for tid in TYPE_NAMES),
 ]
@@ -50,21 +54,27 @@ def supported_types() -> frozenset:
     return frozenset(ops.supported_types())
 
 
+_DEVICES = tuple(dev for dev, key in (("cpu", "CPU"), ("mps", "MPS"))
+                 if torch._C._dispatch_has_kernel_for_dispatch_key(add_op_namespace_prefix("dequantize"), key))
+
+
 def supported_devices() -> tuple:
     """Device types ("cpu", "mps") this build has kernels for."""
-    name = add_op_namespace_prefix("dequantize")
-    return tuple(dev for dev, key in (("cpu", "CPU"), ("mps", "MPS"))
-                 if torch._C._dispatch_has_kernel_for_dispatch_key(name, key))
+    return _DEVICES
+
+
+def _check_tensor(what: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "meta" and t.device.type not in supported_devices():
+        raise ValueError(f"this build of gguf-dequant runs on {', '.join(supported_devices())}; "
+                         f"the {what} is on {t.device}")
 
 
 def _check(blob: torch.Tensor, dtype) -> None:
-    if not isinstance(blob, torch.Tensor):
-        raise TypeError(f"blob must be a uint8 torch.Tensor, got {type(blob).__name__}")
+    _check_tensor("blob", blob)
     if dtype not in OUTPUT_DTYPES:
         raise TypeError(f"unsupported output dtype {dtype}; use torch.float32, torch.float16 or torch.bfloat16")
-    if blob.device.type != "meta" and blob.device.type not in supported_devices():
-        raise ValueError(f"this build of gguf-dequant runs on {', '.join(supported_devices())}; "
-                         f"the blob is on {blob.device}")
 
 
 def dequantize(blob, qtype, *shape_and_dtype, dtype=None, out=None):
@@ -125,6 +135,47 @@ def get_rows(blocks, indices, qtype, cols, dtype=torch.float32):
     return ops.dequantize(picked, tid, dtype).reshape(*indices.shape, cols)
 
 
+# Compute on packed weights. Every op takes x exactly to float32, multiplies and adds in float32 in one fixed
+# order per output (README, "Compute on packed weights") and rounds once; row m of a result does not depend
+# on the other rows. Bad arguments raise TypeError / ValueError / IndexError naming the problem.
+
+GEMV_TYPES = frozenset(TYPE_NAMES)  # the ids mul_mat_vec / mul_mat_id serve: every storage type
+MAX_GEMV_ROWS = 8  # rows up to which mul_mat_vec is fastest (it is correct, and cheap per row, for any number)
+
+
+def linear(x, blocks, qtype, bias=None):
+    """``x @ W.T + bias`` with W the packed GGUF weight.
+
+    x: ``(..., in_features)`` float32/float16/bfloat16; blocks: uint8 ``(out_features, bytes_per_row)``
+    (GGUFReader's layout); bias: optional ``(out_features,)`` in float32 or x's dtype. Returns
+    ``(..., out_features)`` in x's dtype.
+    """
+    _check_tensor("x", x)
+    _check_tensor("blocks", blocks)
+    if bias is not None:
+        _check_tensor("bias", bias)
+    return ops.linear(x, blocks, type_id(qtype), bias)
+
+
+def mul_mat_vec(blocks, x, ggml_type, out_features):
+    """ggml-quantization's call shape: ``x (M, K) @ W.T`` as float32 ``(M, out_features)``, any M."""
+    _check_tensor("x", x)
+    _check_tensor("blocks", blocks)
+    return ops.mul_mat_vec(blocks, x, type_id(ggml_type), out_features)
+
+
+def mul_mat_id(blocks, x, ids, ggml_type, out_features):
+    """Mixture of experts: slot ``(t, u)`` of the float32 ``(T, U, out_features)`` result is
+    ``W[ids[t, u]] @ x[t]`` for x ``(T, K)``, or ``W[ids[t, u]] @ x[t, u]`` for x ``(T, U, K)`` (or
+    ``(T, 1, K)``). blocks: uint8 ``(experts, out_features, bytes_per_row)``; ids: int32/int64 ``(T, U)``,
+    each in ``[0, experts)`` (checked on the CPU).
+    """
+    _check_tensor("x", x)
+    _check_tensor("blocks", blocks)
+    _check_tensor("ids", ids)
+    return ops.mul_mat_id(blocks, x, ids, type_id(ggml_type), out_features)
+
+
 def _legacy_function(tid: int):
     def torch_dequantize(flat_in: torch.Tensor, flat_out: torch.Tensor) -> torch.Tensor:
         """Dequantize the flat uint8 blocks ``flat_in`` into the flat tensor ``flat_out`` (any float dtype)."""
@@ -151,3 +202,55 @@ def _dequantize_fake(blob, qtype, dtype):
 @torch.library.register_fake(add_op_namespace_prefix("dequantize_out"))
 def _dequantize_out_fake(blob, qtype, out):
     return None
+
+
+# The fakes check what the compiled binding checks that shapes and dtypes can tell (torch.compile traces
+# through them), and give the result's shape and dtype.
+def _fake_packed(op, blocks, qtype, dims, x):
+    torch._check_value(qtype in _BLOCKS, lambda: f"gguf_dequant.{op}: GGML type id {qtype} is not a storage type")
+    elems, nbytes = _BLOCKS[qtype]
+    torch._check_type(blocks.dtype == torch.uint8, lambda: f"gguf_dequant.{op}: blocks must be uint8")
+    torch._check_value(blocks.dim() == dims, lambda: f"gguf_dequant.{op}: blocks must have {dims} dimensions")
+    torch._check_value(blocks.is_contiguous(), lambda: f"gguf_dequant.{op}: blocks must be contiguous")
+    torch._check_value(blocks.shape[-1] % nbytes == 0,
+                       lambda: f"gguf_dequant.{op}: rows of blocks are not whole {TYPE_NAMES[qtype]} blocks")
+    torch._check_type(x.dtype in OUTPUT_DTYPES, lambda: f"gguf_dequant.{op}: x must be float32, float16 or bfloat16")
+    torch._check_value(x.dim() >= 1 and x.shape[-1] == blocks.shape[-1] // nbytes * elems,
+                       lambda: f"gguf_dequant.{op}: x's last dimension does not match the rows of blocks")
+    torch._check_value(x.device == blocks.device, lambda: f"gguf_dequant.{op}: x and blocks are on different devices")
+
+
+@torch.library.register_fake(add_op_namespace_prefix("linear"))
+def _linear_fake(x, blocks, qtype, bias):
+    _fake_packed("linear", blocks, qtype, 2, x)
+    if bias is not None:
+        torch._check_type(bias.dtype in (torch.float32, x.dtype), lambda: "gguf_dequant.linear: bias dtype")
+        torch._check_value(bias.dim() == 1 and bias.shape[0] == blocks.shape[0],
+                           lambda: "gguf_dequant.linear: bias must be (out_features,)")
+        torch._check_value(bias.device == x.device, lambda: "gguf_dequant.linear: bias is on another device")
+    return x.new_empty((*x.shape[:-1], blocks.shape[0]))
+
+
+@torch.library.register_fake(add_op_namespace_prefix("mul_mat_vec"))
+def _mul_mat_vec_fake(blocks, x, ggml_type, out_features):
+    _fake_packed("mul_mat_vec", blocks, ggml_type, 2, x)
+    torch._check_value(x.dim() == 2, lambda: "gguf_dequant.mul_mat_vec: x must be (rows, in_features)")
+    torch._check_value(blocks.shape[0] == out_features, lambda: "gguf_dequant.mul_mat_vec: out_features")
+    return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
+
+
+@torch.library.register_fake(add_op_namespace_prefix("mul_mat_id"))
+def _mul_mat_id_fake(blocks, x, ids, ggml_type, out_features):
+    _fake_packed("mul_mat_id", blocks, ggml_type, 3, x)
+    torch._check_value(blocks.shape[1] == out_features, lambda: "gguf_dequant.mul_mat_id: out_features")
+    torch._check_type(ids.dtype in (torch.int32, torch.int64), lambda: "gguf_dequant.mul_mat_id: ids dtype")
+    torch._check_value(ids.dim() == 2 and x.dim() in (2, 3) and x.shape[0] == ids.shape[0],
+                       lambda: "gguf_dequant.mul_mat_id: x must be (T, K) or (T, U, K) for ids (T, U)")
+    if x.dim() == 3:
+        torch._check_value(x.shape[1] == 1 or x.shape[1] == ids.shape[1],
+                           lambda: "gguf_dequant.mul_mat_id: x's second dimension must be 1 or U")
+    torch._check_value(ids.device == x.device, lambda: "gguf_dequant.mul_mat_id: ids are on another device")
+    return x.new_empty((ids.shape[0], ids.shape[1], out_features), dtype=torch.float32)
+
+
+from . import layers  # noqa: E402 - the modules call the functions above

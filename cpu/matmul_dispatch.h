@@ -1,0 +1,34 @@
+// The fused matmul kernels (y = x @ W^T on packed GGUF weights), built once per instruction set
+// (cpu/matmul_kernels.h); cpu/matmul_cpu.cpp picks one at run time.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu_dispatch.h"  // OutKind
+
+// out_rows[m][n] = sum_k W[n, k] * x_rows[m][k] (+ bias[n]) for m < M, n < N, in the one summation order
+// of every CPU kernel (README, "Compute on packed weights"): 16 lanes, element k into lane k mod 16 by
+// a fused multiply-add in increasing k, then the lanes summed pairwise (i + 8, i + 4, i + 2, i + 1).
+struct MatmulJob {
+    int64_t qtype;
+    const uint8_t *w;             // N rows of row_bytes bytes (GGUF blocks)
+    int64_t N, K, row_bytes;
+    const float *const *x_rows;   // M rows: K float32 values, then zeros up to the next multiple of 16
+    int64_t M;
+    const float *bias;            // N float32 values, or nullptr
+    void *const *out_rows;        // M rows of N values of out_kind
+    OutKind out_kind;
+};
+
+// Runs every job (one parallel loop over the output features of all of them); false for an unknown type.
+namespace gguf_mm_generic {
+bool matmul(const MatmulJob *jobs, int64_t n_jobs);
+}
+#if defined(__x86_64__)
+namespace gguf_mm_avx2 {  // AVX2 + FMA + F16C
+bool matmul(const MatmulJob *jobs, int64_t n_jobs);
+}
+namespace gguf_mm_avx512 {  // AVX-512 F/BW/DQ/VL + FMA + F16C
+bool matmul(const MatmulJob *jobs, int64_t n_jobs);
+}
+#endif
