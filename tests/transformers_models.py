@@ -75,6 +75,10 @@ SPECS = {
     "llama-tiny": Spec("llama-tiny", "LlamaConfig", dict(
         vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False), pre="llama-bpe"),
+    # The legacy loader's peak-memory test: big enough (~60 MB in bfloat16) for RSS to measure it.
+    "llama-small": Spec("llama-small", "LlamaConfig", dict(
+        vocab_size=4096, hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
+        num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=False), pre="llama-bpe"),
     # Benchmarks: an LFM2-350M-sized model (~360M parameters), and a ~1.8B llama (a > 1 GB Q4_K_M file).
     "lfm2-350m": Spec("lfm2-350m", "Lfm2Config", dict(
         vocab_size=65536, hidden_size=1024, intermediate_size=4608, num_hidden_layers=16, num_attention_heads=16,
