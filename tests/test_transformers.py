@@ -180,6 +180,34 @@ def test_packed_lfm2(lfm2_models, kernel, ftype, dtype):
                 assert ours_rms < theirs_rms, f"{ftype} {prompt}: packed bf16 rms {ours_rms} vs dense bf16 {theirs_rms}"
 
 
+def test_local_kernels_route(gguf_files, kernel, monkeypatch):
+    """The documented route without this module: kernels' LOCAL_KERNELS maps the id transformers asks for to this
+    checkout. transformers 5.24 calls kernels only when kernels >= 0.18.2 (the registry here has 0.17.2, whose
+    get_kernel reads LOCAL_KERNELS the same way), so that version gate is lifted inside this test only."""
+    import kernels
+    from transformers.integrations import hub_kernels
+    from transformers.integrations.gguf import kernels as gk
+
+    path = gguf_files("lfm2-tiny", "Q4_K_M")
+    dense = _load(path, torch.float32)
+    integration.uninstall_kernel()
+    monkeypatch.setenv("LOCAL_KERNELS", f"ggml-org/ggml-quantization={Path(__file__).resolve().parents[1]}")
+    monkeypatch.setattr(hub_kernels, "is_kernels_available", lambda *args, **kwargs: True)
+    monkeypatch.setattr(hub_kernels, "get_kernel_hub", kernels.get_kernel, raising=False)
+    try:
+        resolved = gk.get_gguf_kernel()
+        assert resolved is not False and set(resolved.gemv_types) == set(kernel.GEMV_TYPES)
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        assert _module_counts(model)["GgufLinear"] == _module_counts(dense)["Linear"]
+        ids = _prompt(5)
+        got, ref = _logits(model, ids), _logits(dense, ids)
+        assert (got - ref).abs().max().item() <= F32_BOUND * ref.abs().max().item()
+    finally:
+        integration.uninstall_kernel()
+
+
 def test_unlisted_type_needs_the_kernel(gguf_files):
     """transformers' own GGUF reader refuses a Q5_0 file; with this kernel installed it loads packed (above)."""
     path = gguf_files("lfm2-tiny", "Q5_0")
