@@ -8,10 +8,20 @@
 // Each output keeps 16 lane sums (element k goes to lane k mod 16, by a fused multiply-add, in increasing k)
 // that live in memory between chunks, so the order of every operation on an output is the same whatever
 // M, the row's position, the tiling or the thread count: results are batch-invariant and deterministic.
+// Decode functions compile exactly as written (their products are exact, so a contraction into a fused
+// multiply-add could not change a result, but nothing here depends on that); the FMAs of the dot products are
+// explicit.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -93,13 +103,21 @@ inline float vsum(V16 a) {
 // Decodes elements [k0, k0 + kc) of one weight row into y (kc a multiple of 16; zeros past K).
 using DecodeFn = void (*)(const uchar *row, int64_t K, int64_t k0, int64_t kc, float *y);
 
+// Constant sub-block numbers (shifts and offsets fold) and a local result array (the compiler knows it
+// does not alias the block's bytes): both let GCC vectorize the decode functions.
+template <typename Block, int SUB, void (*DEQUANTIZE)(const Block *, ushort, float *), int... S>
+inline void decode_block(const Block *b, float *y, std::integer_sequence<int, S...>) {
+    float local[sizeof...(S) * SUB];
+    (DEQUANTIZE(b, ushort(S), local + S * SUB), ...);
+    std::memcpy(y, local, sizeof(local));
+}
+
 template <typename Block, int QK, int SUB, void (*DEQUANTIZE)(const Block *, ushort, float *)>
 void decode_quant(const uchar *row, int64_t, int64_t k0, int64_t kc, float *y) {
-    // K is a multiple of QK, so [k0, k0 + kc) is whole sub-blocks (k0 and kc are multiples of 32).
+    // K is a multiple of QK and QK divides KC, so [k0, k0 + kc) is whole blocks.
     const Block *blocks = reinterpret_cast<const Block *>(row);
-    constexpr int64_t SUBS = QK / SUB;
-    for (int64_t s = k0 / SUB; s < (k0 + kc) / SUB; ++s) {
-        DEQUANTIZE(blocks + s / SUBS, ushort(s % SUBS), y + (s * SUB - k0));
+    for (int64_t i = k0 / QK; i < (k0 + kc) / QK; ++i) {
+        decode_block<Block, SUB, DEQUANTIZE>(blocks + i, y + (i * QK - k0), std::make_integer_sequence<int, QK / SUB>());
     }
 }
 
@@ -165,10 +183,10 @@ struct Tiling {
     int64_t NB, KC, MB;  // features per group, columns per chunk, rows per block
 };
 
-// Few rows: long chunks (the decode dominates); many rows: a bounded accumulator block per group.
-// Only speed depends on these: the order of operations on each output does not.
+// KC is a multiple of every block size (256). Only speed depends on these: the order of operations on each
+// output does not.
 inline Tiling tiling(int64_t M) {
-    return M <= 16 ? Tiling{16, 256, 16} : Tiling{16, 128, 256};
+    return M <= 16 ? Tiling{16, 256, 16} : Tiling{16, 256, 128};
 }
 
 // Features [n0, n0 + nb) of one job, with per-thread buffers ybuf (NB x KC) and acc (MB x NB x 16).

@@ -1,4 +1,5 @@
-"""Backend choice behind ``gguf_dequant.dequantize``: the fastest correct path for the tensor's device.
+"""Backend choice behind ``gguf_dequant.dequantize`` and ``gguf_dequant.linear``: the fastest correct path
+for the tensor's device.
 
 Order, per device type:
 
@@ -17,6 +18,8 @@ and why.
 Never silently wrong: before a compiled backend serves a type for the first time, it decodes a few random
 blocks of that type and must match the reference bit for bit; a type that does not is served by the
 reference, and ``explain(device, qtype)`` shows why. A build that fails to load is recorded the same way.
+``linear`` makes the same choice; a backend without a ``linear`` (an older kernel build, a run-time Metal
+path without one) gives way to the reference, or raises when it was forced.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torch
 from . import reference
 from .types import QuantType, resolve
 
-__all__ = ["dequantize", "explain", "available_backends", "BACKENDS", "BackendUnavailableError",
+__all__ = ["dequantize", "linear", "explain", "available_backends", "BACKENDS", "BackendUnavailableError",
            "ENV_BACKEND", "ENV_HUB", "HUB_REPO", "HUB_VERSION", "reset"]
 
 BACKENDS = ("kernel", "metal_jit", "reference")
@@ -261,3 +264,33 @@ def dequantize(blob, qtype, dtype: torch.dtype = torch.float32, *, out: torch.Te
     if name != "reference" and not blob.is_contiguous():
         blob = blob.contiguous()
     return _backend_fn(name, blob.device.type)(blob, t, dtype, out)
+
+
+def _linear_fn(name: str, device_type: str):
+    """The ``linear`` of backend ``name``, or None when that backend has none."""
+    if name == "kernel":
+        return getattr(_load_kernel(device_type)[0], "linear", None)
+    if name == "metal_jit":
+        from . import metal_jit
+
+        return getattr(metal_jit, "linear", None)
+    return reference.linear
+
+
+def linear(x: torch.Tensor, blocks, qtype, bias: torch.Tensor | None = None, *,
+           backend: str | None = None) -> torch.Tensor:
+    """``x @ W.T + bias`` on the packed GGUF weight ``blocks`` with the fastest correct backend for x's device.
+
+    x: ``(..., in_features)`` float32/float16/bfloat16; blocks: uint8 ``(out_features, bytes_per_row)``
+    (GGUFReader's layout, tensor or numpy array); bias: optional ``(out_features,)`` in float32 or x's dtype.
+    Returns ``(..., out_features)`` in x's dtype: x exactly to float32, products and sums in float32, bias
+    added in float32, one rounding (README, "Compute on packed weights"). backend: as for :func:`dequantize`.
+    """
+    blocks, t, _ = reference.check_linear(x, blocks, qtype, bias)
+    name, _ = _choose(x.device, t, backend)
+    fn = _linear_fn(name, x.device.type)
+    if fn is None:
+        if _forced(backend) is not None:
+            raise BackendUnavailableError(f"backend {name!r} was forced but has no linear")
+        fn = reference.linear
+    return fn(x, blocks.contiguous(), t.id, bias)

@@ -4,7 +4,8 @@ Every CPU kernel has one summation order per output (README, "Compute on packed 
 k into lane k mod 16 by a fused multiply-add in increasing k, lanes summed pairwise (i + 8, i + 4, i + 2,
 i + 1), bias added, one rounding. ``model_linear`` below computes exactly that in numpy (an exact float32
 FMA through float64 and round-to-odd), so results are checked bit for bit, and against float64 with the
-bound ``|y - y_exact| <= c * u * sum|w_k x_k|``, ``c = ceil(K / 16) + 4`` (+ 1 with a bias), ``u = 2^-24``.
+bound ``|y - y_exact| <= c * u * sum|w_k x_k|``, ``c = n / (1 - n u)``, ``n = ceil(K / 16) + 4`` (+ 1 with a
+bias), ``u = 2^-24``.
 """
 
 import os
@@ -58,13 +59,13 @@ def model_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = N
 
 
 def bound(x: torch.Tensor, w: torch.Tensor, bias=None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(float64 result, sum |w x| (+ |b|), c)."""
+    """(float64 result, sum |w x| (+ |b|), c = n / (1 - n u) for n roundings per term)."""
     x64, w64 = x.double(), w.double()
     exact, mag = x64 @ w64.T, x64.abs() @ w64.abs().T
-    c = -(-x.shape[-1] // 16) + 4
+    n = -(-x.shape[-1] // 16) + 4
     if bias is not None:
-        exact, mag, c = exact + bias.double(), mag + bias.double().abs(), c + 1
-    return exact, mag, c
+        exact, mag, n = exact + bias.double(), mag + bias.double().abs(), n + 1
+    return exact, mag, n / (1 - n * U)
 
 
 def packed(name: str, n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +95,7 @@ def test_exact_order_and_error_bound(name, dtype):
         testing.assert_bits_equal(y32, torch.from_numpy(model_linear(x, w)), f"{name} K={K}")
         exact, mag, c = bound(x, w)
         err = (y32.double() - exact).abs()
-        assert (err <= c * U * mag).all(), f"{name} K={K}: max err {(err / mag).max().item() / U:.2f} u > {c} u"
+        assert (err <= c * U * mag).all(), f"{name} K={K}: max err {(err / mag).max().item() / U:.2f} u > {c:.3f} u"
         y = k.linear(x, blocks, name, bias)
         assert y.dtype == dtype and y.shape == (3, 19)
         want = model_linear(x, w, bias)
@@ -157,13 +158,13 @@ import sys, torch, numpy as np
 sys.path.insert(0, {root!r})
 from tests.hub import _load
 from gguf_dequant import testing
+from gguf_dequant.types import SUPPORTED
 k, _ = _load()
 out = []
-for name in ("F16", "Q4_0", "Q5_K", "IQ3_S", "NVFP4"):
-    t = testing.resolve(name)
-    raw = testing.random_blocks(name, 24 * 512 // t.block_elems, np.random.default_rng(t.id))
+for t in SUPPORTED.values():  # every type: the decode functions compile per instruction set too
+    raw = testing.random_blocks(t, 24 * 512 // t.block_elems, np.random.default_rng(t.id))
     x = torch.randn(11, 512, generator=torch.Generator().manual_seed(t.id))
-    out.append(k.linear(x, torch.from_numpy(raw.reshape(24, -1)), name).numpy())
+    out.append(k.linear(x, torch.from_numpy(raw.reshape(24, -1)), t.id).numpy())
 np.save(sys.argv[1], np.stack(out))
 """
 
@@ -365,3 +366,42 @@ def test_api_constants():
     k = hub_kernel()
     assert k.GEMV_TYPES == frozenset(SUPPORTED) and len(k.GEMV_TYPES) == 28
     assert k.MAX_GEMV_ROWS == 8
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "F16", "TQ1_0", "Q1_0"])
+def test_front_door_linear(name):
+    import gguf_dequant
+    from gguf_dequant import backends
+
+    blocks, w = packed(name, 9, 256, seed=11)
+    x = torch.randn(2, 3, 256, dtype=torch.bfloat16)
+    bias = torch.randn(9)
+    ref = gguf_dequant.linear(x, blocks, name, bias, backend="reference")
+    assert ref.shape == (2, 3, 9) and ref.dtype == torch.bfloat16
+    exact, mag, c = bound(x.reshape(6, 256), w, bias)
+    ref32 = gguf_dequant.linear(x.float(), blocks.numpy(), name, bias, backend="reference").reshape(6, 9)
+    assert ((ref32.double() - exact).abs() <= (256 + 1) * U * mag).all()  # torch's order: sequential at worst
+    testing.assert_bits_equal(ref, ref32.reshape(2, 3, 9).to(torch.bfloat16), "one rounding")
+    hub_kernel()
+    backends.reset()
+    got = gguf_dequant.linear(x, blocks, name, bias)
+    assert backends.explain("cpu", name)[0] == "kernel"
+    testing.assert_bits_equal(got, torch.from_numpy(model_linear(x.reshape(6, 256), w, bias)).to(torch.bfloat16)
+                              .reshape(2, 3, 9), "kernel backend")
+    with pytest.raises(ValueError, match="in_features"):
+        gguf_dequant.linear(x[..., :128], blocks, name, backend="reference")
+    with pytest.raises(ValueError, match="bias"):
+        gguf_dequant.linear(x, blocks, name, bias[:3], backend="reference")
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        gguf_dequant.linear(x.double(), blocks, name, backend="reference")
+
+
+def test_reference_linear_in_bounded_chunks(monkeypatch):
+    from gguf_dequant import reference as ref_module
+
+    monkeypatch.setattr(ref_module, "LINEAR_CHUNK_ELEMS", 3 * 256)  # three weight rows at a time
+    blocks, w = packed("Q6_K", 10, 256, seed=12)
+    x = torch.randn(4, 256)
+    got = ref_module.linear(x, blocks, "Q6_K")
+    exact, mag, _ = bound(x, w)
+    assert got.shape == (4, 10) and ((got.double() - exact).abs() <= 257 * U * mag).all()

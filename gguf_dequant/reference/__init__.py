@@ -6,6 +6,11 @@ round trip through the CPU, in chunks so that scratch memory stays bounded.
 
 Each type has one module here, named after the type (``q4_0.py``), exposing
 ``decode(blocks: uint8 (n, block_bytes)) -> float32 (n, block_elems)``.
+
+``linear`` computes on packed weights with the same semantics as the compiled kernels (x exactly to float32,
+products and sums in float32, bias added in float32, one rounding), dequantizing a bounded number of weight
+rows at a time; its summation order is torch's float32 matmul, so it meets the error bound of the README
+("Compute on packed weights") rather than the kernels' bits.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ import torch
 
 from ..types import QuantType, resolve
 
-__all__ = ["dequantize", "decoder", "output_shape", "check_blob", "OUTPUT_DTYPES"]
+__all__ = ["dequantize", "linear", "decoder", "output_shape", "check_blob", "check_linear", "OUTPUT_DTYPES"]
 
 OUTPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # About 512K output elements per chunk: large enough to amortise per-op overhead, small enough for the
 # int32/float32 intermediates to stay in cache (measured best on a 2-core VM, oracles.md section 7.3).
 CHUNK_ELEMS = 1 << 19
+# Weight elements dequantized at a time by ``linear`` (16 MiB of float32).
+LINEAR_CHUNK_ELEMS = 1 << 22
 
 
 def decoder(qtype):
@@ -101,3 +108,46 @@ def _check_out(out: torch.Tensor, shape, dtype, device) -> None:
         raise ValueError(f"out is on {out.device} but blob is on {device}")
     if not out.is_contiguous():
         raise ValueError("out must be contiguous")
+
+
+def check_linear(x, blocks, qtype, bias=None) -> tuple[torch.Tensor, QuantType, int]:
+    """Validate ``linear``'s arguments (the checks every backend makes); return blocks, the type and K."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in OUTPUT_DTYPES:
+        raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
+    blocks, t = check_blob(blocks, qtype, torch.float32)
+    if blocks.dim() != 2:
+        raise ValueError(f"blocks must be (out_features, bytes_per_row), got shape {tuple(blocks.shape)}")
+    k = output_shape(tuple(blocks.shape), t)[-1]
+    if x.dim() == 0 or x.shape[-1] != k:
+        raise ValueError(f"x has shape {tuple(x.shape)} but the {t.name} rows of blocks hold {k} elements (in_features)")
+    if x.device != blocks.device:
+        raise ValueError(f"x is on {x.device} but blocks are on {blocks.device}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or bias.dtype not in (torch.float32, x.dtype):
+            raise TypeError(f"bias must be a float32 tensor or have x's dtype ({x.dtype})")
+        if tuple(bias.shape) != (blocks.shape[0],):
+            raise ValueError(f"bias must be ({blocks.shape[0]},) for {blocks.shape[0]} out_features, "
+                             f"got shape {tuple(bias.shape)}")
+        if bias.device != x.device:
+            raise ValueError(f"bias is on {bias.device} but x is on {x.device}")
+    return blocks, t, k
+
+
+def linear(x: torch.Tensor, blocks, qtype, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ W.T + bias`` for the packed weight ``blocks`` (uint8 ``(out_features, bytes_per_row)``).
+
+    x: ``(..., in_features)`` float32/float16/bfloat16; bias: optional ``(out_features,)`` in float32 or x's
+    dtype. Returns ``(..., out_features)`` in x's dtype. Scratch memory: one chunk of dequantized rows.
+    """
+    blocks, t, k = check_linear(x, blocks, qtype, bias)
+    n = blocks.shape[0]
+    x32 = x.reshape(-1, k).float()
+    y = torch.empty(x32.shape[0], n, dtype=torch.float32, device=x.device)
+    step = max(1, LINEAR_CHUNK_ELEMS // max(k, 1))
+    for start in range(0, n, step):
+        y[:, start:start + step] = x32 @ dequantize(blocks[start:start + step], t).T
+    if bias is not None:
+        y += bias.float()
+    return y.to(x.dtype).reshape(*x.shape[:-1], n)
