@@ -26,7 +26,6 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -246,6 +245,25 @@ def test_packed_moe_uses_mul_mat_id(gguf_files, kernel, ftype):
         ref = _logits(dense, ids)
         err = (got - ref).abs().max().item()
         assert err <= F32_BOUND * ref.abs().max().item(), f"{ftype} {prompt}: max |d| {err}"
+
+
+@pytest.mark.mps
+def test_packed_on_mps(gguf_files):
+    """The same route on a Mac: the packed model on MPS against transformers' float32 dense path on the CPU."""
+    if not torch.backends.mps.is_available():
+        pytest.skip("needs a Mac with MPS")
+    path = gguf_files("lfm2-tiny", "Q4_K_M")
+    dense = _load(path, torch.float32)
+    kernel = CountingKernel(integration.load_kernel("mps"))
+    model = _load(path, torch.float32, kernel, device_map="mps")
+    assert _module_counts(model)["GgufLinear"] == _module_counts(dense)["Linear"]
+    for n in PROMPTS.values():
+        ids = _prompt(n)
+        got = _logits(model, ids.to("mps"), kernel).cpu()
+        assert kernel.calls["mul_mat_vec" if n <= 8 else "dequantize"] > 0, dict(kernel.calls)
+        ref = _logits(dense, ids)
+        assert (got - ref).abs().max().item() <= F32_BOUND * ref.abs().max().item()
+    integration.uninstall_kernel()
 
 
 # ------------------------------------------------------------------------------------------- legacy loader
