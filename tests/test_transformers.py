@@ -268,18 +268,20 @@ def test_packed_on_mps(gguf_files):
 
 # ------------------------------------------------------------------------------------------- legacy loader
 
-@pytest.fixture(scope="module")
-def llama_default_f32(gguf_files):
-    """transformers' legacy loader as is: gguf-py's float32 dequantization."""
-    path = gguf_files("llama-tiny", "Q4_K_M")
+@pytest.fixture(scope="module", params=["llama-tiny", "qwen2moe-tiny"])
+def legacy_default_f32(request, gguf_files):
+    """transformers' legacy loader as is (gguf-py's float32 dequantization) on a llama (its tensor processor only
+    permutes: values move as 16-bit bits) and a qwen2moe (experts split and restacked: values go through float32).
+    The qwen2moe file mixes Q4_K, Q6_K, Q5_0 and Q8_0."""
+    path = gguf_files(request.param, "Q4_K_M")
     return path, _load(path, torch.float32).state_dict()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["f32", "bf16", "f16"])
-def test_fast_gguf_load_state_dict(llama_default_f32, monkeypatch, dtype):
+def test_fast_gguf_load_state_dict(legacy_default_f32, monkeypatch, dtype):
     import gguf_dequant
 
-    path, reference = llama_default_f32
+    path, reference = legacy_default_f32
     calls = collections.Counter()
     real = gguf_dequant.dequantize
 

@@ -75,6 +75,13 @@ SPECS = {
     "llama-tiny": Spec("llama-tiny", "LlamaConfig", dict(
         vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False), pre="llama-bpe"),
+    # The legacy loader with a tensor processor that is not a pure permutation (experts split and restacked).
+    # The expert sizes are transformers' defaults: its GGUF config mapping for qwen2moe does not read them back.
+    "qwen2moe-tiny": Spec("qwen2moe-tiny", "Qwen2MoeConfig", dict(
+        vocab_size=1024, hidden_size=256, intermediate_size=512, moe_intermediate_size=1408,
+        shared_expert_intermediate_size=5632, num_experts=4, num_experts_per_tok=2, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False),
+        pre="qwen2"),
     # The legacy loader's peak-memory test: big enough (~60 MB in bfloat16) for RSS to measure it.
     "llama-small": Spec("llama-small", "LlamaConfig", dict(
         vocab_size=4096, hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
