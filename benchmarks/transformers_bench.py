@@ -190,10 +190,11 @@ def main(argv=None) -> int:
     lines = ["# transformers on gguf-dequant", "",
              "Command: `python benchmarks/transformers_bench.py`. Models built offline by "
              "`tests/transformers_models.py` (random weights written by transformers, converted by llama.cpp's "
-             "`convert_hf_to_gguf.py`, quantized by libllama). Decode: greedy `generate`, "
-             f"{DECODE_TOKENS} new tokens after an 8-token prompt, {REPEATS} times: tokens/s = 1 / the median time between "
-             "consecutive tokens (a streamer timestamps each; the median resists the other jobs' bursts); prefill: one forward of a {PREFILL_TOKENS}-token prompt, best of {REPEATS}. "
-             "RSS: the process's resident set (`/proc/self/statm`; peak: `ru_maxrss`).", ""]
+             f"`convert_hf_to_gguf.py`, quantized by libllama). Decode: greedy `generate`, {DECODE_TOKENS} new "
+             f"tokens after an 8-token prompt, {REPEATS} times; tokens/s = 1 / the median time between consecutive "
+             "tokens (a streamer timestamps each; the median resists the other jobs' bursts). Prefill: one forward "
+             f"of a {PREFILL_TOKENS}-token prompt, best of {REPEATS}. RSS: the process's resident set "
+             "(`/proc/self/statm`; peak: `ru_maxrss`).", ""]
     if args.only in (None, "decode"):
         lines += decode_section(build("lfm2-350m", "Q4_K_M"))
     if args.only in (None, "load"):
