@@ -202,8 +202,9 @@ void run_group(const MatmulJob &job, DecodeFn decode, const Tiling &t, int64_t n
         for (int64_t k0 = 0; k0 < kp; k0 += t.KC) {
             const int64_t kc = std::min(t.KC, kp - k0);
             for (int64_t j = 0; j < nb; ++j) decode(job.w + (n0 + j) * job.row_bytes, job.K, k0, kc, ybuf + j * t.KC);
-            for (int64_t j = 0; j < nb_padded; j += NR) {
-                for (int64_t m = 0; m < mb; m += MR) {
+            // Rows outer: MR rows of x (MR x KC floats) stay in L1 while every feature of the group uses them.
+            for (int64_t m = 0; m < mb; m += MR) {
+                for (int64_t j = 0; j < nb_padded; j += NR) {
                     microkernel_rows(int(std::min<int64_t>(MR, mb - m)), job.x_rows + m0 + m, k0, ybuf + j * t.KC,
                                      t.KC, kc, acc + m * ld_acc + j * 16, ld_acc);
                 }

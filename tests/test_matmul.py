@@ -16,6 +16,8 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gguf_dequant import reference, testing
 from gguf_dequant.types import SUPPORTED, resolve
@@ -102,6 +104,31 @@ def test_exact_order_and_error_bound(name, dtype):
         testing.assert_bits_equal(y, torch.from_numpy(want).to(dtype), f"{name} K={K} + bias")
         exact, mag, c = bound(x, w, bias)
         assert ((torch.from_numpy(want).double() - exact).abs() <= c * U * mag).all()
+
+
+@given(data=st.data())
+def test_fuzz_shapes_against_the_model(data):
+    """Random types, shapes, rows, dtypes and biases (also run under ASan + UBSan by test_sanitizers.py)."""
+    k = hub_kernel()
+    t = SUPPORTED[data.draw(st.sampled_from(sorted(SUPPORTED)))]
+    qk = t.block_elems
+    K = data.draw(st.integers(1, 40)) if qk == 1 else qk * data.draw(st.integers(0, 3))
+    N, M = data.draw(st.integers(0, 21)), data.draw(st.integers(0, 13))
+    dtype = data.draw(st.sampled_from(OUT_DTYPES))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    raw = testing.random_blocks(t, N * K // qk, np.random.default_rng(seed))
+    blocks = torch.from_numpy(raw.reshape(N, K // qk * t.block_bytes))
+    w = reference.dequantize(blocks, t)
+    x = torch.from_numpy(np.random.default_rng(seed + 1).standard_normal((M, K), dtype=np.float32)).to(dtype)
+    bias = torch.randn(N, generator=torch.Generator().manual_seed(seed)) if data.draw(st.booleans()) else None
+    got = k.linear(x, blocks, t.id, bias)
+    testing.assert_bits_equal(got, torch.from_numpy(model_linear(x, w, bias)).to(dtype), f"{t.name} {M}x{K}x{N}")
+    if N and M:
+        E = data.draw(st.integers(1, 3))
+        experts = blocks.repeat(E, 1, 1)
+        ids = torch.from_numpy(np.random.default_rng(seed + 2).integers(0, E, (M, 2), dtype=np.int32))
+        y = k.mul_mat_id(experts, x, ids, t.id, N)
+        testing.assert_bits_equal(y, torch.from_numpy(model_linear(x, w))[:, None, :].expand(M, 2, N), "mul_mat_id")
 
 
 def test_nonfinite_weights_propagate():
