@@ -84,12 +84,13 @@ def check_transformers(module: str | None = None, names: tuple = ()) -> object |
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        raise TransformersIntegrationError(f"transformers {transformers.__version__} has no module {module} ({e})") from e
+        raise TransformersIntegrationError(
+            f"transformers {transformers.__version__} has no module {module} ({e})") from e
     missing = [name for name in names if not hasattr(mod, name)]
     if missing:
         raise TransformersIntegrationError(
-            f"transformers {transformers.__version__}'s {module} lacks {', '.join(missing)}: its GGUF internals changed "
-            f"and gguf-dequant cannot hook into them")
+            f"transformers {transformers.__version__}'s {module} lacks {', '.join(missing)}: its GGUF internals "
+            "changed and gguf-dequant cannot hook into them")
     return mod
 
 
