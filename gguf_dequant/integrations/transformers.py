@@ -280,6 +280,7 @@ def _load_tensors(legacy, path, parsed: dict, model, dtype, backend) -> None:
         else:  # integer tensors and the like: what transformers does
             decode_dtype = torch.float32
             weights = np.copy(gguf_dequantize(tensor.data, tensor.tensor_type))
+        _release_pages(reader, tensor)  # decoded into memory of its own: the file's pages are not read again
         result = processor.process(weights=weights, name=tensor.name, tensor_key_mapping=key_mapping,
                                    parsed_parameters=parsed)
         if result.name not in key_mapping:
@@ -290,4 +291,3 @@ def _load_tensors(legacy, path, parsed: dict, model, dtype, backend) -> None:
         if dtype is not None and out.dtype != dtype:
             out = out.to(dtype)
         parsed["tensors"][key_mapping[result.name]] = out
-        _release_pages(reader, tensor)
