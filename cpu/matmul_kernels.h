@@ -183,10 +183,11 @@ struct Tiling {
     int64_t NB, KC, MB;  // features per group, columns per chunk, rows per block
 };
 
-// KC is a multiple of every block size (256). Only speed depends on these: the order of operations on each
-// output does not.
+// KC is a multiple of every block size (256). Rows come MB at a time (the group's weights are decoded once
+// per MB rows; the lane sums of a block take MB x NB x 64 bytes, 512 KiB at most). Only speed depends on these:
+// the order of operations on each output does not.
 inline Tiling tiling(int64_t M) {
-    return M <= 16 ? Tiling{16, 256, 16} : Tiling{16, 256, 128};
+    return M <= 16 ? Tiling{16, 256, 16} : Tiling{16, 256, 512};
 }
 
 // Features [n0, n0 + nb) of one job, with per-thread buffers ybuf (NB x KC) and acc (MB x NB x 16).

@@ -164,6 +164,15 @@ def test_batch_invariance(name):
                               full[5:6], "mul_mat_vec rounded once more = linear in bfloat16")
 
 
+def test_many_rows_span_several_row_blocks():
+    k = hub_kernel()
+    blocks, w = packed("Q5_K", 5, 256, seed=13)
+    x = torch.randn(1100, 256)  # more than two blocks of 512 rows
+    full = k.linear(x, blocks, "Q5_K")
+    rows = [0, 511, 512, 1023, 1024, 1099]
+    testing.assert_bits_equal(full[rows], torch.from_numpy(model_linear(x[rows], w)), "rows across blocks")
+
+
 def test_determinism_across_runs_and_thread_counts():
     k = hub_kernel()
     blocks, _ = packed("Q6_K", 256, 1024, seed=4)
