@@ -35,7 +35,7 @@ _CHILD = r"""
 import json, resource, sys, time, os
 import torch, transformers
 from pathlib import Path
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 transformers.logging.set_verbosity_error()
 mode, path = sys.argv[1], Path(sys.argv[2])
 if os.environ.get("GGUF_BENCH_THREADS"):
@@ -53,6 +53,9 @@ def peak():
 if kind == "packed":
     from gguf_dequant.integrations.transformers import install_kernel
     install_kernel()
+# import the architecture's code first (a model on the meta device), so that "before" holds every library
+with torch.device("meta"):
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path.parent, gguf_file=path.name))
 before = rss()
 t0 = time.perf_counter()
 if kind == "fastload":
@@ -199,6 +202,16 @@ def main(argv=None) -> int:
         lines += decode_section(build("lfm2-350m", "Q4_K_M"))
     if args.only in (None, "load"):
         lines += load_section(build("llama-2b", "Q4_K_M"))
+    lines += ["Notes:", "",
+              "- Decode on the packed path is almost all `mul_mat_vec` (92% of a single-thread decode step under "
+              "torch.profiler), so its ratio to dense follows the CPU gemv's speed (`benchmarks/matmul.py`); the "
+              "dense paths read 3x (bf16) or 6x (f32) more weight bytes per token.",
+              "- Prefill (> 8 rows): transformers dequantizes each packed weight (on this kernel) to the activation "
+              "dtype and multiplies with torch. In float32 that is a float32 GEMM, slower on this CPU than the "
+              "bfloat16 GEMM (avx512_bf16) of the dense bfloat16 model; the packed bfloat16 row is the like-for-like "
+              "comparison for the prefill goal.",
+              "- Memory: \"added by the load\" is the resident set after `from_pretrained` minus before it, with every "
+              "library already imported (a meta-device model of the architecture is built first).", ""]
     lines += [f"Machine: {machine()}. Run time {time.time() - start:.0f} s.", ""]
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
