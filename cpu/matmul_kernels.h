@@ -187,7 +187,7 @@ struct Tiling {
 // per MB rows; the lane sums of a block take MB x NB x 64 bytes, 512 KiB at most). Only speed depends on these:
 // the order of operations on each output does not.
 inline Tiling tiling(int64_t M) {
-    return M <= 16 ? Tiling{16, 256, 16} : Tiling{16, 256, 512};
+    return M <= 16 ? Tiling{16, 256, 16} : Tiling{16, 512, 512};
 }
 
 // Features [n0, n0 + nb) of one job, with per-thread buffers ybuf (NB x KC) and acc (MB x NB x 16).
