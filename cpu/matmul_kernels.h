@@ -103,17 +103,17 @@ inline float vsum(V16 a) {
 // Decodes elements [k0, k0 + kc) of one weight row into y (kc a multiple of 16; zeros past K).
 using DecodeFn = void (*)(const uchar *row, int64_t K, int64_t k0, int64_t kc, float *y);
 
-// Constant sub-block numbers (shifts and offsets fold) and a local result array (the compiler knows it
-// does not alias the block's bytes): both let GCC vectorize the decode functions.
+// Constant sub-block numbers (shifts and offsets fold) and restrict-qualified pointers (the output does not
+// alias the block's bytes) let GCC vectorize the decode functions. They store straight into the group's buffer,
+// which the microkernel reads only after the whole chunk is decoded (reading a just-written local array back
+// in wider vectors than it was stored with stalls store forwarding).
 template <typename Block, int SUB, void (*DEQUANTIZE)(const Block *, ushort, float *), int... S>
-inline void decode_block(const Block *b, float *y, std::integer_sequence<int, S...>) {
-    float local[sizeof...(S) * SUB];
-    (DEQUANTIZE(b, ushort(S), local + S * SUB), ...);
-    std::memcpy(y, local, sizeof(local));
+inline void decode_block(const Block *__restrict b, float *__restrict y, std::integer_sequence<int, S...>) {
+    (DEQUANTIZE(b, ushort(S), y + S * SUB), ...);
 }
 
 template <typename Block, int QK, int SUB, void (*DEQUANTIZE)(const Block *, ushort, float *)>
-void decode_quant(const uchar *row, int64_t, int64_t k0, int64_t kc, float *y) {
+void decode_quant(const uchar *__restrict row, int64_t, int64_t k0, int64_t kc, float *__restrict y) {
     // K is a multiple of QK and QK divides KC, so [k0, k0 + kc) is whole blocks.
     const Block *blocks = reinterpret_cast<const Block *>(row);
     for (int64_t i = k0 / QK; i < (k0 + kc) / QK; ++i) {

@@ -441,3 +441,24 @@ def test_reference_linear_in_bounded_chunks(monkeypatch):
     got = ref_module.linear(x, blocks, "Q6_K")
     exact, mag, _ = bound(x, w)
     assert got.shape == (4, 10) and ((got.double() - exact).abs() <= 257 * U * mag).all()
+
+
+@pytest.mark.skipif(not torch.backends.mps.is_available(), reason="needs a Mac with MPS (torch.backends.mps)")
+@pytest.mark.parametrize("name", ["Q4_K", "IQ4_XS", "MXFP4"])
+def test_front_door_linear_on_mps(name):
+    import gguf_dequant
+    from gguf_dequant import backends
+
+    blocks, w = packed(name, 24, 512, seed=14)
+    x = torch.randn(9, 512)
+    bias = torch.randn(24)
+    exact, mag, _ = bound(x, w, bias)
+    for backend in backends.available_backends("mps"):
+        if backends._linear_fn(backend, "mps") is None:
+            continue  # e.g. a published kernel build from before linear existed
+        got = gguf_dequant.linear(x.to("mps"), blocks.to("mps"), name, bias.to("mps"), backend=backend)
+        assert got.device.type == "mps" and got.shape == (9, 24)
+        assert ((got.cpu().double() - exact).abs() <= (512 + 1) * U * mag).all(), backend
+        rows = gguf_dequant.linear(x[3:5].to("mps"), blocks.to("mps"), name, bias.to("mps"), backend=backend)
+        if backend != "reference":  # the kernels are batch-invariant; torch's matmul need not be
+            testing.assert_bits_equal(rows.cpu(), got[3:5].cpu(), f"{backend} batch invariance")
