@@ -1,0 +1,1 @@
+"""Integrations of gguf-dequant with model libraries (``gguf_dequant.integrations.transformers``)."""

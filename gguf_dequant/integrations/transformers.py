@@ -1,0 +1,293 @@
+"""Run transformers' GGUF models on gguf-dequant.
+
+Two routes, one per GGUF loader transformers has:
+
+- **Packed path** (transformers' new loader; architectures ``lfm2``, ``qwen35``, ``qwen35moe`` in 5.23/5.24):
+  weights stay as GGUF blocks in ``GgufLinear`` / ``GgufEmbedding`` / ``GgufExperts`` modules, which call a GGUF
+  kernel. :func:`install_kernel` makes that kernel this package's Hub kernel, so ``mul_mat_vec``, ``mul_mat_id``,
+  ``dequantize`` and ``get_rows`` run here, on CPU and MPS alike::
+
+      from gguf_dequant.integrations.transformers import install_kernel
+      install_kernel()            # or install_kernel(kernels.get_kernel("kernels-community/gguf-dequant", version=1))
+      model = AutoModelForCausalLM.from_pretrained(path, gguf_file=name, dtype=torch.float32)
+
+  transformers 5.23/5.24 look their kernel up only through ``kernels>=0.18.2,<0.19``, and treat an older
+  ``kernels`` as absent; this route sets the kernel transformers caches, so it needs no particular ``kernels``
+  version. With ``kernels>=0.18.2`` the kernel can also be mapped without this module:
+  ``LOCAL_KERNELS="ggml-org/ggml-quantization=/path/to/gguf-dequant/build" python ...`` (kernels then loads the
+  local build for the id transformers asks for); on CPU transformers then still unpacks with its own torch code
+  for embeddings and prompts of more than 8 tokens, which :func:`install_kernel` routes to this kernel too.
+
+- **Legacy loader** (every other architecture: llama, qwen2, gemma, ...): transformers dequantizes the whole file
+  with gguf-py's numpy code at load. Inside :func:`fast_gguf_load` it dequantizes with this package instead
+  (compiled backend, straight to the requested dtype, one rounding, one tensor at a time)::
+
+      with fast_gguf_load():
+          model = AutoModelForCausalLM.from_pretrained(path, gguf_file=name, dtype=torch.bfloat16)
+
+Both routes rely on transformers internals that change between releases, so both check the transformers version
+(:data:`TRANSFORMERS_VERSIONS`) and the internals they use, and raise :class:`TransformersIntegrationError`
+instead of letting transformers fall back silently to a dense float32 model.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import mmap
+import os
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+__all__ = ["install_kernel", "uninstall_kernel", "load_kernel", "fast_gguf_load", "check_transformers",
+           "TransformersIntegrationError", "TRANSFORMERS_VERSIONS", "KERNEL_OPS"]
+
+# [first, last) transformers releases whose GGUF internals this module was written against (5.23.0 and 5.24.0 have
+# byte-identical GGUF code; 5.24.0 is the tested pin).
+TRANSFORMERS_VERSIONS = ("5.23.0", "5.25.0")
+# What transformers' GgufKernel wrapper reads from a kernel module.
+KERNEL_OPS = ("mul_mat_vec", "dequantize", "get_rows", "mul_mat_id", "GEMV_TYPES")
+
+_PACKED = "transformers.integrations.gguf.kernels"
+_PACKED_NAMES = ("_gguf_kernel", "GgufKernel", "get_gguf_kernel", "kernel_can_read", "MAX_GEMV_ROWS")
+_BLOCKS = "transformers.integrations.gguf.dequant"
+_BLOCKS_NAMES = ("GGML_BLOCK", "GGML_NAME")
+_LEGACY = "transformers.modeling_gguf_pytorch_utils"
+_LEGACY_NAMES = ("load_gguf_checkpoint", "TENSOR_PROCESSORS", "TensorProcessor", "LlamaTensorProcessor",
+                 "get_gguf_hf_weights_map", "read_field")
+
+
+class TransformersIntegrationError(RuntimeError):
+    """transformers is a version, or has internals, this module does not know; or the kernel lacks an op."""
+
+
+def check_transformers(module: str | None = None, names: tuple = ()) -> object | None:
+    """Raise unless the installed transformers is in :data:`TRANSFORMERS_VERSIONS`; then import ``module`` and
+    check it defines ``names`` (the internals a route uses) and return it."""
+    try:
+        import transformers
+    except ImportError as e:
+        raise TransformersIntegrationError(f"transformers is not installed ({e})") from e
+    from packaging.version import Version
+
+    first, last = TRANSFORMERS_VERSIONS
+    if not Version(first) <= Version(transformers.__version__) < Version(last):
+        raise TransformersIntegrationError(
+            f"transformers {transformers.__version__} is not a version gguf_dequant.integrations.transformers knows "
+            f"(>={first},<{last}); its GGUF internals may have changed. Install transformers>={first},<{last}, or a "
+            f"gguf-dequant release that supports {transformers.__version__}.")
+    if module is None:
+        return None
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise TransformersIntegrationError(
+            f"transformers {transformers.__version__} has no module {module} ({e})") from e
+    missing = [name for name in names if not hasattr(mod, name)]
+    if missing:
+        raise TransformersIntegrationError(
+            f"transformers {transformers.__version__}'s {module} lacks {', '.join(missing)}: its GGUF internals "
+            "changed and gguf-dequant cannot hook into them")
+    return mod
+
+
+# ------------------------------------------------------------------------------------------- packed path
+
+_installed: dict = {}  # what install_kernel changed: {"kernel_can_read": original function, "types": added ids}
+
+
+def load_kernel(device="cpu"):
+    """This package's Hub kernel for ``device``: the local build (``python -m gguf_dequant.local_build``), or
+    ``kernels-community/gguf-dequant`` version 1 (``GGUF_DEQUANT_HUB=1`` on CPU), as ``gguf_dequant.dequantize``
+    finds it."""
+    from ..backends import _load_kernel
+
+    module, why = _load_kernel(torch.device(device).type)
+    if module is None:
+        raise TransformersIntegrationError(f"no gguf-dequant kernel build for {device}: {why}")
+    return module
+
+
+def install_kernel(kernel=None, *, device="cpu"):
+    """Make transformers' GGUF loader keep weights packed and compute with ``kernel`` (default
+    :func:`load_kernel`). Call before ``from_pretrained``; returns transformers' ``GgufKernel`` wrapper.
+
+    Raises :class:`TransformersIntegrationError` if transformers is not a known version, its internals changed,
+    or the kernel lacks an op transformers calls (transformers itself would swallow that and load dense float32).
+    """
+    gk = check_transformers(_PACKED, _PACKED_NAMES)
+    blocks = check_transformers(_BLOCKS, _BLOCKS_NAMES)
+    module = kernel if kernel is not None else load_kernel(device)
+    missing = [op for op in KERNEL_OPS if not hasattr(module, op)]
+    if missing:
+        raise TransformersIntegrationError(
+            f"the kernel {getattr(module, '__name__', module)!r} lacks {', '.join(missing)}, which transformers' GGUF "
+            "layers call (a gguf-dequant build without the fused ops?)")
+    max_rows = getattr(module, "MAX_GEMV_ROWS", gk.MAX_GEMV_ROWS)
+    if max_rows < gk.MAX_GEMV_ROWS:
+        raise TransformersIntegrationError(f"transformers calls mul_mat_vec with up to {gk.MAX_GEMV_ROWS} rows; the "
+                                           f"kernel takes {max_rows}")
+    try:
+        wrapper = gk.GgufKernel(module)
+    except Exception as e:  # noqa: BLE001 - its constructor reads what it needs; anything else is a changed API
+        raise TransformersIntegrationError(f"transformers' GgufKernel cannot wrap the kernel: {e!r}") from e
+    devices = frozenset(module.supported_devices()) if hasattr(module, "supported_devices") else frozenset({"mps"})
+    original = _installed.get("kernel_can_read", gk.kernel_can_read)
+
+    # transformers unpacks CPU tensors with its own torch code even when a kernel is resolved (embeddings, and
+    # GgufLinear with more than MAX_GEMV_ROWS rows); this kernel reads CPU memory, so it serves those too.
+    def kernel_can_read(tensor) -> bool:
+        return gk._gguf_kernel is wrapper and tensor.device.type in devices
+
+    # transformers' reader refuses a file holding a quantized type its own table lacks (Q5_0, Q5_1, MXFP4, NVFP4,
+    # TQ*, Q1_0, Q2_0); the kernel computes on all of them, so the table gets their block sizes.
+    from ..types import SUPPORTED
+
+    added = _installed.get("types", set())
+    for tid in sorted(int(t) for t in module.GEMV_TYPES):
+        t = SUPPORTED.get(tid)
+        if t is not None and t.block_elems > 1 and tid not in blocks.GGML_BLOCK:
+            blocks.GGML_BLOCK[tid] = (t.block_elems, t.block_bytes)
+            blocks.GGML_NAME[tid] = t.name
+            added.add(tid)
+    gk._gguf_kernel = wrapper
+    gk.kernel_can_read = kernel_can_read
+    _installed.update(kernel_can_read=original, types=added)
+    return wrapper
+
+
+def uninstall_kernel() -> None:
+    """Undo :func:`install_kernel`: transformers resolves its kernel again on the next load."""
+    gk = importlib.import_module(_PACKED)
+    blocks = importlib.import_module(_BLOCKS)
+    if "kernel_can_read" in _installed:
+        gk.kernel_can_read = _installed.pop("kernel_can_read")
+    for tid in _installed.pop("types", ()):
+        blocks.GGML_BLOCK.pop(tid, None)
+        blocks.GGML_NAME.pop(tid, None)
+    gk._gguf_kernel = None
+
+
+# ----------------------------------------------------------------------------------------- legacy loader
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+@contextmanager
+def fast_gguf_load(*, backend: str | None = None):
+    """Inside this context, transformers' legacy GGUF loader dequantizes with ``gguf_dequant.dequantize``
+    (``backend`` forces one, as there) instead of gguf-py: straight to the requested dtype, tensor by tensor.
+
+    The state dict equals transformers' own bit for bit (gguf-py decodes to float32 and transformers casts once;
+    gguf-dequant rounds the same float32 values once). Peak memory is the loaded model plus about one tensor (each
+    tensor's pages of the memory-mapped file are released once it is decoded). The file's metadata is parsed once
+    instead of once per reader transformers opens, and gguf-py's tensor-name maps are built once per architecture
+    instead of once per module. Architectures of the new loader (lfm2, qwen35, ...) do not go through here (see
+    :func:`install_kernel`).
+    """
+    import gguf
+
+    legacy = check_transformers(_LEGACY, _LEGACY_NAMES)
+    original = legacy.load_gguf_checkpoint
+    saved = {"GGUFReader": gguf.GGUFReader, "get_tensor_name_map": gguf.get_tensor_name_map}
+
+    def load_gguf_checkpoint(gguf_checkpoint_path, return_tensors=False, model_to_load=None, torch_dtype=None):
+        parsed = original(gguf_checkpoint_path, return_tensors=False, model_to_load=model_to_load,
+                          torch_dtype=torch_dtype)
+        if return_tensors:
+            _load_tensors(legacy, gguf_checkpoint_path, parsed, model_to_load, torch_dtype, backend)
+        return parsed
+
+    legacy.load_gguf_checkpoint = load_gguf_checkpoint
+    # transformers imports both from gguf inside its functions, at each call, so these are what it gets.
+    gguf.GGUFReader = _shared_reader_class(saved["GGUFReader"])
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(saved["get_tensor_name_map"])
+    try:
+        yield
+    finally:
+        legacy.load_gguf_checkpoint = original
+        gguf.GGUFReader, gguf.get_tensor_name_map = saved["GGUFReader"], saved["get_tensor_name_map"]
+
+
+def _shared_reader_class(base):
+    """A GGUFReader subclass that parses each file once for the life of one fast_gguf_load context (transformers
+    opens a file once for its config and once more for its weights; the metadata of a large vocabulary takes
+    seconds to parse)."""
+    readers = {}
+
+    class SharedGGUFReader(base):
+        def __new__(cls, path, mode="r"):
+            key = (os.path.realpath(os.fspath(path)), mode)
+            if key not in readers:
+                readers[key] = super().__new__(cls)
+            return readers[key]
+
+        def __init__(self, path, mode="r"):
+            if not hasattr(self, "tensors"):
+                super().__init__(path, mode)
+
+    return SharedGGUFReader
+
+
+def _release_pages(reader, tensor) -> None:
+    """Drop a decoded tensor's pages of the read-only file map from this process's resident set (they are clean
+    file pages: the kernel reads them again from the page cache if anything touches them)."""
+    mm = getattr(reader.data, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = tensor.data_offset
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = (start + tensor.n_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        mm.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
+def _raw_bytes(tensor) -> torch.Tensor:
+    """A GGUFReader tensor's bytes as a uint8 tensor over the memory map, last dimension in bytes (no copy)."""
+    raw = np.asarray(tensor.data)
+    raw = raw.view(np.uint8) if raw.dtype != np.uint8 else raw
+    with warnings.catch_warnings():  # the map is read-only and is only read
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(raw)
+
+
+def _load_tensors(legacy, path, parsed: dict, model, dtype, backend) -> None:
+    """transformers' legacy tensor loop (load_gguf_checkpoint, return_tensors=True) with gguf-dequant decoding."""
+    import gguf
+    from gguf.quants import dequantize as gguf_dequantize
+    from tqdm.auto import tqdm
+
+    from .. import dequantize
+    from ..types import SUPPORTED
+
+    reader = gguf.GGUFReader(path)
+    architecture = legacy.read_field(reader, "general.architecture")[0]
+    processor = legacy.TENSOR_PROCESSORS.get(architecture, legacy.TensorProcessor)(config=parsed.get("config", {}))
+    key_mapping = legacy.get_gguf_hf_weights_map(model, processor)
+    # These processors only rename, reshape and permute (never compute), so they can move 16-bit values as int16
+    # bits; any other processor gets float32 values and its result is cast once, as transformers does.
+    moves_bits = type(processor) in (legacy.TensorProcessor, legacy.LlamaTensorProcessor)
+    parsed["tensors"] = {}
+    for tensor in tqdm(reader.tensors, desc="Dequantizing GGUF tensors (gguf-dequant)"):
+        qtype = int(tensor.tensor_type)
+        decode_dtype = dtype if moves_bits and dtype in _HALF else torch.float32
+        if qtype in SUPPORTED:
+            values = dequantize(_raw_bytes(tensor), qtype, decode_dtype, backend=backend)
+            weights = values.view(torch.int16).numpy() if decode_dtype in _HALF else values.numpy()
+        else:  # integer tensors and the like: what transformers does
+            decode_dtype = torch.float32
+            weights = np.copy(gguf_dequantize(tensor.data, tensor.tensor_type))
+        _release_pages(reader, tensor)  # decoded into memory of its own: the file's pages are not read again
+        result = processor.process(weights=weights, name=tensor.name, tensor_key_mapping=key_mapping,
+                                   parsed_parameters=parsed)
+        if result.name not in key_mapping:
+            continue
+        out = torch.from_numpy(np.ascontiguousarray(result.weights))
+        if decode_dtype in _HALF:
+            out = out.view(decode_dtype)
+        if dtype is not None and out.dtype != dtype:
+            out = out.to(dtype)
+        parsed["tensors"][key_mapping[result.name]] = out

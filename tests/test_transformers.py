@@ -1,0 +1,386 @@
+"""transformers runs real GGUF files on this package's kernel (gguf_dequant.integrations.transformers).
+
+The files are made by tests/transformers_models.py (transformers checkpoint -> llama.cpp's converter -> libllama's
+quantizer; cached under .cache/transformers-models, about a minute to build the first time). The kernel is the
+locally built Hub package loaded by `kernels` (tests/hub.py), wrapped only to count calls.
+
+Bounds:
+- float32 packed vs transformers' own float32 dense path: both compute every dot product in float32 on the same
+  decoded weights, in different summation orders (the fused kernel's 16-lane order vs oneDNN's). One dot product of
+  length K <= 512 differs by at most about (K/16 + 4) * 2^-24 * sum|w*x| (fused-cpu's bound), ~2e-6 relative; a
+  few layers of normalised residual blocks amplify that by a small factor. The test asks for max|d logits| <=
+  1e-4 * max|logits|: about 50x the largest difference observed (2e-6 relative) and 30x below the effect of
+  bfloat16 weights and activations (rms 0.01 on logits of magnitude ~3), so a wrong table or a mis-ordered row
+  cannot hide in it.
+- bfloat16: the packed path multiplies exact weights in float32 and rounds each output once; transformers' own
+  bfloat16 fallback computes the weights in bfloat16 (rounding more than once) and multiplies in bfloat16.
+  Asserted: the packed logits' rms distance to the float32 dense logits is smaller than the fallback's.
+- For Q5_0, which transformers cannot read, "dense" is the model dequantized at load by this kernel
+  (GgufConfig(dequantize=True); exact, as gguf-py).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from gguf_dequant.integrations import transformers as integration  # noqa: E402
+
+from .hub import hub_kernel  # noqa: E402
+from .transformers_models import build, builders_missing  # noqa: E402
+
+PACKED_FTYPES = ["Q8_0", "Q4_K_M", "Q3_K_M", "IQ4_XS", "Q5_0"]  # Q5_0: a type transformers does not list
+UNLISTED = {"Q5_0"}
+PROMPTS = {"short": 5, "long": 12}  # <= 8 rows: mul_mat_vec; > 8 rows: dequantize + matmul
+F32_BOUND = 1e-4
+
+
+@pytest.fixture(scope="module")
+def gguf_files():
+    why = builders_missing()
+    if why:
+        if os.environ.get("GGUF_REQUIRE_GGML") == "1":
+            pytest.fail(f"GGUF_REQUIRE_GGML=1 but {why}")
+        pytest.skip(why)
+    return build
+
+
+class CountingKernel(types.SimpleNamespace):
+    """The Hub package module as transformers sees it, counting calls of the ops transformers makes."""
+
+    OPS = ("mul_mat_vec", "mul_mat_id", "dequantize", "get_rows")
+
+    def __init__(self, module):
+        calls = collections.Counter()
+
+        def counted(name):
+            fn = getattr(module, name)
+
+            def call(*args, **kwargs):
+                calls[name] += 1
+                return fn(*args, **kwargs)
+            return call
+
+        super().__init__(**{name: counted(name) for name in self.OPS}, GEMV_TYPES=module.GEMV_TYPES,
+                         MAX_GEMV_ROWS=module.MAX_GEMV_ROWS, supported_devices=module.supported_devices,
+                         __name__=module.__name__, calls=calls)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    module = hub_kernel()
+    k = CountingKernel(module)
+    yield k
+    integration.uninstall_kernel()
+
+
+def _load(path: Path, dtype, kernel=None, **kwargs):
+    from transformers import AutoModelForCausalLM
+
+    integration.uninstall_kernel()
+    if kernel is not None:
+        integration.install_kernel(kernel)
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype, **kwargs).eval()
+
+
+def _dense_reference(path: Path, dtype, kernel, ftype):
+    """transformers' own dense path (no kernel: it dequantizes at load with its torch code). For a type it does not
+    list it has none, so the weights are dequantized at load by this kernel (exact, as gguf-py) instead."""
+    if ftype in UNLISTED:
+        from transformers import GgufConfig
+
+        return _load(path, dtype, kernel, quantization_config=GgufConfig(dequantize=True))
+    return _load(path, dtype)
+
+
+def _prompt(n: int) -> torch.Tensor:
+    return (torch.arange(3, 3 + n)[None] * 37) % 1000
+
+
+def _logits(model, ids, kernel=None) -> torch.Tensor:
+    """A forward; a packed model needs its kernel installed (transformers keeps one kernel per process, and the
+    dense references are loaded with none)."""
+    if kernel is not None:
+        integration.install_kernel(kernel)
+        kernel.calls.clear()
+    with torch.no_grad():
+        return model(ids).logits.float()
+
+
+def _rms(d: torch.Tensor) -> float:
+    return d.pow(2).mean().sqrt().item()
+
+
+def _module_counts(model) -> collections.Counter:
+    return collections.Counter(type(m).__name__ for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def lfm2_models(gguf_files, kernel):
+    """Per quantization: the float32 dense reference, transformers' bfloat16 fallback and the packed models."""
+    cache = {}
+
+    def get(ftype, which):
+        key = (ftype, which)
+        if key not in cache:
+            path = gguf_files("lfm2-tiny", ftype)
+            if which == "dense-f32":
+                cache[key] = _dense_reference(path, torch.float32, kernel, ftype)
+            elif which == "dense-bf16":
+                cache[key] = _dense_reference(path, torch.bfloat16, kernel, ftype)
+            else:
+                cache[key] = _load(path, {"packed-f32": torch.float32, "packed-bf16": torch.bfloat16}[which], kernel)
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("ftype", PACKED_FTYPES)
+def test_packed_lfm2(lfm2_models, kernel, ftype, dtype):
+    dense = lfm2_models(ftype, "dense-f32")
+    model = lfm2_models(ftype, "packed-f32" if dtype == torch.float32 else "packed-bf16")
+    counts = _module_counts(model)
+    n_linear = _module_counts(dense)["Linear"]
+    assert n_linear > 0 and counts["GgufLinear"] == n_linear and counts["Linear"] == 0, counts
+    assert counts["GgufEmbedding"] == 1 and counts["Embedding"] == 0, counts
+    assert all(m.weight.dtype == torch.uint8 for m in model.modules() if type(m).__name__.startswith("Gguf"))
+
+    for prompt, n in PROMPTS.items():
+        ids = _prompt(n)
+        got = _logits(model, ids, kernel)
+        # every packed layer went through the kernel: gemv for <= 8 rows, the kernel's dequantize above
+        assert kernel.calls["get_rows"] == 1, dict(kernel.calls)
+        assert kernel.calls["mul_mat_vec" if n <= 8 else "dequantize"] == n_linear, (prompt, dict(kernel.calls))
+        ref = _logits(dense, ids)
+        assert got.shape == ref.shape
+        if dtype == torch.float32 and n > 8:
+            # this kernel's exact dequantization feeds the same torch matmul as transformers' dense model
+            assert torch.equal(got, ref), f"{ftype} {prompt}: max |d| {(got - ref).abs().max().item()}"
+        elif dtype == torch.float32:
+            err = (got - ref).abs().max().item()
+            assert err <= F32_BOUND * ref.abs().max().item(), f"{ftype} {prompt}: max |d| {err}"
+        else:
+            theirs = _logits(lfm2_models(ftype, "dense-bf16"), ids)
+            ours_rms, theirs_rms = _rms(got - ref), _rms(theirs - ref)
+            if ftype in UNLISTED and n > 8:
+                # transformers has no fallback of its own here: "dense" is this kernel's bf16 weights (rounded once)
+                # in a bf16 matmul, which is exactly what the packed path does above MAX_GEMV_ROWS
+                assert ours_rms == theirs_rms, f"{ftype} {prompt}: {ours_rms} vs {theirs_rms}"
+            else:
+                assert ours_rms < theirs_rms, f"{ftype} {prompt}: packed bf16 rms {ours_rms} vs dense bf16 {theirs_rms}"
+
+
+def test_local_kernels_route(gguf_files, kernel, monkeypatch):
+    """The documented route without this module: kernels' LOCAL_KERNELS maps the id transformers asks for to this
+    checkout. transformers 5.24 calls kernels only when kernels >= 0.18.2 (the registry here has 0.17.2, whose
+    get_kernel reads LOCAL_KERNELS the same way), so that version gate is lifted inside this test only."""
+    import kernels
+    from transformers.integrations import hub_kernels
+    from transformers.integrations.gguf import kernels as gk
+
+    path = gguf_files("lfm2-tiny", "Q4_K_M")
+    dense = _load(path, torch.float32)
+    integration.uninstall_kernel()
+    monkeypatch.setenv("LOCAL_KERNELS", f"ggml-org/ggml-quantization={Path(__file__).resolve().parents[1]}")
+    monkeypatch.setattr(hub_kernels, "is_kernels_available", lambda *args, **kwargs: True)
+    monkeypatch.setattr(hub_kernels, "get_kernel_hub", kernels.get_kernel, raising=False)
+    try:
+        resolved = gk.get_gguf_kernel()
+        assert resolved is not False and set(resolved.gemv_types) == set(kernel.GEMV_TYPES)
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        assert _module_counts(model)["GgufLinear"] == _module_counts(dense)["Linear"]
+        ids = _prompt(5)
+        got, ref = _logits(model, ids), _logits(dense, ids)
+        assert (got - ref).abs().max().item() <= F32_BOUND * ref.abs().max().item()
+    finally:
+        integration.uninstall_kernel()
+
+
+def test_unlisted_type_needs_the_kernel(gguf_files):
+    """transformers' own GGUF reader refuses a Q5_0 file; with this kernel installed it loads packed (above)."""
+    path = gguf_files("lfm2-tiny", "Q5_0")
+    with pytest.raises(ValueError, match="ggml type 6, which is not supported"):
+        _load(path, torch.float32)
+
+
+@pytest.mark.parametrize("ftype", ["Q4_K_M", "Q5_0"])
+def test_packed_generate(lfm2_models, kernel, ftype):
+    model = lfm2_models(ftype, "packed-bf16")
+    n_linear = _module_counts(model)["GgufLinear"]
+    ids = _prompt(6)
+    integration.install_kernel(kernel)
+    kernel.calls.clear()
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False)
+    assert out.shape == (1, 6 + 16) and torch.equal(out[:, :6], ids)
+    # one forward per new token, each through every packed layer with a gemv (the prompt's too: 6 rows)
+    assert kernel.calls["mul_mat_vec"] >= 16 * n_linear, dict(kernel.calls)
+
+
+@pytest.mark.parametrize("ftype", ["Q4_K_M", "Q8_0"])
+def test_packed_moe_uses_mul_mat_id(gguf_files, kernel, ftype):
+    path = gguf_files("qwen35moe-tiny", ftype)
+    dense = _load(path, torch.float32)
+    model = _load(path, torch.float32, kernel)
+    counts = _module_counts(model)
+    n_layers = model.config.num_hidden_layers
+    assert counts["GgufExperts"] == n_layers and counts["GgufEmbedding"] == 1, counts
+    assert all(e.gate_up_proj.dtype == torch.uint8 and e.down_proj.dtype == torch.uint8
+               for e in model.modules() if type(e).__name__ == "GgufExperts")
+    for prompt, n in PROMPTS.items():
+        ids = _prompt(n)
+        got = _logits(model, ids, kernel)
+        assert kernel.calls["mul_mat_id"] == 2 * n_layers, (prompt, dict(kernel.calls))  # gate_up, then down
+        ref = _logits(dense, ids)
+        err = (got - ref).abs().max().item()
+        assert err <= F32_BOUND * ref.abs().max().item(), f"{ftype} {prompt}: max |d| {err}"
+
+
+@pytest.mark.mps
+def test_packed_on_mps(gguf_files):
+    """The same route on a Mac: the packed model on MPS against transformers' float32 dense path on the CPU."""
+    if not torch.backends.mps.is_available():
+        pytest.skip("needs a Mac with MPS")
+    path = gguf_files("lfm2-tiny", "Q4_K_M")
+    dense = _load(path, torch.float32)
+    kernel = CountingKernel(integration.load_kernel("mps"))
+    model = _load(path, torch.float32, kernel, device_map="mps")
+    assert _module_counts(model)["GgufLinear"] == _module_counts(dense)["Linear"]
+    for n in PROMPTS.values():
+        ids = _prompt(n)
+        got = _logits(model, ids.to("mps"), kernel).cpu()
+        assert kernel.calls["mul_mat_vec" if n <= 8 else "dequantize"] > 0, dict(kernel.calls)
+        ref = _logits(dense, ids)
+        assert (got - ref).abs().max().item() <= F32_BOUND * ref.abs().max().item()
+    integration.uninstall_kernel()
+
+
+# ------------------------------------------------------------------------------------------- legacy loader
+
+@pytest.fixture(scope="module", params=["llama-tiny", "qwen2moe-tiny"])
+def legacy_default_f32(request, gguf_files):
+    """transformers' legacy loader as is (gguf-py's float32 dequantization) on a llama (its tensor processor only
+    permutes: values move as 16-bit bits) and a qwen2moe (experts split and restacked: values go through float32).
+    The qwen2moe file mixes Q4_K, Q6_K, Q5_0 and Q8_0."""
+    path = gguf_files(request.param, "Q4_K_M")
+    return path, _load(path, torch.float32).state_dict()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["f32", "bf16", "f16"])
+def test_fast_gguf_load_state_dict(legacy_default_f32, monkeypatch, dtype):
+    import gguf_dequant
+
+    path, reference = legacy_default_f32
+    calls = collections.Counter()
+    real = gguf_dequant.dequantize
+
+    def counting(*args, **kwargs):
+        calls[args[1]] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gguf_dequant, "dequantize", counting)
+    with integration.fast_gguf_load(backend="kernel"):  # the compiled backend, or an error
+        got = _load(path, dtype).state_dict()
+    import gguf
+
+    n_tensors = len(gguf.GGUFReader(str(path)).tensors)
+    assert sum(calls.values()) == n_tensors, calls
+    assert set(got) == set(reference)
+    for name, ref in reference.items():
+        assert got[name].dtype == dtype, name
+        # float32: gguf-py's values bit for bit; 16-bit: those values rounded once
+        expected = ref.to(dtype)
+        assert torch.equal(got[name].view(torch.uint8), expected.contiguous().view(torch.uint8)), name
+
+
+_RSS_SCRIPT = r"""
+import json, resource, sys, torch
+from pathlib import Path
+import transformers
+from transformers import AutoModelForCausalLM
+from gguf_dequant.integrations.transformers import fast_gguf_load
+transformers.logging.set_verbosity_error()
+small, big = Path(sys.argv[1]), Path(sys.argv[2])
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with fast_gguf_load(backend="kernel"):  # warm up every import and the kernel on the tiny file
+    AutoModelForCausalLM.from_pretrained(small.parent, gguf_file=small.name, dtype=torch.bfloat16)
+before = peak()
+with fast_gguf_load(backend="kernel"):
+    model = AutoModelForCausalLM.from_pretrained(big.parent, gguf_file=big.name, dtype=torch.bfloat16)
+after = peak()
+sizes = [t.numel() * t.element_size() for t in model.state_dict().values()]
+print(json.dumps({"growth": after - before, "model": sum(sizes), "largest": max(sizes)}))
+"""
+
+
+def test_fast_gguf_load_peak_rss(gguf_files):
+    """Peak RSS growth of a load (in a fresh process) stays near the loaded model's size: no float32 copy of the
+    model, and no file pages kept."""
+    small, big = gguf_files("llama-tiny", "Q4_K_M"), gguf_files("llama-small", "Q4_K_M")
+    proc = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(small), str(big)], capture_output=True,
+                          text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    # allowance: about one tensor's transients (its decoded values, a permuted copy, its file pages) and 8 MiB of
+    # allocator slack. Measured: 66 MB for a 59 MB model; transformers' own loader grows by 96 MB here.
+    assert r["growth"] <= r["model"] + 3 * r["largest"] + (8 << 20), r
+
+
+# ------------------------------------------------------------------------------------------- loud failures
+
+def test_unknown_transformers_version_is_refused(monkeypatch, kernel):
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "5.99.0")
+    with pytest.raises(integration.TransformersIntegrationError, match="5.99.0"):
+        integration.install_kernel(kernel)
+    with pytest.raises(integration.TransformersIntegrationError, match="5.99.0"):
+        with integration.fast_gguf_load():
+            pass
+
+
+def test_changed_internals_are_refused(monkeypatch, kernel):
+    from transformers.integrations.gguf import kernels as gk
+    from transformers import modeling_gguf_pytorch_utils as legacy
+
+    monkeypatch.delattr(gk, "GgufKernel")
+    with pytest.raises(integration.TransformersIntegrationError, match="GgufKernel"):
+        integration.install_kernel(kernel)
+    monkeypatch.delattr(legacy, "TENSOR_PROCESSORS")
+    with pytest.raises(integration.TransformersIntegrationError, match="TENSOR_PROCESSORS"):
+        with integration.fast_gguf_load():
+            pass
+
+
+def test_kernel_without_fused_ops_is_refused(kernel):
+    """A kernel build without the fused ops (transformers would silently load dense float32)."""
+    partial = types.SimpleNamespace(dequantize=kernel.dequantize, get_rows=kernel.get_rows, __name__="old-build")
+    with pytest.raises(integration.TransformersIntegrationError, match="mul_mat_vec, mul_mat_id, GEMV_TYPES"):
+        integration.install_kernel(partial)
+
+
+def test_uninstall_restores_transformers(kernel):
+    from transformers.integrations.gguf import dequant, kernels as gk
+
+    integration.uninstall_kernel()
+    original, blocks = gk.kernel_can_read, dict(dequant.GGML_BLOCK)
+    integration.install_kernel(kernel)
+    assert gk._gguf_kernel is not None and gk.kernel_can_read is not original
+    assert 6 in dequant.GGML_BLOCK and 6 not in blocks  # Q5_0
+    assert gk.kernel_can_read(torch.empty(1, dtype=torch.uint8))
+    integration.uninstall_kernel()
+    assert gk._gguf_kernel is None and gk.kernel_can_read is original and dequant.GGML_BLOCK == blocks
