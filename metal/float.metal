@@ -25,13 +25,26 @@ inline void convert_elements(device const IN *src, device T *dst, ulong first, u
 
 #ifdef GGUF_CPU
 
+// CPU: threads [t0, t1) convert elements [8 t0, min(8 t1, n)), 64 at a time through the shim's vector
+// loads and stores (the same conversions as gguf_load and gguf_store), the tail one by one.
+template <typename IN, typename T>
+inline void gguf_cpu_convert(const IN *src, T *dst, long i, long end) {
+    constexpr long W = 64;
+    for (; i + W <= end; i += W) {
+        float y[W];
+        metal::load_values<W>(src + i, y);
+        metal::store_values<W>(dst + i, y);
+    }
+    for (; i < end; ++i) {
+        dst[i] = T(gguf_load(src + i));
+    }
+}
+
 #define GGUF_CONVERT_KERNELS(NAME, IN)                                                          \
     template <typename T>                                                                       \
     inline void cpu_dequantize_##NAME(const uchar *src, T *dst, long t0, long t1, long n) {     \
-        for (long t = t0; t < t1; ++t) {                                                        \
-            convert_elements(reinterpret_cast<const IN *>(src), dst, ulong(t) * GGUF_SUB_##NAME, \
-                             ulong(n));                                                         \
-        }                                                                                       \
+        const long end = t1 * GGUF_SUB_##NAME < n ? t1 * GGUF_SUB_##NAME : n;                   \
+        gguf_cpu_convert(reinterpret_cast<const IN *>(src), dst, t0 * GGUF_SUB_##NAME, end);    \
     }
 
 #else

@@ -48,17 +48,60 @@ inline void gguf_store(device T *dst, thread const float *y) {
 #ifdef GGUF_CPU
 
 // CPU: decode threads [t0, t1) of the launch description into dst (n_elements is for the float
-// types' tail; quantized types always cover whole blocks).
+// types' tail; quantized types always cover whole blocks). Whole blocks call the decode function once per
+// sub-block with `sub` a compile-time constant, everything inlined (flatten), so compilers fold the
+// per-sub-block shifts, offsets and branches and vectorize each sub-block's loop. Float output is decoded
+// straight into dst. Half and bfloat output decode a group of at least 256 elements into a float array,
+// then convert the group at once: converting each sub-block right after decoding it loads vectors still in
+// the store buffer, often at another width than the compiler chose for the decode loop, which stalls store
+// forwarding.
+template <int S, typename B, typename Decode, int... SUB>
+inline void gguf_cpu_block(const B *block, float *__restrict y, Decode decode, std::integer_sequence<int, SUB...>) {
+    (decode(block, ushort(SUB), y + SUB * S), ...);
+}
+
+template <int QK, int S, typename B, typename T, typename Decode>
+__attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, long t0, long t1, Decode decode) {
+    constexpr long SUBS = QK / S;
+    constexpr long GROUP = QK >= 256 ? 1 : 256 / QK;  // blocks per conversion
+    constexpr auto subs = std::make_integer_sequence<int, int(SUBS)>();
+    const auto one_thread = [&](long t) {
+        if constexpr (std::is_same_v<T, float>) {
+            decode(blocks + t / SUBS, ushort(t % SUBS), dst + t * S);
+        } else {
+            float y[S];
+            decode(blocks + t / SUBS, ushort(t % SUBS), y);
+            gguf_store<T, S>(dst + t * S, y);
+        }
+    };
+    long t = t0;
+    for (; t < t1 && t % SUBS != 0; ++t) {
+        one_thread(t);
+    }
+    if constexpr (std::is_same_v<T, float>) {
+        for (; t + SUBS <= t1; t += SUBS) {
+            gguf_cpu_block<S>(blocks + t / SUBS, dst + t * S, decode, subs);
+        }
+    } else {
+        for (; t + GROUP * SUBS <= t1; t += GROUP * SUBS) {
+            float y[GROUP * QK];
+            for (long g = 0; g < GROUP; ++g) {
+                gguf_cpu_block<S>(blocks + t / SUBS + g, y + g * QK, decode, subs);
+            }
+            gguf_store<T, GROUP * QK>(dst + t * S, y);
+        }
+    }
+    for (; t < t1; ++t) {
+        one_thread(t);
+    }
+}
+
 #define GGUF_DEQUANT_KERNELS(NAME)                                                              \
     template <typename T>                                                                       \
     inline void cpu_dequantize_##NAME(const uchar *src, T *dst, long t0, long t1, long) {       \
-        constexpr long SUBS = GGUF_QK_##NAME / GGUF_SUB_##NAME;                                 \
-        const block_##NAME *blocks = reinterpret_cast<const block_##NAME *>(src);               \
-        for (long t = t0; t < t1; ++t) {                                                        \
-            float y[GGUF_SUB_##NAME];                                                           \
-            dequantize_##NAME(blocks + t / SUBS, ushort(t % SUBS), y);                          \
-            gguf_store<T, GGUF_SUB_##NAME>(dst + t * GGUF_SUB_##NAME, y);                       \
-        }                                                                                       \
+        gguf_cpu_threads<GGUF_QK_##NAME, GGUF_SUB_##NAME>(                                      \
+            reinterpret_cast<const block_##NAME *>(src), dst, t0, t1,                           \
+            [](const block_##NAME *b, ushort sub, float *__restrict y) { dequantize_##NAME(b, sub, y); }); \
     }
 
 #else
