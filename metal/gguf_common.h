@@ -26,6 +26,20 @@ inline float gguf_sign(uint bits, uint j) {
     return float(1 - 2 * int((bits >> j) & 1));
 }
 
+// y[j] = float(table[(q[j] >> shift) & 0xF]) * d for j < N (N = 8 or 16): a 16-entry table of the nibbles of
+// N bytes. Compilers do not vectorize the table load, so the CPU build does it with a byte shuffle (the
+// shim's lookup_nibbles: the same values, the same one rounding of the product).
+template <int N>
+inline void gguf_nibble_lookup(constant int8_t *table, device const uchar *q, uint shift, float d, thread float *y) {
+#ifdef GGUF_CPU
+    metal::lookup_nibbles<N>(table, q, shift, d, y);
+#else
+    for (int j = 0; j < N; ++j) {
+        y[j] = float(int(table[(q[j] >> shift) & 0xF])) * d;
+    }
+#endif
+}
+
 // Store N decoded values as T (float, half or bfloat), rounding to nearest even once.
 template <typename T, int N>
 inline void gguf_store(device T *dst, thread const float *y) {

@@ -21,10 +21,7 @@ inline float e8m0_to_fp32_half(uint e) {
 // Sub-block 0: the low nibbles (elements 0..15); sub-block 1: the high nibbles (16..31).
 inline void dequantize_mxfp4(device const block_mxfp4 *b, ushort sub, thread float *y) {
     const float d = e8m0_to_fp32_half(b->e);
-    const ushort shift = 4 * sub;
-    for (int j = 0; j < 16; ++j) {
-        y[j] = float(int(kvalues_fp4[(b->qs[j] >> shift) & 0xF])) * d;
-    }
+    gguf_nibble_lookup<16>(kvalues_fp4, b->qs, 4 * sub, d, y);
 }
 
 GGUF_DEQUANT_KERNELS(mxfp4)

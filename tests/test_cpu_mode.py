@@ -60,6 +60,14 @@ void store_all(const float *y, void *dst, long n) {
 }
 extern "C" void store_f16(const float *y, void *dst, long n) { store_all<half>(y, dst, n); }
 extern "C" void store_bf16(const float *y, void *dst, long n) { store_all<bfloat>(y, dst, n); }
+// lookup_nibbles<8> and <16> over 16-byte runs of q.
+extern "C" void lookup(const int8_t *table, const uchar *q, unsigned shift, float d, float *y, long n) {
+    for (long i = 0; i + 16 <= n; i += 16) {
+        lookup_nibbles<16>(table, q + i, shift, d, y + i);
+        lookup_nibbles<8>(table, q + i, shift, d, y + n + i);
+        lookup_nibbles<8>(table, q + i + 8, shift, d, y + n + i + 8);
+    }
+}
 extern "C" void load_f16(const void *src, float *y, long n) {
     for (long i = 0; i + 64 <= n; i += 64) load_values<64>(static_cast<const half *>(src) + i, y + i);
 }
@@ -112,3 +120,27 @@ def test_shim_conversions_match_scalar_model(isa):
     nan = np.isnan(want)
     assert np.array_equal(y[~nan].view(np.uint32), want[~nan].view(np.uint32)), f"{isa} load_f16"
     assert np.isnan(y[nan]).all() and np.array_equal(np.signbit(y[nan]), np.signbit(want[nan])), f"{isa} load_f16 NaN"
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+@pytest.mark.parametrize("table", ["kvalues_iq4nl", "kvalues_fp4"])
+def test_nibble_lookup_every_byte(isa, table):
+    """gguf_nibble_lookup's CPU side (a byte shuffle in the AVX2/AVX-512 builds) on every byte value, both
+    nibbles, for scales that round, overflow, underflow to subnormals, and are zero, infinite or NaN."""
+    from gguf_dequant import tables
+
+    lib = cpu_mode.compile_source("stores", STORES, ISAS[isa])
+    kv = np.ascontiguousarray(getattr(tables, table)(), dtype=np.int8)
+    q = np.random.default_rng(1).permutation(np.arange(256, dtype=np.uint8))  # every byte, mixed in vectors
+    n = q.size
+    for shift in (0, 4):
+        for d in (1.0, -0.3711, 3.0e38, 1.0e-40, 2.0 ** -140, 0.0, -0.0, np.inf, -np.inf, np.nan):
+            y = np.zeros(2 * n, dtype=np.float32)
+            lib.lookup(ctypes.c_void_p(kv.ctypes.data), ctypes.c_void_p(q.ctypes.data), ctypes.c_uint(shift),
+                       ctypes.c_float(d), ctypes.c_void_p(y.ctypes.data), ctypes.c_long(n))
+            with np.errstate(over="ignore", invalid="ignore"):
+                want = kv[(q >> shift) & 0xF].astype(np.float32) * np.float32(d)
+            for got, what in ((y[:n], "16"), (y[n:], "8")):
+                same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+                assert same.all(), f"{isa} {table} shift {shift} d {d} lookup<{what}>: byte {q[~same][0]:#04x}"
+
