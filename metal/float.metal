@@ -26,14 +26,12 @@ inline void convert_elements(device const IN *src, device T *dst, ulong first, u
 #ifdef GGUF_CPU
 
 // CPU: threads [t0, t1) convert elements [8 t0, min(8 t1, n)), 64 at a time through the shim's vector
-// loads and stores (the same conversions as gguf_load and gguf_store), the tail one by one.
+// conversions (the same results as gguf_load and gguf_store), the tail one by one.
 template <typename IN, typename T>
 inline void gguf_cpu_convert(const IN *src, T *dst, long i, long end) {
     constexpr long W = 64;
     for (; i + W <= end; i += W) {
-        float y[W];
-        metal::load_values<W>(src + i, y);
-        metal::store_values<W>(dst + i, y);
+        metal::convert_values<W>(src + i, dst + i);
     }
     for (; i < end; ++i) {
         dst[i] = T(gguf_load(src + i));
