@@ -40,6 +40,20 @@ inline void gguf_nibble_lookup(constant int8_t *table, device const uchar *q, ui
 #endif
 }
 
+// y[j] = float(q[j]) * d for j < N (a multiple of 8): signed bytes times a scale. Compilers keep a 16-byte
+// loop at 4 floats per vector, so the CPU build widens 16 bytes at a time (the shim's scale_int8: the same
+// one rounding of each product).
+template <int N>
+inline void gguf_scale_int8(device const int8_t *q, float d, thread float *y) {
+#ifdef GGUF_CPU
+    metal::scale_int8<N>(q, d, y);
+#else
+    for (int j = 0; j < N; ++j) {
+        y[j] = float(int(q[j])) * d;
+    }
+#endif
+}
+
 // Store N decoded values as T (float, half or bfloat), rounding to nearest even once.
 template <typename T, int N>
 inline void gguf_store(device T *dst, thread const float *y) {

@@ -68,6 +68,14 @@ extern "C" void lookup(const int8_t *table, const uchar *q, unsigned shift, floa
         lookup_nibbles<8>(table, q + i + 8, shift, d, y + n + i + 8);
     }
 }
+// scale_int8<16> and <8> over 16-byte runs of q.
+extern "C" void scale(const int8_t *q, float d, float *y, long n) {
+    for (long i = 0; i + 16 <= n; i += 16) {
+        scale_int8<16>(q + i, d, y + i);
+        scale_int8<8>(q + i, d, y + n + i);
+        scale_int8<8>(q + i + 8, d, y + n + i + 8);
+    }
+}
 extern "C" void load_f16(const void *src, float *y, long n) {
     for (long i = 0; i + 64 <= n; i += 64) load_values<64>(static_cast<const half *>(src) + i, y + i);
 }
@@ -144,3 +152,20 @@ def test_nibble_lookup_every_byte(isa, table):
                 same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
                 assert same.all(), f"{isa} {table} shift {shift} d {d} lookup<{what}>: byte {q[~same][0]:#04x}"
 
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_scale_int8_every_byte(isa):
+    """gguf_scale_int8's CPU side (16 or 8 bytes widened per instruction) on every signed byte value, for
+    scales that round, overflow, underflow to subnormals, and are zero, infinite or NaN."""
+    lib = cpu_mode.compile_source("stores", STORES, ISAS[isa])
+    q = np.random.default_rng(2).permutation(np.arange(-128, 128, dtype=np.int8))
+    n = q.size
+    for d in (1.0, -0.3711, 3.0e38, 1.0e-40, 2.0 ** -140, 0.0, -0.0, np.inf, -np.inf, np.nan):
+        y = np.zeros(2 * n, dtype=np.float32)
+        lib.scale(ctypes.c_void_p(q.ctypes.data), ctypes.c_float(d), ctypes.c_void_p(y.ctypes.data), ctypes.c_long(n))
+        with np.errstate(over="ignore", invalid="ignore"):
+            want = q.astype(np.float32) * np.float32(d)
+        for got, what in ((y[:n], "16"), (y[n:], "8")):
+            same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+            assert same.all(), f"{isa} d {d} scale_int8<{what}>: byte {q[~same][0]}"
