@@ -54,6 +54,19 @@ inline void gguf_scale_int8(device const int8_t *q, float d, thread float *y) {
 #endif
 }
 
+// y[j] = float(int((q[j] >> shift) & 0xF) - offset) * d for j < N (N = 16): nibbles minus an offset, times a
+// scale; the CPU build widens the 16 nibbles at once (the shim's scale_nibbles), as for gguf_scale_int8.
+template <int N>
+inline void gguf_scale_nibbles(device const uchar *q, uint shift, int offset, float d, thread float *y) {
+#ifdef GGUF_CPU
+    metal::scale_nibbles<N>(q, shift, offset, d, y);
+#else
+    for (int j = 0; j < N; ++j) {
+        y[j] = float(int((q[j] >> shift) & 0xF) - offset) * d;
+    }
+#endif
+}
+
 // Store N decoded values as T (float, half or bfloat), rounding to nearest even once.
 template <typename T, int N>
 inline void gguf_store(device T *dst, thread const float *y) {

@@ -76,6 +76,10 @@ extern "C" void scale(const int8_t *q, float d, float *y, long n) {
         scale_int8<8>(q + i + 8, d, y + n + i + 8);
     }
 }
+// scale_nibbles<16> over 16-byte runs of q.
+extern "C" void nibbles(const uchar *q, unsigned shift, int offset, float d, float *y, long n) {
+    for (long i = 0; i + 16 <= n; i += 16) scale_nibbles<16>(q + i, shift, offset, d, y + i);
+}
 extern "C" void load_f16(const void *src, float *y, long n) {
     for (long i = 0; i + 64 <= n; i += 64) load_values<64>(static_cast<const half *>(src) + i, y + i);
 }
@@ -169,3 +173,20 @@ def test_scale_int8_every_byte(isa):
         for got, what in ((y[:n], "16"), (y[n:], "8")):
             same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
             assert same.all(), f"{isa} d {d} scale_int8<{what}>: byte {q[~same][0]}"
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_scale_nibbles_every_byte(isa):
+    """gguf_scale_nibbles's CPU side on every byte value, both nibbles, the offsets in use and special scales."""
+    lib = cpu_mode.compile_source("stores", STORES, ISAS[isa])
+    q = np.random.default_rng(3).permutation(np.arange(256, dtype=np.uint8))
+    for shift in (0, 4):
+        for offset in (8, 0):
+            for d in (1.0, -0.3711, 3.0e38, 1.0e-40, 0.0, -0.0, np.inf, np.nan):
+                y = np.zeros(q.size, dtype=np.float32)
+                lib.nibbles(ctypes.c_void_p(q.ctypes.data), ctypes.c_uint(shift), ctypes.c_int(offset),
+                            ctypes.c_float(d), ctypes.c_void_p(y.ctypes.data), ctypes.c_long(q.size))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    want = (((q >> shift) & 0xF).astype(np.int32) - offset).astype(np.float32) * np.float32(d)
+                same = (y.view(np.uint32) == want.view(np.uint32)) | (np.isnan(y) & np.isnan(want))
+                assert same.all(), f"{isa} shift {shift} offset {offset} d {d}: byte {q[~same][0]:#04x}"
