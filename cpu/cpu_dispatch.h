@@ -13,4 +13,7 @@ bool dequantize(int64_t qtype, OutKind kind, const void *src, void *dst, int64_t
 namespace gguf_avx2 {  // AVX2 + F16C: hardware float16 conversion and wider vectors
 bool dequantize(int64_t qtype, OutKind kind, const void *src, void *dst, int64_t n_elements);
 }
+namespace gguf_avx512 {  // AVX-512 F/BW/VL/DQ + AVX512-BF16: 16-wide vectors, hardware bfloat16 rounding
+bool dequantize(int64_t qtype, OutKind kind, const void *src, void *dst, int64_t n_elements);
+}
 #endif

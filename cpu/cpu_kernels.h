@@ -1,7 +1,9 @@
-// One instruction-set build of every kernel: included by kernels_generic.cpp and kernels_avx2.cpp, each
-// defining GGUF_CPU_NS, so the two copies of the (inline) kernel code never mix at link time.
+// One instruction-set build of every kernel: included by kernels_generic.cpp, kernels_avx2.cpp and
+// kernels_avx512.cpp, each defining GGUF_CPU_NS, so the copies of the (inline) kernel code never mix at link time.
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -24,14 +26,19 @@ namespace GGUF_CPU_NS {
 // About 16K output elements per task: enough work to amortise scheduling, small enough to balance.
 constexpr int64_t kGrainElems = 1 << 14;
 
+// Tasks split the launch's threads at whole blocks (SUBS threads each), so every task runs the
+// whole-block loop of gguf_cpu_threads.
 template <typename T>
 bool run(int64_t qtype, const uchar *src, T *dst, int64_t n_elements) {
     switch (qtype) {
 #define GGUF_CPU_CASE(ID, NAME, QK, BYTES, SUB)                                                     \
     case ID: {                                                                                      \
+        constexpr int64_t SUBS = QK > SUB ? QK / SUB : 1;                                           \
         const int64_t n_threads = (n_elements + SUB - 1) / SUB;                                     \
-        at::parallel_for(0, n_threads, kGrainElems / SUB, [&](int64_t t0, int64_t t1) {             \
-            cpu_dequantize_##NAME<T>(src, dst, t0, t1, n_elements);                                 \
+        const int64_t n_groups = (n_threads + SUBS - 1) / SUBS;                                     \
+        at::parallel_for(0, n_groups, kGrainElems / (SUB * SUBS), [&](int64_t g0, int64_t g1) {     \
+            const int64_t t1 = g1 * SUBS < n_threads ? g1 * SUBS : n_threads;                       \
+            cpu_dequantize_##NAME<T>(src, dst, g0 * SUBS, t1, n_elements);                          \
         });                                                                                         \
         return true;                                                                                \
     }

@@ -11,19 +11,33 @@
 
 namespace {
 
-// The AVX2 + F16C build for float16/bfloat16 output (hardware conversion: 2-6x faster); the baseline
-// build for float32 output, where GCC's baseline code measured faster on most types (benchmarks/RESULTS.md).
-// GGUF_DEQUANT_CPU_ISA=baseline forces the baseline build (tests, benchmarks).
-bool use_avx2(OutKind kind) {
-    if (kind == OutKind::f32) return false;
+enum class Isa { baseline, avx2, avx512 };
+
+// The widest build this CPU runs: AVX-512 (F/BW/VL/DQ + BF16), else AVX2 + F16C, else the baseline.
+// GGUF_DEQUANT_CPU_ISA=baseline|avx2 caps it (tests, benchmarks).
+Isa pick_isa() {
 #if defined(__x86_64__)
-    static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
-                                  !(std::getenv("GGUF_DEQUANT_CPU_ISA") &&
-                                    std::strcmp(std::getenv("GGUF_DEQUANT_CPU_ISA"), "baseline") == 0);
-    return supported;
+    const char *cap = std::getenv("GGUF_DEQUANT_CPU_ISA");
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+                      !(cap && std::strcmp(cap, "baseline") == 0);
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                        __builtin_cpu_supports("avx512bf16") && !(cap && std::strcmp(cap, "avx2") == 0);
+    return avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
 #else
-    return false;
+    return Isa::baseline;
 #endif
+}
+
+bool dequantize_best(int64_t qtype, OutKind kind, const void *src, void *dst, int64_t n) {
+    static const Isa isa = pick_isa();
+    switch (isa) {
+#if defined(__x86_64__)
+        case Isa::avx512: return gguf_avx512::dequantize(qtype, kind, src, dst, n);
+        case Isa::avx2: return gguf_avx2::dequantize(qtype, kind, src, dst, n);
+#endif
+        default: return gguf_generic::dequantize(qtype, kind, src, dst, n);
+    }
 }
 
 }  // namespace
@@ -45,11 +59,6 @@ void dequantize_out(const at::Tensor &blob_in, int64_t qtype, at::Tensor &out) {
         case at::kBFloat16: kind = OutKind::bf16; break;
         default: TORCH_CHECK_TYPE(false, "gguf_dequant: unsupported output dtype ", out.scalar_type());
     }
-#if defined(__x86_64__)
-    const bool done = use_avx2(kind) ? gguf_avx2::dequantize(qtype, kind, blob.data_ptr(), out.data_ptr(), n)
-                                 : gguf_generic::dequantize(qtype, kind, blob.data_ptr(), out.data_ptr(), n);
-#else
-    const bool done = gguf_generic::dequantize(qtype, kind, blob.data_ptr(), out.data_ptr(), n);
-#endif
+    const bool done = dequantize_best(qtype, kind, blob.data_ptr(), out.data_ptr(), n);
     TORCH_CHECK(done, "gguf_dequant: no CPU kernel for type id ", qtype);
 }

@@ -465,8 +465,12 @@ def cmd_convert(args) -> int:
 # -------------------------------------------------------------------------------------------------- bench
 
 def _gguf_py_fn(t: QuantType):
-    """gguf-py's dequantize for this type, or None when gguf-py lacks it."""
+    """gguf-py's dequantize for this type, or None when gguf-py lacks it (or, for F32, does no work: it
+    returns a view of the input, so a timing would measure nothing)."""
     import gguf
+
+    if t.name == "F32":
+        return None
 
     try:
         qt = gguf.GGMLQuantizationType[t.name]
@@ -581,8 +585,10 @@ def cmd_bench(args) -> int:
 def _print_table(results, itemsize: int, args, dev) -> None:
     py = {tn: s for tn, b, n, s in results if b == "gguf-py"}
     src = str(args.file) if args.file else f"synthetic random blocks, {args.elements:,} elements per type"
-    print(f"# gguf-dequant bench: {src}; output {args.dtype} on {dev}; best of {args.repeat}; "
-          "GB/s = output bytes per second (gguf-py always produces float32)")
+    threads = f"{torch.get_num_threads()} threads" if dev.type == "cpu" else str(dev)
+    print(f"# gguf-dequant bench: {src}; output {args.dtype} on {dev} ({threads}; gguf-py: numpy, 1 thread); "
+          f"best of {args.repeat} after a warm-up; GB/s = output bytes per second (gguf-py always produces "
+          "float32)")
     print()
     print("| type | backend | elements | ms | GB/s | vs gguf-py |")
     print("|---|---|---:|---:|---:|---:|")
@@ -591,9 +597,9 @@ def _print_table(results, itemsize: int, args, dev) -> None:
         r = py[tn] / s if tn in py and b != "gguf-py" else None
         ratio = "1.0x" if b == "gguf-py" else ("–" if r is None else f"{r:.1f}x" if r >= 0.1 else f"{r:.3f}x")
         print(f"| {tn} | {b} | {n:,} | {s * 1e3:.2f} | {size / s / 1e9:.2f} | {ratio} |")
-    if "F32" in py:
+    if any(tn == "F32" for tn, *_ in results):
         print()
-        print("gguf-py returns F32 data as a view of the input (no copy), so its F32 row measures no work.")
+        print("No gguf-py row for F32: gguf-py returns F32 data as a view of the input, so there is no work to time.")
 
 
 def _chart(results, itemsize: int, out: Path, args) -> None:
@@ -606,7 +612,6 @@ def _chart(results, itemsize: int, out: Path, args) -> None:
     except ImportError:
         print("gguf-dequant: note: matplotlib is not installed, no chart written", file=sys.stderr)
         return
-    results = [r for r in results if not (r[0] == "F32" and r[1] == "gguf-py")]  # a view: no work measured
     types_ = list(dict.fromkeys(tn for tn, *_ in results))
     bnames = list(dict.fromkeys(b for _, b, *_ in results))
     fig, ax = plt.subplots(figsize=(min(16, max(6, 0.5 * len(types_) + 2)), 6))
@@ -669,10 +674,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GGUF file whose tensors to benchmark (default: built-in synthetic set of every type)")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--elements", type=int, default=1 << 20, help="elements per type in the synthetic set (default 1M)")
+    p.add_argument("--elements", type=int, default=1 << 22, help="elements per type in the synthetic set (default 4M)")
     p.add_argument("--max-bytes", type=int, default=256 << 20,
                    help="with a file: at most about this many input bytes per type (default 256 MiB)")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs per measurement, best taken (default 3)")
+    p.add_argument("--repeat", type=int, default=7, help="timed runs per measurement, best taken (default 7)")
     p.add_argument("--types", default=None, help="comma-separated types to include (default all)")
     p.add_argument("--chart", default="gguf-dequant-bench.png", help="PNG chart path (default gguf-dequant-bench.png)")
     p.add_argument("--no-chart", action="store_true", help="do not write the chart")

@@ -49,6 +49,47 @@ inline bfloat gguf_round<bfloat>(float x) {
     return as_type<bfloat>(ushort(bits));
 }
 
+// y[j] = float(table[(q[j] >> shift) & 0xF]) * d for j < N (N = 8 or 16): a 16-entry table of the nibbles of
+// N bytes. Compilers do not vectorize the table load, so the CPU build does it with a byte shuffle (the
+// shim's lookup_nibbles: the same values, the same one rounding of the product).
+template <int N>
+inline void gguf_nibble_lookup(constant int8_t *table, device const uchar *q, uint shift, float d, thread float *y) {
+#ifdef GGUF_CPU
+    metal::lookup_nibbles<N>(table, q, shift, d, y);
+#else
+    for (int j = 0; j < N; ++j) {
+        y[j] = float(int(table[(q[j] >> shift) & 0xF])) * d;
+    }
+#endif
+}
+
+// y[j] = float(q[j]) * d for j < N (a multiple of 8): signed bytes times a scale. Compilers keep a 16-byte
+// loop at 4 floats per vector, so the CPU build widens 16 bytes at a time (the shim's scale_int8: the same
+// one rounding of each product).
+template <int N>
+inline void gguf_scale_int8(device const int8_t *q, float d, thread float *y) {
+#ifdef GGUF_CPU
+    metal::scale_int8<N>(q, d, y);
+#else
+    for (int j = 0; j < N; ++j) {
+        y[j] = float(int(q[j])) * d;
+    }
+#endif
+}
+
+// y[j] = float(int((q[j] >> shift) & 0xF) - offset) * d for j < N (N = 16): nibbles minus an offset, times a
+// scale; the CPU build widens the 16 nibbles at once (the shim's scale_nibbles), as for gguf_scale_int8.
+template <int N>
+inline void gguf_scale_nibbles(device const uchar *q, uint shift, int offset, float d, thread float *y) {
+#ifdef GGUF_CPU
+    metal::scale_nibbles<N>(q, shift, offset, d, y);
+#else
+    for (int j = 0; j < N; ++j) {
+        y[j] = float(int((q[j] >> shift) & 0xF) - offset) * d;
+    }
+#endif
+}
+
 // Store N decoded values as T (float, half or bfloat), rounding to nearest even once.
 template <typename T, int N>
 inline void gguf_store(device T *dst, thread const float *y) {
@@ -71,17 +112,60 @@ inline void gguf_store(device T *dst, thread const float *y) {
 #ifdef GGUF_CPU
 
 // CPU: decode threads [t0, t1) of the launch description into dst (n_elements is for the float
-// types' tail; quantized types always cover whole blocks).
+// types' tail; quantized types always cover whole blocks). Whole blocks call the decode function once per
+// sub-block with `sub` a compile-time constant, everything inlined (flatten), so compilers fold the
+// per-sub-block shifts, offsets and branches and vectorize each sub-block's loop. Float output is decoded
+// straight into dst. Half and bfloat output decode a group of at least 256 elements into a float array,
+// then convert the group at once: converting each sub-block right after decoding it loads vectors still in
+// the store buffer, often at another width than the compiler chose for the decode loop, which stalls store
+// forwarding.
+template <int S, typename B, typename Decode, int... SUB>
+inline void gguf_cpu_block(const B *block, float *__restrict y, Decode decode, std::integer_sequence<int, SUB...>) {
+    (decode(block, ushort(SUB), y + SUB * S), ...);
+}
+
+template <int QK, int S, typename B, typename T, typename Decode>
+__attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, long t0, long t1, Decode decode) {
+    constexpr long SUBS = QK / S;
+    constexpr long GROUP = QK >= 256 ? 1 : 256 / QK;  // blocks per conversion
+    constexpr auto subs = std::make_integer_sequence<int, int(SUBS)>();
+    const auto one_thread = [&](long t) {
+        if constexpr (std::is_same_v<T, float>) {
+            decode(blocks + t / SUBS, ushort(t % SUBS), dst + t * S);
+        } else {
+            float y[S];
+            decode(blocks + t / SUBS, ushort(t % SUBS), y);
+            gguf_store<T, S>(dst + t * S, y);
+        }
+    };
+    long t = t0;
+    for (; t < t1 && t % SUBS != 0; ++t) {
+        one_thread(t);
+    }
+    if constexpr (std::is_same_v<T, float>) {
+        for (; t + SUBS <= t1; t += SUBS) {
+            gguf_cpu_block<S>(blocks + t / SUBS, dst + t * S, decode, subs);
+        }
+    } else {
+        for (; t + GROUP * SUBS <= t1; t += GROUP * SUBS) {
+            float y[GROUP * QK];
+            for (long g = 0; g < GROUP; ++g) {
+                gguf_cpu_block<S>(blocks + t / SUBS + g, y + g * QK, decode, subs);
+            }
+            gguf_store<T, GROUP * QK>(dst + t * S, y);
+        }
+    }
+    for (; t < t1; ++t) {
+        one_thread(t);
+    }
+}
+
 #define GGUF_DEQUANT_KERNELS(NAME)                                                              \
     template <typename T>                                                                       \
     inline void cpu_dequantize_##NAME(const uchar *src, T *dst, long t0, long t1, long) {       \
-        constexpr long SUBS = GGUF_QK_##NAME / GGUF_SUB_##NAME;                                 \
-        const block_##NAME *blocks = reinterpret_cast<const block_##NAME *>(src);               \
-        for (long t = t0; t < t1; ++t) {                                                        \
-            float y[GGUF_SUB_##NAME];                                                           \
-            dequantize_##NAME(blocks + t / SUBS, ushort(t % SUBS), y);                          \
-            gguf_store<T, GGUF_SUB_##NAME>(dst + t * GGUF_SUB_##NAME, y);                       \
-        }                                                                                       \
+        gguf_cpu_threads<GGUF_QK_##NAME, GGUF_SUB_##NAME>(                                      \
+            reinterpret_cast<const block_##NAME *>(src), dst, t0, t1,                           \
+            [](const block_##NAME *b, ushort sub, float *__restrict y) { dequantize_##NAME(b, sub, y); }); \
     }
 
 #else

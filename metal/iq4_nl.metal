@@ -12,10 +12,7 @@ static_assert(sizeof(block_iq4_nl) == 18, "IQ4_NL block is 18 bytes");
 // Sub-block 0: the low nibbles (elements 0..15); sub-block 1: the high nibbles (16..31).
 inline void dequantize_iq4_nl(device const block_iq4_nl *b, ushort sub, thread float *y) {
     const float d = float(b->d);
-    const uint shift = 4 * sub;
-    for (int j = 0; j < 16; ++j) {
-        y[j] = d * float(kvalues_iq4nl[(b->qs[j] >> shift) & 0xF]);
-    }
+    gguf_nibble_lookup<16>(kvalues_iq4nl, b->qs, 4 * sub, d, y);
 }
 
 GGUF_DEQUANT_KERNELS(iq4_nl)

@@ -25,9 +25,7 @@ inline void dequantize_mxfp4(device const block_mxfp4 *b, ushort sub, thread flo
     const uint e = b->e;
     const float d = e8m0_to_fp32_half(e);
     const ushort shift = 4 * sub;
-    for (int j = 0; j < 16; ++j) {
-        y[j] = float(int(kvalues_fp4[(b->qs[j] >> shift) & 0xF])) * d;
-    }
+    gguf_nibble_lookup<16>(kvalues_fp4, b->qs, shift, d, y);
     if (e < 2) {
         // d is subnormal, and fast math may flush it: every normal result is rebuilt from k * 2^(e - 64),
         // a product of normal floats, with 64 taken off its exponent field.

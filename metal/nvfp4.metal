@@ -28,10 +28,8 @@ inline float ue4m3_to_fp32_half(uint x) {
 inline void dequantize_nvfp4(device const block_nvfp4 *b, ushort sub, thread float *y) {
     const float d = ue4m3_to_fp32_half(b->d[sub]);
     device const uchar *qs = b->qs + 8 * sub;
-    for (int j = 0; j < 8; ++j) {
-        y[j] = float(int(kvalues_fp4[qs[j] & 0xF])) * d;
-        y[j + 8] = float(int(kvalues_fp4[qs[j] >> 4])) * d;
-    }
+    gguf_nibble_lookup<8>(kvalues_fp4, qs, 0, d, y);      // low nibbles: elements 16s + 0..7
+    gguf_nibble_lookup<8>(kvalues_fp4, qs, 4, d, y + 8);  // high nibbles: 16s + 8..15
 }
 
 GGUF_DEQUANT_KERNELS(nvfp4)

@@ -12,8 +12,11 @@ static_assert(sizeof(block_q2_0) == 18, "Q2_0 block is 18 bytes");
 inline void dequantize_q2_0(device const block_q2_0 *b, ushort sub, thread float *y) {
     const float d = float(b->d);
     device const uchar *qs = b->qs + 4 * sub;
+    // The 4 bytes as one little-endian word: element j is bits 2j, 2j + 1 (a per-element shift vectorizes; a
+    // byte pick does not).
+    const uint w = uint(qs[0]) | uint(qs[1]) << 8 | uint(qs[2]) << 16 | uint(qs[3]) << 24;
     for (int j = 0; j < 16; ++j) {
-        y[j] = float(int((qs[j / 4] >> (2 * (j % 4))) & 3) - 1) * d;
+        y[j] = float(int((w >> (2 * j)) & 3) - 1) * d;
     }
 }
 

@@ -11,10 +11,7 @@ static_assert(sizeof(block_q4_0) == 18, "Q4_0 block is 18 bytes");
 // Sub-block 0: the low nibbles (elements 0..15); sub-block 1: the high nibbles (16..31).
 inline void dequantize_q4_0(device const block_q4_0 *b, ushort sub, thread float *y) {
     const float d = float(b->d);
-    const ushort shift = 4 * sub;
-    for (int j = 0; j < 16; ++j) {
-        y[j] = float(int((b->qs[j] >> shift) & 0xF) - 8) * d;
-    }
+    gguf_scale_nibbles<16>(b->qs, 4 * sub, 8, d, y);
 }
 
 GGUF_DEQUANT_KERNELS(q4_0)

@@ -2,7 +2,7 @@
 
 // Q5_0: 32 elements in 22 bytes. Element j < 16 is the low nibble of qs[j], element j + 16 its high
 // nibble; bit j of the little-endian 32-bit qh is the element's 5th bit. y = (q - 16) * d.
-// qh sits at byte 2, so it is read byte by byte.
+// qh sits at byte 2 (unaligned), so it is assembled from its bytes.
 struct block_q5_0 {
     half d;
     uchar qh[4];
@@ -14,10 +14,10 @@ static_assert(sizeof(block_q5_0) == 22, "Q5_0 block is 22 bytes");
 inline void dequantize_q5_0(device const block_q5_0 *b, ushort sub, thread float *y) {
     const float d = float(b->d);
     const ushort shift = 4 * sub;
+    // This sub-block's 16 fifth bits, as one word (a per-element shift vectorizes; a byte pick does not).
+    const uint qh = (uint(b->qh[0]) | uint(b->qh[1]) << 8 | uint(b->qh[2]) << 16 | uint(b->qh[3]) << 24) >> (16 * sub);
     for (int j = 0; j < 16; ++j) {
-        const int e = 16 * sub + j;
-        const int hbit = (b->qh[e / 8] >> (e % 8)) & 1;
-        const int q = int((b->qs[j] >> shift) & 0xF) | (hbit << 4);
+        const int q = int((b->qs[j] >> shift) & 0xF) | int(((qh >> j) & 1) << 4);
         y[j] = float(q - 16) * d;
     }
 }

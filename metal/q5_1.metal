@@ -15,10 +15,10 @@ inline void dequantize_q5_1(device const block_q5_1 *b, ushort sub, thread float
     const float d = float(b->d);
     const float m = float(b->m);
     const ushort shift = 4 * sub;
+    // This sub-block's 16 fifth bits, as one word (a per-element shift vectorizes; a byte pick does not).
+    const uint qh = (uint(b->qh[0]) | uint(b->qh[1]) << 8 | uint(b->qh[2]) << 16 | uint(b->qh[3]) << 24) >> (16 * sub);
     for (int j = 0; j < 16; ++j) {
-        const int e = 16 * sub + j;
-        const int hbit = (b->qh[e / 8] >> (e % 8)) & 1;
-        const int q = int((b->qs[j] >> shift) & 0xF) | (hbit << 4);
+        const int q = int((b->qs[j] >> shift) & 0xF) | int(((qh >> j) & 1) << 4);
         y[j] = float(q) * d + m;
     }
 }

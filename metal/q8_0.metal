@@ -10,10 +10,7 @@ static_assert(sizeof(block_q8_0) == 34, "Q8_0 block is 34 bytes");
 // Sub-block s: elements 16s .. 16s + 15.
 inline void dequantize_q8_0(device const block_q8_0 *b, ushort sub, thread float *y) {
     const float d = float(b->d);
-    device const int8_t *qs = b->qs + 16 * sub;
-    for (int j = 0; j < 16; ++j) {
-        y[j] = float(int(qs[j])) * d;
-    }
+    gguf_scale_int8<16>(b->qs + 16 * sub, d, y);
 }
 
 GGUF_DEQUANT_KERNELS(q8_0)

@@ -306,9 +306,11 @@ def test_bench_synthetic_covers_every_type(tmp_path, capsys):
     for t in SUPPORTED_BY_NAME:
         backends_for_t = {r[1] for r in rows if r[0] == t}
         assert "reference" in backends_for_t
-        if t not in ("Q1_0", "Q2_0"):  # gguf-py 0.19.0 cannot decode these
+        if t not in ("Q1_0", "Q2_0", "F32"):  # gguf-py 0.19.0 cannot decode Q1_0, Q2_0; F32 is a view
             assert "gguf-py" in backends_for_t
             assert all(r[5].endswith("x") for r in rows if r[0] == t)
+    assert not any(r[1] == "gguf-py" for r in rows if r[0] == "F32"), "gguf-py's F32 view measures no work"
+    assert "threads" in out.splitlines()[0]
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

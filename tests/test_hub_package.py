@@ -196,6 +196,22 @@ def test_torch_compile_traces_every_op():
     testing.assert_bits_equal(f(blob), reference.dequantize(blob, "Q8_0", torch.bfloat16) * 2)
 
 
+
+@pytest.mark.parametrize("dtype", OUT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", ALL_TYPES)
+def test_large_random_bytes_match_reference(name, dtype):
+    """Arbitrary bytes (NaN, infinite and subnormal scales and values included) in amounts that reach every
+    loop of the CPU backend: the float types' 64-element vector conversions and their tails, the staged
+    half/bfloat groups of the small-block types and the blocks after the last whole group, the bfloat
+    subnormal fallback, and the split of the work between threads."""
+    k = hub_kernel()
+    t = resolve(name)
+    n_blocks = 70_001 if t.block_elems == 1 else 70_000 // t.block_elems + 5
+    raw = np.random.default_rng(t.id).integers(0, 256, n_blocks * t.block_bytes, dtype=np.uint8)
+    blob = torch.from_numpy(raw)
+    testing.assert_bits_equal(k.dequantize(blob, t.id, dtype), reference.dequantize(blob, name, dtype),
+                              f"{name} -> {dtype}, {n_blocks} blocks")
+
 def test_abi():
     import kernel_abi_check
 

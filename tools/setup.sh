@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v clang-19 >/dev/null || ! command -v ninja >/dev/null || [ ! -e /usr/lib/llvm-19/lib/libomp.so ]; then
-    echo "== apt: clang-19, libomp-19-dev, ninja-build, cmake"
+# The aarch64 C/C++ headers let clang-19 cross-compile the CPU backend for ARM64 (tests/test_cpu_cross.py).
+if ! command -v clang-19 >/dev/null || ! command -v ninja >/dev/null || [ ! -e /usr/lib/llvm-19/lib/libomp.so ] \
+    || [ ! -d /usr/aarch64-linux-gnu/include/c++/12 ]; then
+    echo "== apt: clang-19, libomp-19-dev, ninja-build, cmake, aarch64 C/C++ headers"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq clang-19 libomp-19-dev ninja-build cmake >/dev/null
+    apt-get install -y -qq clang-19 libomp-19-dev ninja-build cmake \
+        libc6-dev-arm64-cross=2.36-8cross1 libstdc++-12-dev-arm64-cross=12.2.0-14cross1 >/dev/null
 fi
 
 echo "== pip: torch 2.13.0 (CPU wheel) and the package with its test extras"

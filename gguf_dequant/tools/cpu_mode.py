@@ -54,8 +54,13 @@ def _wrapper(name: str) -> str:
 def compile_type(qtype, extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     """Build (or reuse) the CPU-mode library of one type's kernel file."""
     name = resolve(qtype).name.lower()
-    src = _wrapper(name)
-    deps = sorted(METAL.glob("*.h")) + [kernel_file(name)] + sorted(SHIM.glob("*"))
+    return compile_source(name, _wrapper(name), extra_flags)
+
+
+@functools.cache
+def compile_source(name: str, src: str, extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """Build (or reuse) a shared library from C++ source that includes kernel files or the shim."""
+    deps = sorted(METAL.glob("*.h")) + sorted(METAL.glob("*.metal")) + sorted(SHIM.glob("*"))
     digest = hashlib.sha256(src.encode() + " ".join((compiler(), *extra_flags)).encode()
                             + b"".join(p.read_bytes() for p in deps)).hexdigest()[:16]
     CACHE.mkdir(parents=True, exist_ok=True)
