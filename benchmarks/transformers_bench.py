@@ -131,8 +131,9 @@ def machine(threads: int | None) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), torch {torch.__version__} "
-            f"({threads or torch.get_num_threads()} threads), transformers {transformers.__version__}; shared with other jobs "
-            f"while measured (load average {os.getloadavg()[0]:.1f} at the end), so the figures are noisy")
+            f"({threads or torch.get_num_threads()} threads), transformers {transformers.__version__}; load average {os.getloadavg()[0]:.1f} "
+            "at the end (on 2 cores the run itself adds 1 to 2: much more means other jobs shared the cores and the "
+            "figures are noisy)")
 
 
 def decode_section(path: Path) -> list[str]:
