@@ -19,62 +19,17 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "gguf_types.h"
+#include "mps_host.h"
 #include "torch_binding.h"
-
-#ifdef EMBEDDED_METALLIB_HEADER
-#include EMBEDDED_METALLIB_HEADER
-#else
-#error "EMBEDDED_METALLIB_HEADER is not defined (kernel-builder embeds the compiled shaders)"
-#endif
 
 namespace {
 
-id<MTLBuffer> buffer_of(const at::Tensor &t) {
-    return __builtin_bit_cast(id<MTLBuffer>, t.storage().data());
-}
-
-// The same library and pipeline caches as dequantize.mm (internal linkage: one cache per file).
-id<MTLLibrary> library(id<MTLDevice> device) {
-    static id<MTLLibrary> lib = nil;
-    static std::once_flag once;
-    std::call_once(once, [&] {
-        NSError *error = nil;
-        lib = EMBEDDED_METALLIB_NAMESPACE::createLibrary(device, &error);
-        TORCH_CHECK(lib != nil, "gguf_dequant: failed to load the embedded Metal library: ",
-                    error ? error.localizedDescription.UTF8String : "unknown error");
-    });
-    return lib;
-}
-
-id<MTLComputePipelineState> pipeline(id<MTLDevice> device, const std::string &name) {
-    static std::mutex mutex;
-    static std::unordered_map<std::string, id<MTLComputePipelineState>> cache;
-    std::lock_guard<std::mutex> lock(mutex);
-    auto it = cache.find(name);
-    if (it != cache.end()) return it->second;
-    id<MTLFunction> fn = [library(device) newFunctionWithName:[NSString stringWithUTF8String:name.c_str()]];
-    TORCH_CHECK(fn != nil, "gguf_dequant: the Metal library has no kernel ", name);
-    NSError *error = nil;
-    id<MTLComputePipelineState> pso = [device newComputePipelineStateWithFunction:fn error:&error];
-    TORCH_CHECK(pso != nil, "gguf_dequant: failed to create the pipeline for ", name, ": ",
-                error ? error.localizedDescription.UTF8String : "unknown error");
-    cache.emplace(name, pso);
-    return pso;
-}
-
-const char *dtype_suffix(at::ScalarType dtype) {
-    switch (dtype) {
-        case at::kFloat: return "f32";
-        case at::kHalf: return "f16";
-        case at::kBFloat16: return "bf16";
-        default: TORCH_CHECK(false, "gguf_dequant: unsupported dtype ", dtype, " for the Metal matmul kernels");
-    }
-}
+using gguf_mps::buffer_of;
+using gguf_mps::dtype_suffix;
+using gguf_mps::pipeline;
 
 // The kernels read the blocks' half fields in place (row starts are multiples of the block size).
 at::Tensor aligned_blocks(const at::Tensor &blocks, const GgufType &type) {
