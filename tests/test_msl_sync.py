@@ -383,7 +383,7 @@ def test_threadgroup_memory_is_poisoned_at_each_group_start(lib, schedule):
 def test_device_out_of_bounds_in_a_fiber_names_the_line(lib):
     with pytest.raises(msl_harness.MslError) as e:
         lib.dispatch_threads("device_oob", [np.zeros(64, np.float32)], 64, 32)
-    line = next(i for i, t in enumerate(KERNELS.read_text().splitlines(), 1) if "out[gid + 4096] = s;" in t)
+    line = next(i for i, t in enumerate(KERNELS.read_text().splitlines(), 1) if "out[gid + 64] = s;" in t)
     assert re.search(rf"kernel device_oob \(.*\): threadgroup \(0,0,0\): thread 0: out-of-bounds access: "
                      rf"invalid address .* at {re.escape(str(KERNELS))}:{line}", str(e.value)), str(e.value)
 

@@ -228,7 +228,7 @@ kernel void read_poison(device uint *out [[buffer(0)]], uint gid [[thread_positi
 // Out-of-bounds device write from a fiber (caught by the guard page, reported with file:line).
 kernel void device_oob(device float *out [[buffer(0)]], uint gid [[thread_position_in_grid]]) {
     const float s = simd_sum(1.0f);
-    out[gid + 4096] = s;
+    out[gid + 64] = s;  // the first element past the 64-float buffer: on its guard page
 }
 
 // Function constants specialise a kernel at pipeline creation (compile(..., function_constants=)).
