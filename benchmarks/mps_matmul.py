@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,22 +26,10 @@ from gguf_dequant import metal_jit, testing
 from gguf_dequant.types import resolve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mps_bandwidth import PEAK_GBPS, chip  # noqa: E402
+from mps_bandwidth import PEAK_GBPS, chip, time_mps  # noqa: E402
 
 TYPES = ("Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "IQ2_XXS", "MXFP4")
 SHAPES = ((4096, 4096), (14336, 4096))  # (N, K)
-
-
-def time_mps(fn, repeat: int) -> float:
-    fn()
-    torch.mps.synchronize()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        torch.mps.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def packed(qtype, rows: int, k: int, rng, experts: int | None = None) -> torch.Tensor:

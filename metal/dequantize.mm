@@ -20,9 +20,9 @@
 #include "mps_host.h"
 #include "torch_binding.h"
 
-using gguf_mps::buffer_of;
 using gguf_mps::dtype_suffix;
 using gguf_mps::pipeline;
+using gguf_mps::set_tensor;
 
 void dequantize_out(const at::Tensor &blob_in, int64_t qtype, at::Tensor &out) {
     const GgufType &type = check_dequantize_args(blob_in, qtype, out);
@@ -56,8 +56,8 @@ void dequantize_out(const at::Tensor &blob_in, int64_t qtype, at::Tensor &out) {
           // torch's coalescing encoder: never open a second encoder on its command buffer.
           id<MTLComputeCommandEncoder> encoder = stream->commandEncoder();
           [encoder setComputePipelineState:pso];
-          [encoder setBuffer:buffer_of(blob) offset:blob.storage_offset() * blob.element_size() atIndex:0];
-          [encoder setBuffer:buffer_of(dst) offset:dst.storage_offset() * dst.element_size() atIndex:1];
+          set_tensor(encoder, blob, 0);
+          set_tensor(encoder, dst, 1);
           [encoder setBytes:&n_elements length:sizeof(n_elements) atIndex:2];
           [encoder dispatchThreads:MTLSizeMake(NSUInteger(n_threads), 1, 1)
               threadsPerThreadgroup:MTLSizeMake(group, 1, 1)];

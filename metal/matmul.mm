@@ -27,14 +27,23 @@
 
 namespace {
 
-using gguf_mps::buffer_of;
 using gguf_mps::dtype_suffix;
 using gguf_mps::pipeline;
+using gguf_mps::set_tensor;
 
 // The kernels read the blocks' half fields in place (row starts are multiples of the block size).
 at::Tensor aligned_blocks(const at::Tensor &blocks, const GgufType &type) {
     at::Tensor b = blocks.contiguous();
     return (b.storage_offset() % type.align) != 0 ? b.clone() : b;
+}
+
+// The pipeline of kernel `name`, refusing a device whose limit is below the fixed threadgroup size the
+// matmul geometry needs (its simdgroup layout and threadgroup tile depend on it).
+id<MTLComputePipelineState> launchable_pipeline(id<MTLDevice> device, const std::string &name, NSUInteger threads) {
+    id<MTLComputePipelineState> pso = pipeline(device, name);
+    TORCH_CHECK(pso.maxTotalThreadsPerThreadgroup >= threads, "gguf_dequant: ", name, " allows ",
+                pso.maxTotalThreadsPerThreadgroup, " threads per threadgroup, the launch needs ", threads);
+    return pso;
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -75,9 +84,7 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
     id<MTLDevice> device = at::mps::MPSDevice::getInstance()->device();
     const std::string name = std::string(mv ? "mul_mv_" : "mul_mm_") + type.name + "_" +
                              dtype_suffix(x.scalar_type()) + "_" + dtype_suffix(out.scalar_type());
-    id<MTLComputePipelineState> pso = pipeline(device, name);
-    TORCH_CHECK(pso.maxTotalThreadsPerThreadgroup >= threads, "gguf_dequant: ", name, " allows ",
-                pso.maxTotalThreadsPerThreadgroup, " threads per threadgroup, the launch needs ", threads);
+    id<MTLComputePipelineState> pso = launchable_pipeline(device, name, threads);
     // std::array, not a C array: blocks cannot capture arrays.
     const std::array<uint64_t, 4> scalars = {uint64_t(K), uint64_t(N), uint64_t(M), uint64_t(has_bias ? 1 : 0)};
 
@@ -87,10 +94,10 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
           // torch's coalescing encoder: never open a second encoder on its command buffer.
           id<MTLComputeCommandEncoder> encoder = stream->commandEncoder();
           [encoder setComputePipelineState:pso];
-          [encoder setBuffer:buffer_of(blocks) offset:blocks.storage_offset() * blocks.element_size() atIndex:0];
-          [encoder setBuffer:buffer_of(x) offset:x.storage_offset() * x.element_size() atIndex:1];
-          [encoder setBuffer:buffer_of(bias) offset:bias.storage_offset() * bias.element_size() atIndex:2];
-          [encoder setBuffer:buffer_of(out) offset:out.storage_offset() * out.element_size() atIndex:3];
+          set_tensor(encoder, blocks, 0);
+          set_tensor(encoder, x, 1);
+          set_tensor(encoder, bias, 2);
+          set_tensor(encoder, out, 3);
           for (size_t i = 0; i < scalars.size(); ++i) {
               [encoder setBytes:&scalars[i] length:sizeof(uint64_t) atIndex:4 + i];
           }
@@ -131,9 +138,7 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
     id<MTLDevice> device = at::mps::MPSDevice::getInstance()->device();
     const std::string name = std::string(per_slot ? "mul_mv_id_" : "mul_mm_id_") + type.name + "_" +
                              dtype_suffix(x.scalar_type());
-    id<MTLComputePipelineState> pso = pipeline(device, name);
-    TORCH_CHECK(pso.maxTotalThreadsPerThreadgroup >= threads, "gguf_dequant: ", name, " allows ",
-                pso.maxTotalThreadsPerThreadgroup, " threads per threadgroup, the launch needs ", threads);
+    id<MTLComputePipelineState> pso = launchable_pipeline(device, name, threads);
     const std::array<uint64_t, 6> scalars = {uint64_t(K), uint64_t(N), uint64_t(E), uint64_t(U), uint64_t(Ux),
                                              uint64_t(T * U)};  // mul_mv_id does not read the last one
 
@@ -142,10 +147,10 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
       @autoreleasepool {
           id<MTLComputeCommandEncoder> encoder = stream->commandEncoder();
           [encoder setComputePipelineState:pso];
-          [encoder setBuffer:buffer_of(blocks) offset:blocks.storage_offset() * blocks.element_size() atIndex:0];
-          [encoder setBuffer:buffer_of(x) offset:x.storage_offset() * x.element_size() atIndex:1];
-          [encoder setBuffer:buffer_of(ids) offset:ids.storage_offset() * ids.element_size() atIndex:2];
-          [encoder setBuffer:buffer_of(out) offset:out.storage_offset() * out.element_size() atIndex:3];
+          set_tensor(encoder, blocks, 0);
+          set_tensor(encoder, x, 1);
+          set_tensor(encoder, ids, 2);
+          set_tensor(encoder, out, 3);
           for (size_t i = 0; i < scalars.size(); ++i) {
               [encoder setBytes:&scalars[i] length:sizeof(uint64_t) atIndex:4 + i];
           }

@@ -24,6 +24,11 @@ inline id<MTLBuffer> buffer_of(const at::Tensor &t) {
     return __builtin_bit_cast(id<MTLBuffer>, t.storage().data());
 }
 
+// Binds tensor t (its storage at t's own offset) to buffer index `index`.
+inline void set_tensor(id<MTLComputeCommandEncoder> encoder, const at::Tensor &t, NSUInteger index) {
+    [encoder setBuffer:buffer_of(t) offset:t.storage_offset() * t.element_size() atIndex:index];
+}
+
 inline id<MTLLibrary> library(id<MTLDevice> device) {
     static id<MTLLibrary> lib = nil;
     static std::once_flag once;

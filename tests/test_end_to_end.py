@@ -74,12 +74,12 @@ def _load_libllama():
     return lib
 
 
-def quantize(src: Path, dst: Path, ftype: str, nthread: int = 2) -> int:
-    """llama_model_quantize(src -> dst) with llama.cpp's default mixing rules for ``ftype``."""
+def quantize(src: Path, dst: Path, ftype: int, nthread: int = 2) -> int:
+    """llama_model_quantize(src -> dst) with llama.cpp's default mixing rules for the llama_ftype id ``ftype``."""
     lib = _load_libllama()
     lib.llama_backend_init()
     params = lib.llama_model_quantize_default_params()
-    params.ftype = FTYPES[ftype]
+    params.ftype = ftype
     params.nthread = nthread
     return lib.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
 
@@ -132,7 +132,7 @@ def write_tiny_llama(path: Path, seed: int = 0, n_layer: int = 2, n_vocab: int =
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[3] not in FTYPES:
         sys.exit(f"usage: python {sys.argv[0]} IN.gguf OUT.gguf {{{','.join(FTYPES)}}}")
-    sys.exit(quantize(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]))
+    sys.exit(quantize(Path(sys.argv[1]), Path(sys.argv[2]), FTYPES[sys.argv[3]]))
 
 
 # ------------------------------------------------------------------------------------------------- tests

@@ -15,7 +15,6 @@ tokenizer is byte-level BPE like those, so the name describes it truthfully enou
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -171,14 +170,9 @@ def convert(spec: Spec, hf_dir: Path, dst: Path) -> None:
 
 
 def quantize_in_process(src: Path, dst: Path, ftype: str, nthread: int = 2) -> int:
-    from .test_end_to_end import _load_libllama  # one ctypes binding of llama.h
+    from .test_end_to_end import quantize as llama_quantize  # one ctypes binding of llama.h
 
-    lib = _load_libllama()
-    lib.llama_backend_init()
-    params = lib.llama_model_quantize_default_params()
-    params.ftype = FTYPES[ftype]
-    params.nthread = nthread
-    return lib.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    return llama_quantize(src, dst, FTYPES[ftype], nthread)
 
 
 def quantize(src: Path, dst: Path, ftype: str) -> None:
