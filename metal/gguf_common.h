@@ -90,6 +90,36 @@ inline void gguf_scale_nibbles(device const uchar *q, uint shift, int offset, fl
 #endif
 }
 
+// y[j] = float((q[j] >> shift) & mask) for j < N (a multiple of 16): one bit field of each of N bytes, as
+// floats. The integer fields of the low-bit formats are unpacked here and scaled by float loops in the decode
+// functions: compilers vectorize a loop mixing bytes and floats at the bytes' width (4 floats per vector); the
+// CPU build unpacks 16 bytes per instruction (the shim's unpack_bits).
+template <int N>
+inline void gguf_unpack_bits(device const uchar *q, uint shift, uint mask, thread float *y) {
+#ifdef GGUF_CPU
+    metal::unpack_bits<N>(q, shift, mask, y);
+#else
+    for (int j = 0; j < N; ++j) {
+        y[j] = float((q[j] >> shift) & mask);
+    }
+#endif
+}
+
+// y[W * r + j] = float(grid[rows[r]][j]) for r < R, j < W (R * W = 32): R rows of a grid table, as floats. The
+// CPU build loads each row as one word and widens 16 at a time (the shim's grid_values).
+template <int R, int W, typename E>
+inline void gguf_grid_values(constant E (*grid)[W], thread const uint *rows, thread float *y) {
+#ifdef GGUF_CPU
+    metal::grid_values<R, W>(grid, rows, y);
+#else
+    for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < W; ++j) {
+            y[W * r + j] = float(grid[rows[r]][j]);
+        }
+    }
+#endif
+}
+
 // Store N decoded values as T (float, half or bfloat), rounding to nearest even once.
 template <typename T, int N>
 inline void gguf_store(device T *dst, thread const float *y) {

@@ -27,14 +27,16 @@ inline void dequantize_iq1_m(device const block_iq1_m *b, ushort sub, thread flo
     const uint s = sc[sub / 2] >> (6 * (sub & 1));
     const float dl1 = d * float(2 * int(s & 7) + 1);
     const float dl2 = d * float(2 * int((s >> 3) & 7) + 1);
+    uint rows[4];
+    uint negative = 0;  // bit l: row l's delta is negative
     for (int l = 0; l < 4; ++l) {
         const uint n = (uint(b->qh[2 * sub + l / 2]) >> (4 * (l & 1))) & 0xF;
-        const uint gi = uint(b->qs[4 * sub + l]) | ((n & 7) << 8);
-        const float delta = (n & 8) ? -IQ1S_DELTA : IQ1S_DELTA;
-        const float dl = l < 2 ? dl1 : dl2;
-        for (int j = 0; j < 8; ++j) {
-            y[8 * l + j] = dl * (float(iq1s_grid[gi][j]) + delta);
-        }
+        rows[l] = uint(b->qs[4 * sub + l]) | ((n & 7) << 8);
+        negative |= ((n >> 3) & 1) << l;
+    }
+    gguf_grid_values<4>(iq1s_grid, rows, y);
+    for (int j = 0; j < 32; ++j) {
+        y[j] = (j < 16 ? dl1 : dl2) * (y[j] + gguf_sign(negative, j / 8) * IQ1S_DELTA);
     }
 }
 

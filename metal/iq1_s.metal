@@ -18,11 +18,13 @@ inline void dequantize_iq1_s(device const block_iq1_s *b, ushort sub, thread flo
     const uint h = b->qh[sub];
     const float dl = d * float(2 * int((h >> 12) & 7) + 1);
     const float delta = (h & 0x8000) ? -IQ1S_DELTA : IQ1S_DELTA;
+    uint rows[4];
     for (int l = 0; l < 4; ++l) {
-        const uint gi = uint(b->qs[4 * sub + l]) | (((h >> (3 * l)) & 7) << 8);
-        for (int j = 0; j < 8; ++j) {
-            y[8 * l + j] = dl * (float(iq1s_grid[gi][j]) + delta);
-        }
+        rows[l] = uint(b->qs[4 * sub + l]) | (((h >> (3 * l)) & 7) << 8);
+    }
+    gguf_grid_values<4>(iq1s_grid, rows, y);
+    for (int j = 0; j < 32; ++j) {
+        y[j] = dl * (y[j] + delta);
     }
 }
 

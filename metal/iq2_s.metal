@@ -20,13 +20,15 @@ inline void dequantize_iq2_s(device const block_iq2_s *b, ushort sub, thread flo
     const float db0 = d * (0.5f + float(sc & 0xF)) * 0.25f;
     const float db1 = d * (0.5f + float(sc >> 4)) * 0.25f;
     const uint qh = b->qh[sub];
+    uint rows[4];
+    uint signs = 0;
     for (int l = 0; l < 4; ++l) {
-        const uint gi = uint(b->qs[4 * sub + l]) | (((qh >> (2 * l)) & 3) << 8);
-        const uint signs = b->qs[32 + 4 * sub + l];
-        const float db = l < 2 ? db0 : db1;
-        for (int j = 0; j < 8; ++j) {
-            y[8 * l + j] = db * float(iq2s_grid[gi][j]) * gguf_sign(signs, j);
-        }
+        rows[l] = uint(b->qs[4 * sub + l]) | (((qh >> (2 * l)) & 3) << 8);
+        signs |= uint(b->qs[32 + 4 * sub + l]) << (8 * l);
+    }
+    gguf_grid_values<4>(iq2s_grid, rows, y);
+    for (int j = 0; j < 32; ++j) {
+        y[j] = (j < 16 ? db0 : db1) * y[j] * gguf_sign(signs, j);
     }
 }
 

@@ -18,14 +18,16 @@ inline void dequantize_iq2_xs(device const block_iq2_xs *b, ushort sub, thread f
     const uint sc = b->scales[sub];
     const float db0 = d * (0.5f + float(sc & 0xF)) * 0.25f;
     const float db1 = d * (0.5f + float(sc >> 4)) * 0.25f;
+    uint rows[4];
+    uint signs = 0;
     for (int l = 0; l < 4; ++l) {
         const uint w = b->qs[4 * sub + l];
-        const uint gi = w & 511;
-        const uint signs = ksigns_iq2xs[w >> 9];
-        const float db = l < 2 ? db0 : db1;
-        for (int j = 0; j < 8; ++j) {
-            y[8 * l + j] = db * float(iq2xs_grid[gi][j]) * gguf_sign(signs, j);
-        }
+        rows[l] = w & 511;
+        signs |= uint(ksigns_iq2xs[w >> 9]) << (8 * l);
+    }
+    gguf_grid_values<4>(iq2xs_grid, rows, y);
+    for (int j = 0; j < 32; ++j) {
+        y[j] = (j < 16 ? db0 : db1) * y[j] * gguf_sign(signs, j);
     }
 }
 

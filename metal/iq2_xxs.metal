@@ -18,12 +18,14 @@ inline void dequantize_iq2_xxs(device const block_iq2_xxs *b, ushort sub, thread
     const uint a1 = b->qs[4 * sub + 1];
     const uint sw = uint(b->qs[4 * sub + 2]) | (uint(b->qs[4 * sub + 3]) << 16);
     const float db = d * (0.5f + float(sw >> 28)) * 0.25f;
+    const uint rows[4] = {a0 & 0xFF, a0 >> 8, a1 & 0xFF, a1 >> 8};
+    uint signs = 0;
     for (int l = 0; l < 4; ++l) {
-        const uint gi = ((l < 2 ? a0 : a1) >> (8 * (l & 1))) & 0xFF;
-        const uint signs = ksigns_iq2xs[(sw >> (7 * l)) & 127];
-        for (int j = 0; j < 8; ++j) {
-            y[8 * l + j] = db * float(iq2xxs_grid[gi][j]) * gguf_sign(signs, j);
-        }
+        signs |= uint(ksigns_iq2xs[(sw >> (7 * l)) & 127]) << (8 * l);
+    }
+    gguf_grid_values<4>(iq2xxs_grid, rows, y);
+    for (int j = 0; j < 32; ++j) {
+        y[j] = db * y[j] * gguf_sign(signs, j);
     }
 }
 

@@ -20,14 +20,17 @@ inline void dequantize_iq3_s(device const block_iq3_s *b, ushort sub, thread flo
     const int s = (b->scales[sub / 2] >> (4 * (sub & 1))) & 0xF;
     const float db = d * float(1 + 2 * s);
     const uint qh = b->qh[sub];
+    uint rows[8];
+    for (int k = 0; k < 8; ++k) {
+        rows[k] = uint(b->qs[8 * sub + k]) | (((qh >> k) & 1) << 8);
+    }
+    uint signs = 0;
     for (int l = 0; l < 4; ++l) {
-        const uint gi1 = uint(b->qs[8 * sub + 2 * l]) | (((qh >> (2 * l)) & 1) << 8);
-        const uint gi2 = uint(b->qs[8 * sub + 2 * l + 1]) | (((qh >> (2 * l + 1)) & 1) << 8);
-        const uint signs = b->signs[4 * sub + l];
-        for (int j = 0; j < 4; ++j) {
-            y[8 * l + j] = db * float(iq3s_grid[gi1][j]) * gguf_sign(signs, j);
-            y[8 * l + j + 4] = db * float(iq3s_grid[gi2][j]) * gguf_sign(signs, j + 4);
-        }
+        signs |= uint(b->signs[4 * sub + l]) << (8 * l);
+    }
+    gguf_grid_values<8>(iq3s_grid, rows, y);
+    for (int j = 0; j < 32; ++j) {
+        y[j] = db * y[j] * gguf_sign(signs, j);
     }
 }
 

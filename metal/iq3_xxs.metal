@@ -19,14 +19,17 @@ inline void dequantize_iq3_xxs(device const block_iq3_xxs *b, ushort sub, thread
     const uint sw = uint(b->qs[w0]) | (uint(b->qs[w0 + 1]) << 8) | (uint(b->qs[w0 + 2]) << 16) |
                     (uint(b->qs[w0 + 3]) << 24);
     const float db = d * (0.5f + float(sw >> 28)) * 0.5f;
+    uint rows[8];
+    for (int k = 0; k < 8; ++k) {
+        rows[k] = b->qs[8 * sub + k];
+    }
+    uint signs = 0;
     for (int l = 0; l < 4; ++l) {
-        const uint gi1 = b->qs[8 * sub + 2 * l];
-        const uint gi2 = b->qs[8 * sub + 2 * l + 1];
-        const uint signs = ksigns_iq2xs[(sw >> (7 * l)) & 127];
-        for (int j = 0; j < 4; ++j) {
-            y[8 * l + j] = db * float(iq3xxs_grid[gi1][j]) * gguf_sign(signs, j);
-            y[8 * l + j + 4] = db * float(iq3xxs_grid[gi2][j]) * gguf_sign(signs, j + 4);
-        }
+        signs |= uint(ksigns_iq2xs[(sw >> (7 * l)) & 127]) << (8 * l);
+    }
+    gguf_grid_values<8>(iq3xxs_grid, rows, y);
+    for (int j = 0; j < 32; ++j) {
+        y[j] = db * y[j] * gguf_sign(signs, j);
     }
 }
 

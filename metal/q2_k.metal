@@ -17,9 +17,9 @@ inline void dequantize_q2_k(device const block_q2_k *b, ushort sub, thread float
     const float dl = float(b->d) * float(int(sc & 0xF));
     const float ml = float(b->dmin) * float(int(sc >> 4));
     const int shift = 2 * ((sub % 8) / 2);
-    device const uchar *qs = b->qs + 32 * (sub / 8) + 16 * (sub % 2);
+    gguf_unpack_bits<16>(b->qs + 32 * (sub / 8) + 16 * (sub % 2), shift, 3, y);
     for (int j = 0; j < 16; ++j) {
-        y[j] = dl * float(int((qs[j] >> shift) & 3)) - ml;
+        y[j] = dl * y[j] - ml;
     }
 }
 

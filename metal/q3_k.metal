@@ -19,12 +19,12 @@ inline void dequantize_q3_k(device const block_q3_k *b, ushort sub, thread float
     const float dl = float(b->d) * float((lo | (hi << 4)) - 32);
     const int shift = 2 * ((sub % 8) / 2);
     const int l0 = 16 * (sub % 2);
-    device const uchar *qs = b->qs + 32 * (sub / 8) + l0;
-    device const uchar *hm = b->hmask + l0;
-    const uchar mask = uchar(1 << (sub / 2));
+    float h[16];
+    gguf_unpack_bits<16>(b->qs + 32 * (sub / 8) + l0, shift, 3, y);
+    gguf_unpack_bits<16>(b->hmask + l0, sub / 2, 1, h);
     for (int j = 0; j < 16; ++j) {
-        const int q = int((qs[j] >> shift) & 3) - ((hm[j] & mask) ? 0 : 4);
-        y[j] = dl * float(q);
+        // The 2 low bits, minus 4 where the high bit is clear: small integers, exact in float.
+        y[j] = dl * (y[j] + 4.0f * h[j] - 4.0f);
     }
 }
 

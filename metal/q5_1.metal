@@ -14,12 +14,12 @@ static_assert(sizeof(block_q5_1) == 24, "Q5_1 block is 24 bytes");
 inline void dequantize_q5_1(device const block_q5_1 *b, ushort sub, thread float *y) {
     const float d = float(b->d);
     const float m = float(b->m);
-    const ushort shift = 4 * sub;
-    // This sub-block's 16 fifth bits, as one word (a per-element shift vectorizes; a byte pick does not).
+    // This sub-block's 16 fifth bits, as one word.
     const uint qh = (uint(b->qh[0]) | uint(b->qh[1]) << 8 | uint(b->qh[2]) << 16 | uint(b->qh[3]) << 24) >> (16 * sub);
+    gguf_unpack_bits<16>(b->qs, 4 * sub, 0xF, y);
     for (int j = 0; j < 16; ++j) {
-        const int q = int((b->qs[j] >> shift) & 0xF) | int(((qh >> j) & 1) << 4);
-        y[j] = float(q) * d + m;
+        // float(q) with q the 5-bit value: a small integer, exact in float.
+        y[j] = (y[j] + float(((qh >> j) & 1) << 4)) * d + m;
     }
 }
 

@@ -80,6 +80,24 @@ extern "C" void scale(const int8_t *q, float d, float *y, long n) {
 extern "C" void nibbles(const uchar *q, unsigned shift, int offset, float d, float *y, long n) {
     for (long i = 0; i + 16 <= n; i += 16) scale_nibbles<16>(q + i, shift, offset, d, y + i);
 }
+// unpack_bits<16> and <32> over 32-byte runs of q.
+extern "C" void unpack(const uchar *q, unsigned shift, unsigned mask, float *y, long n) {
+    for (long i = 0; i + 32 <= n; i += 32) {
+        unpack_bits<16>(q + i, shift, mask, y + i);
+        unpack_bits<16>(q + i + 16, shift, mask, y + i + 16);
+        unpack_bits<32>(q + i, shift, mask, y + n + i);
+    }
+}
+// grid_values for rows of 8 unsigned or signed bytes (4 rows a call) and of 4 unsigned bytes (8 rows a call).
+extern "C" void grid_u8x8(const uchar (*grid)[8], const unsigned *rows, float *y, long n_rows) {
+    for (long r = 0; r + 4 <= n_rows; r += 4) grid_values<4>(grid, rows + r, y + 8 * r);
+}
+extern "C" void grid_i8x8(const int8_t (*grid)[8], const unsigned *rows, float *y, long n_rows) {
+    for (long r = 0; r + 4 <= n_rows; r += 4) grid_values<4>(grid, rows + r, y + 8 * r);
+}
+extern "C" void grid_u8x4(const uchar (*grid)[4], const unsigned *rows, float *y, long n_rows) {
+    for (long r = 0; r + 8 <= n_rows; r += 8) grid_values<8>(grid, rows + r, y + 4 * r);
+}
 extern "C" void load_f16(const void *src, float *y, long n) {
     for (long i = 0; i + 64 <= n; i += 64) load_values<64>(static_cast<const half *>(src) + i, y + i);
 }
@@ -190,3 +208,39 @@ def test_scale_nibbles_every_byte(isa):
                     want = (((q >> shift) & 0xF).astype(np.int32) - offset).astype(np.float32) * np.float32(d)
                 same = (y.view(np.uint32) == want.view(np.uint32)) | (np.isnan(y) & np.isnan(want))
                 assert same.all(), f"{isa} shift {shift} offset {offset} d {d}: byte {q[~same][0]:#04x}"
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_unpack_bits_every_byte(isa):
+    """gguf_unpack_bits's CPU side (16 or 8 bytes shifted and masked per instruction) on every byte value, for
+    every shift and the masks in use, including masks wider than the bits left above the shift."""
+    lib = cpu_mode.compile_source("stores", STORES, ISAS[isa])
+    q = np.concatenate([np.random.default_rng(4).permutation(np.arange(256, dtype=np.uint8)) for _ in range(2)])
+    n = q.size
+    for shift in range(8):
+        for mask in (1, 3, 0xF, 0xFF):
+            y = np.zeros(2 * n, dtype=np.float32)
+            lib.unpack(ctypes.c_void_p(q.ctypes.data), ctypes.c_uint(shift), ctypes.c_uint(mask),
+                       ctypes.c_void_p(y.ctypes.data), ctypes.c_long(n))
+            want = ((q >> shift) & mask).astype(np.float32)
+            for got, what in ((y[:n], "16"), (y[n:], "32")):
+                bad = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
+                assert bad.size == 0, f"{isa} shift {shift} mask {mask:#x} unpack<{what}>: byte {q[bad[0]]:#04x}"
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_grid_values_every_byte(isa):
+    """gguf_grid_values's CPU side (rows loaded as words, widened 16 bytes at a time): tables holding every byte
+    value, read as unsigned and as signed, rows in a shuffled order, for both row widths in use (8 and 4)."""
+    lib = cpu_mode.compile_source("stores", STORES, ISAS[isa])
+    rng = np.random.default_rng(5)
+    table = np.concatenate([rng.permutation(np.arange(256, dtype=np.uint8)) for _ in range(8)])
+    for fn, width, signed in ((lib.grid_u8x8, 8, False), (lib.grid_i8x8, 8, True), (lib.grid_u8x4, 4, False)):
+        grid = np.ascontiguousarray(table.view(np.int8) if signed else table).reshape(-1, width)
+        rows = rng.permutation(np.arange(grid.shape[0], dtype=np.uint32))
+        y = np.zeros(rows.size * width, dtype=np.float32)
+        fn(ctypes.c_void_p(grid.ctypes.data), ctypes.c_void_p(rows.ctypes.data), ctypes.c_void_p(y.ctypes.data),
+           ctypes.c_long(rows.size))
+        want = grid[rows].reshape(-1).astype(np.float32)
+        bad = np.flatnonzero(y.view(np.uint32) != want.view(np.uint32))
+        assert bad.size == 0, f"{isa} {fn.__name__}: element {bad[0]} is {y[bad[0]]}, want {want[bad[0]]}"
