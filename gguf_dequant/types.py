@@ -63,6 +63,12 @@ _SUPPORTED_ROWS = [
 ]
 
 SUPPORTED: dict[int, QuantType] = {row[0]: QuantType(*row) for row in _SUPPORTED_ROWS}
+
+# The types whose float32 values can be subnormal: F32 and BF16 hold any float, and MXFP4's E8M0 scale goes
+# down to 2^-127. Every other type's nonzero values are at least 2^-27 (float16 or UE4M3 scales, at least
+# 2^-24 and 2^-9, times integers and the formats' fractions of at least 1/8), so their bfloat16 stores skip
+# the subnormal check (tests/test_types.py proves it on special scales).
+SUBNORMAL_OUTPUTS = frozenset({"F32", "BF16", "MXFP4"})
 BY_NAME: dict[str, QuantType] = {t.name: t for t in SUPPORTED.values()}
 
 # Ids that exist in ggml but are not dequantization targets, with the reason given to the caller.

@@ -105,16 +105,31 @@ inline void gguf_unpack_bits(device const uchar *q, uint shift, uint mask, threa
 #endif
 }
 
-// y[W * r + j] = float(grid[rows[r]][j]) for r < R, j < W (R * W = 32): R rows of a grid table, as floats. The
-// CPU build loads each row as one word and widens 16 at a time (the shim's grid_values).
-template <int R, int W, typename E>
-inline void gguf_grid_values(constant E (*grid)[W], thread const uint *rows, thread float *y) {
+// v[j] = q[j] for j < N (a multiple of 8): bytes widened to 32-bit integers, so that the integer loop that
+// follows works at one width (compilers vectorize a loop mixing bytes and 32-bit values at the bytes' width).
+template <int N>
+inline void gguf_widen_bytes(device const uchar *q, thread uint *v) {
 #ifdef GGUF_CPU
-    metal::grid_values<R, W>(grid, rows, y);
+    metal::widen_bytes<N>(q, v);
+#else
+    for (int j = 0; j < N; ++j) {
+        v[j] = q[j];
+    }
+#endif
+}
+
+// y[k] = float(grid[rows[r]][j]) * gguf_sign(signs, k) for k = W * r + j < 32 (R * W = 32): R rows of a grid
+// table as floats, negated where bit k of `signs` is set (exact: the negation of a grid value). The CPU build
+// loads each row as one word, widens 16 values at a time and flips their sign bits under a mask (the shim's
+// grid_values).
+template <int R, int W, typename E>
+inline void gguf_grid_values(constant E (*grid)[W], thread const uint *rows, uint signs, thread float *y) {
+#ifdef GGUF_CPU
+    metal::grid_values<R, W>(grid, rows, signs, y);
 #else
     for (int r = 0; r < R; ++r) {
         for (int j = 0; j < W; ++j) {
-            y[W * r + j] = float(grid[rows[r]][j]);
+            y[W * r + j] = float(grid[rows[r]][j]) * gguf_sign(signs, W * r + j);
         }
     }
 #endif
@@ -144,20 +159,29 @@ inline void gguf_store(device T *dst, thread const float *y) {
 // CPU: decode threads [t0, t1) of the launch description into dst (n_elements is for the float
 // types' tail; quantized types always cover whole blocks). Whole blocks call the decode function once per
 // sub-block with `sub` a compile-time constant, everything inlined (flatten), so compilers fold the
-// per-sub-block shifts, offsets and branches and vectorize each sub-block's loop. Float output is decoded
-// straight into dst. Half and bfloat output decode a group of at least 256 elements into a float array,
-// then convert the group at once: converting each sub-block right after decoding it loads vectors still in
-// the store buffer, often at another width than the compiler chose for the decode loop, which stalls store
-// forwarding.
-template <int S, typename B, typename Decode, int... SUB>
-inline void gguf_cpu_block(const B *block, float *__restrict y, Decode decode, std::integer_sequence<int, SUB...>) {
-    (decode(block, ushort(SUB), y + SUB * S), ...);
+// per-sub-block shifts, offsets and branches and vectorize each sub-block's loops. Float output is decoded
+// straight into dst. Half and bfloat output of 32-value sub-blocks is converted right after each decode:
+// the values are two vectors still in registers. 16-value sub-blocks are decoded into a group of at least
+// 256 floats, converted at once: converting each right after its decode loads vectors still in the store
+// buffer, at another width than the store for some decode loops, which stalls store forwarding.
+// SUBNORMALS: whether the type's values can be float32 subnormals (gguf_dequant.types.SUBNORMAL_OUTPUTS).
+template <int S, bool SUBNORMALS, typename B, typename T, typename Decode, int... SUB>
+inline void gguf_cpu_block(const B *block, T *__restrict dst, Decode decode, std::integer_sequence<int, SUB...>) {
+    if constexpr (std::is_same_v<T, float>) {
+        (decode(block, ushort(SUB), dst + SUB * S), ...);
+    } else {
+        ([&] {
+            float y[S];
+            decode(block, ushort(SUB), y);
+            metal::store_values<S, SUBNORMALS>(dst + SUB * S, y);
+        }(), ...);
+    }
 }
 
-template <int QK, int S, typename B, typename T, typename Decode>
+template <int QK, int S, bool SUBNORMALS, typename B, typename T, typename Decode>
 __attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, long t0, long t1, Decode decode) {
     constexpr long SUBS = QK / S;
-    constexpr long GROUP = QK >= 256 ? 1 : 256 / QK;  // blocks per conversion
+    constexpr long GROUP = QK >= 256 ? 1 : 256 / QK;  // blocks per conversion of 16-value sub-blocks
     constexpr auto subs = std::make_integer_sequence<int, int(SUBS)>();
     const auto one_thread = [&](long t) {
         if constexpr (std::is_same_v<T, float>) {
@@ -165,24 +189,24 @@ __attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, l
         } else {
             float y[S];
             decode(blocks + t / SUBS, ushort(t % SUBS), y);
-            gguf_store<T, S>(dst + t * S, y);
+            metal::store_values<S, SUBNORMALS>(dst + t * S, y);
         }
     };
     long t = t0;
     for (; t < t1 && t % SUBS != 0; ++t) {
         one_thread(t);
     }
-    if constexpr (std::is_same_v<T, float>) {
+    if constexpr (std::is_same_v<T, float> || S >= 32) {
         for (; t + SUBS <= t1; t += SUBS) {
-            gguf_cpu_block<S>(blocks + t / SUBS, dst + t * S, decode, subs);
+            gguf_cpu_block<S, SUBNORMALS>(blocks + t / SUBS, dst + t * S, decode, subs);
         }
     } else {
         for (; t + GROUP * SUBS <= t1; t += GROUP * SUBS) {
             float y[GROUP * QK];
             for (long g = 0; g < GROUP; ++g) {
-                gguf_cpu_block<S>(blocks + t / SUBS + g, y + g * QK, decode, subs);
+                gguf_cpu_block<S, SUBNORMALS>(blocks + t / SUBS + g, y + g * QK, decode, subs);
             }
-            gguf_store<T, GROUP * QK>(dst + t * S, y);
+            metal::store_values<GROUP * QK, SUBNORMALS>(dst + t * S, y);
         }
     }
     for (; t < t1; ++t) {
@@ -193,7 +217,7 @@ __attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, l
 #define GGUF_DEQUANT_KERNELS(NAME)                                                              \
     template <typename T>                                                                       \
     inline void cpu_dequantize_##NAME(const uchar *src, T *dst, long t0, long t1, long) {       \
-        gguf_cpu_threads<GGUF_QK_##NAME, GGUF_SUB_##NAME>(                                      \
+        gguf_cpu_threads<GGUF_QK_##NAME, GGUF_SUB_##NAME, GGUF_SUBNORMALS_##NAME>(              \
             reinterpret_cast<const block_##NAME *>(src), dst, t0, t1,                           \
             [](const block_##NAME *b, ushort sub, float *__restrict y) { dequantize_##NAME(b, sub, y); }); \
     }

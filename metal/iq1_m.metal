@@ -34,7 +34,7 @@ inline void dequantize_iq1_m(device const block_iq1_m *b, ushort sub, thread flo
         rows[l] = uint(b->qs[4 * sub + l]) | ((n & 7) << 8);
         negative |= ((n >> 3) & 1) << l;
     }
-    gguf_grid_values<4>(iq1s_grid, rows, y);
+    gguf_grid_values<4>(iq1s_grid, rows, 0, y);
     for (int j = 0; j < 32; ++j) {
         y[j] = (j < 16 ? dl1 : dl2) * (y[j] + gguf_sign(negative, j / 8) * IQ1S_DELTA);
     }

@@ -17,12 +17,12 @@ inline void dequantize_iq1_s(device const block_iq1_s *b, ushort sub, thread flo
     const float d = float(b->d);
     const uint h = b->qh[sub];
     const float dl = d * float(2 * int((h >> 12) & 7) + 1);
-    const float delta = (h & 0x8000) ? -IQ1S_DELTA : IQ1S_DELTA;
+    const float delta = gguf_sign(h, 15) * IQ1S_DELTA;  // arithmetic, not a select: no branch on random bits
     uint rows[4];
     for (int l = 0; l < 4; ++l) {
         rows[l] = uint(b->qs[4 * sub + l]) | (((h >> (3 * l)) & 7) << 8);
     }
-    gguf_grid_values<4>(iq1s_grid, rows, y);
+    gguf_grid_values<4>(iq1s_grid, rows, 0, y);
     for (int j = 0; j < 32; ++j) {
         y[j] = dl * (y[j] + delta);
     }

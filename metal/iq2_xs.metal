@@ -4,7 +4,8 @@
 // IQ2_XS: 256 elements in 74 bytes: d (half), qs[32] (u16), scales[8]. One u16 w per 8 elements:
 // w & 511 indexes iq2xs_grid (8 values), w >> 9 indexes ksigns_iq2xs (bit j set -> element j negated).
 // scales[g]: low nibble for the first 16 elements of group g, high nibble for the last 16.
-// db = d * (0.5 + s) * 0.25; y = db * grid * sign, in ggml's order.
+// db = d * (0.5 + s) * 0.25;
+// y = db * (grid * sign), the same value as ggml's (db * grid) * sign: rounding commutes with negation.
 struct block_iq2_xs {
     half d;
     ushort qs[32];
@@ -25,9 +26,9 @@ inline void dequantize_iq2_xs(device const block_iq2_xs *b, ushort sub, thread f
         rows[l] = w & 511;
         signs |= uint(ksigns_iq2xs[w >> 9]) << (8 * l);
     }
-    gguf_grid_values<4>(iq2xs_grid, rows, y);
+    gguf_grid_values<4>(iq2xs_grid, rows, signs, y);
     for (int j = 0; j < 32; ++j) {
-        y[j] = (j < 16 ? db0 : db1) * y[j] * gguf_sign(signs, j);
+        y[j] = (j < 16 ? db0 : db1) * y[j];
     }
 }
 

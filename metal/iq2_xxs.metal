@@ -4,7 +4,8 @@
 // IQ2_XXS: 256 elements in 66 bytes: d (half), then 8 groups of 32 elements, each stored as 4 u16 words
 // (two little-endian u32: a, b). Byte l of a indexes iq2xxs_grid (8 values) for elements 8l..8l+7;
 // bits 7l..7l+6 of b index ksigns_iq2xs (bit j set -> element 8l + j negated); ls = b >> 28.
-// db = d * (0.5 + ls) * 0.25; y = db * grid * sign, in ggml's order.
+// db = d * (0.5 + ls) * 0.25;
+// y = db * (grid * sign), the same value as ggml's (db * grid) * sign: rounding commutes with negation.
 struct block_iq2_xxs {
     half d;
     ushort qs[32];
@@ -23,9 +24,9 @@ inline void dequantize_iq2_xxs(device const block_iq2_xxs *b, ushort sub, thread
     for (int l = 0; l < 4; ++l) {
         signs |= uint(ksigns_iq2xs[(sw >> (7 * l)) & 127]) << (8 * l);
     }
-    gguf_grid_values<4>(iq2xxs_grid, rows, y);
+    gguf_grid_values<4>(iq2xxs_grid, rows, signs, y);
     for (int j = 0; j < 32; ++j) {
-        y[j] = db * y[j] * gguf_sign(signs, j);
+        y[j] = db * y[j];
     }
 }
 

@@ -4,7 +4,8 @@
 // IQ3_S: 256 elements in 110 bytes: d (half), qs[64], qh[8], signs[32], scales[4]. Group g: 8 indices
 // qs[8g + i] | ((qh[g] >> i) & 1) << 8 into iq3s_grid (4 values each); sign byte signs[4g + l] for
 // elements 8l..8l+7 (bit j set -> negated); s = low nibble of scales[g / 2] for even g, high for odd g;
-// db = d * (1 + 2s); y = db * grid * sign, in ggml's order.
+// db = d * (1 + 2s);
+// y = db * (grid * sign), the same value as ggml's (db * grid) * sign: rounding commutes with negation.
 struct block_iq3_s {
     half d;
     uchar qs[64];
@@ -28,9 +29,9 @@ inline void dequantize_iq3_s(device const block_iq3_s *b, ushort sub, thread flo
     for (int l = 0; l < 4; ++l) {
         signs |= uint(b->signs[4 * sub + l]) << (8 * l);
     }
-    gguf_grid_values<8>(iq3s_grid, rows, y);
+    gguf_grid_values<8>(iq3s_grid, rows, signs, y);
     for (int j = 0; j < 32; ++j) {
-        y[j] = db * y[j] * gguf_sign(signs, j);
+        y[j] = db * y[j];
     }
 }
 

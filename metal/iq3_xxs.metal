@@ -5,7 +5,8 @@
 // words at byte offset 66 of the block (not 4-aligned: assembled from bytes), one per group of 32.
 // Group g: bytes qs[8g .. 8g+7] index iq3xxs_grid (4 values each); word g holds the ksigns_iq2xs index
 // of 8-element sub-group l in bits 7l..7l+6 and ls in bits 28..31.
-// db = d * (0.5 + ls) * 0.5; y = db * grid * sign, in ggml's order.
+// db = d * (0.5 + ls) * 0.5;
+// y = db * (grid * sign), the same value as ggml's (db * grid) * sign: rounding commutes with negation.
 struct block_iq3_xxs {
     half d;
     uchar qs[96];
@@ -27,9 +28,9 @@ inline void dequantize_iq3_xxs(device const block_iq3_xxs *b, ushort sub, thread
     for (int l = 0; l < 4; ++l) {
         signs |= uint(ksigns_iq2xs[(sw >> (7 * l)) & 127]) << (8 * l);
     }
-    gguf_grid_values<8>(iq3xxs_grid, rows, y);
+    gguf_grid_values<8>(iq3xxs_grid, rows, signs, y);
     for (int j = 0; j < 32; ++j) {
-        y[j] = db * y[j] * gguf_sign(signs, j);
+        y[j] = db * y[j];
     }
 }
 

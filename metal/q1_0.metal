@@ -12,11 +12,10 @@ static_assert(sizeof(block_q1_0) == 18, "Q1_0 block is 18 bytes");
 inline void dequantize_q1_0(device const block_q1_0 *b, ushort sub, thread float *y) {
     const float d = float(b->d);
     device const uchar *qs = b->qs + 4 * sub;
-    for (int k = 0; k < 4; ++k) {
-        const uint bits = qs[k];
-        for (int i = 0; i < 8; ++i) {
-            y[8 * k + i] = float(int((bits >> i) & 1) * 2 - 1) * d;  // +-d (a NaN's sign may differ)
-        }
+    // The sub-block's 32 bits as one word (a per-element shift vectorizes; a byte pick does not).
+    const uint bits = uint(qs[0]) | (uint(qs[1]) << 8) | (uint(qs[2]) << 16) | (uint(qs[3]) << 24);
+    for (int j = 0; j < 32; ++j) {
+        y[j] = float(int((bits >> j) & 1) * 2 - 1) * d;  // +-d (a NaN's sign may differ)
     }
 }
 

@@ -13,9 +13,9 @@ static_assert(sizeof(block_q4_1) == 20, "Q4_1 block is 20 bytes");
 inline void dequantize_q4_1(device const block_q4_1 *b, ushort sub, thread float *y) {
     const float d = float(b->d);
     const float m = float(b->m);
-    const ushort shift = 4 * sub;
+    gguf_unpack_bits<16>(b->qs, 4 * sub, 0xF, y);
     for (int j = 0; j < 16; ++j) {
-        y[j] = float(int((b->qs[j] >> shift) & 0xF)) * d + m;
+        y[j] = y[j] * d + m;
     }
 }
 

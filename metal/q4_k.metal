@@ -29,10 +29,9 @@ inline void dequantize_q4_k(device const block_q4_k *b, ushort sub, thread float
     gguf_scale_min_k4(sub, b->scales, sc, m);
     const float d1 = float(b->d) * float(sc);
     const float m1 = float(b->dmin) * float(m);
-    const ushort shift = 4 * (sub % 2);
-    device const uchar *qs = b->qs + 32 * (sub / 2);
+    gguf_unpack_bits<32>(b->qs + 32 * (sub / 2), 4 * (sub % 2), 0xF, y);
     for (int l = 0; l < 32; ++l) {
-        y[l] = d1 * float(int((qs[l] >> shift) & 0xF)) - m1;
+        y[l] = d1 * y[l] - m1;
     }
 }
 

@@ -28,11 +28,12 @@ inline void dequantize_q5_k(device const block_q5_k *b, ushort sub, thread float
     gguf_scale_min_k5(sub, b->scales, sc, m);
     const float d1 = float(b->d) * float(sc);
     const float m1 = float(b->dmin) * float(m);
-    const ushort shift = 4 * (sub % 2);
-    device const uchar *qs = b->qs + 32 * (sub / 2);
+    float h[32];
+    gguf_unpack_bits<32>(b->qs + 32 * (sub / 2), 4 * (sub % 2), 0xF, y);
+    gguf_unpack_bits<32>(b->qh, sub, 1, h);
     for (int l = 0; l < 32; ++l) {
-        const int q = int((qs[l] >> shift) & 0xF) | (((b->qh[l] >> sub) & 1) << 4);
-        y[l] = d1 * float(q) - m1;
+        // The 5-bit value from its low 4 bits and its fifth: small integers, exact in float.
+        y[l] = d1 * (y[l] + 16.0f * h[l]) - m1;
     }
 }
 

@@ -18,13 +18,12 @@ inline void dequantize_q6_k(device const block_q6_k *b, ushort sub, thread float
     const int h = sub / 8;
     const int k = (sub % 8) / 2;
     const int l0 = 16 * (sub % 2);
-    device const uchar *ql = b->ql + 64 * h + 32 * (k % 2) + l0;
-    device const uchar *qh = b->qh + 32 * h + l0;
-    const int lshift = 4 * (k / 2);
-    const int hshift = 2 * k;
+    float hi[16];
+    gguf_unpack_bits<16>(b->ql + 64 * h + 32 * (k % 2) + l0, 4 * (k / 2), 0xF, y);
+    gguf_unpack_bits<16>(b->qh + 32 * h + l0, 2 * k, 3, hi);
     for (int j = 0; j < 16; ++j) {
-        const int q = (((ql[j] >> lshift) & 0xF) | (((qh[j] >> hshift) & 3) << 4)) - 32;
-        y[j] = dl * float(q);
+        // The 6-bit value minus 32 from its low 4 and high 2 bits: small integers, exact in float.
+        y[j] = dl * (y[j] + 16.0f * hi[j] - 32.0f);
     }
 }
 

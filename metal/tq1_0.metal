@@ -21,19 +21,23 @@ inline float tq1_0_value(uint x, uint pow3, float d) {
 inline void dequantize_tq1_0(device const block_tq1_0 *b, ushort sub, thread float *y) {
     const float d = float(b->d);
     const uint pow3[5] = {1, 3, 9, 27, 81};
+    uint x[32];
     if (sub < 5) {
+        gguf_widen_bytes<32>(b->qs, x);
         for (int m = 0; m < 32; ++m) {
-            y[m] = tq1_0_value(b->qs[m], pow3[sub], d);
+            y[m] = tq1_0_value(x[m], pow3[sub], d);
         }
     } else if (sub < 7) {
         const int n = 2 * (sub - 5);
+        gguf_widen_bytes<16>(b->qs + 32, x);
         for (int m = 0; m < 16; ++m) {
-            y[m] = tq1_0_value(b->qs[32 + m], pow3[n], d);
-            y[16 + m] = tq1_0_value(b->qs[32 + m], pow3[n + 1], d);
+            y[m] = tq1_0_value(x[m], pow3[n], d);
+            y[16 + m] = tq1_0_value(x[m], pow3[n + 1], d);
         }
     } else {
+        gguf_widen_bytes<16>(b->qs + 32, x);
         for (int m = 0; m < 16; ++m) {
-            y[m] = tq1_0_value(b->qs[32 + m], pow3[4], d);
+            y[m] = tq1_0_value(x[m], pow3[4], d);
         }
         for (int n = 0; n < 4; ++n) {
             for (int m = 0; m < 4; ++m) {

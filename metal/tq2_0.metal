@@ -11,10 +11,9 @@ static_assert(sizeof(block_tq2_0) == 66, "TQ2_0 block is 66 bytes");
 // Sub-block s: elements 32s .. 32s + 31, i.e. j = s / 4, l = s % 4.
 inline void dequantize_tq2_0(device const block_tq2_0 *b, ushort sub, thread float *y) {
     const float d = float(b->d);
-    device const uchar *qs = b->qs + 32 * (sub / 4);
-    const int shift = 2 * (sub % 4);
+    gguf_unpack_bits<32>(b->qs + 32 * (sub / 4), 2 * (sub % 4), 3, y);
     for (int m = 0; m < 32; ++m) {
-        y[m] = float(int((qs[m] >> shift) & 3) - 1) * d;
+        y[m] = (y[m] - 1.0f) * d;  // float(q - 1): small integers, exact
     }
 }
 

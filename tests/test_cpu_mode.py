@@ -88,15 +88,23 @@ extern "C" void unpack(const uchar *q, unsigned shift, unsigned mask, float *y, 
         unpack_bits<32>(q + i, shift, mask, y + n + i);
     }
 }
+// widen_bytes<32> and <8> over 32-byte runs of q.
+extern "C" void widen(const uchar *q, unsigned *v, long n) {
+    for (long i = 0; i + 32 <= n; i += 32) {
+        widen_bytes<32>(q + i, v + i);
+        for (long k = 0; k < 32; k += 8) widen_bytes<8>(q + i + k, v + n + i + k);
+    }
+}
 // grid_values for rows of 8 unsigned or signed bytes (4 rows a call) and of 4 unsigned bytes (8 rows a call).
-extern "C" void grid_u8x8(const uchar (*grid)[8], const unsigned *rows, float *y, long n_rows) {
-    for (long r = 0; r + 4 <= n_rows; r += 4) grid_values<4>(grid, rows + r, y + 8 * r);
+// Sign word k covers rows [4k, 4k + 4) (width 8) or [8k, 8k + 8) (width 4).
+extern "C" void grid_u8x8(const uchar (*grid)[8], const unsigned *rows, const unsigned *signs, float *y, long n_rows) {
+    for (long r = 0; r + 4 <= n_rows; r += 4) grid_values<4>(grid, rows + r, signs[r / 4], y + 8 * r);
 }
-extern "C" void grid_i8x8(const int8_t (*grid)[8], const unsigned *rows, float *y, long n_rows) {
-    for (long r = 0; r + 4 <= n_rows; r += 4) grid_values<4>(grid, rows + r, y + 8 * r);
+extern "C" void grid_i8x8(const int8_t (*grid)[8], const unsigned *rows, const unsigned *signs, float *y, long n_rows) {
+    for (long r = 0; r + 4 <= n_rows; r += 4) grid_values<4>(grid, rows + r, signs[r / 4], y + 8 * r);
 }
-extern "C" void grid_u8x4(const uchar (*grid)[4], const unsigned *rows, float *y, long n_rows) {
-    for (long r = 0; r + 8 <= n_rows; r += 8) grid_values<8>(grid, rows + r, y + 4 * r);
+extern "C" void grid_u8x4(const uchar (*grid)[4], const unsigned *rows, const unsigned *signs, float *y, long n_rows) {
+    for (long r = 0; r + 8 <= n_rows; r += 8) grid_values<8>(grid, rows + r, signs[r / 8], y + 4 * r);
 }
 extern "C" void load_f16(const void *src, float *y, long n) {
     for (long i = 0; i + 64 <= n; i += 64) load_values<64>(static_cast<const half *>(src) + i, y + i);
@@ -229,18 +237,31 @@ def test_unpack_bits_every_byte(isa):
 
 
 @pytest.mark.parametrize("isa", list(ISAS))
+def test_widen_bytes_every_byte(isa):
+    """gguf_widen_bytes's CPU side (16 or 8 bytes widened per instruction) on every byte value."""
+    lib = cpu_mode.compile_source("stores", STORES, ISAS[isa])
+    q = np.concatenate([np.random.default_rng(6).permutation(np.arange(256, dtype=np.uint8)) for _ in range(2)])
+    v = np.zeros(2 * q.size, dtype=np.uint32)
+    lib.widen(ctypes.c_void_p(q.ctypes.data), ctypes.c_void_p(v.ctypes.data), ctypes.c_long(q.size))
+    assert np.array_equal(v[:q.size], q) and np.array_equal(v[q.size:], q), isa
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
 def test_grid_values_every_byte(isa):
-    """gguf_grid_values's CPU side (rows loaded as words, widened 16 bytes at a time): tables holding every byte
-    value, read as unsigned and as signed, rows in a shuffled order, for both row widths in use (8 and 4)."""
+    """gguf_grid_values's CPU side (rows loaded as words, widened 16 bytes at a time, signs flipped under a
+    mask): tables holding every byte value, read as unsigned and as signed, rows in a shuffled order, random
+    sign words, for both row widths in use (8 and 4)."""
     lib = cpu_mode.compile_source("stores", STORES, ISAS[isa])
     rng = np.random.default_rng(5)
     table = np.concatenate([rng.permutation(np.arange(256, dtype=np.uint8)) for _ in range(8)])
     for fn, width, signed in ((lib.grid_u8x8, 8, False), (lib.grid_i8x8, 8, True), (lib.grid_u8x4, 4, False)):
         grid = np.ascontiguousarray(table.view(np.int8) if signed else table).reshape(-1, width)
         rows = rng.permutation(np.arange(grid.shape[0], dtype=np.uint32))
+        signs = rng.integers(0, 1 << 32, size=rows.size * width // 32, dtype=np.uint32)
         y = np.zeros(rows.size * width, dtype=np.float32)
-        fn(ctypes.c_void_p(grid.ctypes.data), ctypes.c_void_p(rows.ctypes.data), ctypes.c_void_p(y.ctypes.data),
-           ctypes.c_long(rows.size))
-        want = grid[rows].reshape(-1).astype(np.float32)
+        fn(ctypes.c_void_p(grid.ctypes.data), ctypes.c_void_p(rows.ctypes.data), ctypes.c_void_p(signs.ctypes.data),
+           ctypes.c_void_p(y.ctypes.data), ctypes.c_long(rows.size))
+        bit = ((signs[:, None] >> np.arange(32, dtype=np.uint32)) & 1).astype(np.int64)
+        want = grid[rows].reshape(-1).astype(np.float32) * (1 - 2 * bit.reshape(-1)).astype(np.float32)
         bad = np.flatnonzero(y.view(np.uint32) != want.view(np.uint32))
         assert bad.size == 0, f"{isa} {fn.__name__}: element {bad[0]} is {y[bad[0]]}, want {want[bad[0]]}"

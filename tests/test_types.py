@@ -6,11 +6,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gguf_dequant import tables
+from gguf_dequant import reference, tables, testing
 from gguf_dequant.launch import ELEMS_PER_THREAD
 from gguf_dequant.tools import gen_metal
-from gguf_dequant.types import GGML_TYPE_COUNT, SUPPORTED, QuantType, UnsupportedTypeError, resolve
+from gguf_dequant.types import (GGML_TYPE_COUNT, SUBNORMAL_OUTPUTS, SUPPORTED, QuantType, UnsupportedTypeError,
+                                resolve)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,3 +126,43 @@ def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n(.+?)\n```", readme)
     assert len(commands) == 2, commands
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def _subnormal(y: torch.Tensor) -> torch.Tensor:
+    a = y.abs()
+    return (a > 0) & (a < torch.finfo(torch.float32).tiny)
+
+
+# The smallest nonzero scale of each kind: float16 2^-24, E8M0 2^-127, UE4M3 2^-9 (bit patterns).
+_SMALLEST_SCALE = {"f16": 0x0001, "iq1m": 0x0001, "e8m0": 0x00, "ue4m3": 0x01}
+
+
+@pytest.mark.parametrize("name", [t.name for t in SUPPORTED.values()])
+def test_subnormal_outputs_lists_exactly_the_types_with_subnormal_values(name):
+    """SUBNORMAL_OUTPUTS lets the CPU's bfloat16 store skip its subnormal check for the other types. With every
+    scale at its smallest nonzero value (and random quants), the listed types do produce float32 subnormals and
+    no other type does; F32 and BF16 hold them directly."""
+    t = resolve(name)
+    rng = np.random.default_rng(t.id)
+    raw = rng.integers(0, 256, size=(512, t.block_bytes), dtype=np.uint8)
+    if name == "F32":
+        raw = np.arange(1, 512 * 4 + 1, dtype=np.uint32).view(np.uint8).reshape(-1, 4)  # 2^-149 upwards
+    elif name == "BF16":
+        raw = np.arange(1, 512 * 2 + 1, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+    for offset, kind in testing.SCALE_FIELDS[name]:
+        for block in raw:
+            buf = bytearray(block.tobytes())
+            testing.set_scale(buf, offset, kind, _SMALLEST_SCALE[kind])
+            block[:] = np.frombuffer(buf, dtype=np.uint8)
+    y = reference.dequantize(torch.from_numpy(raw.reshape(-1).copy()), name, torch.float32)
+    assert bool(_subnormal(y).any()) == (name in SUBNORMAL_OUTPUTS), name
+
+
+@pytest.mark.parametrize("name", sorted(set(t.name for t in SUPPORTED.values()) - SUBNORMAL_OUTPUTS))
+@given(data=st.data())
+@settings(max_examples=50, deadline=None)
+def test_types_outside_subnormal_outputs_never_produce_subnormals(name, data):
+    """Random blocks with scale fields forced to special values (the smallest subnormal among them)."""
+    raw = data.draw(testing.hypothesis_blocks(name, max_blocks=16))
+    blob = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0, dtype=torch.uint8)
+    assert not _subnormal(reference.dequantize(blob, name, torch.float32)).any()
