@@ -6,7 +6,7 @@
 #else
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")
 #endif
-#define GGUF_CPU_F16C 1
+#define GGUF_CPU_AVX512F 1  // the decode helpers 16 wide, as the microkernel
 #define GGUF_MM_ISA 2
 #define GGUF_MM_NS gguf_mm_avx512
 #include "matmul_kernels.h"

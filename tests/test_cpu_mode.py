@@ -25,12 +25,15 @@ def _cpu_flags() -> set[str]:
         return set()
 
 
-# The baseline build, and on x86-64 the AVX2 + F16C one (hardware float16 conversion, vector bf16 rounding)
-# and the AVX-512 one (cvtne2ps2bf16 with its subnormal fallback) that cpu/kernels_avx2.cpp and
-# cpu/kernels_avx512.cpp compile, where this CPU runs them.
+# The baseline build, and on x86-64 the AVX2 + F16C one (hardware float16 conversion, vector bf16 rounding),
+# the AVX-512 one (cvtne2ps2bf16 with its subnormal fallback) that cpu/kernels_avx2.cpp and
+# cpu/kernels_avx512.cpp compile, and AVX-512 without BF16 (the fused matmul's build, cpu/matmul_avx512.cpp:
+# 16-wide helpers, integer bf16 rounding), where this CPU runs them.
 ISAS = {"baseline": ()}
 if platform.machine() in ("x86_64", "AMD64"):
     ISAS["avx2"] = ("-mavx2", "-mf16c")
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= _cpu_flags():
+        ISAS["avx512f"] = ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mf16c")
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"} <= _cpu_flags():
         ISAS["avx512"] = ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mavx2", "-mf16c")
 
