@@ -63,6 +63,19 @@ inline void gguf_nibble_lookup(constant int8_t *table, device const uchar *q, ui
 #endif
 }
 
+// y[j] = float(table[q[j] & 0xF]) * d and y[N + j] = float(table[q[j] >> 4]) * d for j < N (N = 8 or 16): the
+// low nibbles of N bytes, then their high nibbles. The CPU build looks up the 16 nibbles of 8 bytes in one
+// byte shuffle (the shim's lookup_nibbles_both).
+template <int N>
+inline void gguf_nibble_lookup_both(constant int8_t *table, device const uchar *q, float d, thread float *y) {
+#ifdef GGUF_CPU
+    metal::lookup_nibbles_both<N>(table, q, d, y);
+#else
+    gguf_nibble_lookup<N>(table, q, 0, d, y);
+    gguf_nibble_lookup<N>(table, q, 4, d, y + N);
+#endif
+}
+
 // y[j] = float(q[j]) * d for j < N (a multiple of 8): signed bytes times a scale. Compilers keep a 16-byte
 // loop at 4 floats per vector, so the CPU build widens 16 bytes at a time (the shim's scale_int8: the same
 // one rounding of each product).

@@ -18,8 +18,7 @@ inline void dequantize_iq4_xs(device const block_iq4_xs *b, ushort sub, thread f
     const float d = float(b->d);
     const int ls = ((b->scales_l[sub / 2] >> (4 * (sub & 1))) & 0xF) | (((b->scales_h >> (2 * sub)) & 3) << 4);
     const float dl = d * float(ls - 32);
-    gguf_nibble_lookup<16>(kvalues_iq4nl, b->qs + 16 * sub, 0, dl, y);       // low nibbles: elements 0..15
-    gguf_nibble_lookup<16>(kvalues_iq4nl, b->qs + 16 * sub, 4, dl, y + 16);  // high nibbles: 16..31
+    gguf_nibble_lookup_both<16>(kvalues_iq4nl, b->qs + 16 * sub, dl, y);  // low nibbles: elements 0..15, high: 16..31
 }
 
 GGUF_DEQUANT_KERNELS(iq4_xs)

@@ -28,8 +28,7 @@ inline float ue4m3_to_fp32_half(uint x) {
 inline void dequantize_nvfp4(device const block_nvfp4 *b, ushort sub, thread float *y) {
     const float d = ue4m3_to_fp32_half(b->d[sub]);
     device const uchar *qs = b->qs + 8 * sub;
-    gguf_nibble_lookup<8>(kvalues_fp4, qs, 0, d, y);      // low nibbles: elements 16s + 0..7
-    gguf_nibble_lookup<8>(kvalues_fp4, qs, 4, d, y + 8);  // high nibbles: 16s + 8..15
+    gguf_nibble_lookup_both<8>(kvalues_fp4, qs, d, y);  // low nibbles: elements 16s + 0..7, high: 16s + 8..15
 }
 
 GGUF_DEQUANT_KERNELS(nvfp4)

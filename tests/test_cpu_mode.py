@@ -71,6 +71,14 @@ extern "C" void lookup(const int8_t *table, const uchar *q, unsigned shift, floa
         lookup_nibbles<8>(table, q + i + 8, shift, d, y + n + i + 8);
     }
 }
+// lookup_nibbles_both<16> and <8> over 16-byte runs of q: low then high nibbles of each run (of each 8 bytes).
+extern "C" void lookup_both(const int8_t *table, const uchar *q, float d, float *y, long n) {
+    for (long i = 0; i + 16 <= n; i += 16) {
+        lookup_nibbles_both<16>(table, q + i, d, y + 2 * i);
+        lookup_nibbles_both<8>(table, q + i, d, y + 2 * n + 2 * i);
+        lookup_nibbles_both<8>(table, q + i + 8, d, y + 2 * n + 2 * i + 16);
+    }
+}
 // scale_int8<16> and <8> over 16-byte runs of q.
 extern "C" void scale(const int8_t *q, float d, float *y, long n) {
     for (long i = 0; i + 16 <= n; i += 16) {
@@ -184,7 +192,17 @@ def test_nibble_lookup_every_byte(isa, table):
             for got, what in ((y[:n], "16"), (y[n:], "8")):
                 same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
                 assert same.all(), f"{isa} {table} shift {shift} d {d} lookup<{what}>: byte {q[~same][0]:#04x}"
-
+    # gguf_nibble_lookup_both: low then high nibbles of 16 bytes (one call) or of 8 bytes (one byte shuffle).
+    for d in (1.0, -0.3711, 3.0e38, 1.0e-40, 2.0 ** -140, 0.0, -0.0, np.inf, -np.inf, np.nan):
+        both = np.zeros(4 * n, dtype=np.float32)
+        lib.lookup_both(ctypes.c_void_p(kv.ctypes.data), ctypes.c_void_p(q.ctypes.data), ctypes.c_float(d),
+                        ctypes.c_void_p(both.ctypes.data), ctypes.c_long(n))
+        with np.errstate(over="ignore", invalid="ignore"):
+            lo, hi = (kv[(q >> s) & 0xF].astype(np.float32) * np.float32(d) for s in (0, 4))
+        for got, width in ((both[:2 * n], 16), (both[2 * n:], 8)):
+            want = np.stack([lo.reshape(-1, width), hi.reshape(-1, width)], axis=1).reshape(-1)
+            same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+            assert same.all(), f"{isa} {table} d {d} lookup_both<{width}>: element {np.flatnonzero(~same)[0]}"
 
 
 @pytest.mark.parametrize("isa", list(ISAS))
