@@ -148,11 +148,12 @@ inline void gguf_grid_values(constant E (*grid)[W], thread const uint *rows, uin
 #endif
 }
 
-// Store N decoded values as T (float, half or bfloat), rounding to nearest even once.
-template <typename T, int N>
+// Store N decoded values as T (float, half or bfloat), rounding to nearest even once. SUBNORMALS false
+// promises that no value is a float32 subnormal: the CPU's bfloat16 store then skips its check for them.
+template <typename T, int N, bool SUBNORMALS = true>
 inline void gguf_store(device T *dst, thread const float *y) {
 #ifdef GGUF_CPU
-    metal::store_values<N>(dst, y);
+    metal::store_values<N, SUBNORMALS>(dst, y);
 #else
     // Wide stores; the host guarantees dst is aligned to 4 elements.
     device vec<T, 4> *dst4 = reinterpret_cast<device vec<T, 4> *>(dst);
@@ -178,17 +179,20 @@ inline void gguf_store(device T *dst, thread const float *y) {
 // 256 floats, converted at once: converting each right after its decode loads vectors still in the store
 // buffer, at another width than the store for some decode loops, which stalls store forwarding.
 // SUBNORMALS: whether the type's values can be float32 subnormals (gguf_dequant.types.SUBNORMAL_OUTPUTS).
+template <int S, bool SUBNORMALS, typename B, typename T, typename Decode>
+inline void gguf_cpu_sub_block(const B *block, ushort sub, T *__restrict dst, Decode decode) {
+    if constexpr (std::is_same_v<T, float>) {
+        decode(block, sub, dst);
+    } else {
+        float y[S];
+        decode(block, sub, y);
+        gguf_store<T, S, SUBNORMALS>(dst, y);
+    }
+}
+
 template <int S, bool SUBNORMALS, typename B, typename T, typename Decode, int... SUB>
 inline void gguf_cpu_block(const B *block, T *__restrict dst, Decode decode, std::integer_sequence<int, SUB...>) {
-    if constexpr (std::is_same_v<T, float>) {
-        (decode(block, ushort(SUB), dst + SUB * S), ...);
-    } else {
-        ([&] {
-            float y[S];
-            decode(block, ushort(SUB), y);
-            metal::store_values<S, SUBNORMALS>(dst + SUB * S, y);
-        }(), ...);
-    }
+    (gguf_cpu_sub_block<S, SUBNORMALS>(block, ushort(SUB), dst + SUB * S, decode), ...);
 }
 
 template <int QK, int S, bool SUBNORMALS, typename B, typename T, typename Decode>
@@ -197,13 +201,7 @@ __attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, l
     constexpr long GROUP = QK >= 256 ? 1 : 256 / QK;  // blocks per conversion of 16-value sub-blocks
     constexpr auto subs = std::make_integer_sequence<int, int(SUBS)>();
     const auto one_thread = [&](long t) {
-        if constexpr (std::is_same_v<T, float>) {
-            decode(blocks + t / SUBS, ushort(t % SUBS), dst + t * S);
-        } else {
-            float y[S];
-            decode(blocks + t / SUBS, ushort(t % SUBS), y);
-            metal::store_values<S, SUBNORMALS>(dst + t * S, y);
-        }
+        gguf_cpu_sub_block<S, SUBNORMALS>(blocks + t / SUBS, ushort(t % SUBS), dst + t * S, decode);
     };
     long t = t0;
     for (; t < t1 && t % SUBS != 0; ++t) {
@@ -219,7 +217,7 @@ __attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, l
             for (long g = 0; g < GROUP; ++g) {
                 gguf_cpu_block<S, SUBNORMALS>(blocks + t / SUBS + g, y + g * QK, decode, subs);
             }
-            metal::store_values<GROUP * QK, SUBNORMALS>(dst + t * S, y);
+            gguf_store<T, GROUP * QK, SUBNORMALS>(dst + t * S, y);
         }
     }
     for (; t < t1; ++t) {

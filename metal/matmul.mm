@@ -53,6 +53,28 @@ void check_grid(int64_t groups_x, int64_t groups_y) {
                       "gguf_dequant: matmul of this size is too large for one launch");
 }
 
+// Binds the four tensors to buffers 0-3 and the scalars to the indices after them, then launches `groups`
+// threadgroups of `threads` on torch's current MPS stream.
+template <size_t S>
+void encode_threadgroups(id<MTLComputePipelineState> pso, std::array<at::Tensor, 4> tensors,
+                         std::array<uint64_t, S> scalars, MTLSize groups, NSUInteger threads) {
+    at::mps::MPSStream *stream = at::mps::getCurrentMPSStream();
+    dispatch_sync(stream->queue(), ^{
+      @autoreleasepool {
+          // torch's coalescing encoder: never open a second encoder on its command buffer.
+          id<MTLComputeCommandEncoder> encoder = stream->commandEncoder();
+          [encoder setComputePipelineState:pso];
+          for (size_t i = 0; i < tensors.size(); ++i) {
+              set_tensor(encoder, tensors[i], i);
+          }
+          for (size_t i = 0; i < scalars.size(); ++i) {
+              [encoder setBytes:&scalars[i] length:sizeof(uint64_t) atIndex:tensors.size() + i];
+          }
+          [encoder dispatchThreadgroups:groups threadsPerThreadgroup:MTLSizeMake(threads, 1, 1)];
+      }
+    });
+}
+
 }  // namespace
 
 void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_t qtype,
@@ -87,24 +109,8 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
     id<MTLComputePipelineState> pso = launchable_pipeline(device, name, threads);
     // std::array, not a C array: blocks cannot capture arrays.
     const std::array<uint64_t, 4> scalars = {uint64_t(K), uint64_t(N), uint64_t(M), uint64_t(has_bias ? 1 : 0)};
-
-    at::mps::MPSStream *stream = at::mps::getCurrentMPSStream();
-    dispatch_sync(stream->queue(), ^{
-      @autoreleasepool {
-          // torch's coalescing encoder: never open a second encoder on its command buffer.
-          id<MTLComputeCommandEncoder> encoder = stream->commandEncoder();
-          [encoder setComputePipelineState:pso];
-          set_tensor(encoder, blocks, 0);
-          set_tensor(encoder, x, 1);
-          set_tensor(encoder, bias, 2);
-          set_tensor(encoder, out, 3);
-          for (size_t i = 0; i < scalars.size(); ++i) {
-              [encoder setBytes:&scalars[i] length:sizeof(uint64_t) atIndex:4 + i];
-          }
-          [encoder dispatchThreadgroups:MTLSizeMake(NSUInteger(groups_x), NSUInteger(groups_y), 1)
-                  threadsPerThreadgroup:MTLSizeMake(threads, 1, 1)];
-      }
-    });
+    encode_threadgroups(pso, {blocks, x, bias, out}, scalars,
+                        MTLSizeMake(NSUInteger(groups_x), NSUInteger(groups_y), 1), threads);
 }
 
 void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, const at::Tensor &ids_in,
@@ -141,22 +147,6 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
     id<MTLComputePipelineState> pso = launchable_pipeline(device, name, threads);
     const std::array<uint64_t, 6> scalars = {uint64_t(K), uint64_t(N), uint64_t(E), uint64_t(U), uint64_t(Ux),
                                              uint64_t(T * U)};  // mul_mv_id does not read the last one
-
-    at::mps::MPSStream *stream = at::mps::getCurrentMPSStream();
-    dispatch_sync(stream->queue(), ^{
-      @autoreleasepool {
-          id<MTLComputeCommandEncoder> encoder = stream->commandEncoder();
-          [encoder setComputePipelineState:pso];
-          set_tensor(encoder, blocks, 0);
-          set_tensor(encoder, x, 1);
-          set_tensor(encoder, ids, 2);
-          set_tensor(encoder, out, 3);
-          for (size_t i = 0; i < scalars.size(); ++i) {
-              [encoder setBytes:&scalars[i] length:sizeof(uint64_t) atIndex:4 + i];
-          }
-          [encoder dispatchThreadgroups:MTLSizeMake(NSUInteger(groups_x), NSUInteger(groups_y),
-                                                    NSUInteger(groups_z))
-                  threadsPerThreadgroup:MTLSizeMake(threads, 1, 1)];
-      }
-    });
+    encode_threadgroups(pso, {blocks, x, ids, out}, scalars,
+                        MTLSizeMake(NSUInteger(groups_x), NSUInteger(groups_y), NSUInteger(groups_z)), threads);
 }
