@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
 #include "matmul_dispatch.h"
@@ -13,10 +14,13 @@
 
 namespace {
 
-enum class Isa { baseline, avx2, avx512 };
+constexpr int64_t kMatvecRows = 8;  // MAX_GEMV_ROWS: linear takes the mat-vec tier up to this many rows
 
-// The widest build this CPU runs; GGUF_DEQUANT_CPU_ISA=baseline or avx2 caps it (tests, benchmarks).
-// Every build computes the same order of operations, so the choice changes speed, not results.
+enum class Isa { baseline, avx2, avx512, avx512bf16 };
+
+// The widest build this CPU runs; GGUF_DEQUANT_CPU_ISA=baseline, avx2 or avx512 (AVX-512 without the BF16
+// mat-vec tier) caps it (tests, benchmarks). The matrix kernels compute the same order in every build; the
+// mat-vec tier (AVX512-BF16 only) has its own.
 Isa best_isa() {
 #if defined(__x86_64__)
     static const Isa isa = [] {
@@ -25,9 +29,11 @@ Isa best_isa() {
                           __builtin_cpu_supports("f16c");
         const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+        const bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
         if (env && std::strcmp(env, "baseline") == 0) return Isa::baseline;
         if (env && std::strcmp(env, "avx2") == 0) return avx2 ? Isa::avx2 : Isa::baseline;
-        return avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
+        if (env && std::strcmp(env, "avx512") == 0) return avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
+        return bf16 ? Isa::avx512bf16 : avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
     }();
     return isa;
 #else
@@ -39,12 +45,96 @@ void run(const std::vector<MatmulJob> &jobs, int64_t qtype) {
     bool done;
     switch (best_isa()) {
 #if defined(__x86_64__)
+        case Isa::avx512bf16:
         case Isa::avx512: done = gguf_mm_avx512::matmul(jobs.data(), int64_t(jobs.size())); break;
         case Isa::avx2: done = gguf_mm_avx2::matmul(jobs.data(), int64_t(jobs.size())); break;
 #endif
         default: done = gguf_mm_generic::matmul(jobs.data(), int64_t(jobs.size()));
     }
     TORCH_CHECK(done, "gguf_dequant: no CPU matmul kernel for type id ", qtype);
+}
+
+// Whether rows of x go through the mat-vec tier: AVX512-BF16 and a factored kernel for the type.
+bool matvec_tier(int64_t qtype) {
+#if defined(__x86_64__)
+    return best_isa() == Isa::avx512bf16 && gguf_mv_avx512bf16::supports(qtype);
+#else
+    (void)qtype;
+    return false;
+#endif
+}
+
+// x (rows, K) as the mat-vec tier reads it (MatvecJob): bfloat16 as given, anything else as float32 (exact)
+// with each chunk of 32 stored as its even then its odd elements; and, for types with offsets, the sum of
+// each chunk (lanes x[i] + x[16 + i], then i + 8, i + 4, i + 2, i + 1).
+struct MatvecX {
+    at::Tensor x, sums;
+    bool bf16;
+};
+
+MatvecX matvec_x(const at::Tensor &x_in, bool sums) {
+    const int64_t rows = x_in.size(0), K = x_in.size(1), chunks = K / 32;
+    MatvecX r;
+    r.bf16 = x_in.scalar_type() == at::kBFloat16;
+    const at::Tensor xf = r.bf16 && !sums ? at::Tensor() : x_in.to(at::kFloat).contiguous();
+    if (r.bf16) {
+        r.x = x_in.contiguous();
+    } else {
+        r.x = at::empty({rows, K}, x_in.options().dtype(at::kFloat));
+        const float *src = xf.data_ptr<float>();
+        float *dst = r.x.data_ptr<float>();
+        for (int64_t i = 0; i < rows * chunks; ++i) {
+            for (int j = 0; j < 16; ++j) {
+                dst[32 * i + j] = src[32 * i + 2 * j];
+                dst[32 * i + 16 + j] = src[32 * i + 2 * j + 1];
+            }
+        }
+    }
+    if (sums) {
+        r.sums = at::empty({rows, chunks}, x_in.options().dtype(at::kFloat));
+        const float *src = xf.data_ptr<float>();
+        float *dst = r.sums.data_ptr<float>();
+        for (int64_t i = 0; i < rows * chunks; ++i) {
+            float v[16];
+            for (int j = 0; j < 16; ++j) v[j] = src[32 * i + j] + src[32 * i + 16 + j];
+            for (int h = 8; h >= 1; h /= 2) {
+                for (int j = 0; j < h; ++j) v[j] = v[j] + v[j + h];
+            }
+            dst[i] = v[0];
+        }
+    }
+    return r;
+}
+
+// Runs the mat-vec tier on slots grouped by expert: group e = (expert, first slot), up to the next group's first
+// slot; slot s reads row x_index[s] of x and writes out_rows[s].
+void run_matvec(const at::Tensor &x2d, const std::vector<int64_t> &x_index, const std::vector<void *> &out_rows,
+                const std::vector<std::pair<int64_t, int64_t>> &groups, const uint8_t *w, int64_t expert_bytes,
+                int64_t qtype, int64_t N, int64_t K, int64_t row_bytes, const float *bias, OutKind kind) {
+#if defined(__x86_64__)
+    const bool offsets = gguf_mv_avx512bf16::offsets(qtype);
+    const MatvecX mx = matvec_x(x2d, offsets);
+    const size_t elem = mx.bf16 ? 2 : 4;
+    std::vector<const void *> xs(x_index.size());
+    std::vector<const float *> sums(offsets ? x_index.size() : 0);
+    for (size_t s = 0; s < x_index.size(); ++s) {
+        xs[s] = static_cast<const char *>(mx.x.data_ptr()) + x_index[s] * K * elem;
+        if (offsets) sums[s] = mx.sums.data_ptr<float>() + x_index[s] * (K / 32);
+    }
+    std::vector<MatvecJob> jobs;
+    for (size_t i = 0; i < groups.size(); ++i) {
+        const auto [expert, first] = groups[i];
+        const int64_t end = i + 1 < groups.size() ? groups[i + 1].second : int64_t(x_index.size());
+        jobs.push_back({qtype, w + expert * expert_bytes, N, K, row_bytes, xs.data() + first,
+                        offsets ? sums.data() + first : nullptr, end - first, bias, out_rows.data() + first, kind,
+                        mx.bf16});
+    }
+    gguf_mv_avx512bf16::matvec(jobs.data(), int64_t(jobs.size()));
+#else
+    (void)x2d, (void)x_index, (void)out_rows, (void)groups, (void)w, (void)expert_bytes, (void)qtype, (void)N,
+        (void)K, (void)row_bytes, (void)bias, (void)kind;
+    TORCH_CHECK(false, "gguf_dequant: no mat-vec tier in this build");
+#endif
 }
 
 OutKind out_kind(at::ScalarType dtype) {
@@ -80,6 +170,17 @@ void gguf_linear_out(const at::Tensor &x, const at::Tensor &blocks_in, int64_t q
     const int64_t M = x.size(0), K = x.size(1), N = blocks_in.size(0);
     if (M == 0 || N == 0) return;
     const at::Tensor blocks = aligned_blocks(blocks_in, qtype);
+    if (M <= kMatvecRows && matvec_tier(qtype)) {
+        std::vector<int64_t> x_index(M);
+        std::vector<void *> out_rows(M);
+        for (int64_t m = 0; m < M; ++m) {
+            x_index[m] = m;
+            out_rows[m] = static_cast<char *>(out.data_ptr()) + m * N * out.element_size();
+        }
+        run_matvec(x, x_index, out_rows, {{0, 0}}, blocks.data_ptr<uint8_t>(), 0, qtype, N, K, blocks.size(1),
+                   bias ? bias->data_ptr<float>() : nullptr, out_kind(out.scalar_type()));
+        return;
+    }
     const at::Tensor xf = x_float32(x, (K + 15) / 16 * 16);
     std::vector<const float *> x_rows(M);
     std::vector<void *> out_rows(M);
@@ -98,7 +199,6 @@ void gguf_mul_mat_id_out(const at::Tensor &x, const at::Tensor &blocks_in, const
     const int64_t E = blocks_in.size(0), N = blocks_in.size(1), row_bytes = blocks_in.size(2);
     if (T * U == 0 || N == 0) return;
     const at::Tensor blocks = aligned_blocks(blocks_in, qtype);
-    const at::Tensor xf = x_float32(x.reshape({T * Ux, K}), (K + 15) / 16 * 16);
     const int32_t *id = ids.data_ptr<int32_t>();
     // Slots grouped by expert (a counting sort): one job per expert that has any.
     std::vector<int64_t> start(E + 1, 0);
@@ -108,6 +208,24 @@ void gguf_mul_mat_id_out(const at::Tensor &x, const at::Tensor &blocks_in, const
         ++start[id[s] + 1];
     }
     for (int64_t e = 0; e < E; ++e) start[e + 1] += start[e];
+    if (matvec_tier(qtype)) {  // every slot alone: its bits do not depend on the other slots' routing
+        std::vector<int64_t> x_index(T * U);
+        std::vector<void *> out_rows(T * U);
+        std::vector<int64_t> fill(start.begin(), start.end() - 1);
+        for (int64_t s = 0; s < T * U; ++s) {
+            const int64_t slot = fill[id[s]]++, t = s / U, u = s % U;
+            x_index[slot] = t * Ux + u % Ux;
+            out_rows[slot] = out.data_ptr<float>() + s * N;
+        }
+        std::vector<std::pair<int64_t, int64_t>> groups;
+        for (int64_t e = 0; e < E; ++e) {
+            if (start[e + 1] > start[e]) groups.push_back({e, start[e]});
+        }
+        run_matvec(x.reshape({T * Ux, K}), x_index, out_rows, groups, blocks.data_ptr<uint8_t>(), N * row_bytes,
+                   qtype, N, K, row_bytes, nullptr, OutKind::f32);
+        return;
+    }
+    const at::Tensor xf = x_float32(x.reshape({T * Ux, K}), (K + 15) / 16 * 16);
     std::vector<const float *> x_rows(T * U);
     std::vector<void *> out_rows(T * U);
     std::vector<int64_t> fill(start.begin(), start.end() - 1);

@@ -32,3 +32,27 @@ namespace gguf_mm_avx512 {  // AVX-512 F/BW/DQ/VL + FMA + F16C
 bool matmul(const MatmulJob *jobs, int64_t n_jobs);
 }
 #endif
+
+// The mat-vec tier (cpu/matvec_kernels.h; its order is stated there and in the README): every row of x
+// alone, for M <= 8 (linear) and every mul_mat_id slot, on the types with a factored kernel.
+struct MatvecJob {
+    int64_t qtype;
+    const uint8_t *w;             // N rows of row_bytes bytes (GGUF blocks); K a multiple of 32
+    int64_t N, K, row_bytes;
+    const void *const *x_rows;    // M rows: K bfloat16 values (x_bf16), else K float32 values with each chunk
+                                  // of 32 stored as its 16 even-index then 16 odd-index values
+    const float *const *sum_rows; // M rows of K / 32 chunk sums of x (types with offsets), else nullptr
+    int64_t M;
+    const float *bias;            // N float32 values, or nullptr
+    void *const *out_rows;        // M rows of N values of out_kind
+    OutKind out_kind;
+    bool x_bf16;
+};
+
+#if defined(__x86_64__)
+namespace gguf_mv_avx512bf16 {  // AVX-512 F/BW/DQ/VL + AVX512-BF16
+bool supports(int64_t qtype);   // a factored kernel exists for this type
+bool offsets(int64_t qtype);    // its form has offsets (needs sum_rows)
+void matvec(const MatvecJob *jobs, int64_t n_jobs);
+}
+#endif

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Build llama.cpp's CPU library for this machine's CPU (-DGGML_NATIVE=ON: -march=native, so AVX-512, VNNI,
+# BF16, AMX where the CPU has them) from the same llama-cpp-python sdist that tools/build_ggml.sh unpacks, and
+# install libggml-base.so + libggml-cpu.so into <repo>/.cache/llama-native/lib/. benchmarks/matmul.py compares
+# against it: it is the build a user of this CPU gets. The AVX2 build (tools/build_ggml.sh, build_llama.sh)
+# stays the exactness oracle; this one is only for speed. A few minutes on two cores.
+#
+# Environment:
+#   GGML_CACHE      build_ggml.sh's working directory (default <repo>/.cache/ggml); GGML_SDIST and PYTHON
+#                   are passed on to it
+#   NATIVE_CACHE    build tree and install prefix (default <repo>/.cache/llama-native)
+#   LLAMA_JOBS      parallel build jobs (default 2)
+#   NATIVE_FORCE=1  rebuild even if the library is already installed
+#
+# Idempotent: does nothing when <native cache>/lib/libggml-cpu.so exists and was built on a CPU with the same
+# flags (the native build is only valid for the CPU it was made on; a different CPU rebuilds).
+set -euo pipefail
+
+LLAMA_CPP_PYTHON_VERSION=0.3.36  # must match tools/build_ggml.sh
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+GGML_CACHE="${GGML_CACHE:-$ROOT/.cache/ggml}"
+CACHE="${NATIVE_CACHE:-$ROOT/.cache/llama-native}"
+LIBDIR="$CACHE/lib"
+CPU_ID="$(grep -m1 '^flags' /proc/cpuinfo | md5sum | cut -c1-16)"
+
+if [ -e "$LIBDIR/libggml-cpu.so" ] && [ "$(cat "$CACHE/cpu-id" 2>/dev/null)" = "$CPU_ID" ] \
+    && [ "${NATIVE_FORCE:-0}" != "1" ]; then
+    echo "build_llama_native: $LIBDIR/libggml-cpu.so already built for this CPU (NATIVE_FORCE=1 rebuilds)"
+    exit 0
+fi
+
+TOP="$GGML_CACHE/src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
+if [ ! -f "$TOP/vendor/llama.cpp/CMakeLists.txt" ]; then
+    echo "build_llama_native: unpacking the sources with tools/build_ggml.sh"
+    GGML_CACHE="$GGML_CACHE" GGML_FORCE=1 bash "$ROOT/tools/build_ggml.sh"
+fi
+
+BUILD="$CACHE/build"
+GENERATOR="Unix Makefiles"
+command -v ninja >/dev/null 2>&1 && GENERATOR=Ninja
+if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q "CMAKE_GENERATOR:INTERNAL=$GENERATOR\$" "$BUILD/CMakeCache.txt"; then
+    rm -rf "$BUILD"
+fi
+mkdir -p "$CACHE"
+echo "build_llama_native: cmake configure ($GENERATOR, GGML_NATIVE=ON) in $BUILD"
+cmake -S "$TOP/vendor/llama.cpp" -B "$BUILD" -G "$GENERATOR" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >"$CACHE/cmake-configure.log" 2>&1 || {
+    cat "$CACHE/cmake-configure.log" >&2
+    exit 1
+}
+echo "build_llama_native: building target ggml-cpu (-j${LLAMA_JOBS:-2})"
+start=$(date +%s)
+cmake --build "$BUILD" --target ggml-cpu -j"${LLAMA_JOBS:-2}"
+echo "build_llama_native: built in $(( $(date +%s) - start )) s"
+
+mkdir -p "$LIBDIR"
+for lib in libggml-base libggml-cpu; do
+    BUILT=$(find "$BUILD" -name "$lib.so" | head -n 1)
+    if [ -z "$BUILT" ]; then
+        echo "build_llama_native: $lib.so was not produced" >&2
+        exit 1
+    fi
+    cp -P "$(dirname "$BUILT")/$lib".so* "$LIBDIR/"
+done
+echo "$CPU_ID" >"$CACHE/cpu-id"
+echo "build_llama_native: installed into $LIBDIR:"
+ls -l "$LIBDIR"
