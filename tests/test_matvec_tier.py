@@ -1,0 +1,294 @@
+"""The CPU mat-vec tier (contract v2; README "Compute on packed weights", cpu/matvec_kernels.h): M <= 8 rows of
+``linear`` / ``mul_mat_vec`` and every ``mul_mat_id`` slot, on Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS and MXFP4, on
+CPUs with AVX512-BF16 (elsewhere those calls take the matrix kernels, whose order ``test_matmul.model_linear``
+pins).
+
+Weights in factored form, per 32-element chunk: w = a * q (+ b for Q4_K / Q5_K). ``factors`` gets q, a and b from
+the decoded values of the blocks and of copies with a scale field zeroed (``d``, ``dmin``: facts of the layouts),
+or from the scale fields themselves; ``model_matvec`` computes the tier's order in numpy, exactly. Checked: bit
+equality with that model, the bound ``|y - y_exact| <= c u B`` with ``B = sum_s (|a_s| sum |q x| + |b_s| sum |x|)``
+and ``n = ceil(K / 64) + 9`` (+ 1 with a bias), batch invariance for M <= 8, determinism across runs and thread
+counts, ``mul_mat_id`` slots, and subnormal activations (bfloat16 x below 2^-126 counts as zero; float32 x
+does not).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gguf_dequant import reference, testing
+from gguf_dequant.types import resolve
+
+from .hub import hub_kernel
+
+U = 2.0 ** -24
+FACTORED = ["Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4"]
+ROW_LIMIT = 8  # MAX_GEMV_ROWS
+
+
+def has_tier() -> bool:
+    """The mat-vec tier runs here: AVX512-BF16 and no instruction-set cap."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    import os
+
+    return " avx512_bf16" in flags and os.environ.get("GGUF_DEQUANT_CPU_ISA", "") in ("", "default")
+
+
+TIER = has_tier()
+needs_tier = pytest.mark.skipif(not TIER, reason="the mat-vec tier needs AVX512-BF16 (and no GGUF_DEQUANT_CPU_ISA)")
+
+
+def uses_tier(name: str, rows: int | None) -> bool:
+    """Whether a call takes the mat-vec tier: linear with ``rows`` rows, or mul_mat_id (rows None)."""
+    return TIER and resolve(name).name in FACTORED and (rows is None or rows <= ROW_LIMIT)
+
+
+def fma32(a, b, c):
+    from .test_matmul import fma32 as f
+
+    return f(np.asarray(a, np.float32), np.asarray(b, np.float32), np.asarray(c, np.float32))
+
+
+def _half(raw: np.ndarray, offset: int) -> np.ndarray:
+    return raw[:, offset:offset + 2].copy().view(np.float16)[:, 0].astype(np.float64)
+
+
+def factors(blocks: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(q, a, b) of (N, row_bytes) blocks: q and a per element (N, K), b per 32-element chunk (N, K / 32) or
+    None; w = a * q (+ b) exactly, w the decoded value (up to its one rounding for Q4_K / Q5_K)."""
+    t = resolve(name)
+    n = blocks.shape[0]
+    raw = blocks.numpy().reshape(-1, t.block_bytes)
+    per_block = lambda v, elems: np.repeat(v.reshape(n, -1), elems, axis=1)  # noqa: E731
+    b = None
+    if t.name in ("Q4_0", "Q8_0"):
+        a = per_block(_half(raw, 0), 32)
+    elif t.name == "MXFP4":
+        a = per_block(np.ldexp(1.0, raw[:, 0].astype(np.int64) - 128), 32)
+    elif t.name == "IQ4_XS":
+        d = _half(raw, 0)
+        sh = raw[:, 2].astype(np.int64) | raw[:, 3].astype(np.int64) << 8
+        sl = raw[:, 4:8].astype(np.int64)
+        g = np.arange(8)
+        ls = ((sl[:, g // 2] >> (4 * (g % 2))) & 0xF) | (((sh[:, None] >> (2 * g)) & 3) << 4)
+        a = per_block(d[:, None] * (ls - 32), 32)
+    elif t.name == "Q6_K":
+        a = per_block(_half(raw, 208)[:, None] * raw[:, 192:208].view(np.int8), 16)
+    else:  # Q4_K, Q5_K: a from the codes set to 1 with dmin = 0, b from d = 0
+        qs, qh = (16, None) if t.name == "Q4_K" else (48, (16, 48))
+        ones = raw.copy()
+        ones[:, 2:4] = 0
+        ones[:, qs:qs + 128] = 0x11
+        if qh:
+            ones[:, qh[0]:qh[1]] = 0
+        a = reference.dequantize(torch.from_numpy(ones.reshape(n, -1)), name).double().numpy()
+        no_min = raw.copy()
+        no_min[:, 2:4] = 0
+        no_d = raw.copy()
+        no_d[:, 0:2] = 0
+        w_a = reference.dequantize(torch.from_numpy(no_min.reshape(n, -1)), name).double().numpy()
+        b = reference.dequantize(torch.from_numpy(no_d.reshape(n, -1)), name).double().numpy()[:, ::32]
+        q = np.divide(w_a, a, out=np.zeros_like(a), where=a != 0)
+        return q, a, b
+    w = reference.dequantize(blocks, name).double().numpy()
+    q = np.divide(w, a, out=np.zeros_like(a), where=a != 0)
+    return q, a, b
+
+
+def tree(v: np.ndarray) -> np.ndarray:
+    """float32 lanes of the last axis summed pairwise: lane i + lane i + h for h = half the width, ..., 1."""
+    while v.shape[-1] > 1:
+        h = v.shape[-1] // 2
+        v = v[..., :h] + v[..., h:]
+    return v[..., 0]
+
+
+def model_matvec(x: torch.Tensor, blocks: torch.Tensor, name: str, bias: torch.Tensor | None = None) -> np.ndarray:
+    """The mat-vec tier's order (cpu/matvec_kernels.h) in numpy: (M, K) x -> (M, N) float32."""
+    q, a, b = factors(blocks, name)
+    bf16 = x.dtype == torch.bfloat16
+    x = x.float().numpy()
+    m, k = x.shape
+    c = k // 32
+    xc = x.reshape(m, 1, c, 32)
+    qc = q.astype(np.float32).reshape(1, -1, c, 32)
+    if bf16:  # vdpbf16ps: x below 2^-126 counts as zero; exact products, + odd then + even; lane sums flush
+        xc = np.where(np.abs(xc) < 2.0 ** -126, np.float32(0) * xc, xc)
+        p = fma32(qc[..., 0::2], xc[..., 0::2], qc[..., 1::2] * xc[..., 1::2])
+        p = np.where(np.abs(p) < 2.0 ** -126, np.float32(0) * p, p)
+    else:
+        p = fma32(qc[..., 1::2], xc[..., 1::2], qc[..., 0::2] * xc[..., 0::2])
+    lane_scale = a.astype(np.float32).reshape(1, -1, c, 32)[..., 0::2]
+    acc = np.zeros((2, m, qc.shape[1], 16), np.float32)
+    for g in range(c):
+        acc[g % 2] = fma32(p[:, :, g], lane_scale[:, :, g], acc[g % 2])
+    y = tree(acc[0] + acc[1])
+    if b is not None:
+        sums = tree(x.reshape(m, c, 32)[..., :16] + x.reshape(m, c, 32)[..., 16:])  # (M, C)
+        ofs = np.zeros((m, qc.shape[1], 8), np.float32)
+        for g in range(c):
+            ofs[..., g % 8] = fma32(b[None, :, g].astype(np.float32), sums[:, None, g], ofs[..., g % 8])
+        y = y + tree(ofs)
+    if bias is not None:
+        y = y + bias.float().numpy()
+    return y.astype(np.float32)
+
+
+def bound_v2(x: torch.Tensor, blocks: torch.Tensor, name: str, bias=None):
+    """(float64 result on the decoded weights, B of the factored form (+ |bias|), c = n / (1 - n u))."""
+    q, a, b = factors(blocks, name)
+    x64 = x.double().numpy()
+    w = reference.dequantize(blocks, name).double().numpy()
+    exact = x64 @ w.T
+    mag = np.abs(x64) @ np.abs(a * q).T
+    if b is not None:
+        mag = mag + np.abs(x64) @ np.repeat(np.abs(b), 32, axis=1).T
+    n = math.ceil(x.shape[-1] / 64) + 9
+    if bias is not None:
+        exact, mag, n = exact + bias.double().numpy(), mag + np.abs(bias.double().numpy()), n + 1
+    return exact, mag, n / (1 - n * U)
+
+
+def packed(name: str, n: int, k: int, seed: int):
+    t = resolve(name)
+    raw = testing.random_blocks(name, n * k // t.block_elems, np.random.default_rng(seed))
+    return torch.from_numpy(raw.reshape(n, -1))
+
+
+def k_values(name: str) -> list[int]:
+    return [256, 512, 4096] if resolve(name).block_elems == 256 else [32, 96, 2048]
+
+
+@needs_tier
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize("name", FACTORED)
+def test_order_and_bound(name, dtype):
+    """Bit equality with the model and the contract v2 bound, M = 1, 3, 8 (the tier), several K, with and
+    without a bias; M = 9 and 64 take the matrix tier, inside its own bound (test_matmul.py)."""
+    k = hub_kernel()
+    gen = torch.Generator().manual_seed(resolve(name).id)
+    for K in k_values(name):
+        blocks = packed(name, 19, K, seed=K)
+        for M in (1, 3, 8):
+            x = torch.randn(M, K, generator=gen).to(dtype)
+            y = k.mul_mat_vec(blocks, x, resolve(name).id, 19)
+            testing.assert_bits_equal(y, torch.from_numpy(model_matvec(x, blocks, name)), f"{name} K={K} M={M}")
+            exact, mag, c = bound_v2(x, blocks, name)
+            err = np.abs(y.double().numpy() - exact)
+            assert (err <= c * U * mag).all(), f"{name} K={K}: {(err / mag).max() / U:.2f} u > {c:.2f} u"
+        bias = torch.randn(19, generator=gen).to(dtype)
+        yb = k.linear(x, blocks, name, bias)
+        want = model_matvec(x, blocks, name, bias)
+        testing.assert_bits_equal(yb, torch.from_numpy(want).to(dtype), f"{name} K={K} + bias")
+        exact, mag, c = bound_v2(x, blocks, name, bias)
+        assert (np.abs(want.astype(np.float64) - exact) <= c * U * mag).all()
+
+
+@needs_tier
+@pytest.mark.parametrize("name", ["Q4_K", "Q6_K", "MXFP4"])
+def test_both_tiers_inside_their_bounds(name):
+    """M = 1, 3, 8, 9, 64 against float64: the mat-vec tier within its bound, the matrix tier within its own."""
+    from .test_matmul import bound
+
+    k = hub_kernel()
+    K = 1024
+    blocks = packed(name, 24, K, seed=7)
+    w = reference.dequantize(blocks, name)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(64, K, generator=torch.Generator().manual_seed(3)).to(dtype)
+        for M in (1, 3, 8, 9, 64):
+            y = k.mul_mat_vec(blocks, x[:M], resolve(name).id, 24).double().numpy()
+            if M <= ROW_LIMIT:
+                exact, mag, c = bound_v2(x[:M], blocks, name)
+            else:
+                exact, mag, c = bound(x[:M], w)
+                exact, mag = exact.numpy(), mag.numpy()
+            err = np.abs(y - exact)
+            assert (err <= c * U * mag).all(), f"{name} M={M} {dtype}: {(err / mag).max() / U:.2f} u > {c:.2f} u"
+
+
+@needs_tier
+@pytest.mark.parametrize("name", FACTORED)
+def test_batch_invariance_within_the_tier(name):
+    k = hub_kernel()
+    K = 512
+    blocks = packed(name, 33, K, seed=9)
+    for dtype in (torch.bfloat16, torch.float32):
+        x = torch.randn(8, K, generator=torch.Generator().manual_seed(1)).to(dtype)
+        full = k.linear(x, blocks, name)
+        for m in range(1, 9):
+            for start in {0, 8 - m, (3 * m) % (9 - m)}:
+                testing.assert_bits_equal(k.linear(x[start:start + m], blocks, name), full[start:start + m],
+                                          f"{name} rows {start}..{start + m}")
+        perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+        testing.assert_bits_equal(k.linear(x[perm], blocks, name), full[perm], "permuted rows")
+
+
+@needs_tier
+def test_determinism_across_runs_and_thread_counts():
+    k = hub_kernel()
+    before = torch.get_num_threads()
+    try:
+        for name in ("Q4_K", "IQ4_XS"):
+            blocks = packed(name, 300, 1024, seed=4)
+            x = torch.randn(5, 1024).to(torch.bfloat16)
+            results = []
+            for threads in (1, 2, 1, 2):
+                torch.set_num_threads(threads)
+                results.append(k.linear(x, blocks, name))
+            for r in results[1:]:
+                testing.assert_bits_equal(r, results[0], f"{name} threads")
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_tier
+@pytest.mark.parametrize("name", ["Q4_K", "Q8_0", "Q6_K"])
+def test_mul_mat_id_slots_follow_the_tier(name):
+    """Every slot takes the mat-vec order, whatever the number of slots routed to its expert."""
+    k = hub_kernel()
+    E, N, K, T, Uu = 4, 16, 256, 12, 3
+    t = resolve(name)
+    raw = testing.random_blocks(name, E * N * K // t.block_elems, np.random.default_rng(11))
+    blocks = torch.from_numpy(raw.reshape(E, N, -1))
+    x = torch.randn(T, K).to(torch.bfloat16)
+    ids = torch.zeros(T, Uu, dtype=torch.int32)
+    ids[:, 1:] = torch.randint(0, E, (T, Uu - 1), generator=torch.Generator().manual_seed(2), dtype=torch.int32)
+    y = k.mul_mat_id(blocks, x, ids, name, N)  # expert 0 gets more than 8 slots
+    for tt in range(T):
+        for u in range(Uu):
+            want = model_matvec(x[tt:tt + 1], blocks[ids[tt, u]], name)[0]
+            testing.assert_bits_equal(y[tt, u], torch.from_numpy(want), f"slot {tt},{u}")
+    alone = k.mul_mat_id(blocks, x[4:5], ids[4:5], name, N)
+    testing.assert_bits_equal(alone[0], y[4], "token alone")
+
+
+@needs_tier
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_K"])
+def test_subnormal_activations(name):
+    """bfloat16 x below 2^-126 counts as zero (vdpbf16ps); float32 x keeps its subnormals."""
+    k = hub_kernel()
+    K = 256
+    blocks = packed(name, 8, K, seed=12)
+    x = torch.randn(2, K)
+    tiny = torch.zeros(2, K, dtype=torch.bool)
+    tiny[:, ::3] = True
+    sub = x.sign() * (1 + x.abs() % 7) * 2.0 ** -130  # in [2^-130, 2^-127): subnormal, also in bfloat16
+    xs = torch.where(tiny, sub, x)
+    xb = xs.to(torch.bfloat16)
+    assert (xb.float()[tiny] != 0).all() and (xb.float()[tiny].abs() < 2.0 ** -126).all()
+    zeroed = torch.where(tiny, torch.zeros_like(xb), xb)
+    if resolve(name).name != "Q4_K":  # Q4_K's offsets use sum x, exact from the bfloat16 values
+        testing.assert_bits_equal(k.linear(xb, blocks, name), k.linear(zeroed, blocks, name), "bf16 subnormals")
+    testing.assert_bits_equal(k.mul_mat_vec(blocks, xb, resolve(name).id, 8),
+                              torch.from_numpy(model_matvec(xb, blocks, name)), "bf16 model")
+    # float32: only subnormal x: a nonzero result
+    only = torch.where(tiny, xs, torch.zeros_like(xs))
+    y = k.mul_mat_vec(blocks, only, resolve(name).id, 8)
+    assert (y != 0).any()
+    testing.assert_bits_equal(y, torch.from_numpy(model_matvec(only, blocks, name)), "f32 subnormals")
