@@ -1,11 +1,12 @@
 """Compute on packed weights (linear, mul_mat_vec, mul_mat_id, layers) through the CPU build of the Hub package.
 
-Every CPU kernel has one summation order per output (README, "Compute on packed weights"): 16 lanes, element
-k into lane k mod 16 by a fused multiply-add in increasing k, lanes summed pairwise (i + 8, i + 4, i + 2,
-i + 1), bias added, one rounding. ``model_linear`` below computes exactly that in numpy (an exact float32
-FMA through float64 and round-to-odd), so results are checked bit for bit, and against float64 with the
-bound ``|y - y_exact| <= c * u * sum|w_k x_k|``, ``c = n / (1 - n u)``, ``n = ceil(K / 16) + 4`` (+ 1 with a
-bias), ``u = 2^-24``.
+The CPU matrix kernels have one summation order per output in every build (README, "Compute on packed
+weights"): 16 lanes, element k into lane k mod 16 by a fused multiply-add in increasing k, lanes summed pairwise
+(i + 8, i + 4, i + 2, i + 1), bias added, one rounding. ``model_linear`` below computes exactly that in numpy
+(an exact float32 FMA through float64 and round-to-odd), so results are checked bit for bit, and against float64
+with the bound ``|y - y_exact| <= c * u * sum|w_k x_k|``, ``c = n / (1 - n u)``, ``n = ceil(K / 16) + 4`` (+ 1
+with a bias), ``u = 2^-24``. Where the mat-vec tier runs (AVX512-BF16: M <= 8 and mul_mat_id slots of the
+factored types), ``expected`` takes its model and bound from ``test_matvec_tier``.
 """
 
 import os
@@ -24,6 +25,7 @@ from gguf_dequant.types import SUPPORTED, resolve
 
 from .conftest import ALL_TYPES, DTYPE_IDS, OUT_DTYPES
 from .hub import ROOT, hub_kernel
+from .test_matvec_tier import uses_tier
 
 U = 2.0 ** -24
 
@@ -60,6 +62,16 @@ def model_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = N
     return y
 
 
+def expected(x: torch.Tensor, blocks: torch.Tensor, w: torch.Tensor, name, bias=None, slots: bool = False):
+    """The model of the order that runs for this call: the mat-vec tier's (linear with x's rows, or mul_mat_id
+    slots) or the matrix kernels'."""
+    from .test_matvec_tier import model_matvec, uses_tier
+
+    if uses_tier(name, None if slots else x.shape[0]) and x.numel() and blocks.numel():  # empty: zeros + bias
+        return model_matvec(x, blocks, resolve(name).name, bias)
+    return model_linear(x, w, bias)
+
+
 def bound(x: torch.Tensor, w: torch.Tensor, bias=None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(float64 result, sum |w x| (+ |b|), c = n / (1 - n u) for n roundings per term)."""
     x64, w64 = x.double(), w.double()
@@ -94,14 +106,16 @@ def test_exact_order_and_error_bound(name, dtype):
         bias = torch.randn(19, generator=gen).to(dtype)
         y32 = k.mul_mat_vec(blocks, x, resolve(name).id, 19)
         assert y32.dtype == torch.float32 and y32.shape == (3, 19)
-        testing.assert_bits_equal(y32, torch.from_numpy(model_linear(x, w)), f"{name} K={K}")
+        testing.assert_bits_equal(y32, torch.from_numpy(expected(x, blocks, w, name)), f"{name} K={K}")
+        y = k.linear(x, blocks, name, bias)
+        assert y.dtype == dtype and y.shape == (3, 19)
+        want = expected(x, blocks, w, name, bias)
+        testing.assert_bits_equal(y, torch.from_numpy(want).to(dtype), f"{name} K={K} + bias")
+        if uses_tier(name, 3):
+            continue  # its bound: test_matvec_tier.py
         exact, mag, c = bound(x, w)
         err = (y32.double() - exact).abs()
         assert (err <= c * U * mag).all(), f"{name} K={K}: max err {(err / mag).max().item() / U:.2f} u > {c:.3f} u"
-        y = k.linear(x, blocks, name, bias)
-        assert y.dtype == dtype and y.shape == (3, 19)
-        want = model_linear(x, w, bias)
-        testing.assert_bits_equal(y, torch.from_numpy(want).to(dtype), f"{name} K={K} + bias")
         exact, mag, c = bound(x, w, bias)
         assert ((torch.from_numpy(want).double() - exact).abs() <= c * U * mag).all()
 
@@ -122,13 +136,15 @@ def test_fuzz_shapes_against_the_model(data):
     x = torch.from_numpy(np.random.default_rng(seed + 1).standard_normal((M, K), dtype=np.float32)).to(dtype)
     bias = torch.randn(N, generator=torch.Generator().manual_seed(seed)) if data.draw(st.booleans()) else None
     got = k.linear(x, blocks, t.id, bias)
-    testing.assert_bits_equal(got, torch.from_numpy(model_linear(x, w, bias)).to(dtype), f"{t.name} {M}x{K}x{N}")
+    testing.assert_bits_equal(got, torch.from_numpy(expected(x, blocks, w, t.id, bias)).to(dtype),
+                              f"{t.name} {M}x{K}x{N}")
     if N and M:
         E = data.draw(st.integers(1, 3))
         experts = blocks.repeat(E, 1, 1)
         ids = torch.from_numpy(np.random.default_rng(seed + 2).integers(0, E, (M, 2), dtype=np.int32))
         y = k.mul_mat_id(experts, x, ids, t.id, N)
-        testing.assert_bits_equal(y, torch.from_numpy(model_linear(x, w))[:, None, :].expand(M, 2, N), "mul_mat_id")
+        want = expected(x, blocks, w, t.id, slots=True)
+        testing.assert_bits_equal(y, torch.from_numpy(want)[:, None, :].expand(M, 2, N), "mul_mat_id")
 
 
 def test_nonfinite_weights_propagate():
@@ -394,7 +410,8 @@ def test_layers_from_gguf_reader(tmp_path):
     assert (emb.num_embeddings, emb.embedding_dim, emb.qtype) == (12, 64, 0)
     w = torch.from_numpy(gguf.quants.dequantize(tensors["blk.0.attn_q.weight"].data, gguf.GGMLQuantizationType.Q8_0))
     x = torch.randn(3, 256)
-    testing.assert_bits_equal(lin(x), torch.from_numpy(model_linear(x, w)))
+    blocks = torch.from_numpy(np.ascontiguousarray(tensors["blk.0.attn_q.weight"].data))
+    testing.assert_bits_equal(lin(x), torch.from_numpy(expected(x, blocks, w, "Q8_0")))
     testing.assert_bits_equal(emb(torch.tensor([11, 0])), torch.from_numpy(dense[[11, 0], :64]).to(torch.bfloat16))
 
 
