@@ -42,7 +42,6 @@ namespace gguf_mv_avx512bf16 {
 #undef constant
 #undef kernel
 
-inline float half_to_float(metal::half h) { return _cvtsh_ss(h.bits); }
 
 // 32 bfloat16 words: table[i] = bfloat16(values[i]) (exact: every value is an integer below 256 in magnitude).
 template <typename V>
@@ -60,10 +59,33 @@ struct IotaTable {
     }
 };
 
-// The code tables of a type: bfloat16 words indexed by a code's bit field (vpermw: lo; vpermt2w: lo, hi).
+// Half and E8M0 scales to float32 by table lookup (exact: every half and E8M0 value is a float32): a scalar load
+// then a broadcast load, where the conversion instructions and register broadcasts would compete with the
+// code lookups and dot products for the one shuffle port.
+struct ScaleTables {
+    float half[65536];
+    float e8m0[256];
+    ScaleTables() {
+        for (uint32_t i = 0; i < 65536; ++i) half[i] = _cvtsh_ss(uint16_t(i));
+        for (uint32_t e = 0; e < 256; ++e) e8m0[e] = e8m0_to_fp32_half(e);
+    }
+};
+
+inline const ScaleTables &scale_tables() {
+    static const ScaleTables t;
+    return t;
+}
+
+// The code tables of a type: bfloat16 words indexed by a code's bit field (vpermw: lo; vpermt2w: lo, hi), and
+// the scale tables.
 struct Tables {
     __m512i lo, hi;
+    const ScaleTables *scales;
 };
+
+// Keeps per-block scales in memory (the stack array just written): each chunk then takes its scale by a broadcast
+// load instead of a register shuffle.
+inline void scales_in_memory(const float *a) { asm volatile("" : : "r"(a) : "memory"); }
 
 // 16 bytes: low nibbles as words 0-15, high nibbles as words 16-31 (Q4_0, IQ4_XS, MXFP4 element order).
 inline __m512i nibbles_lo_hi(const uchar *q) {
@@ -84,16 +106,16 @@ struct Q4_0 {
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
     struct Scales {
-        float a;
+        const float *a;
     };
-    static Scales scales(const Block *b) { return {half_to_float(b->d)}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(s.a); }
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) {
         return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo);
     }
     static Tables tables() {
         static constexpr IotaTable<8, 16> v;  // q - 8
-        return {bf16_table(v.v, 16), _mm512_setzero_si512()};
+        return {bf16_table(v.v, 16), _mm512_setzero_si512(), &scale_tables()};
     }
 };
 
@@ -102,17 +124,17 @@ struct Q8_0 {
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
     struct Scales {
-        float a;
+        const float *a;
     };
-    static Scales scales(const Block *b) { return {half_to_float(b->d)}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(s.a); }
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &) {
         const __m128i *q = reinterpret_cast<const __m128i *>(b->qs);
         const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q)));
         const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q + 1)));
         return __m512i(_mm512_cvtne2ps_pbh(hi, lo));  // exact: integers below 256 in magnitude
     }
-    static Tables tables() { return {_mm512_setzero_si512(), _mm512_setzero_si512()}; }
+    static Tables tables() { return {_mm512_setzero_si512(), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
 // Q4_K and Q5_K: ggml's get_scale_min_k4 on 32-bit words (the same bit fields as gguf_scale_min_k4): sc[0..3] =
@@ -128,15 +150,16 @@ inline __m256 bytes8_to_float(uint32_t lo, uint32_t hi) {
     return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
 }
 
-inline KScales k_scales(metal::half d, metal::half dmin, const uchar *s) {
+inline KScales k_scales(metal::half d, metal::half dmin, const uchar *s, const Tables &t) {
     uint32_t u[3];
     std::memcpy(u, s, 12);
     const uint32_t sc_lo = u[0] & 0x3f3f3f3fu, m_lo = u[1] & 0x3f3f3f3fu;
     const uint32_t sc_hi = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 2) & 0x30303030u);
     const uint32_t m_hi = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 2) & 0x30303030u);
     KScales k;
-    _mm256_store_ps(k.a, _mm256_mul_ps(_mm256_set1_ps(half_to_float(d)), bytes8_to_float(sc_lo, sc_hi)));
-    k.b = _mm256_mul_ps(_mm256_set1_ps(half_to_float(dmin)), bytes8_to_float(m_lo, m_hi));
+    _mm256_store_ps(k.a, _mm256_mul_ps(_mm256_set1_ps(t.scales->half[d.bits]), bytes8_to_float(sc_lo, sc_hi)));
+    k.b = _mm256_mul_ps(_mm256_set1_ps(t.scales->half[dmin.bits]), bytes8_to_float(m_lo, m_hi));
+    scales_in_memory(k.a);
     return k;
 }
 
@@ -145,7 +168,7 @@ struct Q4_K {
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = true;
     using Scales = KScales;
-    static Scales scales(const Block *b) { return k_scales(b->d, b->dmin, b->scales); }
+    static Scales scales(const Block *b, const Tables &t) { return k_scales(b->d, b->dmin, b->scales, t); }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
     // Chunk c: the low (c even) or high (c odd) nibbles of qs[32 (c / 2) ...].
     static __m512i codes(const Block *b, int c, const Tables &t) {
@@ -155,7 +178,7 @@ struct Q4_K {
     }
     static Tables tables() {
         static constexpr IotaTable<0, 32> v;
-        return {bf16_table(v.v, 32), _mm512_setzero_si512()};
+        return {bf16_table(v.v, 32), _mm512_setzero_si512(), &scale_tables()};
     }
 };
 
@@ -164,7 +187,7 @@ struct Q5_K {
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = true;
     using Scales = KScales;
-    static Scales scales(const Block *b) { return k_scales(b->d, b->dmin, b->scales); }
+    static Scales scales(const Block *b, const Tables &t) { return k_scales(b->d, b->dmin, b->scales, t); }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
     // As Q4_K, plus bit c of qh[l] as the fifth bit of element l.
     static __m512i codes(const Block *b, int c, const Tables &t) {
@@ -186,9 +209,9 @@ struct Q6_K {
     struct Scales {
         __m512 a;  // d * scales[i], i < 16
     };
-    static Scales scales(const Block *b) {
+    static Scales scales(const Block *b, const Tables &t) {
         const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b->scales));
-        return {_mm512_mul_ps(_mm512_set1_ps(half_to_float(b->d)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s)))};
+        return {_mm512_mul_ps(_mm512_set1_ps(t.scales->half[b->d.bits]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s)))};
     }
     static __m512 chunk_scale(const Scales &s, int c) {
         const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
@@ -204,7 +227,7 @@ struct Q6_K {
     }
     static Tables tables() {
         static constexpr IotaTable<32, 64> v;
-        return {bf16_table(v.v, 32), bf16_table(v.v + 32, 32)};
+        return {bf16_table(v.v, 32), bf16_table(v.v + 32, 32), &scale_tables()};
     }
 };
 
@@ -218,7 +241,7 @@ struct IQ4_XS {
     struct Scales {
         alignas(32) float a[8];
     };
-    static Scales scales(const Block *b) {
+    static Scales scales(const Block *b, const Tables &t) {
         uint32_t sl;
         std::memcpy(&sl, b->scales_l, 4);
         const __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(sl)),
@@ -229,14 +252,15 @@ struct IQ4_XS {
                                             _mm256_set1_epi32(3));
         const __m256i ls = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32));
         Scales s;
-        _mm256_store_ps(s.a, _mm256_mul_ps(_mm256_set1_ps(half_to_float(b->d)), _mm256_cvtepi32_ps(ls)));
+        _mm256_store_ps(s.a, _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), _mm256_cvtepi32_ps(ls)));
+        scales_in_memory(s.a);
         return s;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
     static __m512i codes(const Block *b, int c, const Tables &t) {
         return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs + 16 * c), t.lo);
     }
-    static Tables tables() { return {bf16_table(kvalues_iq4nl, 16), _mm512_setzero_si512()}; }
+    static Tables tables() { return {bf16_table(kvalues_iq4nl, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
 // MXFP4: a = the E8M0 scale as the decode function builds it (e8m0_to_fp32_half; subnormal for e < 2: see
@@ -246,14 +270,14 @@ struct MXFP4 {
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
     struct Scales {
-        float a;
+        const float *a;
     };
-    static Scales scales(const Block *b) { return {e8m0_to_fp32_half(b->e)}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(s.a); }
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->e8m0 + b->e}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) {
         return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo);
     }
-    static Tables tables() { return {bf16_table(kvalues_fp4, 16), _mm512_setzero_si512()}; }
+    static Tables tables() { return {bf16_table(kvalues_fp4, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
 inline float sum16(__m512 v) {
@@ -309,7 +333,7 @@ inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, 
             const int64_t i = i0 + bb;
             if (G > 1 && i >= n_blocks) break;
             const typename F::Block *b = blocks + i;
-            const typename F::Scales s = F::scales(b);
+            const typename F::Scales s = F::scales(b, table);
             for (int c = 0; c < F::CH; ++c) {
                 const __m512i q = F::codes(b, c, table);
                 const __m512 a = F::chunk_scale(s, c);
