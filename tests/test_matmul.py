@@ -224,12 +224,13 @@ np.save(sys.argv[1], np.stack(out))
 def test_every_instruction_set_gives_the_same_bits(tmp_path):
     hub_kernel()
     results = {}
-    for isa in ("default", "avx2", "baseline"):
+    for isa in ("default", "avx512", "avx2", "baseline"):  # 11 rows: the matrix tier, one order in every build
         env = dict(os.environ, GGUF_DEQUANT_CPU_ISA=isa)
         path = tmp_path / f"{isa}.npy"
         subprocess.run([sys.executable, "-c", ISA_SCRIPT.format(root=str(ROOT)), str(path)], env=env, check=True,
                        cwd=ROOT)
         results[isa] = np.load(path)
+    testing.assert_bits_equal(results["avx512"], results["default"], "avx512 vs default")
     testing.assert_bits_equal(results["avx2"], results["default"], "avx2 vs default")
     testing.assert_bits_equal(results["baseline"], results["default"], "baseline vs default")
 
