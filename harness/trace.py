@@ -22,8 +22,11 @@ The same rules apply to every kernel measured, ours and llama.cpp's alike.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import re
+
+import numpy as np
 
 from .instrument import _Locations, _args, _sizeof, _split_type
 
@@ -297,10 +300,6 @@ def instrument(ir: str, launcher_file: str) -> tuple[str, dict]:
 
 
 # ---- the runtime's record and what a launch's trace says ----------------------------------------------
-
-import ctypes  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 MAX_BUFS = 32
 SITE_FIELDS = ("instances", "lines", "sectors", "bytes_used", "lane_bytes", "lane_accesses", "spaces")
