@@ -210,31 +210,24 @@ def ours_dequantize(qtype: str, raw: np.ndarray, out_dtype=np.float16) -> Launch
 # ---- llama.cpp's kernels (harness/llama_metal.py) -----------------------------------------------------------
 
 def llama_traces(op: str, *args, groups_traced: int | None):
-    """Traces of llama.cpp's launches for one op (``mul_mv``, ``mul_mv_ext``, ``mul_mm``, ``mul_mm_id``,
-    ``get_rows``), with their threads per group. Launches before the last run whole (their outputs feed the
-    next); the last is sampled."""
+    """Traces of llama.cpp's launches for one op (``mul_mv``, ``mul_mv_ext``, ``mul_mm``, ``mul_mv_id``,
+    ``mul_mm_id``, ``get_rows``; harness/llama_metal.py), with their threads per group. Launches before the
+    last run whole (their outputs feed the next); the last is sampled (so its output is partly unwritten)."""
     from . import llama_metal
 
     launches = getattr(llama_metal, op)(*args)
-    out = []
-
-    def dispatch(launch, buffers):
+    out, results = [], []
+    for i, launch in enumerate(launches):
+        buffers = list(launch.buffers)
+        for index, (source, source_index) in launch.feeds.items():
+            buffers[index] = results[source].buffers[source_index]
         lib = msl_harness.compile(launch.path, trace=True, **launch.compile_kwargs)
-        last = len(out) == len(launches) - 1
         res = lib.dispatch_threadgroups(launch.host_name, buffers, launch.groups, launch.group, trace=True,
-                                        groups_traced=groups_traced if last else None,
+                                        groups_traced=groups_traced if i == len(launches) - 1 else None,
                                         threadgroup_buffers=launch.threadgroup_buffers or None)
+        results.append(res)
         out.append((res.trace, int(np.prod(launch.group))))
-        return res
-
-    llama_metal.run(launches, dispatch=dispatch)
     return out
-
-
-def model_llama(op: str, *args, chip: Chip, groups_traced: int | None) -> Modelled:
-    traces = llama_traces(op, *args, groups_traced=groups_traced)
-    parts = [model(t, chip, threads) for t, threads in traces]
-    return _combine(parts)
 
 
 def _combine(parts: list[Modelled]) -> Modelled:
@@ -256,11 +249,7 @@ def llama_available() -> str | None:
         from . import llama_metal
     except ImportError as e:
         return f"harness/llama_metal.py: {e}"
-    try:
-        llama_metal.source_dir()
-    except Exception as e:  # noqa: BLE001 - any reason the sources are missing
-        return str(e)
-    return None
+    return llama_metal.why_unavailable()
 
 
 # ---- the report ---------------------------------------------------------------------------------------------
@@ -287,7 +276,9 @@ def _fmt(r: Modelled | None, weight_bytes: float, chip: Chip) -> list[str]:
     if r is None:
         return ["–"] * 6
     return [f"{r.seconds * 1e6:.1f}", f"{weight_bytes / r.seconds / 1e9:.0f}", f"{100 * r.dram_fraction:.0f}%",
-            r.limiter + (" (stack)" if r.stack_arrays else ""), f"{r.lines_per_access:.1f}",
+            r.limiter + (", stack arrays" if r.stack_arrays else "") + (f", occupancy {100 * r.occupancy:.0f}%"
+                                                                         if r.occupancy < 1 else ""),
+            f"{r.lines_per_access:.1f}",
             f"{r.lane_instructions / weight_bytes:.2f}"]
 
 
