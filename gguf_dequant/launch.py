@@ -62,19 +62,24 @@ def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[
 
 # ---- Compute on packed weights (metal/gguf_matmul.h; the constants are generated into gguf_types.h) ----
 #
-# Summation order of every matmul kernel, per output y[m, n]: the weight row is cut into
+# Contract v2: two tiers, each with one summation order per output y[m, n] that depends on nothing but K and
+# the type, so a row's bits never depend on M within its tier, on its position or on the other rows.
+# Mat-vec tier (mul_mv, mul_mv_id, mul_mm_id; M <= MATMUL_X_ROWS): the weight row is cut into
 # ns = ceil(K / S) sub-blocks of S = ELEMS_PER_THREAD[type] elements (the float types: S = 8, shorter last
 # sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and accumulates acc = fma(w, x, acc)
 # from +0 in that order (elements in order within a sub-block); then simd_sum over the 32 lanes; then
-# + bias[n] in float32 when given; then one rounding to the output dtype. The order depends on nothing but
-# K and the type, so every kernel gives a row the same bits whatever M is and wherever the row sits.
+# + bias[n] in float32 when given; then one rounding to the output dtype.
+# Matrix tier (mul_mm; M > MATMUL_X_ROWS): K is padded with zeros to a multiple of MM_K; acc starts at +0
+# and takes one 8 x 8 x 8 simdgroup multiply-accumulate per 8 elements of K, in increasing k (inside one,
+# the hardware's order: 8 products and acc); then + bias[n]; then one rounding.
 
 SIMD_WIDTH = 32
 MATMUL_X_ROWS = 8    # activation rows per simdgroup (a mul_mv threadgroup takes at most this many)
 MV_SIMDGROUPS = 2    # mul_mv / mul_mv_id: simdgroups per threadgroup ...
 MV_ROWS = 2          # ... each owning this many weight rows
-MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup, MATMUL_X_ROWS activation rows each ...
-MM_ROWS = 4          # ... sharing a decoded tile of this many weight rows (MM_ROWS * 32 * S floats)
+MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup; the tile holds MM_SIMDGROUPS * MATMUL_X_ROWS x rows ...
+MM_ROWS = 64         # ... and this many weight rows (each simdgroup: 16 x rows by 32 weight rows) ...
+MM_K = 32            # ... decoded into threadgroup memory this many elements of K at a time
 ID_WINDOW = 256      # mul_mm_id: slots of ids one threadgroup scans for its expert
 # Additions of simd_sum on one lane's path: 5 (log2 32) for a tree; Apple does not document its order, so
 # the bound takes the worst any order can give (a sequential sum: 31).
@@ -82,13 +87,14 @@ SIMD_SUM_ROUNDINGS = SIMD_WIDTH - 1
 
 
 def matmul_kernel(m_rows: int) -> str:
-    """``"mv"`` (mat-vec, weights read once per MATMUL_X_ROWS rows) or ``"mm"`` (shared tile) for M rows."""
+    """``"mv"`` (the mat-vec tier, weights read once per MATMUL_X_ROWS rows) or ``"mm"`` (the matrix tier:
+    simdgroup matrices on a 64 x 32 tile) for M rows."""
     return "mv" if m_rows <= MATMUL_X_ROWS else "mm"
 
 
 def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, tuple[int, int], int]:
     """(kernel kind, threadgroups (x, y), threads per threadgroup) for y = x @ W^T with x (M, K), W (N, K):
-    a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (both give the same bits)."""
+    a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (each has its tier's order)."""
     kind = kind or matmul_kernel(m_rows)
     if kind == "mv":
         return kind, (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH
@@ -119,10 +125,16 @@ def matmul_sub_elems(qtype) -> int:
     return ELEMS_PER_THREAD[resolve(qtype).name]
 
 
-def matmul_error_constant(qtype, k: int, bias: bool = False) -> int:
+def matmul_error_constant(qtype, k: int, bias: bool = False, kind: str = "mv") -> int:
     """n of the bound |y - y_exact| <= n u / (1 - n u) * (sum |w_k x_k| + |bias|), u = 2**-24, for one
-    output of any matmul kernel: the longest lane chain (one rounding per fma), simd_sum in any order,
-    and the bias addition. (With simd_sum as a 5-level tree, 26 fewer.)"""
+    output. ``kind`` "mv" (the mat-vec tier, and mul_mat_id): the longest lane chain (one rounding per fma),
+    simd_sum in any order, the bias addition. (With simd_sum as a 5-level tree, 26 fewer.) ``kind`` "mm" (the
+    matrix tier): any order inside each multiply-accumulate, so up to 8 additions per step of 8 on a term's
+    path, plus the product's own rounding, plus the bias addition."""
+    if kind == "mm":
+        return 8 * -(-k // 8) + 1 + int(bias)
+    if kind != "mv":
+        raise ValueError(f"unknown matmul kernel kind {kind!r}")
     s = matmul_sub_elems(qtype)
     n_sub = -(-k // s)
     return s * -(-n_sub // SIMD_WIDTH) + SIMD_SUM_ROUNDINGS + int(bias)

@@ -350,8 +350,10 @@ def parse(path, pre: str, function_constants=None) -> Prepared:
         is_template = re.search(r"\btemplate\s*<", head) is not None
         file, line = lines.locate(k0)
         kernels[name] = Kernel(name, is_template, params, k0, host, f"{file}:{line}")
-        mt = re.search(r"\[\[\s*max_total_threads_per_threadgroup\s*\(\s*(\d+)\s*\)\s*\]\]", head)
-        kernels[name].max_threads = int(mt.group(1)) if mt else None
+        mt = re.search(r"\[\[\s*max_total_threads_per_threadgroup\s*\(([\d\s*+()uU]+)\)\s*\]\]", head)
+        # a constant expression of integer literals (macros expanded: e.g. 4u * 32u)
+        kernels[name].max_threads = (eval(re.sub(r"(\d+)[uU]", r"\1", mt.group(1)), {"__builtins__": {}})
+                                     if mt else None)
         b = masked.find("{", e)
         if b >= 0 and not masked[e:b].strip(" \t\n;"):
             body_end = _match(masked, b, "{", "}")

@@ -186,60 +186,103 @@ kernel void kernel_mul_mv(GGUF_MM_PARAMS(X, T)) {
     gguf_mm_store<R>(acc, mr, rows, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
 }
 
-// More rows: a weight tile decoded once into threadgroup memory per stripe of 32 sub-blocks, stored
-// [row][element of the sub-block][lane] so that lanes touch consecutive words.
+// More rows (the matrix tier): a threadgroup computes a tile of GGUF_MM_ROWS (64) weight rows x 32 activation
+// rows with simdgroup 8x8 float matrices. Per step of GGUF_MM_K (32) elements of K it decodes the weight tile
+// into threadgroup memory as float32 (exact: the decoded values), transposed ([k][n]), and stages the x tile
+// as float32 ([m][k], exact widening); elements past K are +0 on both sides. Simdgroup g owns the 16 x rows
+// 16 (g / 2) .. and the 32 weight rows 32 (g % 2) ..: 2 x 4 accumulators held in registers across the whole
+// K loop, each step of 8 elements one simdgroup_multiply_accumulate per accumulator, in increasing k. The
+// results go through threadgroup memory (reusing the weight tile) to coalesced stores, + bias, rounded once.
 template <typename B, int QK, int S, typename X, typename T>
+[[max_total_threads_per_threadgroup(GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH)]]
 kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
-    constexpr uint R = GGUF_MM_ROWS;
+    constexpr uint NT = GGUF_MM_ROWS;                                 // weight rows of the tile
+    constexpr uint MT = GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS;       // activation rows of the tile
+    constexpr uint KT = GGUF_MM_K;                                    // elements of K per step
     constexpr uint THREADS = GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH;
-    threadgroup float tile[R * S * GGUF_SIMD_WIDTH];
-    const uint n0 = tg.x * R;
-    const uint m0 = (tg.y * GGUF_MM_SIMDGROUPS + sg) * GGUF_MATMUL_X_ROWS;
-    const uint mr = m0 < M ? min(uint(M) - m0, GGUF_MATMUL_X_ROWS) : 0u;  // 0: only helps to decode
+    constexpr uint SUBS = KT / S;                                     // sub-blocks of a row per step
+    static_assert(KT % S == 0 && NT * MT <= KT * NT, "the output tile reuses the weight tile");
+    threadgroup float wt[KT * NT];  // [k][n] per step; at the end, the output tile [m][n]
+    threadgroup float xt[MT * KT];  // [m][k]
+    const uint n0 = tg.x * NT;
+    const uint m0 = tg.y * MT;
     const uint k = uint(K);
-    const uint ns = (k + S - 1) / S;
     const ulong bpr = ulong(k / QK) * sizeof(B);
-    device const X *xm = x + ulong(m0) * K;
-    float acc[R * GGUF_MATMUL_X_ROWS] = {};
-    for (uint s0 = 0; s0 < ns; s0 += GGUF_SIMD_WIDTH) {
-        for (uint q = tid; q < R * GGUF_SIMD_WIDTH; q += THREADS) {
-            const uint r = q / GGUF_SIMD_WIDTH;
-            const uint l = q % GGUF_SIMD_WIDTH;
-            float v[S] = {};
-            if (n0 + r < N && s0 + l < ns) {
-                gguf_mm_decode(reinterpret_cast<device const B *>(w + ulong(n0 + r) * bpr), s0 + l, k, v);
+    const uint sm = (sg / 2) * 16;  // this simdgroup's x rows and weight rows within the tile
+    const uint sn = (sg % 2) * 32;
+    simdgroup_float8x8 acc[2][4];
+#pragma unroll
+    for (uint i = 0; i < 2; ++i) {
+#pragma unroll
+        for (uint j = 0; j < 4; ++j) {
+            acc[i][j] = make_filled_simdgroup_matrix<float, 8>(0.0f);
+        }
+    }
+    for (uint k0 = 0; k0 < k; k0 += KT) {
+        for (uint q = tid; q < NT * SUBS; q += THREADS) {
+            const uint r = q / SUBS;
+            const uint j = q % SUBS;
+            const uint s = k0 / S + j;
+            float v[S];
+#pragma unroll
+            for (uint e = 0; e < S; ++e) {
+                v[e] = 0.0f;
             }
-            for (uint j = 0; j < S; ++j) {
-                tile[(r * S + j) * GGUF_SIMD_WIDTH + l] = v[j];
+            if (n0 + r < N && s * S < k) {
+                gguf_mm_decode(reinterpret_cast<device const B *>(w + ulong(n0 + r) * bpr), s, k, v);
+            }
+#pragma unroll
+            for (uint e = 0; e < S; ++e) {
+                wt[(j * S + e) * NT + r] = v[e];
             }
         }
+        for (uint q = tid; q < MT * KT; q += THREADS) {
+            const uint m = q / KT;
+            const uint kk = q % KT;
+            xt[q] = m0 + m < M && k0 + kk < k ? float(x[ulong(m0 + m) * K + k0 + kk]) : 0.0f;
+        }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        const uint s = s0 + lane;
-        if (s < ns) {
-            const uint count = gguf_sub_count<QK, S>(s, k);
-            for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-                if (m < mr) {
-                    // x read once per row, the tile once per (row, weight row): threadgroup reads are cheap.
-                    float xs[S];
-                    device const X *xr = xm + ulong(m) * K + s * S;
-                    for (uint j = 0; j < count; ++j) {
-                        xs[j] = float(xr[j]);
-                    }
-                    for (uint r = 0; r < R; ++r) {
-                        threadgroup const float *t = tile + r * S * GGUF_SIMD_WIDTH + lane;
-                        acc[r * GGUF_MATMUL_X_ROWS + m] =
-                            gguf_fma_chain<GGUF_SIMD_WIDTH>(t, xs, count, acc[r * GGUF_MATMUL_X_ROWS + m]);
-                    }
+#pragma unroll
+        for (uint k8 = 0; k8 < KT; k8 += 8) {
+            simdgroup_float8x8 a[2];
+            simdgroup_float8x8 b[4];
+#pragma unroll
+            for (uint i = 0; i < 2; ++i) {
+                simdgroup_load(a[i], xt + (sm + 8 * i) * KT + k8, KT);
+            }
+#pragma unroll
+            for (uint j = 0; j < 4; ++j) {
+                simdgroup_load(b[j], wt + k8 * NT + sn + 8 * j, NT);
+            }
+#pragma unroll
+            for (uint i = 0; i < 2; ++i) {
+#pragma unroll
+                for (uint j = 0; j < 4; ++j) {
+                    simdgroup_multiply_accumulate(acc[i][j], a[i], b[j], acc[i][j]);
                 }
             }
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
     }
-    uint rows[GGUF_MATMUL_X_ROWS];
-    for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-        rows[m] = m;
+#pragma unroll
+    for (uint i = 0; i < 2; ++i) {
+#pragma unroll
+        for (uint j = 0; j < 4; ++j) {
+            simdgroup_store(acc[i][j], wt + (sm + 8 * i) * NT + sn + 8 * j, NT);
+        }
     }
-    gguf_mm_store<R>(acc, mr, rows, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    for (uint q = tid; q < MT * NT; q += THREADS) {
+        const uint m = q / NT;
+        const uint n = q % NT;
+        if (m0 + m < M && n0 + n < N) {
+            float v = wt[q];
+            if (has_bias != 0) {
+                v = v + bias[n0 + n];
+            }
+            out[ulong(m0 + m) * N + n0 + n] = gguf_round<T>(v);
+        }
+    }
 }
 
 // Mixture of experts. Slot i = (t, u) = (i / U, i % U) of ids (T, U): out[i] = W[ids[i]] @ x[t, u % Ux].

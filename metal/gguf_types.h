@@ -44,7 +44,8 @@
 #define GGUF_MV_SIMDGROUPS 2u
 #define GGUF_MV_ROWS 2u
 #define GGUF_MM_SIMDGROUPS 4u
-#define GGUF_MM_ROWS 4u
+#define GGUF_MM_ROWS 64u
+#define GGUF_MM_K 32u
 #define GGUF_ID_WINDOW 256u
 
 // Per-type constants, for use inside the kernel files.

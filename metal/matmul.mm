@@ -4,7 +4,8 @@
 // torch_binding.cpp has already checked the arguments (dtypes, ranks, K against the blocks' row length,
 // N, bias length, devices, contiguity; ids converted to int32). Launch geometry follows
 // gguf_dequant/launch.py through the generated constants in gguf_types.h: mul_mv for M <= GGUF_MATMUL_X_ROWS
-// rows, mul_mm above (the same summation order, so the same bits per row); mul_mv_id for one token (a
+// rows, mul_mm above (contract v2: each tier keeps one order, so a row's bits never depend on M within its
+// tier); mul_mv_id for one token (a
 // threadgroup row per slot), mul_mm_id for more (grouped by expert on the GPU). Every launch is
 // dispatchThreadgroups.
 #include <ATen/mps/MPSDevice.h>

@@ -1,7 +1,9 @@
 """Metal compute on packed weights (metal/gguf_matmul.h) in the Linux harness: every kernel of every type,
-bit for bit against a numpy model of its own summation order (fma chain per lane over its sub-blocks, then
-the pinned simd_sum order, then the bias, then one rounding), under forward and reverse schedules with
-poisoned threadgroup memory; the error bound against float64; batch and mul_mat_id slot invariance.
+bit for bit against a numpy model of its tier's summation order (the mat-vec tier: fma chain per lane over its
+sub-blocks, then the pinned simd_sum order; the matrix tier: one 8 x 8 x 8 simdgroup multiply-accumulate per
+8 elements of K in the pinned matrix order; then the bias, then one rounding), under forward and reverse
+schedules with poisoned threadgroup memory; the error bound against float64; batch invariance within each
+tier and mul_mat_id slot invariance.
 
 The kernels run from one library: the run-time Metal path's single source (every metal/*.metal file with
 the headers inlined, ``metal_jit.source(matmul=True)``), which is also what torch.mps.compile_shader
@@ -93,9 +95,44 @@ def simd_reduce(v: np.ndarray, order: str) -> np.ndarray:
 
 
 def model(w, x, sub, bias=None, order="butterfly") -> np.ndarray:
-    """float32 (M, N): what every matmul kernel computes for x (M, K) against decoded weights w (N, K)."""
+    """float32 (M, N): what the mat-vec tier computes for x (M, K) against decoded weights w (N, K)."""
     y = simd_reduce(lane_partials(w, x, sub), order)
     return y if bias is None else (y + bias[None, :]).astype(np.float32)
+
+
+def model_mm(w, x, bias=None, mma_order="fma") -> np.ndarray:
+    """float32 (M, N): what the matrix tier (mul_mm) computes: K padded with zeros to a multiple of MM_K, one
+    8 x 8 x 8 multiply-accumulate per 8 elements in increasing k, each in the harness's ``mma_order`` (fma:
+    acc = fma(x_t, w_t, acc) for t = 0..7; sequential: acc + x_t * w_t, the product rounded; pairwise: acc +
+    the 8 products summed as a balanced tree), from acc = +0; then the bias."""
+    n, k = w.shape
+    m = x.shape[0]
+    kp = -(-k // launch.MM_K) * launch.MM_K
+    wp = np.zeros((n, kp), np.float32)
+    xp = np.zeros((m, kp), np.float32)
+    wp[:, :k], xp[:, :k] = w, x
+    acc = np.zeros((m, n), np.float32)
+    for k8 in range(0, kp, 8):
+        a = np.broadcast_to(xp[:, None, k8:k8 + 8], (m, n, 8))
+        b = np.broadcast_to(wp[None, :, k8:k8 + 8], (m, n, 8))
+        if mma_order == "fma":
+            for t in range(8):
+                acc = fma32(a[..., t], b[..., t], acc)
+        elif mma_order == "sequential":
+            for t in range(8):
+                acc = acc + a[..., t] * b[..., t]
+        elif mma_order == "pairwise":
+            p = a * b
+            acc = acc + (((p[..., 0] + p[..., 1]) + (p[..., 2] + p[..., 3]))
+                         + ((p[..., 4] + p[..., 5]) + (p[..., 6] + p[..., 7])))
+        else:
+            raise ValueError(mma_order)
+    return acc if bias is None else (acc + bias[None, :]).astype(np.float32)
+
+
+def model_of(kind, w, x, sub, bias=None) -> np.ndarray:
+    """The model of a kernel kind's tier ("mv" or "mm"), default orders."""
+    return model(w, x, sub, bias) if kind == "mv" else model_mm(w, x, bias)
 
 
 def _round_exact(value: Fraction) -> np.float32:
@@ -204,7 +241,7 @@ def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, ubsan=False, **opt
     return res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
 
 
-def assert_within_bound(name, y, w, x, bias=None):
+def assert_within_bound(name, y, w, x, bias=None, kind="mv"):
     """|y - y_exact| <= gamma_n * (sum |w x| + |bias|), y_exact in float64, n = launch.matmul_error_constant."""
     w64, x64 = w.astype(np.float64), x.astype(np.float64)
     exact = x64 @ w64.T
@@ -212,7 +249,7 @@ def assert_within_bound(name, y, w, x, bias=None):
     if bias is not None:
         exact = exact + bias.astype(np.float64)
         scale = scale + np.abs(bias.astype(np.float64))
-    c = launch.matmul_error_constant(name, w.shape[1], bias is not None)
+    c = launch.matmul_error_constant(name, w.shape[1], bias is not None, kind)
     gamma = c * U32 / (1 - c * U32)
     err = np.abs(np.asarray(y, np.float64) - exact)
     bad = err > gamma * scale
@@ -236,13 +273,13 @@ def test_kernels_match_model(name):
         for m, kind in shapes:
             xm = x[:m]
             b = bias if m in (5, 37) else None
-            want = model(w, xm.numpy(), sub, b)
+            want = model_of(kind, w, xm.numpy(), sub, b)
             schedules = ("forward", "reverse") if m in (5, 37) else ("forward",)
             for schedule in schedules:
                 # check_uninitialized: no read of threadgroup memory that no thread wrote.
                 got = run_linear(name, raw, xm, b, kind=kind, schedule=schedule, check_uninitialized=True)
                 testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} K={k} {schedule}")
-            assert_within_bound(name, got.numpy(), w, xm.numpy(), b)
+            assert_within_bound(name, got.numpy(), w, xm.numpy(), b, kind)
 
 
 @pytest.mark.parametrize("name", ALL_TYPES)
@@ -258,12 +295,12 @@ def test_activation_and_output_dtypes(name):
     for x_dtype, out_dtype in MIXED:
         for m, kind in ((3, "mv"), (11, "mm")):
             x = activations(m, k, x_dtype, rng)
-            want32 = model(w, x.float().numpy(), sub, bias)
+            want32 = model_of(kind, w, x.float().numpy(), sub, bias)
             got = run_linear(name, raw, x, bias, out_dtype, kind=kind)
             testing.assert_bits_equal(got, testing.round_to(torch.from_numpy(want32), out_dtype),
                                       f"{name} {kind} {x_dtype} -> {out_dtype}")
             if out_dtype == torch.float32:
-                assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias)
+                assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias, kind)
 
 
 @settings(max_examples=25)
@@ -280,14 +317,15 @@ def test_random_shapes_match_model(data):
     raw, w = weights(name, n, k, rng)
     x = activations(m, k, data.draw(st.sampled_from(list(SUFFIX))), rng)
     got = run_linear(name, raw, x, out_dtype=torch.float32, kind=kind, schedule="reverse")
-    want = model(w, x.float().numpy(), launch.matmul_sub_elems(name))
+    want = model_of(kind, w, x.float().numpy(), launch.matmul_sub_elems(name))
     testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} N={n} K={k}")
 
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_error_bound_of_the_order_at_model_sizes(name):
-    """The bound at transformer sizes (K = 4096 and 14336), through the model (bit-identical to every
-    kernel at the sizes the harness runs), for activations of every dtype and with a bias."""
+    """The bound at transformer sizes (K = 4096 and 14336), through the models (bit-identical to the
+    kernels at the sizes the harness runs; the matrix tier in every matrix order), for activations of every
+    dtype and with a bias."""
     rng = np.random.default_rng(abs(hash(name) + 4) % 2**32)
     sub = launch.matmul_sub_elems(name)
     for k in (4096, 14336):
@@ -296,24 +334,28 @@ def test_error_bound_of_the_order_at_model_sizes(name):
         for dtype in SUFFIX:
             x = activations(2, k, dtype, rng).float().numpy()
             assert_within_bound(name, model(w, x, sub, bias), w, x, bias)
+            for mma_order in ("fma", "sequential", "pairwise"):
+                assert_within_bound(name, model_mm(w, x, bias, mma_order), w, x, bias, "mm")
 
 
 # ---- batch invariance, mul_mat_id ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_batch_invariance(name):
-    """A row's bits do not depend on M, on its position, or on the kernel (mul_mv or mul_mm)."""
+    """Within each tier a row's bits do not depend on M or on its position: the mat-vec tier (M <= 8) and
+    the matrix tier (M > 8, across threadgroup tiles of 32 rows)."""
     rng = np.random.default_rng(abs(hash(name) + 2) % 2**32)
     k = k_values(name)[0] * 3
     raw, _ = weights(name, 6, k, rng)
-    x = activations(19, k, torch.bfloat16, rng)
-    full = run_linear(name, raw, x, out_dtype=torch.float32)  # mul_mm
-    perm = torch.from_numpy(rng.permutation(19)[:6])
-    part = run_linear(name, raw, x[perm], out_dtype=torch.float32)  # mul_mv, other rows and positions
-    testing.assert_bits_equal(part, full[perm], f"{name}: M=6 (permuted) vs M=19")
-    for r in (0, 18):
-        one = run_linear(name, raw, x[r:r + 1], out_dtype=torch.float32)
-        testing.assert_bits_equal(one[0], full[r], f"{name}: row {r} alone vs in M=19")
+    x = activations(40, k, torch.bfloat16, rng)
+    full = run_linear(name, raw, x, out_dtype=torch.float32)  # mul_mm, two tiles of rows
+    perm = torch.from_numpy(rng.permutation(40)[:11])
+    part = run_linear(name, raw, x[perm], out_dtype=torch.float32)  # mul_mm, other rows and positions
+    testing.assert_bits_equal(part, full[perm], f"{name}: M=11 (permuted) vs M=40")
+    eight = run_linear(name, raw, x[perm[:8]], out_dtype=torch.float32)  # mul_mv
+    for r in (0, 7):
+        one = run_linear(name, raw, x[perm[r]:perm[r] + 1], out_dtype=torch.float32)
+        testing.assert_bits_equal(one[0], eight[r], f"{name}: row {r} alone vs in M=8")
 
 
 def expert_weights(name, n_exp, n, k, rng):
@@ -376,8 +418,9 @@ def test_mul_mm_id_windows_and_groups(name):
 
 @pytest.mark.parametrize("name", ["Q4_K", "Q8_0", "F16"])
 def test_simd_orders_each_match_their_model(name):
-    """Each pinned simd_sum order gives the model's bits for that order, and the orders differ somewhere:
-    the bit-exact tests would notice a kernel that summed differently."""
+    """Each pinned simd_sum order (mat-vec tier) and simdgroup-matrix order (matrix tier) gives the model's
+    bits for that order, and the orders differ somewhere: the bit-exact tests would notice a kernel that
+    summed differently."""
     rng = np.random.default_rng(7)
     sub = launch.matmul_sub_elems(name)
     k = k_values(name)[1]
@@ -386,11 +429,17 @@ def test_simd_orders_each_match_their_model(name):
     results = {}
     for order in ("butterfly", "adjacent", "sequential"):
         want = model(w, x.numpy(), sub, order=order)
-        for kind in ("mv", "mm"):
-            got = run_linear(name, raw, x, kind=kind, simd_order=order)
-            testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} simd order {order}")
+        got = run_linear(name, raw, x, kind="mv", simd_order=order)
+        testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} mv simd order {order}")
         results[order] = want
     assert testing.bits_mismatch(results["butterfly"], results["sequential"]).any()
+    results = {}
+    for order in ("fma", "sequential", "pairwise"):
+        want = model_mm(w, x.numpy(), mma_order=order)
+        got = run_linear(name, raw, x, kind="mm", mma_order=order)
+        testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} mm matrix order {order}")
+        results[order] = want
+    assert testing.bits_mismatch(results["fma"], results["pairwise"]).any()
 
 
 @pytest.mark.parametrize("name", ["Q4_K", "F32", "IQ2_XXS"])
@@ -400,11 +449,11 @@ def test_random_schedule_and_guard_before(name):
     k = k_values(name)[1]
     raw, w = weights(name, 5, k, rng)
     x = activations(10, k, torch.float16, rng)
-    want = model(w, x.float().numpy(), sub)
     for kind, m in (("mv", 3), ("mm", 10)):
+        want = model_of(kind, w, x[:m].float().numpy(), sub)
         got = run_linear(name, raw, x[:m], out_dtype=torch.float32, kind=kind, schedule="random", seed=5,
                          flush="start")
-        testing.assert_bits_equal(got, torch.from_numpy(want[:m]), f"{name} {kind} random schedule")
+        testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} random schedule")
 
 
 def test_ubsan_build():
@@ -417,10 +466,10 @@ def test_ubsan_build():
     k = k_values(name)[1]
     raw3, w3 = expert_weights(name, 2, 5, k, rng)
     x = activations(10, k, torch.float16, rng)
-    want = model(w3[0], x.float().numpy(), sub)
     for kind, m in (("mv", 3), ("mm", 10)):
+        want = model_of(kind, w3[0], x[:m].float().numpy(), sub)
         got = run_linear(name, raw3[0], x[:m], out_dtype=torch.float32, kind=kind, path=per_file, ubsan=True)
-        testing.assert_bits_equal(got, torch.from_numpy(want[:m]), f"{name} {kind} UBSan build")
+        testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} UBSan build")
     ids = np.array([[1, 0], [0, 2], [1, -1]])
     for kind in ("mv_id", "mm_id"):
         got = run_mul_mat_id(name, raw3, x[:3].reshape(3, 1, k), ids, kind=kind, path=per_file, ubsan=True)
@@ -434,8 +483,12 @@ def test_error_constant_follows_the_tree():
     assert launch.matmul_error_constant("Q4_K", 4096, bias=True) == 160
     # F16, K = 1031: 129 sub-blocks of 8 (the last holds 7) -> 5 per lane at most.
     assert launch.matmul_error_constant("F16", 1031) == 71
+    # the matrix tier: 8 additions per step of 8 (any order inside a multiply-accumulate) + the product
+    assert launch.matmul_error_constant("Q4_K", 4096, kind="mm") == 4097
+    assert launch.matmul_error_constant("F16", 1031, bias=True, kind="mm") == 1032 + 2  # 129 steps of 8
     assert launch.matmul_grid(8, 7) == ("mv", (2, 1), 64)
-    assert launch.matmul_grid(9, 7) == ("mm", (2, 1), 128)
+    assert launch.matmul_grid(9, 7) == ("mm", (1, 1), 128)
+    assert launch.matmul_grid(33, 130) == ("mm", (3, 2), 128)
     assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (2, 8, 1), 64)
     assert launch.mul_mat_id_grid(40, 8, 7, 64) == ("mm_id", (2, 64, 2), 64)
 
@@ -478,7 +531,8 @@ def test_per_file_libraries_give_the_same_bits(name):
     bias = rng.standard_normal(7).astype(np.float32)
     for m in (4, 12):
         x = activations(m, k, torch.bfloat16, rng)
-        want = testing.round_to(torch.from_numpy(model(w, x.float().numpy(), sub, bias)), torch.bfloat16)
+        kind = launch.matmul_kernel(m)
+        want = testing.round_to(torch.from_numpy(model_of(kind, w, x.float().numpy(), sub, bias)), torch.bfloat16)
         got = run_linear(name, raw, x, bias, torch.bfloat16, path=per_file, schedule="reverse")
         testing.assert_bits_equal(got, want, f"{per_file.name} {name} M={m}")
         testing.assert_bits_equal(got, run_linear(name, raw, x, bias, torch.bfloat16), f"{name}: per file vs single")

@@ -52,7 +52,7 @@ def _bound_ok(name, y, w64, x, bias=None):
     x64 = x.double().cpu()
     exact = x64 @ w64.T + (0 if bias is None else bias.double().cpu())
     scale = x64.abs() @ w64.abs().T + (0 if bias is None else bias.double().abs().cpu())
-    c = launch.matmul_error_constant(name, w64.shape[1], bias is not None)
+    c = launch.matmul_error_constant(name, w64.shape[1], bias is not None, launch.matmul_kernel(x.shape[0]))
     return bool(((y.double().cpu() - exact).abs() <= c * U32 / (1 - c * U32) * scale).all())
 
 
@@ -69,11 +69,16 @@ def test_linear_on_mps(name, path):
     blocks = blocks.to("mps")
     x = torch.randn(40, k, dtype=torch.bfloat16).to("mps")
     bias = torch.randn(n).to("mps")
-    full = mul_mat_vec(blocks, x, qtype, n)  # M = 40: the tiled kernel
+    full = mul_mat_vec(blocks, x, qtype, n)  # M = 40: the matrix tier
     assert _bound_ok(name, full, w64, x.float())
-    for m in (1, 3, 8, 9):
-        rows = torch.randperm(40)[:m].to("mps")
-        testing.assert_bits_equal(mul_mat_vec(blocks, x[rows], qtype, n).cpu(), full[rows].cpu(), f"{name} M={m}")
+    rows = torch.randperm(40).to("mps")
+    for m in (9, 33):  # batch invariance within the matrix tier
+        testing.assert_bits_equal(mul_mat_vec(blocks, x[rows[:m]], qtype, n).cpu(), full[rows[:m]].cpu(),
+                                  f"{name} M={m}")
+    eight = mul_mat_vec(blocks, x[rows[:8]], qtype, n)  # the mat-vec tier
+    assert _bound_ok(name, eight, w64, x[rows[:8]].float())
+    for m in (1, 3):
+        testing.assert_bits_equal(mul_mat_vec(blocks, x[rows[:m]], qtype, n).cpu(), eight[:m].cpu(), f"{name} M={m}")
     with_bias = linear(x[:5], blocks, qtype, bias)  # bfloat16 out, rounded once from the float32 sum + bias
     want = (mul_mat_vec(blocks, x[:5], qtype, n).cpu() + bias.cpu()).to(torch.bfloat16)
     testing.assert_bits_equal(with_bias.cpu(), want, f"{name} bias and bfloat16 rounding")
