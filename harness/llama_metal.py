@@ -58,7 +58,7 @@ MAP0_NE20 = (1, 2, 4, 5, 6, 8, 10, 16, 22)  # kernel_mul_mm_id_map0_ne20_* insta
 FC_MUL_MV, FC_MUL_MM = 600, 700  # ggml-metal-impl.h
 # Kernels in which every simdgroup stores the same lookup table to the same threadgroup words before the
 # barrier: a write-write race on identical values that the harness's race check reports; they run without it.
-IDENTICAL_VALUE_RACES = {"kernel_mul_mv_iq4_xs_f32", "kernel_mul_mv_mxfp4_f32"}
+IDENTICAL_VALUE_RACES = {f"kernel_mul_mv{id_}_{t}_f32" for id_ in ("", "_id") for t in ("iq4_xs", "mxfp4")}
 MAX_THREADS = 1024  # the pipelines' maxTotalThreadsPerThreadgroup assumed for get_rows' nth (Apple GPUs: 1024)
 
 
@@ -72,13 +72,20 @@ def _mv_geometry(t: str, k: int) -> tuple[int, int, int]:
     return table[t]
 
 
+def _mv_compile_kwargs(host: str, nsg: int) -> dict:
+    """Function constants of ggml_metal_library_get_pipeline_mul_mv(_id): nsg, ne12 = r2 = r3 = 1, no split."""
+    fcs = {FC_MUL_MV + 0: nsg, FC_MUL_MV + 2: 1, FC_MUL_MV + 3: 1, FC_MUL_MV + 4: 1, FC_MUL_MV + 5: False}
+    return {"function_constants": fcs} | ({"race_check": False} if host in IDENTICAL_VALUE_RACES else {})
+
+
 def launched_host_names() -> set[str]:
     """Every templated host name the entry points below can launch: the instantiations prepare() keeps."""
     names = {f"kernel_mul_mv_f16_f32{s}" for s in ("", "_4", "_short")}
     for t in EXT_ROWS:
         names |= {f"kernel_mul_mv_ext_{t}_f32_r1_{r}" for r in set(EXT_R1PTG.values())}
     for t in TYPES:
-        names |= {f"kernel_mul_mm_{t}_f32", f"kernel_mul_mm_id_{t}_f32", f"kernel_get_rows_{t}"}
+        names |= {f"kernel_mul_mm_{t}_f32", f"kernel_mul_mm_id_{t}_f32", f"kernel_get_rows_{t}",
+                  f"kernel_mul_mv_id_{t}_f32" + ("_4" if t == "f16" else "")}
     names |= {f"kernel_mul_mm_id_map0_ne20_{u}" for u in MAP0_NE20}
     return names
 
@@ -87,6 +94,7 @@ def launched_host_names() -> set[str]:
 
 _INSTANTIATION = re.compile(r'^template\s*\[\[\s*host_name\(\s*"(\w+)"\s*\)\s*\]\]\s*kernel\b[^;]*;\s*$')
 _FN_POINTER_PARAM = re.compile(r"\bvoid\s*\(\s*\*\s*(\w+)\s*\)\s*\(")
+_FN_TYPED_PARAM = re.compile(r"\btemplate\s*<\s*(\w+_t)\s+(disp_fn)\s*>")  # typedef'd function types
 _CONSTANT_PARAM = re.compile(r"(?<=[(,])(\s*)constant\s+(?!const\b)(\w+)(\s*\*\s*\w+\s*)(?=[,)])")
 _VEC_DECL = re.compile(r"^\s*(?:const\s+)?(?:float|half|int|uint|short|ushort|char|uchar)([234])\s+\w+\s*=")
 _SHORT_BRACE = re.compile(r"=\s*\{\s*([^,{}]+?)\s*\}")
@@ -98,7 +106,8 @@ def _drop_instantiations(line: str) -> str:
 
 
 def _function_reference_params(line: str) -> str:
-    return _FN_POINTER_PARAM.sub(r"void (&\1)(", line)  # the sources have them only as template parameters
+    line = _FN_POINTER_PARAM.sub(r"void (&\1)(", line)  # the sources have them only as template parameters
+    return _FN_TYPED_PARAM.sub(r"template<\1 &\2>", line)
 
 
 def _const_constant_params(line: str) -> str:
@@ -120,8 +129,9 @@ EDITS = [
      "entry point here launches are blanked, so a compile takes seconds, not minutes",
      _drop_instantiations),
     ("function-reference-params",
-     "`void (*f)(...)` template parameters become `void (&f)(...)`: clang's C++ for OpenCL rejects a function "
-     "as a pointer template argument (Apple's compiler accepts it); every use is a call, which is the same",
+     "`void (*f)(...)` template parameters become `void (&f)(...)` (and `template<fn_type_t disp_fn>`, a "
+     "function type adjusted to a pointer, `template<fn_type_t &disp_fn>`): clang's C++ for OpenCL rejects a "
+     "function as a pointer template argument (Apple's compiler accepts it); every use is a call, which is the same",
      _function_reference_params),
     ("const-constant-params",
      "a `constant T *` parameter becomes `constant const T *`: Metal's constant address space is read-only, so "
@@ -305,10 +315,8 @@ def mul_mv(qtype: str, w_raw: np.ndarray, x: np.ndarray) -> list[Launch]:
     args = kargs("ggml_metal_kargs_mul_mv", ne00=k, ne01=n, ne02=1, nb00=ts, nb01=w.shape[1],
                  nb02=w.nbytes, nb03=w.nbytes, ne10=k, ne11=m, ne12=1, nb10=4, nb11=4 * k, nb12=4 * k * m,
                  nb13=4 * k * m, ne0=n, ne1=m, nr0=nr0, r2=1, r3=1)
-    fcs = {FC_MUL_MV + 0: nsg, FC_MUL_MV + 2: 1, FC_MUL_MV + 3: 1, FC_MUL_MV + 4: 1, FC_MUL_MV + 5: False}
-    compile_kwargs = {"function_constants": fcs} | ({"race_check": False} if host in IDENTICAL_VALUE_RACES else {})
     rows_per_group = nr0 if t in ("f16", "q8_0") else nr0 * nsg  # ggml_metal_op_mul_mat's two grids
-    return [Launch(path, compile_kwargs, host, [args, w, x, np.zeros(m * n, np.float32)],
+    return [Launch(path, _mv_compile_kwargs(host, nsg), host, [args, w, x, np.zeros(m * n, np.float32)],
                    (-(-n // rows_per_group), m, 1), (32, nsg, 1), _threadgroup_buffers(path, host, smem), 3,
                    out_shape=(m, n))]
 
@@ -359,28 +367,33 @@ def mul_mm(qtype: str, w_raw: np.ndarray, x: np.ndarray) -> list[Launch]:
                    out_shape=(m, n))]
 
 
-def mul_mm_id(qtype: str, w_raw_experts: np.ndarray, x: np.ndarray, ids: np.ndarray) -> list[Launch]:
-    """``kernel_mul_mm_id_map0_ne20_<U>`` (tokens per expert and their slots) then ``kernel_mul_mm_id_<t>_f32``:
-    slot (t, u) = W[ids[t, u]] @ x[t] (x (T, K), broadcast) or x[t, u] (x (T, U, K)). llama.cpp takes this
-    path for T >= 32 tokens and K >= 64 (fewer tokens go to kernel_mul_mv_id)."""
+def _experts(qtype, w_raw_experts, x, ids):
+    """Checked (type, type size, weights, x, ids, ne11) of a mul_mat_id call."""
     x = _activations(x, ndim=(2, 3))
     ids = np.asarray(ids)
     if ids.dtype != np.int32 or ids.ndim != 2:
         raise ValueError(f"ids must be (T, U) int32, got {ids.dtype} {ids.shape}")
-    n_tok, n_used = ids.shape
     k = x.shape[-1]
     t, ts, w = _weights(qtype, w_raw_experts, k, ndim=3)
-    n_exp, n = w.shape[:2]
-    if x.shape[0] != n_tok or (x.ndim == 3 and x.shape[1] != n_used):
+    if x.shape[0] != ids.shape[0] or (x.ndim == 3 and x.shape[1] != ids.shape[1]):
         raise ValueError(f"x {x.shape} does not match ids {ids.shape}: (T, K) or (T, U, K)")
+    if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
+        raise ValueError(f"ids must lie in [0, {w.shape[0]})")
+    return t, ts, w, x, np.ascontiguousarray(ids), x.shape[1] if x.ndim == 3 else 1
+
+
+def mul_mm_id(qtype: str, w_raw_experts: np.ndarray, x: np.ndarray, ids: np.ndarray) -> list[Launch]:
+    """``kernel_mul_mm_id_map0_ne20_<U>`` (tokens per expert and their slots) then ``kernel_mul_mm_id_<t>_f32``:
+    slot (t, u) = W[ids[t, u]] @ x[t] (x (T, K), broadcast) or x[t, u] (x (T, U, K)). llama.cpp takes this
+    path for T >= 32 tokens and K >= 64 (fewer tokens: :func:`mul_mv_id`)."""
+    t, ts, w, x, ids, ne11 = _experts(qtype, w_raw_experts, x, ids)
+    (n_tok, n_used), k = ids.shape, x.shape[-1]
+    n_exp, n = w.shape[:2]
     if n_tok < 32 or k < 64:
         raise ValueError(f"llama.cpp runs kernel_mul_mm_id for T >= 32 tokens and K >= 64; got T = {n_tok}, K = {k}")
     if n_used not in MAP0_NE20 or n_exp > MAX_THREADS:
         raise ValueError(f"kernel_mul_mm_id_map0 exists for U in {MAP0_NE20} and E <= {MAX_THREADS}; "
                          f"got U = {n_used}, E = {n_exp}")
-    if ids.size and (ids.min() < 0 or ids.max() >= n_exp):
-        raise ValueError(f"ids must lie in [0, {n_exp})")
-    ne11 = x.shape[1] if x.ndim == 3 else 1
     nb11, nb12 = 4 * k, 4 * k * ne11
     mm = prepare() / "mul_mm.metal"
     fcs = {"function_constants": {FC_MUL_MM + 0: k % 32 != 0, FC_MUL_MM + 6: False}}  # no amax (GGML_PREC_DEFAULT)
@@ -390,7 +403,7 @@ def mul_mm_id(qtype: str, w_raw_experts: np.ndarray, x: np.ndarray, ids: np.ndar
     hids = np.zeros(n_exp * n_tok, np.int32)
     map_host = f"kernel_mul_mm_id_map0_ne20_{n_used}"
     smem = -(-(n_exp * n_used * 2) // 16) * 16
-    map0 = Launch(mm, fcs, map_host, [map_args, np.ascontiguousarray(ids), tpe, hids], (1, 1, 1), (n_exp, 1, 1),
+    map0 = Launch(mm, fcs, map_host, [map_args, ids, tpe, hids], (1, 1, 1), (n_exp, 1, 1),
                   _threadgroup_buffers(mm, map_host, smem), 3)
     args = kargs("ggml_metal_kargs_mul_mm_id", ne00=k, ne02=n_exp, nb01=w.shape[2], nb02=w.shape[1] * w.shape[2],
                  nb03=w.nbytes, ne11=ne11, nb10=4, nb11=nb11, nb12=nb12, nb13=nb12 * n_tok, ne20=n_used,
@@ -401,6 +414,27 @@ def mul_mm_id(qtype: str, w_raw_experts: np.ndarray, x: np.ndarray, ids: np.ndar
                    (-(-n_tok // 32), -(-n // 64), n_exp), (128, 1, 1), _threadgroup_buffers(mm, host, 8192), 5,
                    feeds={3: (0, 2), 4: (0, 3)}, out_shape=(n_tok, n_used, n))
     return [map0, mm_id]
+
+
+def mul_mv_id(qtype: str, w_raw_experts: np.ndarray, x: np.ndarray, ids: np.ndarray) -> list[Launch]:
+    """``kernel_mul_mv_id_<t>_f32``: one mat-vec per slot (grid z = T * U), each on its expert's rows; what
+    llama.cpp runs for mul_mat_id below 32 tokens (or K < 64). Same slots and result shape as
+    :func:`mul_mm_id`."""
+    t, ts, w, x, ids, ne11 = _experts(qtype, w_raw_experts, x, ids)
+    (n_tok, n_used), k = ids.shape, x.shape[-1]
+    n_exp, n = w.shape[:2]
+    nsg, nr0, smem = _mv_geometry(t, k)
+    host = f"kernel_mul_mv_id_{t}_f32" + ("_4" if t == "f16" and k % 4 == 0 else "")
+    path = prepare() / "mul_mv.metal"
+    args = kargs("ggml_metal_kargs_mul_mv_id", nei0=n_used, nei1=n_tok, nbi1=4 * n_used, ne00=k, ne01=n,
+                 ne02=n_exp, nb00=ts, nb01=w.shape[2], nb02=w.shape[1] * w.shape[2], ne10=k, ne11=ne11,
+                 ne12=n_tok, ne13=1, nb10=4, nb11=4 * k, nb12=4 * k * ne11, ne0=n, ne1=n_used, nb1=4 * n,
+                 nr0=nr0)
+    rows_per_group = nr0 if t in ("f16", "q8_0") else nr0 * nsg
+    return [Launch(path, _mv_compile_kwargs(host, nsg), host,
+                   [args, w, x, np.zeros(n_tok * n_used * n, np.float32), ids],
+                   (-(-n // rows_per_group), 1, n_tok * n_used), (32, nsg, 1),
+                   _threadgroup_buffers(path, host, smem), 3, out_shape=(n_tok, n_used, n))]
 
 
 def get_rows(qtype: str, w_raw: np.ndarray, rows) -> list[Launch]:
