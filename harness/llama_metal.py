@@ -68,7 +68,7 @@ def _mv_geometry(t: str, k: int) -> tuple[int, int, int]:
     table = {"q4_0": (2, 4, 0), "q8_0": (4, 2, 32 * 4 * 2), "mxfp4": (2, 2, 32 * 4), "q4_K": (2, 2, 0),
              "q5_K": (2, 1, 0), "q6_K": (2, 2, 0), "iq4_xs": (2, 2, 32 * 4)}
     if t == "f16":
-        return min(4, (k + 127) // 128), 2, 32 * 4 * 2
+        return (1, 32, 0) if k < 32 else (min(4, (k + 127) // 128), 2, 32 * 4 * 2)
     return table[t]
 
 
