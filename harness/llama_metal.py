@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import os
 import re
 import shutil
 from pathlib import Path
@@ -78,7 +79,8 @@ def _mv_compile_kwargs(host: str, nsg: int) -> dict:
     return {"function_constants": fcs} | ({"race_check": False} if host in IDENTICAL_VALUE_RACES else {})
 
 
-def launched_host_names() -> set[str]:
+@functools.cache
+def launched_host_names() -> frozenset[str]:
     """Every templated host name the entry points below can launch: the instantiations prepare() keeps."""
     names = {f"kernel_mul_mv_f16_f32{s}" for s in ("", "_4", "_short")}
     for t in EXT_ROWS:
@@ -87,7 +89,7 @@ def launched_host_names() -> set[str]:
         names |= {f"kernel_mul_mm_{t}_f32", f"kernel_mul_mm_id_{t}_f32", f"kernel_get_rows_{t}",
                   f"kernel_mul_mv_id_{t}_f32" + ("_4" if t == "f16" else "")}
     names |= {f"kernel_mul_mm_id_map0_ne20_{u}" for u in MAP0_NE20}
-    return names
+    return frozenset(names)
 
 
 # ---- the scripted edits ----------------------------------------------------------------------------
@@ -126,7 +128,7 @@ def _pad_vector_braces(line: str) -> str:
 EDITS = [
     ("drop-instantiations",
      "explicit instantiations (`template [[host_name(\"...\")]] kernel ...;`, one line each) of kernels no "
-     "entry point here launches are blanked, so a compile takes seconds, not minutes",
+     "entry point here launches are blanked, so a compile builds only what can be launched",
      _drop_instantiations),
     ("function-reference-params",
      "`void (*f)(...)` template parameters become `void (&f)(...)` (and `template<fn_type_t disp_fn>`, a "
@@ -185,14 +187,15 @@ def prepare() -> Path:
     for orig, _ in _inputs(src):
         h.update(orig.read_bytes())
     out = PREPARED / h.hexdigest()[:16]
-    if not (out / SOURCES[-1]).exists():
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not out.is_dir():
+        tmp = out.with_name(f"{out.name}.{os.getpid()}")  # other processes may prepare the same directory
         tmp.mkdir(parents=True)
         for orig, name in _inputs(src):
             (tmp / name).write_text(edit_text(orig.read_text()))
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process got there first; its copy is the same
+            shutil.rmtree(tmp)
     return out
 
 
