@@ -380,8 +380,8 @@ def _experts(qtype, w_raw_experts, x, ids):
         raise ValueError(f"ids must be (T, U) int32, got {ids.dtype} {ids.shape}")
     k = x.shape[-1]
     t, ts, w = _weights(qtype, w_raw_experts, k, ndim=3)
-    if x.shape[0] != ids.shape[0] or (x.ndim == 3 and x.shape[1] != ids.shape[1]):
-        raise ValueError(f"x {x.shape} does not match ids {ids.shape}: (T, K) or (T, U, K)")
+    if x.shape[0] != ids.shape[0] or (x.ndim == 3 and x.shape[1] not in (1, ids.shape[1])):
+        raise ValueError(f"x {x.shape} does not match ids {ids.shape}: (T, K), (T, 1, K) or (T, U, K)")
     if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
         raise ValueError(f"ids must lie in [0, {w.shape[0]})")
     return t, ts, w, x, np.ascontiguousarray(ids), x.shape[1] if x.ndim == 3 else 1
@@ -389,7 +389,7 @@ def _experts(qtype, w_raw_experts, x, ids):
 
 def mul_mm_id(qtype: str, w_raw_experts: np.ndarray, x: np.ndarray, ids: np.ndarray) -> list[Launch]:
     """``kernel_mul_mm_id_map0_ne20_<U>`` (tokens per expert and their slots) then ``kernel_mul_mm_id_<t>_f32``:
-    slot (t, u) = W[ids[t, u]] @ x[t] (x (T, K), broadcast) or x[t, u] (x (T, U, K)). llama.cpp takes this
+    slot (t, u) = W[ids[t, u]] @ x[t] (x (T, K) or ggml's (T, 1, K), broadcast) or x[t, u] (x (T, U, K)). llama.cpp takes this
     path for T >= 32 tokens and K >= 64 (fewer tokens: :func:`mul_mv_id`)."""
     t, ts, w, x, ids, ne11 = _experts(qtype, w_raw_experts, x, ids)
     (n_tok, n_used), k = ids.shape, x.shape[-1]
@@ -440,6 +440,27 @@ def mul_mv_id(qtype: str, w_raw_experts: np.ndarray, x: np.ndarray, ids: np.ndar
                    [args, w, x, np.zeros(n_tok * n_used * n, np.float32), ids],
                    (-(-n // rows_per_group), 1, n_tok * n_used), (32, nsg, 1),
                    _threadgroup_buffers(path, host, smem), 3, out_shape=(n_tok, n_used, n))]
+
+
+def mul_mat(qtype: str, w_raw: np.ndarray, x: np.ndarray) -> list[Launch]:
+    """The launches ggml_metal_op_mul_mat makes for x (M, K): :func:`mul_mv_ext`, :func:`mul_mm` or :func:`mul_mv`."""
+    x = _activations(x)
+    (m, k), t = x.shape, _type(qtype)[0]
+    if 2 <= m <= 8 and k % 128 == 0 and t == "f16":
+        raise ValueError("llama.cpp runs kernel_mul_mv_ext_f16_f32 here, which the harness cannot compile (its "
+                         "dequantize_f16_t4 converts half4 to float4 with a C-style cast, a bit-cast in clang)")
+    if t in EXT_ROWS and EXT_ROWS[t][0] <= m <= 8 and k % 128 == 0:
+        return mul_mv_ext(t, w_raw, x)
+    if m > 8 and k >= 64:
+        return mul_mm(t, w_raw, x)
+    return mul_mv(t, w_raw, x)
+
+
+def mul_mat_id(qtype: str, w_raw_experts: np.ndarray, x: np.ndarray, ids: np.ndarray) -> list[Launch]:
+    """The launches ggml_metal_op_mul_mat_id makes: :func:`mul_mm_id` for T >= 32 tokens and K >= 64, else
+    :func:`mul_mv_id`."""
+    big = np.asarray(ids).shape[0] >= 32 and np.asarray(x).shape[-1] >= 64
+    return (mul_mm_id if big else mul_mv_id)(qtype, w_raw_experts, x, ids)
 
 
 def get_rows(qtype: str, w_raw: np.ndarray, rows) -> list[Launch]:

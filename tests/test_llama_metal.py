@@ -118,18 +118,19 @@ def test_mul_mm_id(broadcast):
     assert nmse(ref, y) < NMSE_MUL_MAT
 
 
-@pytest.mark.parametrize("broadcast", [True, False], ids=["x_per_token", "x_per_slot"])
-def test_mul_mv_id(broadcast):
-    """Below 32 tokens llama.cpp runs one mat-vec per slot on its expert's rows."""
+@pytest.mark.parametrize("x_shape", ["TK", "T1K", "TUK"])
+def test_mul_mv_id(x_shape):
+    """Below 32 tokens llama.cpp runs one mat-vec per slot on its expert's rows (x per token, in either
+    form, or per slot)."""
     n_exp, n, k, n_tok, n_used = 4, 64, 256, 3, 2
     raw, w = weights("q4_K", (n_exp, n, k), seed=16)
     rng = np.random.default_rng(17)
     ids = np.stack([rng.choice(n_exp, n_used, replace=False) for _ in range(n_tok)]).astype(np.int32)
-    x = activations((n_tok, k) if broadcast else (n_tok, n_used, k), seed=18)
-    launches = llama_metal.mul_mv_id("q4_K", raw, x, ids)
+    x = activations({"TK": (n_tok, k), "T1K": (n_tok, 1, k), "TUK": (n_tok, n_used, k)}[x_shape], seed=18)
+    launches = llama_metal.mul_mat_id("q4_K", raw, x, ids)
     assert [la.host_name for la in launches] == ["kernel_mul_mv_id_q4_K_f32"]
     y = llama_metal.run(launches)
-    xs = np.broadcast_to(x[:, None, :], (n_tok, n_used, k)) if broadcast else x
+    xs = np.broadcast_to(x.reshape(n_tok, -1, k), (n_tok, n_used, k))
     assert y.shape == (n_tok, n_used, n)
     for u in range(n_used):
         for t in range(n_tok):
@@ -205,6 +206,15 @@ def test_identical_value_races_are_real():
     with pytest.raises(msl_harness.MslError, match="data race on threadgroup memory"):
         lib.dispatch_threadgroups(launch.host_name, launch.buffers, launch.groups, launch.group,
                                   threadgroup_buffers=launch.threadgroup_buffers)
+
+
+@pytest.mark.parametrize("qtype,m,family", [("q4_K", 1, "mul_mv"), ("q4_K", 2, "mul_mv"), ("q4_K", 4, "mul_mv_ext"),
+                                            ("q8_0", 2, "mul_mv_ext"), ("iq4_xs", 8, "mul_mv"), ("q4_0", 9, "mul_mm")])
+def test_mul_mat_picks_llama_cpp_kernel(qtype, m, family):
+    raw, _ = weights(qtype, (64, 256), seed=19)
+    x = activations((m, 256), seed=0)
+    assert [la.host_name for la in llama_metal.mul_mat(qtype, raw, x)] == \
+        [la.host_name for la in getattr(llama_metal, family)(qtype, raw, x)]
 
 
 def test_bad_arguments_name_the_problem():
