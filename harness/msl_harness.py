@@ -56,6 +56,7 @@ OCL_FLAGS = ["-x", "clcpp", "-cl-std=clc++2021", "-cl-no-stdinc", "-target", "x8
 COMMON_FLAGS = ["-fPIC", "-O2", "-Wall", "-Wno-unknown-attributes", "-Wno-unused-function",
                 "-fno-fast-math", "-ffp-contract=off",
                 "-fstack-clash-protection"]  # big frames touch each page: a fiber's guard page catches them
+PRELUDE_FLAGS = ["-include", "metal_types"]  # the scalar types Metal has before any #include (shim/metal_types)
 DEBUG_FLAGS = ["-gline-tables-only"]  # faults in fibers are reported as file:line
 IR_FLAGS = ["-Xclang", "-ffake-address-space-map"]  # threadgroup = addrspace(3) for harness/instrument.py
 TRACE_FLAGS = ["-fno-vectorize", "-fno-slp-vectorize"]  # trace builds: each lane's work stays scalar, as on a GPU
@@ -106,7 +107,7 @@ def compiler_rt_builtins() -> str:
 def preprocess(path, include_dirs=(), defines=(), source: str | None = None) -> str:
     """``clang-19 -E`` in strict mode with the shim, entry points marked by ``__msl_kernel``."""
     path = Path(path)
-    cmd = [CLANG, *OCL_FLAGS, f"-I{SHIM}", f"-I{path.parent}", *[f"-I{d}" for d in include_dirs],
+    cmd = [CLANG, *OCL_FLAGS, f"-I{SHIM}", *PRELUDE_FLAGS, f"-I{path.parent}", *[f"-I{d}" for d in include_dirs],
            "-DMSL_HARNESS_MARK_KERNELS=1", *[f"-D{d}" for d in defines], "-E"]
     if source is None:
         cmd.append(str(path))
@@ -290,6 +291,21 @@ def _parse_params(text: str, masked: str, start: int, stop: int) -> list[Param]:
     return params
 
 
+def _implicit_buffer_indices(params: list[Param]) -> list[Param]:
+    """Device and constant pointer/reference parameters without an attribute are buffers too: Metal gives
+    them the lowest indices that no ``[[buffer(n)]]`` claims, in declaration order (llama.cpp's kernels
+    rely on it: args, src0, src1, dst at 0, 1, 2, 3)."""
+    taken = {p.attr_arg for p in params if p.attr == "buffer"}
+    index = 0
+    for p in params:
+        if p.attr is None and (p.is_pointer or p.is_reference) and p.address_space in ("global", "constant"):
+            while index in taken:
+                index += 1
+            p.attr, p.attr_arg = "buffer", index
+            taken.add(index)
+    return params
+
+
 def _string_value(literals: str) -> str:
     return "".join(bytes(s, "utf-8").decode("unicode_escape") for s in re.findall(r'"((?:[^"\\]|\\.)*)"', literals))
 
@@ -346,7 +362,7 @@ def parse(path, pre: str, function_constants=None) -> Prepared:
         if masked[j] != "(":
             raise MslError(f"{path}: expected a parameter list after kernel {name}")
         e = _match(masked, j, "(", ")")
-        params = _parse_params(pre, masked, j + 1, e - 1)
+        params = _implicit_buffer_indices(_parse_params(pre, masked, j + 1, e - 1))
         is_template = re.search(r"\btemplate\s*<", head) is not None
         file, line = lines.locate(k0)
         kernels[name] = Kernel(name, is_template, params, k0, host, f"{file}:{line}")

@@ -126,7 +126,7 @@ def test_lint_catches_bad_snippet(path):
 def test_every_lint_rule_has_a_bad_snippet():
     required = {"compile", "compile-warning", "recursion", "new-delete", "throw-try", "double", "std", "goto",
                 "static-local", "param-address-space", "duplicate-buffer", "include", "threadgroup-scope",
-                "threadgroup-size", "threadgroup-init"}
+                "threadgroup-size", "threadgroup-init", "function-pointer"}
     proven = {_expected_rule(p) for p in BAD_SNIPPETS}
     assert required <= proven, f"rules without a snippet: {sorted(required - proven)}"
     assert proven <= set(msl_lint.RULES)
