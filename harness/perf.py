@@ -210,8 +210,9 @@ def ours_dequantize(qtype: str, raw: np.ndarray, out_dtype=np.float16) -> Launch
 # ---- llama.cpp's kernels (harness/llama_metal.py) -----------------------------------------------------------
 
 def llama_traces(op: str, *args, groups_traced: int | None):
-    """Traces of llama.cpp's launches for one op (``mul_mv``, ``mul_mv_ext``, ``mul_mm``, ``mul_mv_id``,
-    ``mul_mm_id``, ``get_rows``; harness/llama_metal.py), with their threads per group. Launches before the
+    """Traces of llama.cpp's launches for one op (``mul_mat`` and ``mul_mat_id``, which pick the kernels
+    llama.cpp's host code picks, or ``mul_mv``, ``get_rows``, ...; harness/llama_metal.py), with their threads
+    per group. Launches before the
     last run whole (their outputs feed the next); the last is sampled (so its output is partly unwritten)."""
     from . import llama_metal
 
@@ -268,10 +269,6 @@ def groups_for(m: int) -> int:
     return 16 if m <= 8 else (8 if m <= 32 else 4)
 
 
-def llama_op(m: int) -> str:
-    return "mul_mv" if m == 1 else ("mul_mv_ext" if m <= 8 else "mul_mm")
-
-
 def _fmt(r: Modelled | None, weight_bytes: float, chip: Chip) -> list[str]:
     if r is None:
         return ["–"] * 6
@@ -305,10 +302,10 @@ def report(chips: list[Chip], quick: bool, log=print, types=None, rows=None, sha
                 llama = None
                 if why is None:
                     try:
-                        tr = llama_traces(llama_op(m), qtype, w, x, groups_traced=gt)
+                        tr = llama_traces("mul_mat", qtype, w, x, groups_traced=gt)
                         llama = {c.name: _combine([model(t, c, th) for t, th in tr]) for c in chips}
                     except Exception as e:  # noqa: BLE001 - a kernel llama.cpp lacks for this shape: say so
-                        log(f"  llama.cpp {llama_op(m)} {qtype} M={m}: {e}")
+                        log(f"  llama.cpp mul_mat {qtype} M={m}: {e}")
                 results[(qtype, n, k, m)] = (ours, llama)
                 log(f"{qtype} {n}x{k} M={m}: ours {ours[main.name].seconds * 1e6:.1f} us "
                     f"({ours[main.name].limiter}), llama.cpp "
@@ -367,8 +364,7 @@ def report_moe_dequant_calibration(chips: list[Chip], quick: bool, log=print) ->
             ll, llama_read = None, None
             if why is None:
                 try:
-                    trs = llama_traces("mul_mm_id" if t > 1 else "mul_mv_id", qtype, w3, x[:, None, :] if t == 1 else x, ids,
-                                       groups_traced=16 if t == 1 else 8)
+                    trs = llama_traces("mul_mat_id", qtype, w3, x, ids, groups_traced=16 if t == 1 else 8)
                     ll = _combine([model(a, main, th) for a, th in trs])
                     llama_read = sum(a.dram.get(0, (0, 0))[0] for a, _ in trs)
                 except Exception as ex:  # noqa: BLE001
