@@ -64,12 +64,13 @@ def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[
 #
 # Contract v2: two tiers, each with one summation order per output y[m, n] that depends on nothing but K and
 # the type, so a row's bits never depend on M within its tier, on its position or on the other rows.
-# Mat-vec tier (mul_mv, mul_mv_id, mul_mm_id; M <= MATMUL_X_ROWS): the weight row is cut into
+# Mat-vec tier (mul_mv; mul_mv_id for up to MATMUL_X_ROWS tokens; M <= MATMUL_X_ROWS): the weight row is cut into
 # ns = ceil(K / S) sub-blocks of S = ELEMS_PER_THREAD[type] elements (the float types: S = 8, shorter last
 # sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and accumulates acc = fma(w, x, acc)
 # from +0 in that order (elements in order within a sub-block); then simd_sum over the 32 lanes; then
 # + bias[n] in float32 when given; then one rounding to the output dtype.
-# Matrix tier (mul_mm; M > MATMUL_X_ROWS): K is padded with zeros to a multiple of MM_K; acc starts at +0
+# Matrix tier (mul_mm, M > MATMUL_X_ROWS; mul_mm_id for more tokens): K is padded with zeros to a multiple
+# of MM_K; acc starts at +0
 # and takes one 8 x 8 x 8 simdgroup multiply-accumulate per 8 elements of K, in increasing k (inside one,
 # the hardware's order: 8 products and acc); then + bias[n]; then one rounding.
 
@@ -80,7 +81,6 @@ MV_ROWS = 2          # ... each owning this many weight rows
 MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup; the tile holds MM_SIMDGROUPS * MATMUL_X_ROWS x rows ...
 MM_ROWS = 64         # ... and this many weight rows (each simdgroup: 16 x rows by 32 weight rows) ...
 MM_K = 32            # ... decoded into threadgroup memory this many elements of K at a time
-ID_WINDOW = 256      # mul_mm_id: slots of ids one threadgroup scans for its expert
 # Additions of simd_sum on one lane's path: 5 (log2 32) for a tree; Apple does not document its order, so
 # the bound takes the worst any order can give (a sequential sum: 31).
 SIMD_SUM_ROUNDINGS = SIMD_WIDTH - 1
@@ -107,17 +107,23 @@ def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, 
 def mul_mat_id_grid(n_tokens: int, n_used: int, n_out: int, n_experts: int,
                     kind: str | None = None) -> tuple[str, tuple[int, int, int], int]:
     """(kernel kind, threadgroups (x, y, z), threads per threadgroup) of mul_mat_id with ids (T, U):
-    ``"mv_id"`` for one token (a threadgroup row per slot), else ``"mm_id"`` (a threadgroup row per expert
-    and window of ID_WINDOW slots, each decoded weight applied to up to MATMUL_X_ROWS of its slots).
-    Both give every slot the bits of a one-row linear on its expert."""
-    kind = kind or ("mv_id" if n_tokens == 1 else "mm_id")
-    tiles = -(-n_out // (MV_SIMDGROUPS * MV_ROWS))
+    ``"mv_id"`` up to MATMUL_X_ROWS tokens (the mat-vec tier: a threadgroup row per slot, a slot gets the
+    bits of a one-row mul_mv on its expert), else ``"mm_id"`` (the matrix tier: after mul_mat_id_map_grid's
+    launch, 64 x 32 tiles over each expert's slots, grid (N tiles, E, ceil(T / 32)); a slot gets the bits of
+    a mul_mm row on its expert)."""
+    kind = kind or ("mv_id" if n_tokens <= MATMUL_X_ROWS else "mm_id")
     if kind == "mv_id":
-        return kind, (tiles, n_tokens * n_used, 1), MV_SIMDGROUPS * SIMD_WIDTH
+        return kind, (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), n_tokens * n_used, 1), MV_SIMDGROUPS * SIMD_WIDTH
     if kind == "mm_id":
-        windows = -(-(n_tokens * n_used) // ID_WINDOW)
-        return kind, (tiles, max(n_experts, 1), windows), MV_SIMDGROUPS * SIMD_WIDTH
+        rows = MM_SIMDGROUPS * MATMUL_X_ROWS
+        return kind, (-(-n_out // MM_ROWS), max(n_experts, 1), -(-n_tokens // rows)), MM_SIMDGROUPS * SIMD_WIDTH
     raise ValueError(f"unknown mul_mat_id kernel kind {kind!r}")
+
+
+def mul_mat_id_map_grid(n_tokens: int, n_used: int, n_experts: int) -> tuple[int, int, int]:
+    """(threadgroups, threads per threadgroup, uint32 words of the slot map) of mul_mm_id's first launch,
+    ``mul_mm_id_map``: one simdgroup per expert lists its slots (the map: E counts, then E lists of T * U)."""
+    return max(n_experts, 1), SIMD_WIDTH, n_experts + n_experts * n_tokens * n_used
 
 
 def matmul_sub_elems(qtype) -> int:

@@ -209,9 +209,10 @@ def mul_mat_vec(blocks: torch.Tensor, x: torch.Tensor, qtype, out_features: int)
 
 def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, out_features: int) -> torch.Tensor:
     """Mixture of experts: blocks (E, N, bytes_per_row), x (T, K) or (T, U, K), ids (T, U) int32/int64 ->
-    (T, U, N) float32 with slot (t, u) = W[ids[t, u]] @ x[t] (or x[t, u]), the bits of a one-row linear on
-    that expert. The expert is picked on the GPU (no host sort, no sync); an id outside [0, E) reads nothing
-    and its row is NaN."""
+    (T, U, N) float32 with slot (t, u) = W[ids[t, u]] @ x[t] (or x[t, u]), the bits of a row of the same tier
+    on that expert (the mat-vec tier up to 8 tokens, the matrix tier above), whatever the other slots route
+    to. The experts are picked and grouped on the GPU (no host sort, no sync); an id outside [0, E) reads
+    nothing and its row is NaN."""
     t = resolve(qtype)
     _check_x(x)
     if ids.dtype not in (torch.int32, torch.int64) or ids.dim() != 2:
@@ -231,7 +232,14 @@ def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, 
     ids32 = torch.where((ids >= 0) & (ids < n_exp), ids, -1).to(torch.int32).contiguous()
     x3 = (x.unsqueeze(1) if x.dim() == 2 else x).contiguous()
     kind, (gx, gy, gz), group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp)
-    scalars = [x.shape[-1], n, n_exp, n_used, x3.shape[1]] + ([n_tok * n_used] if kind == "mm_id" else [])
+    scalars = [x.shape[-1], n, n_exp, n_used, x3.shape[1]]
+    buffers = [_aligned(blocks), x3, ids32, out]
+    if kind == "mm_id":  # the slots listed per expert on the GPU first (the map), then the tiles
+        map_groups, map_group, words = launch.mul_mat_id_map_grid(n_tok, n_used, n_exp)
+        buffers.append(torch.empty(words, dtype=torch.int32, device=x.device))
+        scalars.append(n_tok * n_used)
+        _matmul_kernel(f"mul_mm_id_map_{t.name.lower()}", map_group)(
+            *buffers, *scalars, threads=map_groups * map_group, group_size=map_group)
     _matmul_kernel(f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x.dtype]}", group)(
-        _aligned(blocks), x3, ids32, out, *scalars, threads=(gx * group, gy, gz), group_size=(group, 1, 1))
+        *buffers, *scalars, threads=(gx * group, gy, gz), group_size=(group, 1, 1))
     return out

@@ -5,8 +5,7 @@
 // dequantize_<type>(block, sub, y) -- the one definition of the format. Launch geometry (the GGUF_MV_* and
 // GGUF_MM_* constants) is described once in gguf_dequant/launch.py and generated into gguf_types.h.
 //
-// Summation order (the same for every kernel, so a row's result never depends on M, on its position in
-// the batch, on the kernel chosen or on the other slots of mul_mat_id):
+// Summation order of the mat-vec tier (mul_mv, mul_mv_id):
 //   A weight row of K elements is cut into NS = ceil(K / S) sub-blocks of S = GGUF_SUB_<type> elements
 //   (the decode unit; the float types use S = 8 and a shorter last sub-block). Lane l (0..31) of a
 //   simdgroup owns the sub-blocks s = l, l + 32, l + 64, ... and accumulates, in that order and within a
@@ -17,30 +16,27 @@
 //   |y - y_exact| <= gamma_n * (sum_k |w_k x_k| + |bias|),  gamma_n = n u / (1 - n u),
 //   n = S * ceil(NS / 32) + 31 (+ 1 with a bias): the longest lane chain (one rounding per fma), then
 //   simd_sum (5 additions on a lane's path for a tree; 31 covers any order, and Apple does not document
-//   its order), then the bias addition. launch.matmul_error_constant(qtype, K, bias) computes n.
+//   its order), then the bias addition. The matrix tier (mul_mm, mul_mm_id): see gguf_mm_tile; its
+//   n = 8 ceil(K / 8) + 1 (+ 1). launch.matmul_error_constant(qtype, K, bias, kind) computes both.
 //
-// Kernels (host names; X = activation type, T = output type, f32/f16/bf16; T is float or X):
-//   mul_mv_<type>_<X>_<T>    1..8 activation rows per threadgroup (grid y = ceil(M / 8)). A threadgroup of
-//                            GGUF_MV_SIMDGROUPS simdgroups; simdgroup g owns weight rows
+// Kernels (host names; X = activation type, T = output type, f32/f16/bf16; T is float or X). Contract v2:
+// the mat-vec tier (M <= 8) and the matrix tier (M > 8) each keep one order (launch.py states both).
+//   mul_mv_<type>_<X>_<T>    the mat-vec tier: 1..8 activation rows per threadgroup (grid y = ceil(M / 8)). A
+//                            threadgroup of GGUF_MV_SIMDGROUPS simdgroups; simdgroup g owns weight rows
 //                            n0 = (tg.x * GGUF_MV_SIMDGROUPS + g) * GGUF_MV_ROWS .. + GGUF_MV_ROWS; each lane
 //                            decodes each of its sub-blocks once into registers and applies it to every
 //                            activation row of the tile (weights read once per 8 rows).
-//   mul_mm_<type>_<X>_<T>    more rows: a threadgroup of GGUF_MM_SIMDGROUPS simdgroups owns GGUF_MM_ROWS
-//                            weight rows and 8 * GGUF_MM_SIMDGROUPS activation rows; per stripe of 32
-//                            sub-blocks it decodes the weight tile once into threadgroup memory as float32
-//                            (GGUF_MM_ROWS * 32 * S floats, at most 16 KiB), then every simdgroup applies it
-//                            to its 8 rows (weights read once per 32 rows). Same lane <-> sub-block mapping,
-//                            so the same bits as mul_mv.
-//   mul_mv_id_<type>_<X>     out[t, u] = W[ids[t, u]] @ x[t, u % Ux], float32, one token (T = 1): grid y =
-//                            U slots, each a one-row mul_mv on the expert chosen on the GPU.
-//   mul_mm_id_<type>_<X>     the same for T > 1 without a host sort or sync: grid (N tiles, E, windows of
-//                            GGUF_ID_WINDOW slots); the threadgroup of expert e finds its slots in its window
-//                            (a ballot per 32 ids) and runs the mul_mv core on up to 8 of them at a time.
-//                            Both: a slot gets the bits of a one-row linear on its expert; an id outside
-//                            [0, E) reads nothing and its output row is NaN.
+//   mul_mm_<type>_<X>_<T>    the matrix tier: a 64 x 32 tile per threadgroup with simdgroup matrices
+//                            (gguf_mm_tile below).
+//   mul_mv_id_<type>_<X>     out[t, u] = W[ids[t, u]] @ x[t, u % Ux], float32, up to 8 tokens: grid y = T * U
+//                            slots, each a one-row mul_mv on the expert chosen on the GPU (the mat-vec tier).
+//   mul_mm_id_map_<type>,    more tokens: the slots listed per expert on the GPU, then 64 x 32 tiles over each
+//   mul_mm_id_<type>_<X>     expert's slots (the matrix tier); no host sort or sync.
+//                            Both: an id outside [0, E) reads nothing and its output row is NaN.
 // Buffers: 0 = weight bytes, 1 = x, 2 = bias (float32; any buffer when has_bias == 0) or ids (int32),
-// 3 = out, then 64-bit scalars: mul_mv/mul_mm 4 = K, 5 = N, 6 = M, 7 = has_bias;
-// mul_mv_id/mul_mm_id 4 = K, 5 = N, 6 = E, 7 = U, 8 = Ux (x rows per token: 1 or U), mul_mm_id 9 = T * U.
+// 3 = out, then 64-bit scalars: mul_mv/mul_mm 4 = K, 5 = N, 6 = M, 7 = has_bias; mul_mv_id 4 = K, 5 = N,
+// 6 = E, 7 = U, 8 = Ux (x rows per token: 1 or U); mul_mm_id(_map) 4 = the slot map (uint32: E counts, then
+// E lists of T * U slots), 5 = K, 6 = N, 7 = E, 8 = U, 9 = Ux, 10 = T * U.
 #pragma once
 
 #if defined(GGUF_CPU) || defined(GGUF_NO_MATMUL)
@@ -163,9 +159,13 @@ inline void gguf_mv_accumulate(device const uchar *w, uint n0, uint N, uint K, d
         ushort sg [[simdgroup_index_in_threadgroup]], ushort lane [[thread_index_in_simdgroup]]
 
 #define GGUF_MM_ID_PARAMS(X)                                                                    \
-    GGUF_ID_BUFFERS(X), constant ulong &n_slots [[buffer(9)]],                                  \
-        uint3 tg [[threadgroup_position_in_grid]], ushort sg [[simdgroup_index_in_threadgroup]], \
-        ushort lane [[thread_index_in_simdgroup]]
+    device const uchar *w [[buffer(0)]], device const X *x [[buffer(1)]],                       \
+        device float *out [[buffer(3)]], device const uint *map [[buffer(4)]],                  \
+        constant ulong &K [[buffer(5)]], constant ulong &N [[buffer(6)]],                       \
+        constant ulong &E [[buffer(7)]], constant ulong &U [[buffer(8)]],                       \
+        constant ulong &Ux [[buffer(9)]], constant ulong &n_slots [[buffer(10)]],               \
+        uint3 tg [[threadgroup_position_in_grid]], uint3 groups [[threadgroups_per_grid]],      \
+        ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]]
 
 // Mat-vec: up to 8 activation rows per threadgroup, weights decoded into registers.
 template <typename B, int QK, int S, typename X, typename T>
@@ -186,27 +186,27 @@ kernel void kernel_mul_mv(GGUF_MM_PARAMS(X, T)) {
     gguf_mm_store<R>(acc, mr, rows, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
 }
 
-// More rows (the matrix tier): a threadgroup computes a tile of GGUF_MM_ROWS (64) weight rows x 32 activation
-// rows with simdgroup 8x8 float matrices. Per step of GGUF_MM_K (32) elements of K it decodes the weight tile
-// into threadgroup memory as float32 (exact: the decoded values), transposed ([k][n]), and stages the x tile
-// as float32 ([m][k], exact widening); elements past K are +0 on both sides. Simdgroup g owns the 16 x rows
-// 16 (g / 2) .. and the 32 weight rows 32 (g % 2) ..: 2 x 4 accumulators held in registers across the whole
-// K loop, each step of 8 elements one simdgroup_multiply_accumulate per accumulator, in increasing k. The
-// results go through threadgroup memory (reusing the weight tile) to coalesced stores, + bias, rounded once.
+// The matrix tier: a tile of GGUF_MM_ROWS (64) weight rows x 32 activation rows with simdgroup 8x8 float
+// matrices. Per step of GGUF_MM_K (32) elements of K the threadgroup decodes the weight tile into threadgroup
+// memory as float32 (exact: the decoded values), transposed ([k][n]), and stages the x tile as float32 ([m][k],
+// exact widening); elements past K are +0 on both sides. Simdgroup g owns the 16 x rows 16 (g / 2) .. and the
+// 32 weight rows 32 (g % 2) ..: 2 x 4 accumulators held in registers across the whole K loop, each step of 8
+// elements one simdgroup_multiply_accumulate per accumulator, in increasing k. The results go through
+// threadgroup memory (reusing the weight tile) to coalesced stores: out[orow[m], n0 + n] = round(acc + bias),
+// for the rows m < mr. x row m of the tile is x[xrow[m]]. Every thread of the group calls it (barriers).
+#define GGUF_MM_XROWS (GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS)  // activation rows of a tile
+
 template <typename B, int QK, int S, typename X, typename T>
-[[max_total_threads_per_threadgroup(GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH)]]
-kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
-    constexpr uint NT = GGUF_MM_ROWS;                                 // weight rows of the tile
-    constexpr uint MT = GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS;       // activation rows of the tile
-    constexpr uint KT = GGUF_MM_K;                                    // elements of K per step
+inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device const X *x,
+                         threadgroup const uint *xrow, threadgroup const uint *orow, uint mr,
+                         device const float *bias, bool has_bias, device T *out, threadgroup float *wt,
+                         threadgroup float *xt, ushort tid, ushort sg) {
+    constexpr uint NT = GGUF_MM_ROWS;
+    constexpr uint MT = GGUF_MM_XROWS;
+    constexpr uint KT = GGUF_MM_K;
     constexpr uint THREADS = GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH;
-    constexpr uint SUBS = KT / S;                                     // sub-blocks of a row per step
-    static_assert(KT % S == 0 && NT * MT <= KT * NT, "the output tile reuses the weight tile");
-    threadgroup float wt[KT * NT];  // [k][n] per step; at the end, the output tile [m][n]
-    threadgroup float xt[MT * KT];  // [m][k]
-    const uint n0 = tg.x * NT;
-    const uint m0 = tg.y * MT;
-    const uint k = uint(K);
+    constexpr uint SUBS = KT / S;  // sub-blocks of a row per step
+    static_assert(KT % S == 0 && MT <= KT, "the output tile reuses the weight tile");
     const ulong bpr = ulong(k / QK) * sizeof(B);
     const uint sm = (sg / 2) * 16;  // this simdgroup's x rows and weight rows within the tile
     const uint sn = (sg % 2) * 32;
@@ -219,6 +219,7 @@ kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
         }
     }
     for (uint k0 = 0; k0 < k; k0 += KT) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous step's (or the caller's) reads are done
         for (uint q = tid; q < NT * SUBS; q += THREADS) {
             const uint r = q / SUBS;
             const uint j = q % SUBS;
@@ -239,7 +240,7 @@ kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
         for (uint q = tid; q < MT * KT; q += THREADS) {
             const uint m = q / KT;
             const uint kk = q % KT;
-            xt[q] = m0 + m < M && k0 + kk < k ? float(x[ulong(m0 + m) * K + k0 + kk]) : 0.0f;
+            xt[q] = m < mr && k0 + kk < k ? float(x[ulong(xrow[m]) * k + k0 + kk]) : 0.0f;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
 #pragma unroll
@@ -262,8 +263,8 @@ kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
                 }
             }
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup);
     }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
 #pragma unroll
     for (uint i = 0; i < 2; ++i) {
 #pragma unroll
@@ -275,14 +276,29 @@ kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
     for (uint q = tid; q < MT * NT; q += THREADS) {
         const uint m = q / NT;
         const uint n = q % NT;
-        if (m0 + m < M && n0 + n < N) {
+        if (m < mr && n0 + n < N) {
             float v = wt[q];
-            if (has_bias != 0) {
+            if (has_bias) {
                 v = v + bias[n0 + n];
             }
-            out[ulong(m0 + m) * N + n0 + n] = gguf_round<T>(v);
+            out[ulong(orow[m]) * N + n0 + n] = gguf_round<T>(v);
         }
     }
+}
+
+// More rows than the mat-vec tier takes: a tile of 64 weight rows x 32 rows of x per threadgroup.
+template <typename B, int QK, int S, typename X, typename T>
+[[max_total_threads_per_threadgroup(GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH)]]
+kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
+    threadgroup float wt[GGUF_MM_K * GGUF_MM_ROWS];  // [k][n] per step; at the end, the output tile [m][n]
+    threadgroup float xt[GGUF_MM_XROWS * GGUF_MM_K];  // [m][k]
+    threadgroup uint rows[GGUF_MM_XROWS];
+    const uint m0 = tg.y * GGUF_MM_XROWS;
+    if (tid < GGUF_MM_XROWS) {
+        rows[tid] = m0 + tid;
+    }
+    gguf_mm_tile<B, QK, S, X, T>(w, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, rows, rows,
+                                 min(uint(M) - m0, GGUF_MM_XROWS), bias, has_bias != 0, out, wt, xt, tid, sg);
 }
 
 // Mixture of experts. Slot i = (t, u) = (i / U, i % U) of ids (T, U): out[i] = W[ids[i]] @ x[t, u % Ux].
@@ -327,42 +343,62 @@ kernel void kernel_mul_mv_id(GGUF_MV_ID_PARAMS(X)) {
                                             out, lane);
 }
 
-// Grouped by expert (grid (N tiles, E, windows of GGUF_ID_WINDOW slots)): the threadgroup of expert e
-// finds its slots in its window of ids, 32 at a time with a ballot, and applies each decoded weight
-// block to up to 8 of them, so an expert's weights are read once per 8 of its slots in the window
-// instead of once per slot. The ballot mask is uniform, so control flow stays uniform in the simdgroup.
-template <typename B, int QK, int S, typename X>
-kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
-    const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * GGUF_MV_ROWS;
-    if (n0 >= N) {
-        return;
-    }
-    const uint e = tg.y;
-    const uint first = tg.z * GGUF_ID_WINDOW;
-    const uint last = min(first + GGUF_ID_WINDOW, uint(n_slots));
-    uint slots[GGUF_MATMUL_X_ROWS] = {};
-    uint n = 0;
-    for (uint i0 = first; i0 < last; i0 += GGUF_SIMD_WIDTH) {
+// More tokens (the matrix tier of mul_mat_id), in two launches and no host sort or sync:
+// kernel_mul_mm_id_map (grid E groups of one simdgroup): group e lists the slots routed to expert e in
+//   increasing slot order, map[E + e * n_slots + j], j < map[e] = their count (a ballot per 32 ids), and group
+//   0 also writes the NaN rows of slots whose id is outside [0, E);
+// kernel_mul_mm_id (grid (N / 64, E, Z)): the group (x, e, z) takes the windows z, z + Z, ... of 32 of expert
+//   e's slots (one window when no token repeats an expert and Z = ceil(T / 32)) and computes their 64 x 32
+//   tile with gguf_mm_tile, x rows gathered by slot. So each expert's weights are decoded once per 32 of its
+//   slots, and a slot gets the bits of a row of the matrix tier on its expert.
+template <typename B>
+[[max_total_threads_per_threadgroup(GGUF_SIMD_WIDTH)]]
+kernel void kernel_mul_mm_id_map(device const int *ids [[buffer(2)]], device float *out [[buffer(3)]],
+                                 device uint *map [[buffer(4)]], constant ulong &N [[buffer(6)]],
+                                 constant ulong &E [[buffer(7)]], constant ulong &n_slots [[buffer(10)]],
+                                 uint e [[threadgroup_position_in_grid]], ushort lane [[thread_index_in_simdgroup]]) {
+    uint count = 0;
+    for (uint i0 = 0; i0 < n_slots; i0 += GGUF_SIMD_WIDTH) {
         const uint i = i0 + lane;
-        const int id = i < last ? ids[i] : 0;
-        const bool valid = id >= 0 && ulong(id) < E;
-        if (i < last && !valid && e == 0) {
-            gguf_id_invalid(out, i, n0, uint(N));
+        const int id = i < n_slots ? ids[i] : -1;
+        const bool mine = i < n_slots && id >= 0 && uint(id) == e;
+        const uint mask = uint(ulong(simd_ballot(mine)));
+        if (mine) {
+            map[E + e * n_slots + count + popcount(mask & ((1u << lane) - 1u))] = i;
         }
-        uint mask = uint(ulong(simd_ballot(i < last && valid && uint(id) == e)));
-        while (mask != 0) {
-            slots[n++] = i0 + popcount((mask & (~mask + 1)) - 1);  // the lowest matching lane
-            mask &= mask - 1;
-            if (n == GGUF_MATMUL_X_ROWS) {
-                gguf_id_rows<B, QK, S, X, GGUF_MV_ROWS>(w, e, n0, uint(N), uint(K), uint(U), uint(Ux), x, slots,
-                                                        n, out, lane);
-                n = 0;
+        count += popcount(mask);
+        if (e == 0 && i < n_slots && (id < 0 || ulong(id) >= E)) {
+            for (uint n = 0; n < N; ++n) {
+                out[ulong(i) * N + n] = NAN;
             }
         }
     }
-    if (n > 0) {
-        gguf_id_rows<B, QK, S, X, GGUF_MV_ROWS>(w, e, n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, n,
-                                                out, lane);
+    if (lane == 0 && e < E) {
+        map[e] = count;
+    }
+}
+
+template <typename B, int QK, int S, typename X>
+[[max_total_threads_per_threadgroup(GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH)]]
+kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
+    threadgroup float wt[GGUF_MM_K * GGUF_MM_ROWS];
+    threadgroup float xt[GGUF_MM_XROWS * GGUF_MM_K];
+    threadgroup uint xrow[GGUF_MM_XROWS];
+    threadgroup uint orow[GGUF_MM_XROWS];
+    const uint e = tg.y;
+    const uint count = map[e];
+    const device uint *slots = map + E + ulong(e) * n_slots;
+    const ulong bpr = ulong(K / QK) * sizeof(B);
+    for (uint w0 = tg.z * GGUF_MM_XROWS; w0 < count; w0 += groups.z * GGUF_MM_XROWS) {
+        const uint mr = min(count - w0, GGUF_MM_XROWS);
+        threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous window's rows are read
+        if (tid < GGUF_MM_XROWS) {
+            const uint slot = tid < mr ? slots[w0 + tid] : 0u;
+            xrow[tid] = (slot / uint(U)) * uint(Ux) + (slot % uint(U)) % uint(Ux);
+            orow[tid] = slot;
+        }
+        gguf_mm_tile<B, QK, S, X, float>(w + ulong(e) * N * bpr, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, xrow,
+                                         orow, mr, nullptr, false, out, wt, xt, tid, sg);
     }
 }
 
@@ -379,6 +415,13 @@ kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
     template [[host_name("mul_mm_id_" #NAME "_" #XN)]] kernel void                               \
     kernel_mul_mm_id<B, QK, S, X>(GGUF_MM_ID_PARAMS(X));
 
+#define GGUF_MATMUL_ID_MAP_INSTANCE(NAME, B)                                                     \
+    template [[host_name("mul_mm_id_map_" #NAME)]] kernel void kernel_mul_mm_id_map<B>(          \
+        device const int *ids [[buffer(2)]], device float *out [[buffer(3)]],                    \
+        device uint *map [[buffer(4)]], constant ulong &N [[buffer(6)]],                         \
+        constant ulong &E [[buffer(7)]], constant ulong &n_slots [[buffer(10)]],                 \
+        uint e [[threadgroup_position_in_grid]], ushort lane [[thread_index_in_simdgroup]]);
+
 // Activations f32/f16/bf16; output float32 (mul_mat_vec, mul_mat_id) or the activation type (linear).
 #define GGUF_MATMUL_INSTANCES(NAME, B, QK, S)                                                    \
     GGUF_MATMUL_INSTANCE(NAME, B, QK, S, f32, float, f32, float)                                 \
@@ -388,7 +431,8 @@ kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
     GGUF_MATMUL_INSTANCE(NAME, B, QK, S, bf16, bfloat, bf16, bfloat)                             \
     GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, f32, float)                                          \
     GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, f16, half)                                           \
-    GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, bf16, bfloat)
+    GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, bf16, bfloat)                                        \
+    GGUF_MATMUL_ID_MAP_INSTANCE(NAME, B)
 
 // A quantized type: sub-block s of a row is sub-block s % (QK / S) of block s / (QK / S).
 #define GGUF_MATMUL_KERNELS(NAME)                                                                \

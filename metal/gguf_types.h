@@ -46,7 +46,6 @@
 #define GGUF_MM_SIMDGROUPS 4u
 #define GGUF_MM_ROWS 64u
 #define GGUF_MM_K 32u
-#define GGUF_ID_WINDOW 256u
 
 // Per-type constants, for use inside the kernel files.
 #define GGUF_QK_f32 1

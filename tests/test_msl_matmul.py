@@ -225,7 +225,8 @@ def run_linear(name, raw, x, bias=None, out_dtype=None, kind=None, path=None, ft
 
 
 def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, ubsan=False, **opts) -> np.ndarray:
-    """One launch of mul_mv_id / mul_mm_id as launch.mul_mat_id_grid describes it."""
+    """mul_mv_id, or mul_mm_id_map then mul_mm_id, as launch.mul_mat_id_grid and mul_mat_id_map_grid
+    describe them; asserts every output was written (the map launch writes the NaN rows of bad ids)."""
     n_exp, n, _ = raw3.shape
     n_tok, n_used = ids.shape
     k = x3.shape[-1]
@@ -233,12 +234,21 @@ def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, ubsan=False, **opt
     lib = msl_harness.compile(path or single_source(), ubsan=ubsan)
     host = f"mul_{kind}_{name.lower()}_{SUFFIX[x3.dtype]}"
     out = np.empty((n_tok, n_used, n), np.float32)
-    scalars = [k, n, n_exp, n_used, x3.shape[1]] + ([n_tok * n_used] if kind == "mm_id" else [])
-    res = lib.dispatch_threadgroups(
-        host, [raw3.reshape(-1), x3.contiguous(), ids.astype(np.int32), out, *map(np.uint64, scalars)],
-        groups, group, **opts)
-    assert res.unwritten.get(3, 0) == 0, f"{host}: {res.unwritten[3]} outputs never written"
-    return res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
+    buffers = [raw3.reshape(-1), x3.contiguous(), ids.astype(np.int32), out]
+    scalars = [k, n, n_exp, n_used, x3.shape[1]]
+    if kind == "mv_id":
+        res = lib.dispatch_threadgroups(host, buffers + [*map(np.uint64, scalars)], groups, group, **opts)
+        assert res.unwritten.get(3, 0) == 0, f"{host}: {res.unwritten[3]} outputs never written"
+        return res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
+    map_groups, map_group, words = launch.mul_mat_id_map_grid(n_tok, n_used, n_exp)
+    buffers += [np.empty(words, np.uint32), *map(np.uint64, scalars + [n_tok * n_used])]
+    first = lib.dispatch_threadgroups(f"mul_mm_id_map_{name.lower()}", buffers, map_groups, map_group, **opts)
+    buffers[3], buffers[4] = first.buffers[3], first.buffers[4]  # the NaN rows, the map
+    res = lib.dispatch_threadgroups(host, buffers, groups, group, inout=[3], **opts)
+    got = res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
+    unwritten = int((got.view(np.uint32) == 0xFFFFFFFF).sum())  # the first launch's poison
+    assert unwritten == 0, f"{host}: {unwritten} outputs never written"
+    return got
 
 
 def assert_within_bound(name, y, w, x, bias=None, kind="mv"):
@@ -363,55 +373,56 @@ def expert_weights(name, n_exp, n, k, rng):
     return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
 
 
-def check_slots(name, got, ids, w3, xf, ux):
-    """Every slot against the model of a one-row product with its expert; NaN rows for bad ids."""
+def check_slots(name, got, ids, w3, xf, ux, kind="mv_id"):
+    """Every slot against the model of a one-row product with its expert in the kernel's tier; NaN rows for
+    bad ids."""
     sub = launch.matmul_sub_elems(name)
     for t, u in np.ndindex(*ids.shape):
         e = ids[t, u]
         if not 0 <= e < w3.shape[0]:
             assert np.isnan(got[t, u]).all(), f"{name}: slot {(t, u)} with id {e} is not NaN"
         else:
-            testing.assert_bits_equal(got[t, u], model(w3[e], xf[t, u % ux][None], sub)[0],
-                                      f"{name}: slot {(t, u)} expert {e}")
+            want = model_of(kind[:2], w3[e], xf[t, u % ux][None], sub)[0]
+            testing.assert_bits_equal(got[t, u], want, f"{name}: slot {(t, u)} expert {e} ({kind})")
 
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_mul_mat_id(name):
-    """Slot (t, u) = W[ids[t, u]] @ x[t, u % Ux] with the bits of a one-row linear on that expert, by both
-    kernels and whatever the other slots route to; ids outside [0, E) give a NaN row and read nothing
-    (guard pages)."""
+    """Slot (t, u) = W[ids[t, u]] @ x[t, u % Ux] with the bits of a one-row product on that expert in the
+    kernel's tier (mul_mv_id: mat-vec; mul_mm_id: matrix), whatever the other slots route to; ids outside
+    [0, E) give a NaN row and read nothing (guard pages)."""
     rng = np.random.default_rng(abs(hash(name) + 3) % 2**32)
     n_exp, n, k = 3, 5, k_values(name)[0] * 2
     raw3, w3 = expert_weights(name, n_exp, n, k, rng)
     ids = np.array([[2, 0], [1, -1], [n_exp, 2]], np.int64)
     for x_dtype, ux in ((torch.float32, 1), (torch.bfloat16, 2)):
         x3 = activations(3 * ux, k, x_dtype, rng).reshape(3, ux, k)
-        by_slot = run_mul_mat_id(name, raw3, x3, ids, kind="mv_id", schedule="reverse")
-        check_slots(name, by_slot, ids, w3, x3.float().numpy(), ux)
-        grouped = run_mul_mat_id(name, raw3, x3, ids)
-        testing.assert_bits_equal(grouped, by_slot, f"{name}: mul_mm_id vs mul_mv_id")
-        alone = run_linear(name, raw3[2], x3[0, 0][None], out_dtype=torch.float32)
-        testing.assert_bits_equal(torch.from_numpy(grouped[0, 0]), alone[0], f"{name}: slot vs linear")
-        rerouted = ids.copy()
-        rerouted[0, 1], rerouted[2, 0] = 2, 2  # other slots change experts; slot (0, 0) must not move
-        again = run_mul_mat_id(name, raw3, x3, rerouted)
-        testing.assert_bits_equal(again[0, 0], grouped[0, 0], f"{name}: slot (0, 0) after rerouting")
-    one_token = run_mul_mat_id(name, raw3, x3[:1], ids[:1])  # T = 1: mul_mv_id
-    testing.assert_bits_equal(one_token[0], grouped[0], f"{name}: T = 1")
+        for kind in ("mv_id", "mm_id"):
+            got = run_mul_mat_id(name, raw3, x3, ids, kind=kind, schedule="reverse")
+            check_slots(name, got, ids, w3, x3.float().numpy(), ux, kind)
+            alone = run_linear(name, raw3[2], x3[0, 0][None], out_dtype=torch.float32, kind=kind[:2])
+            testing.assert_bits_equal(torch.from_numpy(got[0, 0]), alone[0], f"{name}: {kind} slot vs linear")
+            rerouted = ids.copy()
+            rerouted[0, 1], rerouted[2, 0] = 2, 2  # other slots change experts; slot (0, 0) must not move
+            again = run_mul_mat_id(name, raw3, x3, rerouted, kind=kind)
+            testing.assert_bits_equal(again[0, 0], got[0, 0], f"{name}: {kind} slot (0, 0) after rerouting")
+    assert launch.mul_mat_id_grid(8, 2, n, n_exp)[0] == "mv_id" and launch.mul_mat_id_grid(9, 2, n, n_exp)[0] == "mm_id"
 
 
 @pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "IQ2_S", "F32"])
 def test_mul_mm_id_windows_and_groups(name):
-    """More slots than one window and more than 8 slots per expert and window, some ids invalid."""
+    """More than 32 slots per expert (several windows, a token repeating an expert: more windows than the
+    grid's z), some ids invalid."""
     rng = np.random.default_rng(17)
-    n_exp, n, k = 3, 6, k_values(name)[0]
+    n_exp, n, k = 3, 70, k_values(name)[0]
     raw3, w3 = expert_weights(name, n_exp, n, k, rng)
-    n_tok, n_used = 70, 4
-    assert n_tok * n_used > launch.ID_WINDOW
+    n_tok, n_used = 40, 4
     ids = rng.integers(-1, n_exp + 1, size=(n_tok, n_used))
+    ids[:, 1:3] = 1  # every token routes two slots to expert 1: 80+ slots, more than the grid's 2 windows
+    assert (ids == 1).sum() > 32 * launch.mul_mat_id_grid(n_tok, n_used, n, n_exp)[1][2]
     x3 = activations(n_tok, k, torch.float16, rng).reshape(n_tok, 1, k)
     got = run_mul_mat_id(name, raw3, x3, ids, schedule="reverse")
-    check_slots(name, got, ids, w3, x3.float().numpy(), 1)
+    check_slots(name, got, ids, w3, x3.float().numpy(), 1, "mm_id")
 
 
 # ---- the order is really pinned, schedules, sanitizers -------------------------------------------------
@@ -473,7 +484,7 @@ def test_ubsan_build():
     ids = np.array([[1, 0], [0, 2], [1, -1]])
     for kind in ("mv_id", "mm_id"):
         got = run_mul_mat_id(name, raw3, x[:3].reshape(3, 1, k), ids, kind=kind, path=per_file, ubsan=True)
-        check_slots(name, got, ids, w3, x[:3].float().numpy()[:, None], 1)
+        check_slots(name, got, ids, w3, x[:3].float().numpy()[:, None], 1, kind)
 
 
 def test_error_constant_follows_the_tree():
@@ -490,7 +501,8 @@ def test_error_constant_follows_the_tree():
     assert launch.matmul_grid(9, 7) == ("mm", (1, 1), 128)
     assert launch.matmul_grid(33, 130) == ("mm", (3, 2), 128)
     assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (2, 8, 1), 64)
-    assert launch.mul_mat_id_grid(40, 8, 7, 64) == ("mm_id", (2, 64, 2), 64)
+    assert launch.mul_mat_id_grid(40, 8, 7, 64) == ("mm_id", (1, 64, 2), 128)
+    assert launch.mul_mat_id_map_grid(40, 8, 64) == (64, 32, 64 + 64 * 320)
 
 
 # ---- the run-time Metal path's source ------------------------------------------------------------------
@@ -512,6 +524,7 @@ def test_jit_source_has_every_matmul_kernel(jit_file):
                 assert f"mul_{kind}_{n}_{SUFFIX[x_dtype]}_{SUFFIX[out_dtype]}" in lib
         for x_dtype in SUFFIX.values():
             assert f"mul_mv_id_{n}_{x_dtype}" in lib and f"mul_mm_id_{n}_{x_dtype}" in lib
+        assert f"mul_mm_id_map_{n}" in lib
 
 
 def test_jit_matmul_source_lints_clean(jit_file):
@@ -540,7 +553,8 @@ def test_per_file_libraries_give_the_same_bits(name):
     x3 = activations(2, k, torch.float32, rng).reshape(2, 1, k)
     ids = np.array([[1, 0], [0, 5]])
     for kind in ("mv_id", "mm_id"):
-        check_slots(name, run_mul_mat_id(name, raw3, x3, ids, kind=kind, path=per_file), ids, w3, x3.numpy(), 1)
+        check_slots(name, run_mul_mat_id(name, raw3, x3, ids, kind=kind, path=per_file), ids, w3, x3.numpy(), 1,
+                    kind)
 
 
 # ---- the run-time path's argument checks (no Mac needed) ----------------------------------------------

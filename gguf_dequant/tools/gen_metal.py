@@ -36,8 +36,7 @@ def types_header() -> str:
                   for t in rows]
         lines.append("")
     lines.append("// Matmul launch geometry (launch.py; metal/gguf_matmul.h).")
-    for name in ("SIMD_WIDTH", "MATMUL_X_ROWS", "MV_SIMDGROUPS", "MV_ROWS", "MM_SIMDGROUPS", "MM_ROWS", "MM_K",
-                 "ID_WINDOW"):
+    for name in ("SIMD_WIDTH", "MATMUL_X_ROWS", "MV_SIMDGROUPS", "MV_ROWS", "MM_SIMDGROUPS", "MM_ROWS", "MM_K"):
         lines.append(f"#define GGUF_{name} {getattr(launch, name)}u")
     lines.append("")
     lines.append("// Per-type constants, for use inside the kernel files.")
