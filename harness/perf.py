@@ -176,8 +176,10 @@ def ours_linear(qtype: str, w: np.ndarray, x: np.ndarray) -> Launch:
                    np.uint64(n), np.uint64(m), np.uint64(0)], tuple(groups) + (1,), (group, 1, 1))
 
 
-def ours_mul_mat_id(qtype: str, w3: np.ndarray, x: np.ndarray, ids: np.ndarray) -> Launch:
-    """mul_mv_id / mul_mm_id with one x row per token (Ux = 1)."""
+def ours_mul_mat_id(qtype: str, w3: np.ndarray, x: np.ndarray, ids: np.ndarray,
+                    groups_traced: int | None) -> list:
+    """Traces of mul_mv_id, or of mul_mm_id_map then mul_mm_id (its map fed forward; the second sampled),
+    with one x row per token (Ux = 1), and their threads per group."""
     from gguf_dequant import launch
 
     from .msl_harness import kernel_file
@@ -186,10 +188,21 @@ def ours_mul_mat_id(qtype: str, w3: np.ndarray, x: np.ndarray, ids: np.ndarray) 
     t, u = ids.shape
     k = x.shape[-1]
     kind, groups, group = launch.mul_mat_id_grid(t, u, n, e)
-    scalars = [k, n, e, u, 1] + ([t * u] if kind == "mm_id" else [])
-    return Launch(kernel_file(qtype), {}, f"mul_{kind}_{qtype.lower()}_f32",
-                  [w3.reshape(-1), x, ids, np.empty((t, u, n), np.float32), *map(np.uint64, scalars)],
-                  tuple(groups), (group, 1, 1))
+    buffers = [w3.reshape(-1), x, ids.astype(np.int32), np.empty((t, u, n), np.float32)]
+    scalars = [k, n, e, u, 1]
+    host = f"mul_{kind}_{qtype.lower()}_f32"
+    if kind == "mv_id":
+        launch_ = Launch(kernel_file(qtype), {}, host, buffers + [*map(np.uint64, scalars)], tuple(groups), (group, 1, 1))
+        return [(traced(launch_, groups_traced), group)]
+    map_groups, map_group, words = launch.mul_mat_id_map_grid(t, u, e)
+    buffers += [np.empty(words, np.uint32), *map(np.uint64, scalars + [t * u])]
+    lib = msl_harness.compile(kernel_file(qtype), trace=True)
+    first = lib.dispatch_threadgroups(f"mul_mm_id_map_{qtype.lower()}", buffers, (map_groups, 1, 1),
+                                      (map_group, 1, 1), trace=True)
+    buffers[3], buffers[4] = first.buffers[3], first.buffers[4]
+    second = lib.dispatch_threadgroups(host, buffers, tuple(groups), (group, 1, 1), trace=True, inout=[3],
+                                       groups_traced=groups_traced)
+    return [(first.trace, map_group), (second.trace, group)]
 
 
 def ours_dequantize(qtype: str, raw: np.ndarray, out_dtype=np.float16) -> Launch:
@@ -357,16 +370,15 @@ def report_moe_dequant_calibration(chips: list[Chip], quick: bool, log=print) ->
             x = rng.standard_normal((t, k)).astype(np.float32)
             used = len(np.unique(ids)) * w3[0].nbytes
             start = time.time()
-            launch = ours_mul_mat_id(qtype, w3, x, ids)
-            tr = traced(launch, 16 if t == 1 else 8)
-            o = model(tr, main, launch.threads_per_group)
-            ours_read = tr.dram.get(0, (0, 0))[0]
+            trs = ours_mul_mat_id(qtype, w3, x, ids, 16 if t == 1 else 8)
+            o = _combine([model(a, main, th) for a, th in trs])
+            ours_read = sum(max(r for r, _ in a.dram.values()) for a, _ in trs)  # the weights: the most read
             ll, llama_read = None, None
             if why is None:
                 try:
                     trs = llama_traces("mul_mat_id", qtype, w3, x, ids, groups_traced=16 if t == 1 else 8)
                     ll = _combine([model(a, main, th) for a, th in trs])
-                    llama_read = sum(a.dram.get(0, (0, 0))[0] for a, _ in trs)
+                    llama_read = sum(max(r for r, _ in a.dram.values()) for a, _ in trs)
                 except Exception as ex:  # noqa: BLE001
                     log(f"  llama.cpp mul_mat_id {qtype} T={t}: {ex}")
             log(f"mul_mat_id {qtype} T={t}: ours {o.seconds * 1e6:.1f} us [{time.time() - start:.1f} s]")
