@@ -9,9 +9,11 @@ inline float gguf_load(device const float *p) {
     return *p;
 }
 
+#if GGUF_BFLOAT
 inline float gguf_load(device const bfloat *p) {
     return as_type<float>(uint(as_type<ushort>(*p)) << 16);
 }
+#endif
 
 inline float gguf_load(device const half *p) {
 #ifdef GGUF_CPU
@@ -100,8 +102,8 @@ inline void gguf_cpu_convert(const IN *src, T *dst, long i, long end) {
     kernel_dequantize_##NAME<float>(GGUF_CONVERT_PARAMS(IN, float));                            \
     template [[host_name("dequantize_" #NAME "_f16")]] kernel void                              \
     kernel_dequantize_##NAME<half>(GGUF_CONVERT_PARAMS(IN, half));                              \
-    template [[host_name("dequantize_" #NAME "_bf16")]] kernel void                             \
-    kernel_dequantize_##NAME<bfloat>(GGUF_CONVERT_PARAMS(IN, bfloat));
+    GGUF_IF_BFLOAT(template [[host_name("dequantize_" #NAME "_bf16")]] kernel void              \
+                   kernel_dequantize_##NAME<bfloat>(GGUF_CONVERT_PARAMS(IN, bfloat));)
 
 #endif
 
@@ -109,7 +111,9 @@ static_assert(GGUF_SUB_f32 == GGUF_SUB_f16 && GGUF_SUB_f16 == GGUF_SUB_bf16, "on
 
 GGUF_CONVERT_KERNELS(f32, float)
 GGUF_CONVERT_KERNELS(f16, half)
-GGUF_CONVERT_KERNELS(bf16, bfloat)
 GGUF_MATMUL_FLOAT_KERNELS(f32, float)
 GGUF_MATMUL_FLOAT_KERNELS(f16, half)
+#if GGUF_BFLOAT
+GGUF_CONVERT_KERNELS(bf16, bfloat)
 GGUF_MATMUL_FLOAT_KERNELS(bf16, bfloat)
+#endif

@@ -58,7 +58,9 @@
 // over its gguf_load (elements 8s .. min(8s + 8, K)).
 inline void gguf_mm_decode(device const float *row, uint s, uint K, thread float *y);
 inline void gguf_mm_decode(device const half *row, uint s, uint K, thread float *y);
+#if GGUF_BFLOAT
 inline void gguf_mm_decode(device const bfloat *row, uint s, uint K, thread float *y);
+#endif
 
 // Elements in sub-block s: S, except the last sub-block of a float row (QK == 1) when S does not divide K.
 template <int QK, int S>
@@ -426,12 +428,12 @@ kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
 #define GGUF_MATMUL_INSTANCES(NAME, B, QK, S)                                                    \
     GGUF_MATMUL_INSTANCE(NAME, B, QK, S, f32, float, f32, float)                                 \
     GGUF_MATMUL_INSTANCE(NAME, B, QK, S, f16, half, f32, float)                                  \
-    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, bf16, bfloat, f32, float)                               \
+    GGUF_IF_BFLOAT(GGUF_MATMUL_INSTANCE(NAME, B, QK, S, bf16, bfloat, f32, float))               \
     GGUF_MATMUL_INSTANCE(NAME, B, QK, S, f16, half, f16, half)                                   \
-    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, bf16, bfloat, bf16, bfloat)                             \
+    GGUF_IF_BFLOAT(GGUF_MATMUL_INSTANCE(NAME, B, QK, S, bf16, bfloat, bf16, bfloat))             \
     GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, f32, float)                                          \
     GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, f16, half)                                           \
-    GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, bf16, bfloat)                                        \
+    GGUF_IF_BFLOAT(GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, bf16, bfloat))                        \
     GGUF_MATMUL_ID_MAP_INSTANCE(NAME, B)
 
 // A quantized type: sub-block s of a row is sub-block s % (QK / S) of block s / (QK / S).

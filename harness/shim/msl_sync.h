@@ -308,7 +308,9 @@ struct simdgroup_matrix {
 };
 typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
 typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
+#ifdef __HAVE_BFLOAT__
 typedef simdgroup_matrix<bfloat, 8, 8> simdgroup_bfloat8x8;
+#endif
 
 namespace msl_detail {
 inline unsigned sg_row(unsigned lane) { return (lane / 4 & 4) + (lane / 2 % 4); }
