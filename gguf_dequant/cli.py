@@ -613,7 +613,8 @@ def _cache_note(pass_bytes: int, dev, itemsize: int) -> str:
         return (f"CACHE-RESIDENT figures: the largest pass ({mib:.0f} MiB of input and output) fits in the "
                 f"{llc / (1 << 20):.0f} MiB last-level cache, so GB/s can exceed memory bandwidth; for DRAM-bound "
                 f"figures pass --elements above {2 * llc // itemsize:,}")
-    return f"each pass ({mib:.0f} MiB or less of input and output) may exceed the {llc / (1 << 20):.0f} MiB last-level cache"
+    return (f"the largest pass ({mib:.0f} MiB of input and output) exceeds the {llc / (1 << 20):.0f} MiB last-level "
+            "cache (smaller passes may fit in it)")
 
 
 def _print_table(results, itemsize: int, args, dev, pass_bytes: int) -> None:

@@ -314,7 +314,7 @@ def test_bench_synthetic_covers_every_type(tmp_path, capsys):
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("llc, says", [(1 << 40, "CACHE-RESIDENT figures"), (1 << 20, "may exceed the 1 MiB"),
+@pytest.mark.parametrize("llc, says", [(1 << 40, "CACHE-RESIDENT figures"), (1 << 20, "exceeds the 1 MiB last-level cache"),
                                        (None, "last-level cache size unknown")])
 def test_bench_header_says_whether_figures_are_cache_resident(monkeypatch, capsys, llc, says):
     monkeypatch.setattr(cli, "last_level_cache_bytes", lambda: llc)

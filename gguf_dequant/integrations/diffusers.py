@@ -35,6 +35,7 @@ The patched internals change between releases: :func:`install_kernel` checks the
 from __future__ import annotations
 
 import importlib
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -48,10 +49,10 @@ DIFFUSERS_VERSIONS = ("0.42.0", "0.43.0")
 # Rows of input served by the fused product on the packed weight whatever the device (the mat-vec regime).
 MAT_VEC_ROWS = 8
 # From how many rows dequantizing to the compute dtype + F.linear beats the fused product, per (device type, compute
-# dtype); measured on a 2-core AVX-512 CPU at Flux's width (benchmarks/DIFFUSERS.md): the bfloat16 GEMM
-# (avx512_bf16) overtakes at a few dozen rows, the float32 GEMM only at a few hundred. Elsewhere (MPS, whose GEMM is
-# the GPU's) the dense path serves everything above MAT_VEC_ROWS.
-DENSE_FROM_ROWS = {("cpu", torch.bfloat16): 32, ("cpu", torch.float16): 256, ("cpu", torch.float32): 256}
+# dtype); measured on a 2-core AVX-512 CPU on a 3072 x 3072 layer (benchmarks/DIFFUSERS.md, "Crossover"): the
+# bfloat16 GEMM (avx512_bf16) overtakes from 16 rows, the float32 and float16 GEMMs only at a few hundred.
+# Elsewhere (MPS, whose GEMM is the GPU's) the dense path serves everything above MAT_VEC_ROWS.
+DENSE_FROM_ROWS = {("cpu", torch.bfloat16): 16, ("cpu", torch.float16): 256, ("cpu", torch.float32): 256}
 
 _UTILS = "diffusers.quantizers.gguf.utils"
 _UTILS_NAMES = ("GGUFLinear", "GGUFParameter", "SUPPORTED_GGUF_QUANT_TYPES", "dequantize_gguf_tensor",
@@ -128,7 +129,7 @@ def gguf_linear_forward(self, inputs: torch.Tensor) -> torch.Tensor:
     utils = importlib.import_module(_UTILS)
     if packed is None or (utils.ops is not None and self.weight.is_cuda and inputs.is_cuda):
         return _installed[(_UTILS, "GGUFLinear.forward")](self, inputs)  # dense weight, or diffusers' CUDA kernels
-    from .. import dequantize, linear
+    from .. import linear
 
     blocks, type_id = packed
     dtype = self.compute_dtype or inputs.dtype
@@ -139,8 +140,27 @@ def gguf_linear_forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if bias is not None and bias.dtype not in (torch.float32, dtype):
             bias = bias.to(torch.float32)
         return linear(x, blocks, type_id, bias)
-    weight = dequantize(blocks, type_id, dtype)
-    return F.linear(x, weight, None if bias is None else bias.to(dtype))
+    return F.linear(x, _dense_weight(blocks, type_id, x, dtype), None if bias is None else bias.to(dtype))
+
+
+_scratch = threading.local()  # per thread: a flat buffer that the dense path decodes weights into on the CPU
+
+
+def _dense_weight(blocks: torch.Tensor, type_id: int, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The weight decoded to ``dtype``. On the CPU into a buffer reused across layers and forwards: torch's CPU
+    allocator hands a large tensor fresh pages every time, and faulting them in costs more than decoding into them
+    (measured 3-4x the decode of a 12288 x 3072 weight). Not when autograd may keep the weight for a backward."""
+    from .. import dequantize
+
+    shape = (blocks.shape[0], x.shape[-1])
+    if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+        return dequantize(blocks, type_id, dtype)
+    n = shape[0] * shape[1]
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.dtype != dtype or buffer.numel() < n:
+        _scratch.buffer = None  # free the old one first
+        buffer = _scratch.buffer = torch.empty(n, dtype=dtype)
+    return dequantize(blocks, type_id, dtype, out=buffer[:n].view(shape))
 
 
 def _dequantize_gguf_and_restore_linear(model, modules_to_not_convert=()):
@@ -215,6 +235,7 @@ def install_kernel() -> None:
 
 def uninstall_kernel() -> None:
     """Undo :func:`install_kernel`: diffusers' own GGUF code again."""
+    _scratch.__dict__.pop("buffer", None)
     if not _installed:
         return
     utils = importlib.import_module(_UTILS)
