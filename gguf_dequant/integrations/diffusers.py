@@ -50,9 +50,9 @@ DIFFUSERS_VERSIONS = ("0.42.0", "0.43.0")
 MAT_VEC_ROWS = 8
 # From how many rows dequantizing to the compute dtype + F.linear beats the fused product, per (device type, compute
 # dtype); measured on a 2-core AVX-512 CPU on a 3072 x 3072 layer (benchmarks/DIFFUSERS.md, "Crossover"): the
-# bfloat16 GEMM (avx512_bf16) overtakes from 16 rows, the float32 and float16 GEMMs only at a few hundred.
+# bfloat16 GEMM (avx512_bf16) overtakes from 16 rows, the float16 one from 16 to 32, the float32 one at about 256.
 # Elsewhere (MPS, whose GEMM is the GPU's) the dense path serves everything above MAT_VEC_ROWS.
-DENSE_FROM_ROWS = {("cpu", torch.bfloat16): 16, ("cpu", torch.float16): 256, ("cpu", torch.float32): 256}
+DENSE_FROM_ROWS = {("cpu", torch.bfloat16): 16, ("cpu", torch.float16): 32, ("cpu", torch.float32): 256}
 
 _UTILS = "diffusers.quantizers.gguf.utils"
 _UTILS_NAMES = ("GGUFLinear", "GGUFParameter", "SUPPORTED_GGUF_QUANT_TYPES", "dequantize_gguf_tensor",
