@@ -19,8 +19,8 @@ casts it to the compute dtype and calls ``F.linear``; its loader refuses the typ
   in float32, one rounding); above, with whichever is faster for the device and compute dtype: that product, or
   the weight dequantized straight to the compute dtype (one rounding per weight, no float32 copy) and ``F.linear``
   (:data:`DENSE_FROM_ROWS`: from how many rows the second wins, measured in ``benchmarks/DIFFUSERS.md``).
-- The loader accepts every storage type this package decodes and gguf-py reads (diffusers refuses 13 of them:
-  MXFP4, NVFP4, TQ1_0, TQ2_0, Q1_0 and the IQ1/IQ2/IQ3 family); ``dequantize_gguf_tensor`` (used for modules kept
+- The loader accepts every storage type this package decodes and gguf-py reads (diffusers refuses 12 of them:
+  MXFP4, NVFP4, TQ1_0, TQ2_0, Q1_0 and the IQ1/IQ2/IQ3 family; gguf-py 0.19 cannot read Q2_0); ``dequantize_gguf_tensor`` (used for modules kept
   unquantized and by the LoRA loaders) returns the exact float32 values; the "dequantize the whole model" path
   (``model.dequantize()``, ``_dequantize_gguf_and_restore_linear``) decodes each weight straight to its compute dtype.
 - diffusers 0.42 has no ``ggml_quantization_ops`` slot (the mat-vec kernel object newer diffusers code looks for);
@@ -148,8 +148,8 @@ _scratch = threading.local()  # per thread: a flat buffer that the dense path de
 
 def _dense_weight(blocks: torch.Tensor, type_id: int, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The weight decoded to ``dtype``. On the CPU into a buffer reused across layers and forwards: torch's CPU
-    allocator hands a large tensor fresh pages every time, and faulting them in costs more than decoding into them
-    (measured 3-4x the decode of a 12288 x 3072 weight). Not when autograd may keep the weight for a backward."""
+    allocator hands a large tensor fresh pages every time, and faulting them in costs as much as decoding or more
+    (a 12288 x 3072 weight: 2-4x the time of decoding into a reused buffer, benchmarks/DIFFUSERS.md). Not when autograd may keep the weight for a backward."""
     from .. import dequantize
 
     shape = (blocks.shape[0], x.shape[-1])
