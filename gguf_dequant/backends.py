@@ -169,7 +169,7 @@ def _self_check(name: str, device_type: str, t: QuantType, device) -> str | None
     with _lock:
         if key in _verified:
             return _verified[key]
-    from .testing import bits_mismatch, random_blocks
+    from .blocks import bits_mismatch, random_blocks
 
     why = None
     try:

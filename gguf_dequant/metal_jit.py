@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import launch
+from . import launch, types
 from .reference import check_blob, output_shape
 from .types import resolve
 
@@ -35,9 +35,7 @@ _SUFFIX = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 
 
 def kernel_files() -> list[Path]:
-    from .tools.gen_metal import kernel_files as names
-
-    return [METAL_DIR / n for n in names()]
+    return [METAL_DIR / n for n in types.kernel_files()]
 
 
 @functools.cache

@@ -968,7 +968,7 @@ def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None, funct
 # ----------------------------------------------------------------------------------------------------
 
 def kernel_file(qtype) -> Path:
-    from gguf_dequant.tools.gen_metal import kernel_file_name
+    from gguf_dequant.types import kernel_file_name
 
     return METAL / kernel_file_name(qtype)
 
