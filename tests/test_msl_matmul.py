@@ -6,8 +6,8 @@ schedules with poisoned threadgroup memory; the error bound against float64; bat
 tier and mul_mat_id slot invariance.
 
 The kernels run from one library: the run-time Metal path's single source (every metal/*.metal file with
-the headers inlined, ``metal_jit.source(matmul=True)``), which is also what torch.mps.compile_shader
-compiles. Each harness library that synchronises holds its own pool of fiber stacks (about 2,000 memory
+the headers inlined, ``metal_jit.source(matmul=True)``), the union of what torch.mps.compile_shader
+compiles per type. Each harness library that synchronises holds its own pool of fiber stacks (about 2,000 memory
 mappings), so one library for all types keeps a test process far from the kernel's mapping limit;
 ``test_per_file_libraries_give_the_same_bits`` runs the per-file libraries (kernel-builder's compile
 units) of a few types, and tests/test_msl.py compiles and lints every file."""
