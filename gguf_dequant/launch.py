@@ -72,13 +72,48 @@ def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[
 SIMD_WIDTH = 32
 MATMUL_X_ROWS = 8    # activation rows per simdgroup (a mul_mv threadgroup takes at most this many)
 MV_SIMDGROUPS = 2    # mul_mv / mul_mv_id: simdgroups per threadgroup ...
-MV_ROWS = 2          # ... each owning this many weight rows
+MV_ROWS = 4          # ... each owning this many weight rows (sharing the x values a lane loads)
 MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup, MATMUL_X_ROWS activation rows each ...
 MM_ROWS = 4          # ... sharing a decoded tile of this many weight rows (MM_ROWS * 32 * S floats)
+MV_THREADS = MV_SIMDGROUPS * SIMD_WIDTH  # the kernels' [[max_total_threads_per_threadgroup]]
+MM_THREADS = MM_SIMDGROUPS * SIMD_WIDTH
 ID_WINDOW = 256      # mul_mm_id: slots of ids one threadgroup scans for its expert
 # Additions of simd_sum on one lane's path: 5 (log2 32) for a tree; Apple does not document its order, so
 # the bound takes the worst any order can give (a sequential sum: 31).
 SIMD_SUM_ROUNDINGS = SIMD_WIDTH - 1
+
+
+# The factored mat-vec order (contract v2; metal/gguf_matmul.h, kernel gguf_mv_accumulate for
+# gguf_factored_core): mul_mv, mul_mv_id and mul_mm_id of these types write each weight as
+# w = a * q + o, q a small integer code and (a, o) the scale and offset of its run (a stretch of elements
+# sharing them), and compute sum_k w_k x_k as sum over runs of (a * sum q x + o * sum x). Per type:
+# (P lanes per block, Q quads of 4 contiguous elements per lane and block, runs per lane and block,
+# whether o is ever nonzero). Lane l of a simdgroup takes part p = l % P of blocks l / P, l / P + 32 / P, ...
+# (in that order); per block, per run (in order), it sums the run's q x by fma from +0 over its quads and
+# their elements in order (dq), the run's x in the same order by additions (sx, only with an offset), then
+# acc = fma(a, dq, acc) and acc = fma(o, sx, acc); then simd_sum over the 32 lanes, + bias, one rounding.
+# Where each part's quads sit in the block is the type's gguf_mv_quad (metal/<type>.metal) and
+# tests/test_msl_matmul.py's MV_QUADS.
+MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
+    "Q4_0": (8, 1, 1, False),
+    "Q8_0": (8, 1, 1, False),
+    "Q4_K": (16, 4, 4, True),
+}
+
+
+def matvec_error_constant(qtype, k: int, bias: bool = False) -> int:
+    """n of the mat-vec tier's bound |y - y_exact| <= n u / (1 - n u) * (B + |bias|), u = 2**-24, where
+    B = sum_k |w_k x_k| for the decode-exact order (matmul_error_constant) and, for MV_FACTORED types,
+    B = sum over runs of (|a| sum |q x| + |o| sum |x|) (>= sum |w x|). Factored: a run's dq or sx chain
+    (4 * Q / runs roundings), then every later fma of the lane's accumulator (2 per run with an offset, 1
+    without, over ceil(blocks / (32 / P)) blocks), simd_sum in any order (31), the bias addition; with an
+    offset, one more for the decoded weight fl(a q + o) that y_exact is computed from."""
+    t = resolve(qtype)
+    if t.name not in MV_FACTORED:
+        return matmul_error_constant(qtype, k, bias)
+    parts, quads, runs, offset = MV_FACTORED[t.name]
+    blocks_per_lane = -(-(k // t.block_elems) // (SIMD_WIDTH // parts))
+    return 4 * quads // runs + blocks_per_lane * runs * (1 + offset) + SIMD_SUM_ROUNDINGS + int(bias) + int(offset)
 
 
 def matmul_kernel(m_rows: int) -> str:

@@ -53,8 +53,14 @@
 #ifndef GGUF_MATMUL_FLOAT_KERNELS
 #define GGUF_MATMUL_FLOAT_KERNELS(NAME, IN)
 #endif
+#ifndef GGUF_MATMUL_FACTORED_KERNELS
+#define GGUF_MATMUL_FACTORED_KERNELS(NAME)
+#endif
 
 #else
+
+// The type files' factored access (gguf_mv_quad, gguf_mv_codes) is Metal code for these kernels only.
+#define GGUF_METAL_MATMUL 1
 
 // Sub-block s of a weight row into y: one overload per weight type. A quantized type's comes with its
 // GGUF_MATMUL_KERNELS line (found by argument-dependent lookup on its block type); the float types' are
@@ -103,11 +109,20 @@ inline void gguf_mm_store(thread const float *acc, uint mr, thread const uint *o
     }
 }
 
+// The mat-vec tier's two orders, as tag types that select gguf_mv_accumulate's overload: the decode-exact
+// order (every type: sub-blocks decoded to float32, one fma per element) and the factored order (the types
+// of launch.MV_FACTORED, whose file defines gguf_mv_quad and gguf_mv_codes).
+template <typename B, int QK, int S>
+struct gguf_decode_core {};
+template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
+struct gguf_factored_core {};
+
 // One simdgroup: weight rows n0 .. n0 + R - 1 (those < N) against activation rows x[xrow[m]] (row
 // stride K), m < mr, accumulated into acc[r * GGUF_MATMUL_X_ROWS + m] by this lane's sub-blocks.
-template <typename B, int QK, int S, typename X, uint R>
-inline void gguf_mv_accumulate(device const uchar *w, uint n0, uint N, uint K, device const X *x,
-                               thread const uint *xrow, uint mr, ushort lane, thread float *acc) {
+template <uint R, typename B, int QK, int S, typename X>
+inline void gguf_mv_accumulate(gguf_decode_core<B, QK, S>, device const uchar *w, uint n0, uint N, uint K,
+                               device const X *x, thread const uint *xrow, uint mr, ushort lane,
+                               thread float *acc) {
     const ulong bpr = ulong(K / QK) * sizeof(B);
     const uint ns = (K + S - 1) / S;
     for (uint s = lane; s < ns; s += GGUF_SIMD_WIDTH) {
@@ -143,6 +158,88 @@ inline void gguf_mv_accumulate(device const uchar *w, uint n0, uint N, uint K, d
     }
 }
 
+// The factored order (launch.MV_FACTORED, launch.matvec_error_constant): lane l takes part p = l % PARTS
+// of blocks l / PARTS, l / PARTS + 32 / PARTS, ...; in each, QUADS quads of 4 contiguous elements
+// (gguf_mv_quad: where they sit) in RUNS runs of QUADS / RUNS quads sharing a scale a and an offset o
+// (gguf_mv_codes: the codes q and each run's a, o; w = a q + o). Per block and run, in order:
+// dq = fma chain of q x from +0 (quads, then elements, in order), sx = sum of x by additions in the same
+// order (OFFSET only), acc = fma(a, dq, acc), acc = fma(o, sx, acc). x is loaded as 4-vectors once per
+// block and activation row and applied to all R weight rows; each weight row's codes are read once per
+// block and applied to all mr activation rows. Rows past N read row N - 1 (never stored).
+template <uint R, typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET, typename X>
+inline void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
+                               uint n0, uint N, uint K, device const X *x, thread const uint *xrow, uint mr,
+                               ushort lane, thread float *acc) {
+    constexpr uint QPR = QUADS / RUNS;
+    constexpr uint STEP = GGUF_SIMD_WIDTH / PARTS;  // blocks per simdgroup and step
+    const uint nb = K / QK;
+    const ulong bpr = ulong(nb) * sizeof(B);
+    const ushort part = lane % PARTS;
+    device const B *rows[R];
+#pragma unroll
+    for (uint r = 0; r < R; ++r) {
+        rows[r] = reinterpret_cast<device const B *>(w + ulong(min(n0 + r, N - 1)) * bpr);
+    }
+    for (uint ib = lane / PARTS; ib < nb; ib += STEP) {
+        float4 q[R][QUADS];
+        float a[R][RUNS];
+        float o[R][RUNS];
+#pragma unroll
+        for (uint r = 0; r < R; ++r) {
+            gguf_mv_codes(rows[r] + ib, part, q[r], a[r], o[r]);
+        }
+#pragma unroll
+        for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+            if (m < mr) {
+                device const X *xb = x + ulong(xrow[m]) * K + ulong(ib) * QK;
+                float4 xs[QUADS];
+#pragma unroll
+                for (uint j = 0; j < QUADS; ++j) {
+                    xs[j] = float4(*reinterpret_cast<device const vec<X, 4> *>(xb + gguf_mv_quad(rows[0], part, j)));
+                }
+                float sx[RUNS];
+#pragma unroll
+                for (uint u = 0; u < RUNS; ++u) {
+                    sx[u] = 0.0f;
+                    if (OFFSET) {
+                        sx[u] = xs[u * QPR].x;
+                        sx[u] = sx[u] + xs[u * QPR].y;
+                        sx[u] = sx[u] + xs[u * QPR].z;
+                        sx[u] = sx[u] + xs[u * QPR].w;
+#pragma unroll
+                        for (uint j = u * QPR + 1; j < u * QPR + QPR; ++j) {
+                            sx[u] = sx[u] + xs[j].x;
+                            sx[u] = sx[u] + xs[j].y;
+                            sx[u] = sx[u] + xs[j].z;
+                            sx[u] = sx[u] + xs[j].w;
+                        }
+                    }
+                }
+#pragma unroll
+                for (uint r = 0; r < R; ++r) {
+                    float s = acc[r * GGUF_MATMUL_X_ROWS + m];
+#pragma unroll
+                    for (uint u = 0; u < RUNS; ++u) {
+                        float dq = 0.0f;
+#pragma unroll
+                        for (uint j = u * QPR; j < u * QPR + QPR; ++j) {
+                            dq = fma(q[r][j].x, xs[j].x, dq);
+                            dq = fma(q[r][j].y, xs[j].y, dq);
+                            dq = fma(q[r][j].z, xs[j].z, dq);
+                            dq = fma(q[r][j].w, xs[j].w, dq);
+                        }
+                        s = fma(a[r][u], dq, s);
+                        if (OFFSET) {
+                            s = fma(o[r][u], sx[u], s);
+                        }
+                    }
+                    acc[r * GGUF_MATMUL_X_ROWS + m] = s;
+                }
+            }
+        }
+    }
+}
+
 #define GGUF_MM_PARAMS(X, T)                                                                    \
     device const uchar *w [[buffer(0)]], device const X *x [[buffer(1)]],                       \
         device const float *bias [[buffer(2)]], device T *out [[buffer(3)]],                    \
@@ -167,9 +264,9 @@ inline void gguf_mv_accumulate(device const uchar *w, uint n0, uint N, uint K, d
         uint3 tg [[threadgroup_position_in_grid]], ushort sg [[simdgroup_index_in_threadgroup]], \
         ushort lane [[thread_index_in_simdgroup]]
 
-// Mat-vec: up to 8 activation rows per threadgroup, weights decoded into registers.
-template <typename B, int QK, int S, typename X, typename T>
-kernel void kernel_mul_mv(GGUF_MM_PARAMS(X, T)) {
+// Mat-vec: up to 8 activation rows per threadgroup, weights decoded into registers; CORE is the order.
+template <typename CORE, typename X, typename T>
+[[max_total_threads_per_threadgroup(GGUF_MV_THREADS)]] kernel void kernel_mul_mv(GGUF_MM_PARAMS(X, T)) {
     constexpr uint R = GGUF_MV_ROWS;
     const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * R;
     const uint m0 = tg.y * GGUF_MATMUL_X_ROWS;
@@ -182,14 +279,14 @@ kernel void kernel_mul_mv(GGUF_MM_PARAMS(X, T)) {
         rows[m] = m;
     }
     float acc[R * GGUF_MATMUL_X_ROWS] = {};
-    gguf_mv_accumulate<B, QK, S, X, R>(w, n0, uint(N), uint(K), x + ulong(m0) * K, rows, mr, lane, acc);
+    gguf_mv_accumulate<R>(CORE(), w, n0, uint(N), uint(K), x + ulong(m0) * K, rows, mr, lane, acc);
     gguf_mm_store<R>(acc, mr, rows, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
 }
 
 // More rows: a weight tile decoded once into threadgroup memory per stripe of 32 sub-blocks, stored
 // [row][element of the sub-block][lane] so that lanes touch consecutive words.
 template <typename B, int QK, int S, typename X, typename T>
-kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
+[[max_total_threads_per_threadgroup(GGUF_MM_THREADS)]] kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
     constexpr uint R = GGUF_MM_ROWS;
     constexpr uint THREADS = GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH;
     threadgroup float tile[R * S * GGUF_SIMD_WIDTH];
@@ -245,7 +342,7 @@ kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
 // Mixture of experts. Slot i = (t, u) = (i / U, i % U) of ids (T, U): out[i] = W[ids[i]] @ x[t, u % Ux].
 // Slots slots[0 .. n - 1], all routed to expert e, against weight rows n0 .. n0 + R - 1 of that expert:
 // the mat-vec core with the slots as its rows, so a slot gets the bits of a one-row linear.
-template <typename B, int QK, int S, typename X, uint R>
+template <typename B, int QK, typename CORE, typename X, uint R>
 inline void gguf_id_rows(device const uchar *w, uint e, uint n0, uint N, uint K, uint U, uint Ux,
                          device const X *x, thread const uint *slots, uint n, device float *out, ushort lane) {
     uint xrow[GGUF_MATMUL_X_ROWS];
@@ -254,7 +351,7 @@ inline void gguf_id_rows(device const uchar *w, uint e, uint n0, uint N, uint K,
     }
     const ulong bpr = ulong(K / QK) * sizeof(B);
     float acc[R * GGUF_MATMUL_X_ROWS] = {};
-    gguf_mv_accumulate<B, QK, S, X, R>(w + ulong(e) * N * bpr, n0, N, K, x, xrow, n, lane, acc);
+    gguf_mv_accumulate<R>(CORE(), w + ulong(e) * N * bpr, n0, N, K, x, xrow, n, lane, acc);
     gguf_mm_store<R>(acc, n, slots, n0, N, out, false, out, lane);
 }
 
@@ -266,8 +363,8 @@ inline void gguf_id_invalid(device float *out, uint slot, uint n0, uint N) {
 }
 
 // One slot per threadgroup row (grid y = T * U): the decode case, T = 1.
-template <typename B, int QK, int S, typename X>
-kernel void kernel_mul_mv_id(GGUF_MV_ID_PARAMS(X)) {
+template <typename B, int QK, typename CORE, typename X>
+[[max_total_threads_per_threadgroup(GGUF_MV_THREADS)]] kernel void kernel_mul_mv_id(GGUF_MV_ID_PARAMS(X)) {
     const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * GGUF_MV_ROWS;
     if (n0 >= N) {
         return;
@@ -280,16 +377,16 @@ kernel void kernel_mul_mv_id(GGUF_MV_ID_PARAMS(X)) {
         }
         return;
     }
-    gguf_id_rows<B, QK, S, X, GGUF_MV_ROWS>(w, uint(e), n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, 1,
-                                            out, lane);
+    gguf_id_rows<B, QK, CORE, X, GGUF_MV_ROWS>(w, uint(e), n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, 1,
+                                               out, lane);
 }
 
 // Grouped by expert (grid (N tiles, E, windows of GGUF_ID_WINDOW slots)): the threadgroup of expert e
 // finds its slots in its window of ids, 32 at a time with a ballot, and applies each decoded weight
 // block to up to 8 of them, so an expert's weights are read once per 8 of its slots in the window
 // instead of once per slot. The ballot mask is uniform, so control flow stays uniform in the simdgroup.
-template <typename B, int QK, int S, typename X>
-kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
+template <typename B, int QK, typename CORE, typename X>
+[[max_total_threads_per_threadgroup(GGUF_MV_THREADS)]] kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
     const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * GGUF_MV_ROWS;
     if (n0 >= N) {
         return;
@@ -311,49 +408,59 @@ kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
             slots[n++] = i0 + popcount((mask & (~mask + 1)) - 1);  // the lowest matching lane
             mask &= mask - 1;
             if (n == GGUF_MATMUL_X_ROWS) {
-                gguf_id_rows<B, QK, S, X, GGUF_MV_ROWS>(w, e, n0, uint(N), uint(K), uint(U), uint(Ux), x, slots,
-                                                        n, out, lane);
+                gguf_id_rows<B, QK, CORE, X, GGUF_MV_ROWS>(w, e, n0, uint(N), uint(K), uint(U), uint(Ux), x,
+                                                           slots, n, out, lane);
                 n = 0;
             }
         }
     }
     if (n > 0) {
-        gguf_id_rows<B, QK, S, X, GGUF_MV_ROWS>(w, e, n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, n,
-                                                out, lane);
+        gguf_id_rows<B, QK, CORE, X, GGUF_MV_ROWS>(w, e, n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, n,
+                                                   out, lane);
     }
 }
 
-// Host names for one (type, activation, output) combination.
-#define GGUF_MATMUL_INSTANCE(NAME, B, QK, S, XN, X, TN, T)                                       \
+// Host names for one (type, activation, output) combination; CORE: the mat-vec tier's order.
+#define GGUF_MATMUL_INSTANCE(NAME, B, QK, S, CORE, XN, X, TN, T)                                 \
     template [[host_name("mul_mv_" #NAME "_" #XN "_" #TN)]] kernel void                          \
-    kernel_mul_mv<B, QK, S, X, T>(GGUF_MM_PARAMS(X, T));                                         \
+    kernel_mul_mv<CORE, X, T>(GGUF_MM_PARAMS(X, T));                                             \
     template [[host_name("mul_mm_" #NAME "_" #XN "_" #TN)]] kernel void                          \
     kernel_mul_mm<B, QK, S, X, T>(GGUF_MM_PARAMS(X, T));
 
-#define GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, XN, X)                                           \
+#define GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, CORE, XN, X)                                        \
     template [[host_name("mul_mv_id_" #NAME "_" #XN)]] kernel void                               \
-    kernel_mul_mv_id<B, QK, S, X>(GGUF_MV_ID_PARAMS(X));                                         \
+    kernel_mul_mv_id<B, QK, CORE, X>(GGUF_MV_ID_PARAMS(X));                                      \
     template [[host_name("mul_mm_id_" #NAME "_" #XN)]] kernel void                               \
-    kernel_mul_mm_id<B, QK, S, X>(GGUF_MM_ID_PARAMS(X));
+    kernel_mul_mm_id<B, QK, CORE, X>(GGUF_MM_ID_PARAMS(X));
 
 // Activations f32/f16/bf16; output float32 (mul_mat_vec, mul_mat_id) or the activation type (linear).
-#define GGUF_MATMUL_INSTANCES(NAME, B, QK, S)                                                    \
-    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, f32, float, f32, float)                                 \
-    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, f16, half, f32, float)                                  \
-    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, bf16, bfloat, f32, float)                               \
-    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, f16, half, f16, half)                                   \
-    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, bf16, bfloat, bf16, bfloat)                             \
-    GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, f32, float)                                          \
-    GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, f16, half)                                           \
-    GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, bf16, bfloat)
+#define GGUF_MATMUL_INSTANCES(NAME, B, QK, S, CORE)                                              \
+    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, CORE, f32, float, f32, float)                           \
+    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, CORE, f16, half, f32, float)                            \
+    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, CORE, bf16, bfloat, f32, float)                         \
+    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, CORE, f16, half, f16, half)                             \
+    GGUF_MATMUL_INSTANCE(NAME, B, QK, S, CORE, bf16, bfloat, bf16, bfloat)                       \
+    GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, CORE, f32, float)                                       \
+    GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, CORE, f16, half)                                        \
+    GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, CORE, bf16, bfloat)
 
 // A quantized type: sub-block s of a row is sub-block s % (QK / S) of block s / (QK / S).
-#define GGUF_MATMUL_KERNELS(NAME)                                                                \
+#define GGUF_MM_DECODE(NAME)                                                                     \
     inline void gguf_mm_decode(device const block_##NAME *row, uint s, uint, thread float *y) {  \
         constexpr uint SUBS = GGUF_QK_##NAME / GGUF_SUB_##NAME;                                  \
         dequantize_##NAME(row + s / SUBS, ushort(s % SUBS), y);                                  \
-    }                                                                                            \
-    GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME)
+    }
+#define GGUF_MATMUL_KERNELS(NAME)                                                                \
+    GGUF_MM_DECODE(NAME)                                                                         \
+    typedef gguf_decode_core<block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME> gguf_core_##NAME;    \
+    GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME, gguf_core_##NAME)
+
+// A quantized type with a factored form (launch.MV_FACTORED): its file defines gguf_mv_quad and
+// gguf_mv_codes; the mat-vec tier uses them, mul_mm the decode function.
+#define GGUF_MATMUL_FACTORED_KERNELS(NAME)                                                       \
+    GGUF_MM_DECODE(NAME)                                                                         \
+    typedef gguf_factored_core<block_##NAME, GGUF_QK_##NAME, GGUF_MV_LAYOUT_##NAME> gguf_core_##NAME; \
+    GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME, gguf_core_##NAME)
 
 // A float type: the weights are IN elements, widened by float.metal's gguf_load.
 #define GGUF_MATMUL_FLOAT_KERNELS(NAME, IN)                                                      \
@@ -364,6 +471,7 @@ kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
             y[j] = gguf_load(row + first + j);                                                   \
         }                                                                                        \
     }                                                                                            \
-    GGUF_MATMUL_INSTANCES(NAME, IN, 1, GGUF_SUB_##NAME)
+    typedef gguf_decode_core<IN, 1, GGUF_SUB_##NAME> gguf_core_##NAME;                           \
+    GGUF_MATMUL_INSTANCES(NAME, IN, 1, GGUF_SUB_##NAME, gguf_core_##NAME)
 
 #endif
