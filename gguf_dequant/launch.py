@@ -62,12 +62,13 @@ def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[
 
 # ---- Compute on packed weights (metal/gguf_matmul.h; the constants are generated into gguf_types.h) ----
 #
-# Summation order of every matmul kernel, per output y[m, n]: the weight row is cut into
-# ns = ceil(K / S) sub-blocks of S = ELEMS_PER_THREAD[type] elements (the float types: S = 8, shorter last
-# sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and accumulates acc = fma(w, x, acc)
-# from +0 in that order (elements in order within a sub-block); then simd_sum over the 32 lanes; then
-# + bias[n] in float32 when given; then one rounding to the output dtype. The order depends on nothing but
-# K and the type, so every kernel gives a row the same bits whatever M is and wherever the row sits.
+# The decode-exact order (mul_mm, and the mat-vec tier of the types not in MV_FACTORED), per output
+# y[m, n]: the weight row is cut into ns = ceil(K / S) sub-blocks of S = ELEMS_PER_THREAD[type] elements
+# (the float types: S = 8, shorter last sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and
+# accumulates acc = fma(w, x, acc) from +0 in that order (elements in order within a sub-block); then
+# simd_sum over the 32 lanes; then + bias[n] in float32 when given; then one rounding to the output dtype.
+# Each order depends on nothing but K and the type, so within a tier (mat-vec: M <= MATMUL_X_ROWS, with
+# mul_mat_id; matrix: more rows) a row gets the same bits whatever M is and wherever the row sits.
 
 SIMD_WIDTH = 32
 MATMUL_X_ROWS = 8    # activation rows per simdgroup (a mul_mv threadgroup takes at most this many)
@@ -98,6 +99,9 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "Q4_0": (8, 1, 1, False),
     "Q8_0": (8, 1, 1, False),
     "Q4_K": (16, 4, 4, True),
+    "Q5_K": (16, 4, 4, True),
+    "Q6_K": (16, 4, 4, False),
+    "IQ4_XS": (16, 4, 4, False),
 }
 
 
@@ -123,7 +127,7 @@ def matmul_kernel(m_rows: int) -> str:
 
 def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, tuple[int, int], int]:
     """(kernel kind, threadgroups (x, y), threads per threadgroup) for y = x @ W^T with x (M, K), W (N, K):
-    a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (both give the same bits)."""
+    a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (the same bits for types not in MV_FACTORED)."""
     kind = kind or matmul_kernel(m_rows)
     if kind == "mv":
         return kind, (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH

@@ -2,11 +2,16 @@
 //
 // Each <type>.metal file ends with GGUF_MATMUL_KERNELS(<type>) (float.metal: GGUF_MATMUL_FLOAT_KERNELS),
 // which instantiates the kernel templates below over the type's own decode function
-// dequantize_<type>(block, sub, y) -- the one definition of the format. Launch geometry (the GGUF_MV_* and
-// GGUF_MM_* constants) is described once in gguf_dequant/launch.py and generated into gguf_types.h.
+// dequantize_<type>(block, sub, y) -- the one definition of the format -- or, for the types with a factored
+// form (launch.MV_FACTORED), GGUF_MATMUL_FACTORED_KERNELS(<type>): the same, with the mat-vec tier on the
+// factored access its file defines next to the decode function (gguf_mv_quad, gguf_mv_codes; see
+// gguf_mv_accumulate for gguf_factored_core). Launch geometry (the GGUF_MV_* and GGUF_MM_* constants) is
+// described once in gguf_dequant/launch.py and generated into gguf_types.h.
 //
-// Summation order (the same for every kernel, so a row's result never depends on M, on its position in
-// the batch, on the kernel chosen or on the other slots of mul_mat_id):
+// Two tiers (contract v2): mat-vec (mul_mv for M <= 8, mul_mv_id, mul_mm_id) and matrix (mul_mm). Within
+// a tier one order, so a row's result never depends on M, on its position in the batch or on the other
+// slots of mul_mat_id; the tiers differ in bits for the factored types. The decode-exact order (mul_mm;
+// the mat-vec tier of the other types):
 //   A weight row of K elements is cut into NS = ceil(K / S) sub-blocks of S = GGUF_SUB_<type> elements
 //   (the decode unit; the float types use S = 8 and a shorter last sub-block). Lane l (0..31) of a
 //   simdgroup owns the sub-blocks s = l, l + 32, l + 64, ... and accumulates, in that order and within a
@@ -23,14 +28,15 @@
 //   mul_mv_<type>_<X>_<T>    1..8 activation rows per threadgroup (grid y = ceil(M / 8)). A threadgroup of
 //                            GGUF_MV_SIMDGROUPS simdgroups; simdgroup g owns weight rows
 //                            n0 = (tg.x * GGUF_MV_SIMDGROUPS + g) * GGUF_MV_ROWS .. + GGUF_MV_ROWS; each lane
-//                            decodes each of its sub-blocks once into registers and applies it to every
-//                            activation row of the tile (weights read once per 8 rows).
+//                            decodes each of its sub-blocks (factored: reads each block part's codes)
+//                            once into registers and applies it to every activation row of the tile
+//                            (weights read once per 8 rows).
 //   mul_mm_<type>_<X>_<T>    more rows: a threadgroup of GGUF_MM_SIMDGROUPS simdgroups owns GGUF_MM_ROWS
 //                            weight rows and 8 * GGUF_MM_SIMDGROUPS activation rows; per stripe of 32
 //                            sub-blocks it decodes the weight tile once into threadgroup memory as float32
 //                            (GGUF_MM_ROWS * 32 * S floats, at most 16 KiB), then every simdgroup applies it
 //                            to its 8 rows (weights read once per 32 rows). Same lane <-> sub-block mapping,
-//                            so the same bits as mul_mv.
+//                            so the same bits as the decode-exact mul_mv.
 //   mul_mv_id_<type>_<X>     out[t, u] = W[ids[t, u]] @ x[t, u % Ux], float32, one token (T = 1): grid y =
 //                            U slots, each a one-row mul_mv on the expert chosen on the GPU.
 //   mul_mm_id_<type>_<X>     the same for T > 1 without a host sort or sync: grid (N tiles, E, windows of

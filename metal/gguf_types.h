@@ -53,6 +53,9 @@
 #define GGUF_MV_LAYOUT_q4_0 8, 1, 1, 0
 #define GGUF_MV_LAYOUT_q8_0 8, 1, 1, 0
 #define GGUF_MV_LAYOUT_q4_k 16, 4, 4, 1
+#define GGUF_MV_LAYOUT_q5_k 16, 4, 4, 1
+#define GGUF_MV_LAYOUT_q6_k 16, 4, 4, 0
+#define GGUF_MV_LAYOUT_iq4_xs 16, 4, 4, 0
 
 // Per-type constants, for use inside the kernel files.
 #define GGUF_QK_f32 1

@@ -21,5 +21,31 @@ inline void dequantize_iq4_xs(device const block_iq4_xs *b, ushort sub, thread f
     gguf_nibble_lookup_both<16>(kvalues_iq4nl, b->qs + 16 * sub, dl, y);  // low nibbles: elements 0..15, high: 16..31
 }
 
+#ifdef GGUF_METAL_MATMUL
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 4 runs, no
+// offset): w = a q with q = kvalues_iq4nl[nibble] and a = d * (ls - 32) of its group, the exact product
+// dequantize_iq4_xs computes. Quad j of part p holds elements 64j + 4p .. + 3 of group g = 2j + p / 8:
+// the low (p % 8 < 4) or high nibbles of qs bytes 16g + 4(p % 4) ...
+inline uint gguf_mv_quad(device const block_iq4_xs *, ushort part, uint j) {
+    return 64 * j + 4 * part;
+}
+
+inline void gguf_mv_codes(device const block_iq4_xs *b, ushort part, thread float4 *q, thread float *a,
+                          thread float *o) {
+    const float d = float(b->d);
+    const uint shift = 4 * ((part % 8) / 4);
+#pragma unroll
+    for (uint j = 0; j < 4; ++j) {
+        const uint g = 2 * j + part / 8;
+        const uint w = *reinterpret_cast<device const uint *>(b->qs + 16 * g + 4 * (part % 4)) >> shift;
+        q[j] = float4(float(kvalues_iq4nl[w & 0xF]), float(kvalues_iq4nl[(w >> 8) & 0xF]),
+                      float(kvalues_iq4nl[(w >> 16) & 0xF]), float(kvalues_iq4nl[(w >> 24) & 0xF]));
+        const int ls = ((b->scales_l[g / 2] >> (4 * (g & 1))) & 0xF) | (((b->scales_h >> (2 * g)) & 3) << 4);
+        a[j] = d * float(ls - 32);
+        o[j] = 0.0f;
+    }
+}
+#endif
+
 GGUF_DEQUANT_KERNELS(iq4_xs)
-GGUF_MATMUL_KERNELS(iq4_xs)
+GGUF_MATMUL_FACTORED_KERNELS(iq4_xs)

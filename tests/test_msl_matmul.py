@@ -98,6 +98,144 @@ def model(w, x, sub, bias=None, order="butterfly") -> np.ndarray:
     return y if bias is None else (y + bias[None, :]).astype(np.float32)
 
 
+# ---- the factored order of the mat-vec tier (launch.MV_FACTORED) -------------------------------------------
+
+# Where quad j of part p sits in a block: the model's copy of each type's gguf_mv_quad.
+MV_QUADS = {
+    "Q4_0": lambda p, j: 4 * p,
+    "Q8_0": lambda p, j: 4 * p,
+    "Q4_K": lambda p, j: 64 * j + 4 * p,
+    "Q5_K": lambda p, j: 64 * j + 4 * p,
+    "Q6_K": lambda p, j: 64 * j + 4 * p,
+    "IQ4_XS": lambda p, j: 64 * j + 4 * p,
+}
+
+
+def _halves(blocks: np.ndarray, offset: int) -> np.ndarray:
+    return blocks[:, offset:offset + 2].copy().view(np.float16)[:, 0].astype(np.float32)
+
+
+def factored_codes(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(q, a, o), each float32 (N, K): every element's code and its run's scale and offset (w = a q + o),
+    from the raw bytes by the formats' definitions (gguf_dequant.reference's field helpers)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # infinite or NaN half scales, as the formats allow
+        return _factored_codes(name, raw)
+
+
+def _factored_codes(name, raw):
+    t = BY_NAME[name]
+    n = raw.shape[0]
+    blocks = raw.reshape(-1, t.block_bytes)
+    if name == "Q4_0":
+        qs = blocks[:, 2:18].astype(np.int32)
+        q = np.concatenate([qs & 0xF, qs >> 4], axis=1) - 8
+        a, o = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name == "Q8_0":
+        q = blocks[:, 2:34].copy().view(np.int8).astype(np.int32)
+        a, o = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name in ("Q4_K", "Q5_K"):
+        from gguf_dequant.reference.q4_k import scale_min_k4
+
+        sc, m = (v.numpy().astype(np.float32) for v in scale_min_k4(torch.from_numpy(blocks[:, 4:16].astype(np.int32))))
+        start = 16 if name == "Q4_K" else 48
+        qs = blocks[:, start:start + 128].astype(np.int32).reshape(-1, 4, 1, 32)
+        q = ((qs >> np.array([0, 4]).reshape(1, 1, 2, 1)) & 0xF).reshape(-1, 8, 32)
+        if name == "Q5_K":  # bit j of qh[l] is bit 4 of element l of sub-block j
+            q = q | (((blocks[:, None, 16:48].astype(np.int32) >> np.arange(8).reshape(1, 8, 1)) & 1) << 4)
+        a = np.broadcast_to((_halves(blocks, 0)[:, None] * sc)[:, :, None], q.shape)
+        o = np.broadcast_to((-(_halves(blocks, 2)[:, None] * m))[:, :, None], q.shape)
+    elif name == "Q6_K":  # element 128h + 32k + l: nibble k // 2 of ql[64h + 32(k % 2) + l], bits 2k of qh[32h + l]
+        ql = blocks[:, 0:128].astype(np.int32).reshape(-1, 2, 1, 2, 32)
+        low = (ql >> (4 * np.arange(2)).reshape(1, 1, 2, 1, 1)) & 0xF  # (n, h, k // 2, k % 2, l)
+        qh = blocks[:, 128:192].astype(np.int32).reshape(-1, 2, 1, 32)
+        high = (qh >> (2 * np.arange(4)).reshape(1, 1, 4, 1)) & 3     # (n, h, k, l)
+        q = (low.reshape(-1, 2, 4, 32) | (high << 4)) - 32
+        scales = blocks[:, 192:208].copy().view(np.int8).astype(np.float32)
+        a = np.broadcast_to((_halves(blocks, 208)[:, None] * scales)[:, :, None], (len(blocks), 16, 16))
+        o = np.zeros(q.shape, np.float32)
+    elif name == "IQ4_XS":
+        from gguf_dequant.tables import kvalues_iq4nl
+
+        qs = blocks[:, 8:136].astype(np.int32).reshape(-1, 8, 1, 16)
+        q = np.asarray(kvalues_iq4nl(), np.int32)[(qs >> np.array([0, 4]).reshape(1, 1, 2, 1)) & 0xF].reshape(-1, 8, 32)
+        g = np.arange(8)
+        scales_h = blocks[:, 2].astype(np.int32) | (blocks[:, 3].astype(np.int32) << 8)
+        ls = ((blocks[:, 4 + g // 2].astype(np.int32) >> (4 * (g % 2))) & 0xF) | (((scales_h[:, None] >> (2 * g)) & 3) << 4)
+        a = np.broadcast_to((_halves(blocks, 0)[:, None] * (ls - 32).astype(np.float32))[:, :, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
+    else:
+        raise KeyError(name)
+    return tuple(np.ascontiguousarray(v, np.float32).reshape(n, -1) for v in (q, a, o))
+
+
+def factored_model(name, raw, x, bias=None, order="butterfly") -> np.ndarray:
+    """float32 (M, N): the mat-vec tier's factored order (launch.MV_FACTORED) for x (M, K) against the raw
+    weight rows (N, bytes_per_row)."""
+    parts, quads, runs, offset = launch.MV_FACTORED[name]
+    qk = BY_NAME[name].block_elems
+    q, a, o = factored_codes(name, raw)
+    x = np.asarray(x, np.float32)
+    nb = q.shape[1] // qk
+    lanes = np.arange(launch.SIMD_WIDTH)
+    part, step = lanes % parts, launch.SIMD_WIDTH // parts
+    acc = np.zeros((x.shape[0], q.shape[0], launch.SIMD_WIDTH), np.float32)
+    per_run = quads // runs
+    for s in range(-(-nb // step)):
+        ib = lanes // parts + s * step
+        live = ib < nb
+        ib = np.where(live, ib, 0)
+        for u in range(runs):
+            dq = np.zeros_like(acc)
+            sx = None
+            for j in range(u * per_run, (u + 1) * per_run):
+                for i in range(4):
+                    e = ib * qk + MV_QUADS[name](part, j) + i
+                    dq = fma32(q[None, :, e], x[:, None, e], dq)
+                    sx = x[:, e] if sx is None else (sx + x[:, e]).astype(np.float32)
+            e0 = ib * qk + MV_QUADS[name](part, u * per_run)
+            new = fma32(a[None, :, e0], dq, acc)
+            if offset:
+                new = fma32(o[None, :, e0], np.broadcast_to(sx[:, None, :], acc.shape), new)
+            acc = np.where(live, new, acc)
+    y = simd_reduce(acc, order)
+    return y if bias is None else (y + bias[None, :]).astype(np.float32)
+
+
+def factored(name: str, kind: str) -> bool:
+    """Whether kernel kind (mv, mm, mv_id, mm_id) computes type ``name`` in the factored order."""
+    return name in launch.MV_FACTORED and kind != "mm"
+
+
+def kernel_model(name, kind, raw, w, x, bias=None, order="butterfly") -> np.ndarray:
+    """What kernel ``kind`` computes: the factored order (the mat-vec tier of MV_FACTORED types), else the
+    decode-exact order of ``model``."""
+    if factored(name, kind):
+        return factored_model(name, raw, x, bias, order)
+    return model(w, x, launch.matmul_sub_elems(name), bias, order)
+
+
+@pytest.mark.parametrize("name", list(launch.MV_FACTORED))
+def test_factored_codes_are_the_decoded_weights(name):
+    """The factored form against dequantize for every value of every byte of a block (the other bytes
+    random, half fields any bits, NaN and infinities included): a q is exact and fl(a q + o) is the decoded
+    weight bit for bit (with o = 0: a q itself)."""
+    t = BY_NAME[name]
+    rng = np.random.default_rng(29)
+    raw = rng.integers(0, 256, size=(t.block_bytes, 256, t.block_bytes), dtype=np.uint8)
+    raw[np.arange(t.block_bytes), :, np.arange(t.block_bytes)] = np.arange(256, dtype=np.uint8)
+    raw = raw.reshape(-1, t.block_bytes)
+    decoded = reference.dequantize(torch.from_numpy(raw.copy()), name, torch.float32).numpy()
+    q, a, o = factored_codes(name, raw)
+    assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 128
+    with np.errstate(invalid="ignore", over="ignore"):
+        product = a * q
+        exact = np.isnan(product) | (product.astype(np.float64) == a.astype(np.float64) * q)
+        assert exact.all(), f"{name}: a q not exact for {int((~exact).sum())} elements"
+        weight = product + o if launch.MV_FACTORED[name][3] else product
+        testing.assert_bits_equal(torch.from_numpy(weight), torch.from_numpy(decoded.reshape(q.shape)),
+                                  f"{name}: fl(a q + o) vs dequantize")
+
+
 def _round_exact(value: Fraction) -> np.float32:
     """The float32 nearest to an exact rational, ties to even (finite results only)."""
     f = np.float32(float(value))
@@ -204,15 +342,22 @@ def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, ubsan=False, **opt
     return res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
 
 
-def assert_within_bound(name, y, w, x, bias=None):
-    """|y - y_exact| <= gamma_n * (sum |w x| + |bias|), y_exact in float64, n = launch.matmul_error_constant."""
+def assert_within_bound(name, y, w, x, bias=None, kind="mm", raw=None):
+    """|y - y_exact| <= gamma_n * (B + |bias|), y_exact in float64 from the decoded weights w: for the
+    decode-exact order B = sum |w x| and n = launch.matmul_error_constant; for the factored order (``raw``
+    given) B = sum over runs of (|a| sum |q x| + |o| sum |x|) and n = launch.matvec_error_constant."""
     w64, x64 = w.astype(np.float64), x.astype(np.float64)
     exact = x64 @ w64.T
-    scale = np.abs(x64) @ np.abs(w64).T
+    if factored(name, kind):
+        q, a, o = (v.astype(np.float64) for v in factored_codes(name, raw))
+        scale = np.abs(x64) @ (np.abs(a * q) + np.abs(o)).T
+        c = launch.matvec_error_constant(name, w.shape[1], bias is not None)
+    else:
+        scale = np.abs(x64) @ np.abs(w64).T
+        c = launch.matmul_error_constant(name, w.shape[1], bias is not None)
     if bias is not None:
         exact = exact + bias.astype(np.float64)
         scale = scale + np.abs(bias.astype(np.float64))
-    c = launch.matmul_error_constant(name, w.shape[1], bias is not None)
     gamma = c * U32 / (1 - c * U32)
     err = np.abs(np.asarray(y, np.float64) - exact)
     bad = err > gamma * scale
@@ -236,34 +381,36 @@ def test_kernels_match_model(name):
         for m, kind in shapes:
             xm = x[:m]
             b = bias if m in (5, 37) else None
-            want = model(w, xm.numpy(), sub, b)
+            want = kernel_model(name, kind, raw, w, xm.numpy(), b)
             schedules = ("forward", "reverse") if m in (5, 37) else ("forward",)
             for schedule in schedules:
                 # check_uninitialized: no read of threadgroup memory that no thread wrote.
                 got = run_linear(name, raw, xm, b, kind=kind, schedule=schedule, check_uninitialized=True)
                 testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} K={k} {schedule}")
-            assert_within_bound(name, got.numpy(), w, xm.numpy(), b)
+            assert_within_bound(name, got.numpy(), w, xm.numpy(), b, kind, raw)
 
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_activation_and_output_dtypes(name):
     """f16/bf16 activations read natively (exact widening), output float32 or the activation dtype rounded
-    once from the float32 result; within the bound for every dtype."""
+    once from the float32 result; within the bound for every activation dtype at M = 1, 3, 8 (mat-vec tier)
+    and 11 (mul_mm)."""
     rng = np.random.default_rng(abs(hash(name) + 1) % 2**32)
-    sub = launch.matmul_sub_elems(name)
     k = k_values(name)[1]
     n = 5
     raw, w = weights(name, n, k, rng)
     bias = rng.standard_normal(n).astype(np.float32)
-    for x_dtype, out_dtype in MIXED:
-        for m, kind in ((3, "mv"), (11, "mm")):
+    for x_dtype, out_dtype in [(torch.float32, torch.float32), *MIXED]:
+        for m, kind in ((1, "mv"), (3, "mv"), (8, "mv"), (11, "mm")):
+            if out_dtype != torch.float32 and m in (1, 8):
+                continue
             x = activations(m, k, x_dtype, rng)
-            want32 = model(w, x.float().numpy(), sub, bias)
+            want32 = kernel_model(name, kind, raw, w, x.float().numpy(), bias)
             got = run_linear(name, raw, x, bias, out_dtype, kind=kind)
             testing.assert_bits_equal(got, testing.round_to(torch.from_numpy(want32), out_dtype),
-                                      f"{name} {kind} {x_dtype} -> {out_dtype}")
+                                      f"{name} {kind} M={m} {x_dtype} -> {out_dtype}")
             if out_dtype == torch.float32:
-                assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias)
+                assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias, kind, raw)
 
 
 @settings(max_examples=25)
@@ -280,7 +427,7 @@ def test_random_shapes_match_model(data):
     raw, w = weights(name, n, k, rng)
     x = activations(m, k, data.draw(st.sampled_from(list(SUFFIX))), rng)
     got = run_linear(name, raw, x, out_dtype=torch.float32, kind=kind, schedule="reverse")
-    want = model(w, x.float().numpy(), launch.matmul_sub_elems(name))
+    want = kernel_model(name, kind, raw, w, x.float().numpy())
     testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} N={n} K={k}")
 
 
@@ -289,31 +436,38 @@ def test_error_bound_of_the_order_at_model_sizes(name):
     """The bound at transformer sizes (K = 4096 and 14336), through the model (bit-identical to every
     kernel at the sizes the harness runs), for activations of every dtype and with a bias."""
     rng = np.random.default_rng(abs(hash(name) + 4) % 2**32)
-    sub = launch.matmul_sub_elems(name)
     for k in (4096, 14336):
         raw, w = weights(name, 3, k, rng)
         bias = rng.standard_normal(3).astype(np.float32)
         for dtype in SUFFIX:
             x = activations(2, k, dtype, rng).float().numpy()
-            assert_within_bound(name, model(w, x, sub, bias), w, x, bias)
+            for kind in ("mv", "mm") if factored(name, "mv") else ("mm",):
+                assert_within_bound(name, kernel_model(name, kind, raw, w, x, bias), w, x, bias, kind, raw)
 
 
 # ---- batch invariance, mul_mat_id ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_batch_invariance(name):
-    """A row's bits do not depend on M, on its position, or on the kernel (mul_mv or mul_mm)."""
+    """Within each tier (mul_mv: M <= 8; mul_mm: M > 8) a row's bits do not depend on M or on its position;
+    for the types whose mat-vec tier is not factored the two tiers give the same bits too."""
     rng = np.random.default_rng(abs(hash(name) + 2) % 2**32)
     k = k_values(name)[0] * 3
     raw, _ = weights(name, 6, k, rng)
     x = activations(19, k, torch.bfloat16, rng)
     full = run_linear(name, raw, x, out_dtype=torch.float32)  # mul_mm
-    perm = torch.from_numpy(rng.permutation(19)[:6])
+    eight = run_linear(name, raw, x[:8], out_dtype=torch.float32)  # mul_mv
+    perm = torch.from_numpy(rng.permutation(8)[:6])
     part = run_linear(name, raw, x[perm], out_dtype=torch.float32)  # mul_mv, other rows and positions
-    testing.assert_bits_equal(part, full[perm], f"{name}: M=6 (permuted) vs M=19")
-    for r in (0, 18):
+    testing.assert_bits_equal(part, eight[perm], f"{name}: M=6 (permuted) vs M=8")
+    for r in (0, 7):
         one = run_linear(name, raw, x[r:r + 1], out_dtype=torch.float32)
-        testing.assert_bits_equal(one[0], full[r], f"{name}: row {r} alone vs in M=19")
+        testing.assert_bits_equal(one[0], eight[r], f"{name}: row {r} alone vs in M=8")
+    perm = torch.from_numpy(rng.permutation(19)[:12])
+    testing.assert_bits_equal(run_linear(name, raw, x[perm], out_dtype=torch.float32), full[perm],
+                              f"{name}: M=12 (permuted) vs M=19")
+    if not factored(name, "mv"):
+        testing.assert_bits_equal(eight, full[:8], f"{name}: mul_mv vs mul_mm")
 
 
 def expert_weights(name, n_exp, n, k, rng):
@@ -321,15 +475,15 @@ def expert_weights(name, n_exp, n, k, rng):
     return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
 
 
-def check_slots(name, got, ids, w3, xf, ux):
-    """Every slot against the model of a one-row product with its expert; NaN rows for bad ids."""
-    sub = launch.matmul_sub_elems(name)
+def check_slots(name, got, ids, raw3, w3, xf, ux):
+    """Every slot against the model of a one-row product with its expert (the mat-vec tier's order); NaN
+    rows for bad ids."""
     for t, u in np.ndindex(*ids.shape):
         e = ids[t, u]
         if not 0 <= e < w3.shape[0]:
             assert np.isnan(got[t, u]).all(), f"{name}: slot {(t, u)} with id {e} is not NaN"
         else:
-            testing.assert_bits_equal(got[t, u], model(w3[e], xf[t, u % ux][None], sub)[0],
+            testing.assert_bits_equal(got[t, u], kernel_model(name, "mv", raw3[e], w3[e], xf[t, u % ux][None])[0],
                                       f"{name}: slot {(t, u)} expert {e}")
 
 
@@ -345,7 +499,7 @@ def test_mul_mat_id(name):
     for x_dtype, ux in ((torch.float32, 1), (torch.bfloat16, 2)):
         x3 = activations(3 * ux, k, x_dtype, rng).reshape(3, ux, k)
         by_slot = run_mul_mat_id(name, raw3, x3, ids, kind="mv_id", schedule="reverse")
-        check_slots(name, by_slot, ids, w3, x3.float().numpy(), ux)
+        check_slots(name, by_slot, ids, raw3, w3, x3.float().numpy(), ux)
         grouped = run_mul_mat_id(name, raw3, x3, ids)
         testing.assert_bits_equal(grouped, by_slot, f"{name}: mul_mm_id vs mul_mv_id")
         alone = run_linear(name, raw3[2], x3[0, 0][None], out_dtype=torch.float32)
@@ -369,42 +523,40 @@ def test_mul_mm_id_windows_and_groups(name):
     ids = rng.integers(-1, n_exp + 1, size=(n_tok, n_used))
     x3 = activations(n_tok, k, torch.float16, rng).reshape(n_tok, 1, k)
     got = run_mul_mat_id(name, raw3, x3, ids, schedule="reverse")
-    check_slots(name, got, ids, w3, x3.float().numpy(), 1)
+    check_slots(name, got, ids, raw3, w3, x3.float().numpy(), 1)
 
 
 # ---- the order is really pinned, schedules, sanitizers -------------------------------------------------
 
-@pytest.mark.parametrize("name", ["Q4_K", "Q8_0", "F16"])
+@pytest.mark.parametrize("name", ["Q4_K", "Q8_0", "Q4_0", "F16"])
 def test_simd_orders_each_match_their_model(name):
     """Each pinned simd_sum order gives the model's bits for that order, and the orders differ somewhere:
     the bit-exact tests would notice a kernel that summed differently."""
     rng = np.random.default_rng(7)
-    sub = launch.matmul_sub_elems(name)
     k = k_values(name)[1]
     raw, w = weights(name, 9, k, rng)
     x = activations(4, k, torch.float32, rng)
-    results = {}
-    for order in ("butterfly", "adjacent", "sequential"):
-        want = model(w, x.numpy(), sub, order=order)
-        for kind in ("mv", "mm"):
+    for kind in ("mv", "mm"):
+        results = {}
+        for order in ("butterfly", "adjacent", "sequential"):
+            want = kernel_model(name, kind, raw, w, x.numpy(), order=order)
             got = run_linear(name, raw, x, kind=kind, simd_order=order)
             testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} simd order {order}")
-        results[order] = want
-    assert testing.bits_mismatch(results["butterfly"], results["sequential"]).any()
+            results[order] = want
+        assert testing.bits_mismatch(results["butterfly"], results["sequential"]).any()
 
 
 @pytest.mark.parametrize("name", ["Q4_K", "F32", "IQ2_XXS"])
 def test_random_schedule_and_guard_before(name):
     rng = np.random.default_rng(11)
-    sub = launch.matmul_sub_elems(name)
     k = k_values(name)[1]
     raw, w = weights(name, 5, k, rng)
     x = activations(10, k, torch.float16, rng)
-    want = model(w, x.float().numpy(), sub)
     for kind, m in (("mv", 3), ("mm", 10)):
+        want = kernel_model(name, kind, raw, w, x[:m].float().numpy())
         got = run_linear(name, raw, x[:m], out_dtype=torch.float32, kind=kind, schedule="random", seed=5,
                          flush="start")
-        testing.assert_bits_equal(got, torch.from_numpy(want[:m]), f"{name} {kind} random schedule")
+        testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} random schedule")
 
 
 def test_ubsan_build():
@@ -413,18 +565,17 @@ def test_ubsan_build():
     name = "Q4_K"
     per_file = msl_harness.kernel_file(name)
     rng = np.random.default_rng(23)
-    sub = launch.matmul_sub_elems(name)
     k = k_values(name)[1]
     raw3, w3 = expert_weights(name, 2, 5, k, rng)
     x = activations(10, k, torch.float16, rng)
-    want = model(w3[0], x.float().numpy(), sub)
     for kind, m in (("mv", 3), ("mm", 10)):
+        want = kernel_model(name, kind, raw3[0], w3[0], x[:m].float().numpy())
         got = run_linear(name, raw3[0], x[:m], out_dtype=torch.float32, kind=kind, path=per_file, ubsan=True)
-        testing.assert_bits_equal(got, torch.from_numpy(want[:m]), f"{name} {kind} UBSan build")
+        testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} UBSan build")
     ids = np.array([[1, 0], [0, 2], [1, -1]])
     for kind in ("mv_id", "mm_id"):
         got = run_mul_mat_id(name, raw3, x[:3].reshape(3, 1, k), ids, kind=kind, path=per_file, ubsan=True)
-        check_slots(name, got, ids, w3, x[:3].float().numpy()[:, None], 1)
+        check_slots(name, got, ids, raw3, w3, x[:3].float().numpy()[:, None], 1)
 
 
 def test_error_constant_follows_the_tree():
@@ -434,10 +585,16 @@ def test_error_constant_follows_the_tree():
     assert launch.matmul_error_constant("Q4_K", 4096, bias=True) == 160
     # F16, K = 1031: 129 sub-blocks of 8 (the last holds 7) -> 5 per lane at most.
     assert launch.matmul_error_constant("F16", 1031) == 71
-    assert launch.matmul_grid(8, 7) == ("mv", (2, 1), 64)
+    # The factored mat-vec order, Q4_K at K = 4096: a run of 4 elements (4 roundings), 16 blocks over 2 per
+    # step = 8 blocks per lane, each 4 runs of 2 fmas = 64, + 31 for simd_sum, + 1 for the decoded weight
+    # fl(a q + o); Q8_0: 4 + 128 blocks / 4 per step * 1 run * 1 fma = 32, + 31, no offset.
+    assert launch.matvec_error_constant("Q4_K", 4096) == 4 + 64 + 31 + 1
+    assert launch.matvec_error_constant("Q8_0", 4096, bias=True) == 4 + 32 + 31 + 1
+    assert launch.matvec_error_constant("MXFP4", 4096) == launch.matmul_error_constant("MXFP4", 4096)
+    assert launch.matmul_grid(8, 7) == ("mv", (1, 1), 64)
     assert launch.matmul_grid(9, 7) == ("mm", (2, 1), 128)
-    assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (2, 8, 1), 64)
-    assert launch.mul_mat_id_grid(40, 8, 7, 64) == ("mm_id", (2, 64, 2), 64)
+    assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (1, 8, 1), 64)
+    assert launch.mul_mat_id_grid(40, 8, 7, 64) == ("mm_id", (1, 64, 2), 64)
 
 
 # ---- the run-time Metal path's source ------------------------------------------------------------------
@@ -471,14 +628,14 @@ def test_per_file_libraries_give_the_same_bits(name):
     """The per-file compile units (as kernel-builder builds them) against the single source and the model,
     every kernel kind."""
     rng = np.random.default_rng(13)
-    sub = launch.matmul_sub_elems(name)
     per_file = msl_harness.kernel_file(name)
     k = k_values(name)[1]
     raw, w = weights(name, 7, k, rng)
     bias = rng.standard_normal(7).astype(np.float32)
     for m in (4, 12):
         x = activations(m, k, torch.bfloat16, rng)
-        want = testing.round_to(torch.from_numpy(model(w, x.float().numpy(), sub, bias)), torch.bfloat16)
+        want32 = kernel_model(name, launch.matmul_kernel(m), raw, w, x.float().numpy(), bias)
+        want = testing.round_to(torch.from_numpy(want32), torch.bfloat16)
         got = run_linear(name, raw, x, bias, torch.bfloat16, path=per_file, schedule="reverse")
         testing.assert_bits_equal(got, want, f"{per_file.name} {name} M={m}")
         testing.assert_bits_equal(got, run_linear(name, raw, x, bias, torch.bfloat16), f"{name}: per file vs single")
@@ -486,7 +643,8 @@ def test_per_file_libraries_give_the_same_bits(name):
     x3 = activations(2, k, torch.float32, rng).reshape(2, 1, k)
     ids = np.array([[1, 0], [0, 5]])
     for kind in ("mv_id", "mm_id"):
-        check_slots(name, run_mul_mat_id(name, raw3, x3, ids, kind=kind, path=per_file), ids, w3, x3.numpy(), 1)
+        check_slots(name, run_mul_mat_id(name, raw3, x3, ids, kind=kind, path=per_file), ids, raw3, w3,
+                    x3.numpy(), 1)
 
 
 # ---- the run-time path's argument checks (no Mac needed) ----------------------------------------------
