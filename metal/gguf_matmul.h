@@ -65,8 +65,10 @@
 
 #else
 
-// The type files' factored access (gguf_mv_quad, gguf_mv_codes) is Metal code for these kernels only.
+// The type files' factored access (gguf_mv_quad, gguf_mv_codes) is Metal code for these kernels only,
+// declared GGUF_MV_INLINE: inlined into the unrolled loops that index its arrays (as MLX's METAL_FUNC).
 #define GGUF_METAL_MATMUL 1
+#define GGUF_MV_INLINE inline __attribute__((always_inline))
 
 // Sub-block s of a weight row into y: one overload per weight type. A quantized type's comes with its
 // GGUF_MATMUL_KERNELS line (found by argument-dependent lookup on its block type); the float types' are
@@ -173,7 +175,7 @@ inline void gguf_mv_accumulate(gguf_decode_core<B, QK, S>, device const uchar *w
 // block and activation row and applied to all R weight rows; each weight row's codes are read once per
 // block and applied to all mr activation rows. Rows past N read row N - 1 (never stored).
 template <uint R, typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET, typename X>
-inline void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
+GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
                                uint n0, uint N, uint K, device const X *x, thread const uint *xrow, uint mr,
                                ushort lane, thread float *acc) {
     constexpr uint QPR = QUADS / RUNS;

@@ -26,21 +26,28 @@ inline void dequantize_iq4_xs(device const block_iq4_xs *b, ushort sub, thread f
 // offset): w = a q with q = kvalues_iq4nl[nibble] and a = d * (ls - 32) of its group, the exact product
 // dequantize_iq4_xs computes. Quad j of part p holds elements 64j + 4p .. + 3 of group g = 2j + p / 8:
 // the low (p % 8 < 4) or high nibbles of qs bytes 16g + 4(p % 4) ...
-inline uint gguf_mv_quad(device const block_iq4_xs *, ushort part, uint j) {
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_iq4_xs *, ushort part, uint j) {
     return 64 * j + 4 * part;
 }
 
-inline void gguf_mv_codes(device const block_iq4_xs *b, ushort part, thread float4 *q, thread float *a,
+GGUF_MV_INLINE void gguf_mv_codes(device const block_iq4_xs *b, ushort part, thread float4 *q, thread float *a,
                           thread float *o) {
     const float d = float(b->d);
+    const uint hi = part / 8;
     const uint shift = 4 * ((part % 8) / 4);
+    const uint scales_l = *reinterpret_cast<device const uint *>(b->scales_l);
+    const uint scales_h = b->scales_h;
+    device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 16 * hi + 4 * (part % 4));
 #pragma unroll
     for (uint j = 0; j < 4; ++j) {
-        const uint g = 2 * j + part / 8;
-        const uint w = *reinterpret_cast<device const uint *>(b->qs + 16 * g + 4 * (part % 4)) >> shift;
-        q[j] = float4(float(kvalues_iq4nl[w & 0xF]), float(kvalues_iq4nl[(w >> 8) & 0xF]),
-                      float(kvalues_iq4nl[(w >> 16) & 0xF]), float(kvalues_iq4nl[(w >> 24) & 0xF]));
-        const int ls = ((b->scales_l[g / 2] >> (4 * (g & 1))) & 0xF) | (((b->scales_h >> (2 * g)) & 3) << 4);
+        // group g = 2j + hi: its 4-bit low scale is nibble g of scales_l, its 2 high bits bits 2g of scales_h
+        const uchar4 n = as_type<uchar4>((qs[8 * j] >> shift) & 0x0F0F0F0Fu);
+        q[j].x = float(kvalues_iq4nl[n.x]);
+        q[j].y = float(kvalues_iq4nl[n.y]);
+        q[j].z = float(kvalues_iq4nl[n.z]);
+        q[j].w = float(kvalues_iq4nl[n.w]);
+        const uint g = 2 * j + hi;
+        const int ls = int(((scales_l >> (4 * g)) & 0xF) | (((scales_h >> (2 * g)) & 3) << 4));
         a[j] = d * float(ls - 32);
         o[j] = 0.0f;
     }

@@ -20,11 +20,11 @@ inline void dequantize_q4_0(device const block_q4_0 *b, ushort sub, thread float
 // holds elements 4p .. 4p + 3 (8 lanes read the block's 32 contiguous x values): the low nibbles of qs
 // bytes 4p .. (p < 4) or the high nibbles of bytes 4(p - 4) .. (p >= 4), read as 16-bit words (blocks
 // are 2-byte aligned).
-inline uint gguf_mv_quad(device const block_q4_0 *, ushort part, uint) {
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_q4_0 *, ushort part, uint) {
     return 4 * part;
 }
 
-inline void gguf_mv_codes(device const block_q4_0 *b, ushort part, thread float4 *q, thread float *a,
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q4_0 *b, ushort part, thread float4 *q, thread float *a,
                           thread float *o) {
     device const ushort *qs = reinterpret_cast<device const ushort *>(b->qs + 4 * (part % 4));
     const uint w = (uint(qs[0]) | (uint(qs[1]) << 16)) >> (4 * (part / 4));

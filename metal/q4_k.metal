@@ -42,11 +42,11 @@ inline void dequantize_q4_k(device const block_q4_k *b, ushort sub, thread float
 // elements 64j + 4p .. 64j + 4p + 3 (so 16 lanes read 64 contiguous x values per quad): the low nibbles
 // of qs bytes 32j + 4p .. (p < 8, sub-block 2j) or the high nibbles of bytes 32j + 4(p - 8) ..
 // (p >= 8, sub-block 2j + 1). Each quad is a run of its own.
-inline uint gguf_mv_quad(device const block_q4_k *, ushort part, uint j) {
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_q4_k *, ushort part, uint j) {
     return 64 * j + 4 * part;
 }
 
-inline void gguf_mv_codes(device const block_q4_k *b, ushort part, thread float4 *q, thread float *a,
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q4_k *b, ushort part, thread float4 *q, thread float *a,
                           thread float *o) {
     const uint hi = part / 8;  // high nibbles: the odd sub-blocks
     device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 4 * (part % 8));

@@ -43,11 +43,11 @@ inline void dequantize_q5_k(device const block_q5_k *b, ushort sub, thread float
 // the exact products dequantize_q5_k computes (it rounds a q + o once). Quad j of part p holds elements
 // 64j + 4p .. 64j + 4p + 3 of sub-block 2j + p / 8: nibbles of qs bytes 32j + 4(p % 8) .. (low for
 // p < 8, high for p >= 8), fifth bits from qh bytes 4(p % 8) .. (bit 2j + p / 8).
-inline uint gguf_mv_quad(device const block_q5_k *, ushort part, uint j) {
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_q5_k *, ushort part, uint j) {
     return 64 * j + 4 * part;
 }
 
-inline void gguf_mv_codes(device const block_q5_k *b, ushort part, thread float4 *q, thread float *a,
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q5_k *b, ushort part, thread float4 *q, thread float *a,
                           thread float *o) {
     const uint hi = part / 8;
     device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 4 * (part % 8));

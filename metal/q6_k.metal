@@ -34,16 +34,16 @@ inline void dequantize_q6_k(device const block_q6_k *b, ushort sub, thread float
 // 2(j % 2) + p / 8, l = 4(p % 8) ..: low bits from ql bytes 64h + 32(p / 8) + 4(p % 8) .. (nibble j % 2),
 // high bits from qh bytes 32h + 4(p % 8) .. (bits 2k, 2k + 1); sub-block 4j + p / 4. Blocks are 2-byte
 // aligned: 16-bit loads.
-inline uint gguf_mv_quad(device const block_q6_k *, ushort part, uint j) {
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_q6_k *, ushort part, uint j) {
     return 64 * j + 4 * part;
 }
 
-inline uint gguf_mv_word(device const uchar *p) {
+GGUF_MV_INLINE uint gguf_mv_word(device const uchar *p) {
     device const ushort *w = reinterpret_cast<device const ushort *>(p);
     return uint(w[0]) | (uint(w[1]) << 16);
 }
 
-inline void gguf_mv_codes(device const block_q6_k *b, ushort part, thread float4 *q, thread float *a,
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q6_k *b, ushort part, thread float4 *q, thread float *a,
                           thread float *o) {
     const uint hi = part / 8;
     const uint l = 4 * (part % 8);

@@ -17,11 +17,11 @@ inline void dequantize_q8_0(device const block_q8_0 *b, ushort sub, thread float
 // The factored form of the mat-vec tier (launch.MV_FACTORED: 8 lanes per block, 1 quad, 1 run, no
 // offset): w = a q with q the signed byte and a = d, the exact product dequantize_q8_0 computes. Part p
 // holds elements 4p .. 4p + 3, its qs bytes read as 16-bit words (blocks are 2-byte aligned).
-inline uint gguf_mv_quad(device const block_q8_0 *, ushort part, uint) {
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_q8_0 *, ushort part, uint) {
     return 4 * part;
 }
 
-inline void gguf_mv_codes(device const block_q8_0 *b, ushort part, thread float4 *q, thread float *a,
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q8_0 *b, ushort part, thread float4 *q, thread float *a,
                           thread float *o) {
     device const ushort *qs = reinterpret_cast<device const ushort *>(b->qs + 4 * part);
     q[0] = float4(as_type<char4>(uint(qs[0]) | (uint(qs[1]) << 16)));
