@@ -105,14 +105,22 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
 }
 
 
+# The float types' mat-vec tier: the decode-exact order with sub-blocks of this many elements (one vector of
+# weights and one of x per lane and step when K is a multiple of it), instead of ELEMS_PER_THREAD.
+MV_FLOAT_SUB = 4
+
+
 def matvec_error_constant(qtype, k: int, bias: bool = False) -> int:
     """n of the mat-vec tier's bound |y - y_exact| <= n u / (1 - n u) * (B + |bias|), u = 2**-24, where
-    B = sum_k |w_k x_k| for the decode-exact order (matmul_error_constant) and, for MV_FACTORED types,
+    B = sum_k |w_k x_k| for the decode-exact order (matmul_error_constant; the float types with
+    sub-blocks of MV_FLOAT_SUB elements) and, for MV_FACTORED types,
     B = sum over runs of (|a| sum |q x| + |o| sum |x|) (>= sum |w x|). Factored: a run's dq or sx chain
     (4 * Q / runs roundings), then every later fma of the lane's accumulator (2 per run with an offset, 1
     without, over ceil(blocks / (32 / P)) blocks), simd_sum in any order (31), the bias addition; with an
     offset, one more for the decoded weight fl(a q + o) that y_exact is computed from."""
     t = resolve(qtype)
+    if t.block_elems == 1:
+        return MV_FLOAT_SUB * -(-(-(-k // MV_FLOAT_SUB)) // SIMD_WIDTH) + SIMD_SUM_ROUNDINGS + int(bias)
     if t.name not in MV_FACTORED:
         return matmul_error_constant(qtype, k, bias)
     parts, quads, runs, offset = MV_FACTORED[t.name]

@@ -144,9 +144,10 @@ def _check_x(x: torch.Tensor, what: str = "x") -> None:
         raise TypeError(f"{what} must be float32, float16 or bfloat16, got {x.dtype}")
 
 
-def _aligned(t: torch.Tensor) -> torch.Tensor:
-    # The kernels read half fields of the blocks in place, and the mat-vec kernels x 4 elements at a time.
-    return t.clone() if t.storage_offset() % 4 else t
+def _aligned(t: torch.Tensor, elements: int = 4) -> torch.Tensor:
+    # The kernels read half fields of the blocks in place, the mat-vec kernels x 4 elements at a time and
+    # the float types' weight rows 16 bytes at a time.
+    return t.clone() if t.storage_offset() % elements else t
 
 
 def _matmul_kernel(name: str, group: int):
@@ -168,7 +169,7 @@ def _matmul(x2: torch.Tensor, blocks: torch.Tensor, t, bias: torch.Tensor | None
     kind, (gx, gy), group = launch.matmul_grid(m, n)
     name = f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x2.dtype]}_{_SUFFIX[out.dtype]}"
     b = x2 if bias is None else bias  # buffer 2 must be bound; not read without a bias
-    _matmul_kernel(name, group)(_aligned(blocks), _aligned(x2), b, out, k, n, m, int(bias is not None),
+    _matmul_kernel(name, group)(_aligned(blocks, 16), _aligned(x2), b, out, k, n, m, int(bias is not None),
                                 threads=(gx * group, gy), group_size=(group, 1))
 
 
@@ -233,5 +234,5 @@ def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, 
     kind, (gx, gy, gz), group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp)
     scalars = [x.shape[-1], n, n_exp, n_used, x3.shape[1]] + ([n_tok * n_used] if kind == "mm_id" else [])
     _matmul_kernel(f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x.dtype]}", group)(
-        _aligned(blocks), x3, ids32, out, *scalars, threads=(gx * group, gy, gz), group_size=(group, 1, 1))
+        _aligned(blocks, 16), x3, ids32, out, *scalars, threads=(gx * group, gy, gz), group_size=(group, 1, 1))
     return out

@@ -77,6 +77,11 @@
 inline void gguf_mm_decode(device const float *row, uint s, uint K, thread float *y);
 inline void gguf_mm_decode(device const half *row, uint s, uint K, thread float *y);
 inline void gguf_mm_decode(device const bfloat *row, uint s, uint K, thread float *y);
+// Elements k .. k + 3 of a float row as float32, exactly (float.metal; k a multiple of 4, the row 16-byte
+// aligned for float, 8-byte for half and bfloat): the mat-vec tier's wide loads.
+float4 gguf_mv_load4(device const float *p);
+float4 gguf_mv_load4(device const half *p);
+float4 gguf_mv_load4(device const bfloat *p);
 
 // Elements in sub-block s: S, except the last sub-block of a float row (QK == 1) when S does not divide K.
 template <int QK, int S>
@@ -242,6 +247,70 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
                         }
                     }
                     acc[r * GGUF_MATMUL_X_ROWS + m] = s;
+                }
+            }
+        }
+    }
+}
+
+// The float types' mat-vec order: the decode-exact order with sub-blocks of 4 elements (launch.MV_FLOAT_SUB):
+// lane l sums quads l, l + 32, ... (elements 4s .. min(4s + 4, K)) by fma from +0. When K is a multiple of 4
+// every quad is read as one vector of weights and one of x (the host aligns the rows), else element by
+// element; the same arithmetic either way.
+template <typename IN>
+struct gguf_float_core {};
+
+template <uint R, typename IN, typename X>
+GGUF_MV_INLINE void gguf_mv_accumulate(gguf_float_core<IN>, device const uchar *w, uint n0, uint N, uint K,
+                                       device const X *x, thread const uint *xrow, uint mr, ushort lane,
+                                       thread float *acc) {
+    device const IN *rows[R];
+#pragma unroll
+    for (uint r = 0; r < R; ++r) {
+        rows[r] = reinterpret_cast<device const IN *>(w) + ulong(min(n0 + r, N - 1)) * K;
+    }
+    const uint nq = (K + 3) / 4;
+    const bool wide = K % 4 == 0;
+    for (uint s = lane; s < nq; s += GGUF_SIMD_WIDTH) {
+        const uint first = 4 * s;
+        const uint count = min(4u, K - first);
+        float4 wv[R];
+#pragma unroll
+        for (uint r = 0; r < R; ++r) {
+            if (wide) {
+                wv[r] = gguf_mv_load4(rows[r] + first);
+            } else {
+                float v[4] = {};
+                gguf_mm_decode(rows[r] + first, 0, count, v);  // elements first .. first + count - 1
+                wv[r] = float4(v[0], v[1], v[2], v[3]);
+            }
+        }
+#pragma unroll
+        for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+            if (m < mr) {
+                device const X *xq = x + ulong(xrow[m]) * K + first;
+                float4 xv = float4(0.0f);
+                if (wide) {
+                    xv = float4(*reinterpret_cast<device const vec<X, 4> *>(xq));
+                } else {
+                    for (uint i = 0; i < count; ++i) {
+                        xv[i] = float(xq[i]);
+                    }
+                }
+#pragma unroll
+                for (uint r = 0; r < R; ++r) {
+                    float a = acc[r * GGUF_MATMUL_X_ROWS + m];
+                    a = fma(wv[r].x, xv.x, a);
+                    if (count > 1) {
+                        a = fma(wv[r].y, xv.y, a);
+                    }
+                    if (count > 2) {
+                        a = fma(wv[r].z, xv.z, a);
+                    }
+                    if (count > 3) {
+                        a = fma(wv[r].w, xv.w, a);
+                    }
+                    acc[r * GGUF_MATMUL_X_ROWS + m] = a;
                 }
             }
         }
@@ -479,7 +548,7 @@ template <typename B, int QK, typename CORE, typename X>
             y[j] = gguf_load(row + first + j);                                                   \
         }                                                                                        \
     }                                                                                            \
-    typedef gguf_decode_core<IN, 1, GGUF_SUB_##NAME> gguf_core_##NAME;                           \
+    typedef gguf_float_core<IN> gguf_core_##NAME;                                                \
     GGUF_MATMUL_INSTANCES(NAME, IN, 1, GGUF_SUB_##NAME, gguf_core_##NAME)
 
 #endif

@@ -31,10 +31,11 @@ using gguf_mps::dtype_suffix;
 using gguf_mps::pipeline;
 using gguf_mps::set_tensor;
 
-// The kernels read the blocks' half fields in place (row starts are multiples of the block size).
-at::Tensor aligned_blocks(const at::Tensor &blocks, const GgufType &type) {
+// The kernels read the blocks' half fields in place (row starts are multiples of the block size), and the
+// mat-vec kernels the float types' rows 16 bytes at a time.
+at::Tensor aligned_blocks(const at::Tensor &blocks) {
     at::Tensor b = blocks.contiguous();
-    return (b.storage_offset() % type.align) != 0 ? b.clone() : b;
+    return (b.storage_offset() % 16) != 0 ? b.clone() : b;
 }
 
 // The mat-vec kernels read x 4 elements at a time (rows are multiples of 32 elements).
@@ -98,7 +99,7 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
                       "gguf_dequant: out must be a contiguous (", M, ", ", N, ") tensor");
 
     const at::Tensor x = aligned_x(x_in);
-    const at::Tensor blocks = aligned_blocks(blocks_in, type);
+    const at::Tensor blocks = aligned_blocks(blocks_in);
     const bool has_bias = bias_in.has_value() && bias_in->defined();
     // Buffer 2 must be bound even without a bias; the kernel does not read it then.
     const at::Tensor bias = has_bias ? bias_in->to(at::kFloat).contiguous() : x;
@@ -138,7 +139,7 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
 
     const at::Tensor x = aligned_x(x_in);
     const at::Tensor ids = ids_in.contiguous();
-    const at::Tensor blocks = aligned_blocks(blocks_in, type);
+    const at::Tensor blocks = aligned_blocks(blocks_in);
     // One token: a threadgroup row per slot; more: a threadgroup row per (expert, window of slots).
     const bool per_slot = T == 1;
     const int64_t groups_x = ceil_div(N, GGUF_MV_SIMDGROUPS * GGUF_MV_ROWS);

@@ -206,11 +206,18 @@ def factored(name: str, kind: str) -> bool:
     return name in launch.MV_FACTORED and kind != "mm"
 
 
+def tiers_differ(name: str) -> bool:
+    """Whether the mat-vec tier's order differs from mul_mm's (factored, or float sub-blocks of 4)."""
+    return name in launch.MV_FACTORED or BY_NAME[name].block_elems == 1
+
+
 def kernel_model(name, kind, raw, w, x, bias=None, order="butterfly") -> np.ndarray:
     """What kernel ``kind`` computes: the factored order (the mat-vec tier of MV_FACTORED types), else the
-    decode-exact order of ``model``."""
+    decode-exact order of ``model`` (the float types' mat-vec tier with sub-blocks of MV_FLOAT_SUB)."""
     if factored(name, kind):
         return factored_model(name, raw, x, bias, order)
+    if kind != "mm" and BY_NAME[name].block_elems == 1:
+        return model(w, x, launch.MV_FLOAT_SUB, bias, order)
     return model(w, x, launch.matmul_sub_elems(name), bias, order)
 
 
@@ -352,6 +359,9 @@ def assert_within_bound(name, y, w, x, bias=None, kind="mm", raw=None):
         q, a, o = (v.astype(np.float64) for v in factored_codes(name, raw))
         scale = np.abs(x64) @ (np.abs(a * q) + np.abs(o)).T
         c = launch.matvec_error_constant(name, w.shape[1], bias is not None)
+    elif kind != "mm":
+        scale = np.abs(x64) @ np.abs(w64).T
+        c = launch.matvec_error_constant(name, w.shape[1], bias is not None)
     else:
         scale = np.abs(x64) @ np.abs(w64).T
         c = launch.matmul_error_constant(name, w.shape[1], bias is not None)
@@ -441,7 +451,7 @@ def test_error_bound_of_the_order_at_model_sizes(name):
         bias = rng.standard_normal(3).astype(np.float32)
         for dtype in SUFFIX:
             x = activations(2, k, dtype, rng).float().numpy()
-            for kind in ("mv", "mm") if factored(name, "mv") else ("mm",):
+            for kind in ("mv", "mm") if tiers_differ(name) else ("mm",):
                 assert_within_bound(name, kernel_model(name, kind, raw, w, x, bias), w, x, bias, kind, raw)
 
 
@@ -466,7 +476,7 @@ def test_batch_invariance(name):
     perm = torch.from_numpy(rng.permutation(19)[:12])
     testing.assert_bits_equal(run_linear(name, raw, x[perm], out_dtype=torch.float32), full[perm],
                               f"{name}: M=12 (permuted) vs M=19")
-    if not factored(name, "mv"):
+    if not tiers_differ(name):
         testing.assert_bits_equal(eight, full[:8], f"{name}: mul_mv vs mul_mm")
 
 
@@ -591,6 +601,8 @@ def test_error_constant_follows_the_tree():
     assert launch.matvec_error_constant("Q4_K", 4096) == 4 + 64 + 31 + 1
     assert launch.matvec_error_constant("Q8_0", 4096, bias=True) == 4 + 32 + 31 + 1
     assert launch.matvec_error_constant("MXFP4", 4096) == launch.matmul_error_constant("MXFP4", 4096)
+    # F16 in the mat-vec tier, K = 1031: 258 quads of 4 (the last holds 3) -> 9 per lane at most.
+    assert launch.matvec_error_constant("F16", 1031) == 4 * 9 + 31
     assert launch.matmul_grid(8, 7) == ("mv", (1, 1), 64)
     assert launch.matmul_grid(9, 7) == ("mm", (2, 1), 128)
     assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (1, 8, 1), 64)
