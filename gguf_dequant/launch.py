@@ -98,6 +98,7 @@ SIMD_SUM_ROUNDINGS = SIMD_WIDTH - 1
 MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "Q4_0": (8, 1, 1, False),
     "Q8_0": (8, 1, 1, False),
+    "MXFP4": (4, 2, 1, False),
     "Q4_K": (16, 4, 4, True),
     "Q5_K": (16, 4, 4, True),
     "Q6_K": (16, 4, 4, False),

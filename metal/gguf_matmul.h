@@ -171,6 +171,12 @@ inline void gguf_mv_accumulate(gguf_decode_core<B, QK, S>, device const uchar *w
     }
 }
 
+// A type without a value table looked up by shuffles (gguf_mv_table): no entry.
+template <typename B>
+GGUF_MV_INLINE float gguf_mv_table(device const B *, ushort) {
+    return 0.0f;
+}
+
 // The factored order (launch.MV_FACTORED, launch.matvec_error_constant): lane l takes part p = l % PARTS
 // of blocks l / PARTS, l / PARTS + 32 / PARTS, ...; in each, QUADS quads of 4 contiguous elements
 // (gguf_mv_quad: where they sit) in RUNS runs of QUADS / RUNS quads sharing a scale a and an offset o
@@ -193,13 +199,24 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
     for (uint r = 0; r < R; ++r) {
         rows[r] = reinterpret_cast<device const B *>(w + ulong(min(n0 + r, N - 1)) * bpr);
     }
-    for (uint ib = lane / PARTS; ib < nb; ib += STEP) {
+    // The lane's entry of the type's value table (lane % 16), for gguf_mv_codes to look codes up by
+    // simd_shuffle: every lane runs every step (a lane past the last block reads that block and does not
+    // accumulate), so the shuffles are uniform.
+    const float table = gguf_mv_table(rows[0], lane);
+    const uint steps = (nb + STEP - 1) / STEP;
+    for (uint step = 0; step < steps; ++step) {
+        const uint first = step * STEP + lane / PARTS;
+        const bool live = first < nb;
+        const uint ib = live ? first : nb - 1;
         float4 q[R][QUADS];
         float a[R][RUNS];
         float o[R][RUNS];
 #pragma unroll
         for (uint r = 0; r < R; ++r) {
-            gguf_mv_codes(rows[r] + ib, part, q[r], a[r], o[r]);
+            gguf_mv_codes(rows[r] + ib, part, table, q[r], a[r], o[r]);
+        }
+        if (!live) {
+            continue;
         }
 #pragma unroll
         for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {

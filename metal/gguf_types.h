@@ -52,6 +52,7 @@
 // The factored mat-vec layout: lanes per block, quads per lane, runs per lane, offset term.
 #define GGUF_MV_LAYOUT_q4_0 8, 1, 1, 0
 #define GGUF_MV_LAYOUT_q8_0 8, 1, 1, 0
+#define GGUF_MV_LAYOUT_mxfp4 4, 2, 1, 0
 #define GGUF_MV_LAYOUT_q4_k 16, 4, 4, 1
 #define GGUF_MV_LAYOUT_q5_k 16, 4, 4, 1
 #define GGUF_MV_LAYOUT_q6_k 16, 4, 4, 0

@@ -30,8 +30,13 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_iq4_xs *, ushort part, uint 
     return 64 * j + 4 * part;
 }
 
-GGUF_MV_INLINE void gguf_mv_codes(device const block_iq4_xs *b, ushort part, thread float4 *q, thread float *a,
-                          thread float *o) {
+// Lane l holds kvalues_iq4nl[l % 16]: codes are looked up by simd_shuffle.
+GGUF_MV_INLINE float gguf_mv_table(device const block_iq4_xs *, ushort lane) {
+    return float(kvalues_iq4nl[lane % 16]);
+}
+
+GGUF_MV_INLINE void gguf_mv_codes(device const block_iq4_xs *b, ushort part, float table, thread float4 *q,
+                                  thread float *a, thread float *o) {
     const float d = float(b->d);
     const uint hi = part / 8;
     const uint shift = 4 * ((part % 8) / 4);
@@ -42,10 +47,10 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_iq4_xs *b, ushort part, thr
     for (uint j = 0; j < 4; ++j) {
         // group g = 2j + hi: its 4-bit low scale is nibble g of scales_l, its 2 high bits bits 2g of scales_h
         const uchar4 n = as_type<uchar4>((qs[8 * j] >> shift) & 0x0F0F0F0Fu);
-        q[j].x = float(kvalues_iq4nl[n.x]);
-        q[j].y = float(kvalues_iq4nl[n.y]);
-        q[j].z = float(kvalues_iq4nl[n.z]);
-        q[j].w = float(kvalues_iq4nl[n.w]);
+        q[j].x = simd_shuffle(table, ushort(n.x));
+        q[j].y = simd_shuffle(table, ushort(n.y));
+        q[j].z = simd_shuffle(table, ushort(n.z));
+        q[j].w = simd_shuffle(table, ushort(n.w));
         const uint g = 2 * j + hi;
         const int ls = int(((scales_l >> (4 * g)) & 0xF) | (((scales_h >> (2 * g)) & 3) << 4));
         a[j] = d * float(ls - 32);

@@ -24,8 +24,8 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_q4_0 *, ushort part, uint) {
     return 4 * part;
 }
 
-GGUF_MV_INLINE void gguf_mv_codes(device const block_q4_0 *b, ushort part, thread float4 *q, thread float *a,
-                          thread float *o) {
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q4_0 *b, ushort part, float, thread float4 *q,
+                                  thread float *a, thread float *o) {
     device const ushort *qs = reinterpret_cast<device const ushort *>(b->qs + 4 * (part % 4));
     const uint w = (uint(qs[0]) | (uint(qs[1]) << 16)) >> (4 * (part / 4));
     q[0] = float4(as_type<uchar4>(w & 0x0F0F0F0Fu)) - 8.0f;

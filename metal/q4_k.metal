@@ -46,8 +46,8 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_q4_k *, ushort part, uint j)
     return 64 * j + 4 * part;
 }
 
-GGUF_MV_INLINE void gguf_mv_codes(device const block_q4_k *b, ushort part, thread float4 *q, thread float *a,
-                          thread float *o) {
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q4_k *b, ushort part, float, thread float4 *q,
+                                  thread float *a, thread float *o) {
     const uint hi = part / 8;  // high nibbles: the odd sub-blocks
     device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 4 * (part % 8));
     // gguf_scale_min_k4 on the 12 scale bytes as words: byte j of sc01, m01 (j < 4) and sc23, m23 (j >= 4).

@@ -47,8 +47,8 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_q5_k *, ushort part, uint j)
     return 64 * j + 4 * part;
 }
 
-GGUF_MV_INLINE void gguf_mv_codes(device const block_q5_k *b, ushort part, thread float4 *q, thread float *a,
-                          thread float *o) {
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q5_k *b, ushort part, float, thread float4 *q,
+                                  thread float *a, thread float *o) {
     const uint hi = part / 8;
     device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 4 * (part % 8));
     const uint qh = *reinterpret_cast<device const uint *>(b->qh + 4 * (part % 8));

@@ -43,8 +43,8 @@ GGUF_MV_INLINE uint gguf_mv_word(device const uchar *p) {
     return uint(w[0]) | (uint(w[1]) << 16);
 }
 
-GGUF_MV_INLINE void gguf_mv_codes(device const block_q6_k *b, ushort part, thread float4 *q, thread float *a,
-                          thread float *o) {
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q6_k *b, ushort part, float, thread float4 *q,
+                                  thread float *a, thread float *o) {
     const uint hi = part / 8;
     const uint l = 4 * (part % 8);
     const float d = float(b->d);

@@ -21,8 +21,8 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_q8_0 *, ushort part, uint) {
     return 4 * part;
 }
 
-GGUF_MV_INLINE void gguf_mv_codes(device const block_q8_0 *b, ushort part, thread float4 *q, thread float *a,
-                          thread float *o) {
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q8_0 *b, ushort part, float, thread float4 *q,
+                                  thread float *a, thread float *o) {
     device const ushort *qs = reinterpret_cast<device const ushort *>(b->qs + 4 * part);
     q[0] = float4(as_type<char4>(uint(qs[0]) | (uint(qs[1]) << 16)));
     a[0] = float(b->d);

@@ -104,6 +104,7 @@ def model(w, x, sub, bias=None, order="butterfly") -> np.ndarray:
 MV_QUADS = {
     "Q4_0": lambda p, j: 4 * p,
     "Q8_0": lambda p, j: 4 * p,
+    "MXFP4": lambda p, j: 16 * j + 4 * p,
     "Q4_K": lambda p, j: 64 * j + 4 * p,
     "Q5_K": lambda p, j: 64 * j + 4 * p,
     "Q6_K": lambda p, j: 64 * j + 4 * p,
@@ -130,6 +131,16 @@ def _factored_codes(name, raw):
         qs = blocks[:, 2:18].astype(np.int32)
         q = np.concatenate([qs & 0xF, qs >> 4], axis=1) - 8
         a, o = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name == "MXFP4":  # E8M0 scales 0, 1 (subnormal): codes times 2^-64, scale 2^(e - 64), as the kernel
+        from gguf_dequant.tables import kvalues_fp4
+
+        e = blocks[:, 0].astype(np.int64)
+        qs = blocks[:, 1:17].astype(np.int32)
+        small = (e < 2)[:, None]
+        q = np.asarray(kvalues_fp4(), np.float32)[np.concatenate([qs & 0xF, qs >> 4], axis=1)]
+        q = np.where(small, q * np.float32(2.0 ** -64), q)
+        scale = np.where(e < 2, 2.0 ** (e.astype(np.float64) - 64), 2.0 ** (e.astype(np.float64) - 128))
+        a, o = np.broadcast_to(scale.astype(np.float32)[:, None], q.shape), np.zeros(q.shape, np.float32)
     elif name == "Q8_0":
         q = blocks[:, 2:34].copy().view(np.int8).astype(np.int32)
         a, o = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape), np.zeros(q.shape, np.float32)
@@ -233,10 +244,12 @@ def test_factored_codes_are_the_decoded_weights(name):
     raw = raw.reshape(-1, t.block_bytes)
     decoded = reference.dequantize(torch.from_numpy(raw.copy()), name, torch.float32).numpy()
     q, a, o = factored_codes(name, raw)
-    assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 128
+    if name != "MXFP4":  # its codes carry 2^-64 in blocks with a subnormal scale
+        assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 128
     with np.errstate(invalid="ignore", over="ignore"):
         product = a * q
-        exact = np.isnan(product) | (product.astype(np.float64) == a.astype(np.float64) * q)
+        # (an infinite product is MXFP4's scale 2^127 overflowing, as dequantize's does: compared below)
+        exact = ~np.isfinite(product) | (product.astype(np.float64) == a.astype(np.float64) * q)
         assert exact.all(), f"{name}: a q not exact for {int((~exact).sum())} elements"
         weight = product + o if launch.MV_FACTORED[name][3] else product
         testing.assert_bits_equal(torch.from_numpy(weight), torch.from_numpy(decoded.reshape(q.shape)),
