@@ -11,7 +11,7 @@
 namespace {
 
 constexpr GgufType kTypes[] = {
-#define GGUF_TYPE_ROW(ID, NAME, QK, BYTES, SUB) {ID, #NAME, QK, BYTES, SUB, BYTES % 4 == 0 ? 4 : (BYTES % 2 ? 1 : 2)},
+#define GGUF_TYPE_ROW(ID, NAME, QK, BYTES, SUB) {ID, #NAME, QK, BYTES, SUB, ID == 0 ? 4 : (BYTES % 2 ? 1 : 2)},
     GGUF_FOR_EACH_FLOAT_TYPE(GGUF_TYPE_ROW) GGUF_FOR_EACH_QUANT_TYPE(GGUF_TYPE_ROW)
 #undef GGUF_TYPE_ROW
 };
