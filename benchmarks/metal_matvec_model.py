@@ -88,8 +88,8 @@ def main(argv=None) -> int:
         f"{datetime.date.today()} ({platform.machine()}, {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.1f}). Modelled, not measured (harness/perf.py: DRAM, L1, issue and threadgroup "
         "time from the harness's trace of each launch; the largest is the limiter). Goals: >= 85% of DRAM peak "
-        "at M = 1, M = 8 <= 1.3x the M = 1 time. Types without a factored form (MXFP4, F16, BF16 here) run the "
-        "decode-exact mat-vec kernel.\n",
+        "at M = 1, M = 8 <= 1.3x the M = 1 time. F16 and BF16 run the decode-exact order with sub-blocks of 4 "
+        "(one vector of weights and one of x per lane and step), the other types here the factored order.\n",
         "## Now\n", *lines, "",
         "## Before: the decode-exact mul_mv of commit 55a5e32, M2 Max, 4096 x 4096\n", *before, "",
     ]
