@@ -189,6 +189,25 @@ def test_factored_codes_are_the_decoded_weights(name):
                                   f"{name}: fl(a q + o) vs dequantize")
 
 
+@pytest.mark.parametrize("name", list(launch.MV_FACTORED))
+def test_factored_kernels_give_the_decoded_weights(name):
+    """The kernels' own factored access (gguf_mv_codes, gguf_mv_quad) against dequantize: mul_mv with x the
+    identity matrix returns every weight (one term a q + o, rounded once; the other runs add zeros) for
+    blocks in which every byte takes every value (half scales kept finite: an infinite scale times the
+    zeros of x would be NaN), bit for bit up to the sign of zeros."""
+    t = BY_NAME[name]
+    raw = ((np.arange(256)[:, None] + 37 * np.arange(t.block_bytes)[None, :]) % 256).astype(np.uint8)
+    for offset, kind in testing.SCALE_FIELDS[name]:
+        if kind == "f16":  # exponent 31 (inf, NaN) -> 30
+            high = raw[:, offset + 1]
+            high[(high & 0x7C) == 0x7C] ^= 0x04
+    decoded = reference.dequantize(torch.from_numpy(raw.copy()), name, torch.float32).numpy()
+    eye = torch.eye(t.block_elems, dtype=torch.float32)
+    got = run_linear(name, raw, eye, kind="mv").numpy().T  # (blocks, elements)
+    testing.assert_bits_equal(torch.from_numpy(got + np.float32(0)), torch.from_numpy(decoded + np.float32(0)),
+                              f"{name}: mul_mv(identity) vs dequantize")
+
+
 def _round_exact(value: Fraction) -> np.float32:
     """The float32 nearest to an exact rational, ties to even (finite results only)."""
     f = np.float32(float(value))
