@@ -184,12 +184,65 @@ GGUF_MV_INLINE float gguf_mv_table(device const B *, ushort) {
 // dq = fma chain of q x from +0 (quads, then elements, in order), sx = sum of x by additions in the same
 // order (OFFSET only), acc = fma(a, dq, acc), acc = fma(o, sx, acc). x is loaded as 4-vectors once per
 // block and activation row and applied to all R weight rows; each weight row's codes are read once per
-// block and applied to all mr activation rows. Rows past N read row N - 1 (never stored).
+// block and applied to all mr activation rows (one row: each weight row's codes are used as soon as they
+// are read, so few are live at once; the same operations per output). Rows past N read row N - 1 (never
+// stored).
+
+// One activation row's x values of a block part (and, with offsets, the sums of each run's x).
+template <typename B, int QUADS, int RUNS, int OFFSET, typename X>
+GGUF_MV_INLINE void gguf_mv_x(device const B *row, device const X *xb, ushort part, thread float4 *xs,
+                              thread float *sx) {
+    constexpr uint QPR = QUADS / RUNS;
+#pragma unroll
+    for (uint j = 0; j < QUADS; ++j) {
+        xs[j] = float4(*reinterpret_cast<device const vec<X, 4> *>(xb + gguf_mv_quad(row, part, j)));
+    }
+#pragma unroll
+    for (uint u = 0; u < RUNS; ++u) {
+        sx[u] = 0.0f;
+        if (OFFSET) {
+            sx[u] = xs[u * QPR].x;
+            sx[u] = sx[u] + xs[u * QPR].y;
+            sx[u] = sx[u] + xs[u * QPR].z;
+            sx[u] = sx[u] + xs[u * QPR].w;
+#pragma unroll
+            for (uint j = u * QPR + 1; j < u * QPR + QPR; ++j) {
+                sx[u] = sx[u] + xs[j].x;
+                sx[u] = sx[u] + xs[j].y;
+                sx[u] = sx[u] + xs[j].z;
+                sx[u] = sx[u] + xs[j].w;
+            }
+        }
+    }
+}
+
+// One output's operations for one block part, in the order above.
+template <int QUADS, int RUNS, int OFFSET>
+GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, thread const float *o,
+                                 thread const float4 *xs, thread const float *sx, float s) {
+    constexpr uint QPR = QUADS / RUNS;
+#pragma unroll
+    for (uint u = 0; u < RUNS; ++u) {
+        float dq = 0.0f;
+#pragma unroll
+        for (uint j = u * QPR; j < u * QPR + QPR; ++j) {
+            dq = fma(q[j].x, xs[j].x, dq);
+            dq = fma(q[j].y, xs[j].y, dq);
+            dq = fma(q[j].z, xs[j].z, dq);
+            dq = fma(q[j].w, xs[j].w, dq);
+        }
+        s = fma(a[u], dq, s);
+        if (OFFSET) {
+            s = fma(o[u], sx[u], s);
+        }
+    }
+    return s;
+}
+
 template <uint R, typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET, typename X>
 GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
-                               uint n0, uint N, uint K, device const X *x, thread const uint *xrow, uint mr,
-                               ushort lane, thread float *acc) {
-    constexpr uint QPR = QUADS / RUNS;
+                                       uint n0, uint N, uint K, device const X *x, thread const uint *xrow,
+                                       uint mr, ushort lane, thread float *acc) {
     constexpr uint STEP = GGUF_SIMD_WIDTH / PARTS;  // blocks per simdgroup and step
     const uint nb = K / QK;
     const ulong bpr = ulong(nb) * sizeof(B);
@@ -208,6 +261,23 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         const uint first = step * STEP + lane / PARTS;
         const bool live = first < nb;
         const uint ib = live ? first : nb - 1;
+        float4 xs[QUADS];
+        float sx[RUNS];
+        if (mr == 1) {
+            gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], x + ulong(xrow[0]) * K + ulong(ib) * QK, part, xs, sx);
+#pragma unroll
+            for (uint r = 0; r < R; ++r) {
+                float4 q[QUADS];
+                float a[RUNS];
+                float o[RUNS];
+                gguf_mv_codes(rows[r] + ib, part, table, q, a, o);
+                if (live) {
+                    acc[r * GGUF_MATMUL_X_ROWS] =
+                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q, a, o, xs, sx, acc[r * GGUF_MATMUL_X_ROWS]);
+                }
+            }
+            continue;
+        }
         float4 q[R][QUADS];
         float a[R][RUNS];
         float o[R][RUNS];
@@ -221,49 +291,11 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
 #pragma unroll
         for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
             if (m < mr) {
-                device const X *xb = x + ulong(xrow[m]) * K + ulong(ib) * QK;
-                float4 xs[QUADS];
-#pragma unroll
-                for (uint j = 0; j < QUADS; ++j) {
-                    xs[j] = float4(*reinterpret_cast<device const vec<X, 4> *>(xb + gguf_mv_quad(rows[0], part, j)));
-                }
-                float sx[RUNS];
-#pragma unroll
-                for (uint u = 0; u < RUNS; ++u) {
-                    sx[u] = 0.0f;
-                    if (OFFSET) {
-                        sx[u] = xs[u * QPR].x;
-                        sx[u] = sx[u] + xs[u * QPR].y;
-                        sx[u] = sx[u] + xs[u * QPR].z;
-                        sx[u] = sx[u] + xs[u * QPR].w;
-#pragma unroll
-                        for (uint j = u * QPR + 1; j < u * QPR + QPR; ++j) {
-                            sx[u] = sx[u] + xs[j].x;
-                            sx[u] = sx[u] + xs[j].y;
-                            sx[u] = sx[u] + xs[j].z;
-                            sx[u] = sx[u] + xs[j].w;
-                        }
-                    }
-                }
+                gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], x + ulong(xrow[m]) * K + ulong(ib) * QK, part, xs, sx);
 #pragma unroll
                 for (uint r = 0; r < R; ++r) {
-                    float s = acc[r * GGUF_MATMUL_X_ROWS + m];
-#pragma unroll
-                    for (uint u = 0; u < RUNS; ++u) {
-                        float dq = 0.0f;
-#pragma unroll
-                        for (uint j = u * QPR; j < u * QPR + QPR; ++j) {
-                            dq = fma(q[r][j].x, xs[j].x, dq);
-                            dq = fma(q[r][j].y, xs[j].y, dq);
-                            dq = fma(q[r][j].z, xs[j].z, dq);
-                            dq = fma(q[r][j].w, xs[j].w, dq);
-                        }
-                        s = fma(a[r][u], dq, s);
-                        if (OFFSET) {
-                            s = fma(o[r][u], sx[u], s);
-                        }
-                    }
-                    acc[r * GGUF_MATMUL_X_ROWS + m] = s;
+                    acc[r * GGUF_MATMUL_X_ROWS + m] =
+                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q[r], a[r], o[r], xs, sx, acc[r * GGUF_MATMUL_X_ROWS + m]);
                 }
             }
         }
