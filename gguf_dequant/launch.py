@@ -121,7 +121,8 @@ def matvec_error_constant(qtype, k: int, bias: bool = False) -> int:
     offset, one more for the decoded weight fl(a q + o) that y_exact is computed from."""
     t = resolve(qtype)
     if t.block_elems == 1:
-        return MV_FLOAT_SUB * -(-(-(-k // MV_FLOAT_SUB)) // SIMD_WIDTH) + SIMD_SUM_ROUNDINGS + int(bias)
+        n_sub = -(-k // MV_FLOAT_SUB)
+        return MV_FLOAT_SUB * -(-n_sub // SIMD_WIDTH) + SIMD_SUM_ROUNDINGS + int(bias)
     if t.name not in MV_FACTORED:
         return matmul_error_constant(qtype, k, bias)
     parts, quads, runs, offset = MV_FACTORED[t.name]
