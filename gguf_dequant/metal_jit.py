@@ -191,9 +191,10 @@ def _check_x(x: torch.Tensor, what: str = "x") -> None:
         raise TypeError(f"{what} must be float32, float16 or bfloat16, got {x.dtype}")
 
 
-def _aligned(blocks: torch.Tensor) -> torch.Tensor:
-    # The kernels read half fields in place.
-    return blocks.clone() if blocks.storage_offset() % 4 else blocks
+def _aligned(t: torch.Tensor, elements: int = 4) -> torch.Tensor:
+    # The kernels read half fields of the blocks in place, the mat-vec kernels x 4 elements at a time and
+    # the float types' weight rows 16 bytes at a time.
+    return t.clone() if t.storage_offset() % elements else t
 
 
 def _matmul_kernel(t, name: str, group: int):
@@ -216,7 +217,7 @@ def _matmul(x2: torch.Tensor, blocks: torch.Tensor, t, bias: torch.Tensor | None
     name = f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x2.dtype]}_{_SUFFIX[out.dtype]}"
     b = x2 if bias is None else bias  # buffer 2 must be bound; not read without a bias
     _need_dtype(t, x2.dtype, out.dtype)
-    _matmul_kernel(t, name, group)(_aligned(blocks), x2, b, out, k, n, m, int(bias is not None),
+    _matmul_kernel(t, name, group)(_aligned(blocks, 16), _aligned(x2), b, out, k, n, m, int(bias is not None),
                                 threads=(gx * group, gy), group_size=(group, 1))
 
 
@@ -278,10 +279,10 @@ def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, 
         return out
     # Out-of-range ids stay out of range after the narrowing to int32 (no wrap onto a real expert).
     ids32 = torch.where((ids >= 0) & (ids < n_exp), ids, -1).to(torch.int32).contiguous()
-    x3 = (x.unsqueeze(1) if x.dim() == 2 else x).contiguous()
+    x3 = _aligned((x.unsqueeze(1) if x.dim() == 2 else x).contiguous())
     kind, (gx, gy, gz), group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp)
     scalars = [x.shape[-1], n, n_exp, n_used, x3.shape[1]]
-    buffers = [_aligned(blocks), x3, ids32, out]
+    buffers = [_aligned(blocks, 16), x3, ids32, out]
     if kind == "mm_id":  # the slots listed per expert on the GPU first (the map), then the tiles
         map_groups, map_group, words = launch.mul_mat_id_map_grid(n_tok, n_used, n_exp)
         buffers.append(torch.empty(words, dtype=torch.int32, device=x.device))

@@ -81,3 +81,73 @@ def hypothesis_blocks(qtype, max_blocks: int = 8, min_blocks: int = 0):
         return bytes(data)
 
     return build()
+
+
+# ---- the factored form of the Metal mat-vec tier (launch.MV_FACTORED) ------------------------------------
+
+def _halves(blocks: np.ndarray, offset: int) -> np.ndarray:
+    return blocks[:, offset:offset + 2].copy().view(np.float16)[:, 0].astype(np.float32)
+
+
+def factored_codes(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(q, a, o), each float32 (N, K): every element's code and its run's scale and offset (w = a q + o),
+    from the raw bytes by the formats' definitions (gguf_dequant.reference's field helpers)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # infinite or NaN half scales, as the formats allow
+        return _factored_codes(name, raw)
+
+
+def _factored_codes(name, raw):
+    t = resolve(name)
+    name = t.name
+    n = raw.shape[0]
+    blocks = raw.reshape(-1, t.block_bytes)
+    if name == "Q4_0":
+        qs = blocks[:, 2:18].astype(np.int32)
+        q = np.concatenate([qs & 0xF, qs >> 4], axis=1) - 8
+        a, o = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name == "MXFP4":  # E8M0 scales 0, 1 (subnormal): codes times 2^-64, scale 2^(e - 64), as the kernel
+        from .tables import kvalues_fp4
+
+        e = blocks[:, 0].astype(np.int64)
+        qs = blocks[:, 1:17].astype(np.int32)
+        small = (e < 2)[:, None]
+        q = np.asarray(kvalues_fp4(), np.float32)[np.concatenate([qs & 0xF, qs >> 4], axis=1)]
+        q = np.where(small, q * np.float32(2.0 ** -64), q)
+        scale = np.where(e < 2, 2.0 ** (e.astype(np.float64) - 64), 2.0 ** (e.astype(np.float64) - 128))
+        a, o = np.broadcast_to(scale.astype(np.float32)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name == "Q8_0":
+        q = blocks[:, 2:34].copy().view(np.int8).astype(np.int32)
+        a, o = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name in ("Q4_K", "Q5_K"):
+        from .reference.q4_k import scale_min_k4
+
+        sc, m = (v.numpy().astype(np.float32) for v in scale_min_k4(torch.from_numpy(blocks[:, 4:16].astype(np.int32))))
+        start = 16 if name == "Q4_K" else 48
+        qs = blocks[:, start:start + 128].astype(np.int32).reshape(-1, 4, 1, 32)
+        q = ((qs >> np.array([0, 4]).reshape(1, 1, 2, 1)) & 0xF).reshape(-1, 8, 32)
+        if name == "Q5_K":  # bit j of qh[l] is bit 4 of element l of sub-block j
+            q = q | (((blocks[:, None, 16:48].astype(np.int32) >> np.arange(8).reshape(1, 8, 1)) & 1) << 4)
+        a = np.broadcast_to((_halves(blocks, 0)[:, None] * sc)[:, :, None], q.shape)
+        o = np.broadcast_to((-(_halves(blocks, 2)[:, None] * m))[:, :, None], q.shape)
+    elif name == "Q6_K":  # element 128h + 32k + l: nibble k // 2 of ql[64h + 32(k % 2) + l], bits 2k of qh[32h + l]
+        ql = blocks[:, 0:128].astype(np.int32).reshape(-1, 2, 1, 2, 32)
+        low = (ql >> (4 * np.arange(2)).reshape(1, 1, 2, 1, 1)) & 0xF  # (n, h, k // 2, k % 2, l)
+        qh = blocks[:, 128:192].astype(np.int32).reshape(-1, 2, 1, 32)
+        high = (qh >> (2 * np.arange(4)).reshape(1, 1, 4, 1)) & 3     # (n, h, k, l)
+        q = (low.reshape(-1, 2, 4, 32) | (high << 4)) - 32
+        scales = blocks[:, 192:208].copy().view(np.int8).astype(np.float32)
+        a = np.broadcast_to((_halves(blocks, 208)[:, None] * scales)[:, :, None], (len(blocks), 16, 16))
+        o = np.zeros(q.shape, np.float32)
+    elif name == "IQ4_XS":
+        from .tables import kvalues_iq4nl
+
+        qs = blocks[:, 8:136].astype(np.int32).reshape(-1, 8, 1, 16)
+        q = np.asarray(kvalues_iq4nl(), np.int32)[(qs >> np.array([0, 4]).reshape(1, 1, 2, 1)) & 0xF].reshape(-1, 8, 32)
+        g = np.arange(8)
+        scales_h = blocks[:, 2].astype(np.int32) | (blocks[:, 3].astype(np.int32) << 8)
+        ls = ((blocks[:, 4 + g // 2].astype(np.int32) >> (4 * (g % 2))) & 0xF) | (((scales_h[:, None] >> (2 * g)) & 3) << 4)
+        a = np.broadcast_to((_halves(blocks, 0)[:, None] * (ls - 32).astype(np.float32))[:, :, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
+    else:
+        raise KeyError(name)
+    return tuple(np.ascontiguousarray(v, np.float32).reshape(n, -1) for v in (q, a, o))

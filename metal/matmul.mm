@@ -32,10 +32,17 @@ using gguf_mps::dtype_suffix;
 using gguf_mps::pipeline;
 using gguf_mps::set_tensor;
 
-// The kernels read the blocks' half fields in place (row starts are multiples of the block size).
-at::Tensor aligned_blocks(const at::Tensor &blocks, const GgufType &type) {
+// The kernels read the blocks' half fields in place (row starts are multiples of the block size), and the
+// mat-vec kernels the float types' rows 16 bytes at a time.
+at::Tensor aligned_blocks(const at::Tensor &blocks) {
     at::Tensor b = blocks.contiguous();
-    return (b.storage_offset() % type.align) != 0 ? b.clone() : b;
+    return (b.storage_offset() % 16) != 0 ? b.clone() : b;
+}
+
+// The mat-vec kernels read x 4 elements at a time (rows are multiples of 32 elements).
+at::Tensor aligned_x(const at::Tensor &x) {
+    at::Tensor c = x.contiguous();
+    return (c.storage_offset() % 4) != 0 ? c.clone() : c;
 }
 
 // The pipeline of kernel `name`, refusing a device whose limit is below the fixed threadgroup size the
@@ -92,8 +99,8 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
     TORCH_CHECK_VALUE(out.is_contiguous() && out.size(0) == M && out.size(1) == N,
                       "gguf_dequant: out must be a contiguous (", M, ", ", N, ") tensor");
 
-    const at::Tensor x = x_in.contiguous();
-    const at::Tensor blocks = aligned_blocks(blocks_in, type);
+    const at::Tensor x = aligned_x(x_in);
+    const at::Tensor blocks = aligned_blocks(blocks_in);
     const bool has_bias = bias_in.has_value() && bias_in->defined();
     // Buffer 2 must be bound even without a bias; the kernel does not read it then.
     const at::Tensor bias = has_bias ? bias_in->to(at::kFloat).contiguous() : x;
@@ -131,9 +138,9 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
     const int64_t E = blocks_in.size(0), N = blocks_in.size(1);
     if (T == 0 || U == 0 || N == 0) return;
 
-    const at::Tensor x = x_in.contiguous();
+    const at::Tensor x = aligned_x(x_in);
     const at::Tensor ids = ids_in.contiguous();
-    const at::Tensor blocks = aligned_blocks(blocks_in, type);
+    const at::Tensor blocks = aligned_blocks(blocks_in);
     id<MTLDevice> device = at::mps::MPSDevice::getInstance()->device();
     if (T <= int64_t(GGUF_MATMUL_X_ROWS)) {
         // The mat-vec tier: a threadgroup row per slot.

@@ -37,6 +37,13 @@ def types_header() -> str:
     lines.append("// Matmul launch geometry (launch.py; metal/gguf_matmul.h).")
     for name in ("SIMD_WIDTH", "MATMUL_X_ROWS", "MV_SIMDGROUPS", "MV_ROWS", "MM_SIMDGROUPS", "MM_ROWS", "MM_K"):
         lines.append(f"#define GGUF_{name} {getattr(launch, name)}u")
+    lines.append("// Literal threads per threadgroup, for [[max_total_threads_per_threadgroup(n)]].")
+    for name in ("MV_THREADS", "MM_THREADS"):
+        lines.append(f"#define GGUF_{name} {getattr(launch, name)}")
+    lines.append("// The factored mat-vec layout: lanes per block, quads per lane, runs per lane, offset term.")
+    for name, (parts, quads, runs, offset) in launch.MV_FACTORED.items():
+        n = name.lower()
+        lines.append(f"#define GGUF_MV_LAYOUT_{n} {parts}, {quads}, {runs}, {int(offset)}")
     lines.append("")
     lines.append("// Per-type constants, for use inside the kernel files.")
     for t in SUPPORTED.values():
