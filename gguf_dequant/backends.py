@@ -136,7 +136,9 @@ def _metal_jit_status(device_type: str) -> tuple[bool, str]:
     from . import metal_jit
 
     if metal_jit.available():
-        return True, "run-time Metal path (torch.mps.compile_shader)"
+        offered = ", ".join(str(d).removeprefix("torch.") for d in metal_jit.dtypes())
+        return True, (f"run-time Metal path (torch.mps.compile_shader, MSL {metal_jit.msl_version() / 100:.1f}: "
+                      f"{offered})")
     return False, "torch.mps.compile_shader is not available (needs torch >= 2.7 on a Mac with MPS)"
 
 
@@ -169,7 +171,7 @@ def _self_check(name: str, device_type: str, t: QuantType, device) -> str | None
     with _lock:
         if key in _verified:
             return _verified[key]
-    from .testing import bits_mismatch, random_blocks
+    from .blocks import bits_mismatch, random_blocks
 
     why = None
     try:
@@ -259,11 +261,22 @@ def dequantize(blob, qtype, dtype: torch.dtype = torch.float32, *, out: torch.Te
     """
     blob, t = reference.check_blob(blob, qtype, dtype)
     name, _ = _choose(blob.device, t, backend)
+    name = _with_dtype(name, t, backend, dtype)
     if out is not None:
         reference._check_out(out, reference.output_shape(tuple(blob.shape), t), dtype, blob.device)
     if name != "reference" and not blob.is_contiguous():
         blob = blob.contiguous()
     return _backend_fn(name, blob.device.type)(blob, t, dtype, out)
+
+
+def _with_dtype(name: str, t: QuantType, backend: str | None, *dtypes: torch.dtype) -> str:
+    """The run-time Metal path gives way to the reference for dtypes this Mac's library lacks (bfloat16 on
+    MSL 3.0), unless it was forced (then it raises, naming the dtype)."""
+    if name != "metal_jit" or _forced(backend) is not None:
+        return name
+    from . import metal_jit
+
+    return name if all(metal_jit.supports(t, d) for d in dtypes) else "reference"
 
 
 def _linear_fn(name: str, device_type: str):
@@ -288,6 +301,7 @@ def linear(x: torch.Tensor, blocks, qtype, bias: torch.Tensor | None = None, *,
     """
     blocks, t, _ = reference.check_linear(x, blocks, qtype, bias)
     name, _ = _choose(x.device, t, backend)
+    name = _with_dtype(name, t, backend, x.dtype)
     fn = _linear_fn(name, x.device.type)
     if fn is None:
         if _forced(backend) is not None:

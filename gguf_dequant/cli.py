@@ -15,6 +15,9 @@ file's scalar metadata.
 
 Errors (missing file, not a GGUF file, truncated file, unsupported tensor types, ...) print one line
 ``gguf-dequant: error: ...`` on stderr and exit with status 2, without a traceback.
+
+``bench``'s header says whether the largest timed pass fits in the last-level cache: the default synthetic set
+(4M elements per type) does on most machines, and then its GB/s are cache-resident, above what memory sustains.
 """
 
 from __future__ import annotations
@@ -504,7 +507,7 @@ def _bench_sets(args) -> list[tuple[QuantType, list[np.ndarray]]]:
             raise CLIError(f"--types: {e}") from None
     sets = []
     if args.file is None:
-        from .testing import random_blocks
+        from .blocks import random_blocks
 
         rng = np.random.default_rng(0)
         for t in SUPPORTED.values():
@@ -551,8 +554,10 @@ def cmd_bench(args) -> int:
         print(f"backend {name}: {backends._status(name, dev.type)[1]}", file=sys.stderr)
     itemsize = torch.empty((), dtype=dtype).element_size()
     results = []  # (type, backend, elements, seconds)
+    pass_bytes = 0  # the largest input + output of one timed pass (cache residency)
     for t, blobs in sets:
         n = sum(b.shape[0] * (b.shape[1] // t.block_bytes) * t.block_elems for b in blobs)
+        pass_bytes = max(pass_bytes, sum(b.nbytes for b in blobs) + n * itemsize)
         py = _gguf_py_fn(t)
         if py is not None:
             results.append((t.name, "gguf-py", n, _best(lambda: [py(b) for b in blobs], args.repeat)))
@@ -576,19 +581,49 @@ def cmd_bench(args) -> int:
             results.append((t.name, name, n, _best(run, args.repeat)))
         line = "  ".join(f"{b} {n * itemsize / s / 1e9:.2f} GB/s" for tn, b, n, s in results if tn == t.name)
         print(f"{t.name:8s} {line}", file=sys.stderr, flush=True)
-    _print_table(results, itemsize, args, dev)
+    _print_table(results, itemsize, args, dev, pass_bytes)
     if not args.no_chart:
         _chart(results, itemsize, Path(args.chart), args)
     return 0
 
 
-def _print_table(results, itemsize: int, args, dev) -> None:
+def last_level_cache_bytes() -> int | None:
+    """The largest CPU cache of this machine (Linux sysfs), or None when unknown."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * unit)
+    return max(sizes, default=None)
+
+
+def _cache_note(pass_bytes: int, dev, itemsize: int) -> str:
+    """Whether one timed pass over a type's buffers fits in the last-level cache (then the figures are
+    cache-resident: repeated passes find input and output in cache, above what memory sustains)."""
+    mib = pass_bytes / (1 << 20)
+    llc = last_level_cache_bytes() if dev.type == "cpu" else None
+    if llc is None:
+        return f"largest pass {mib:.0f} MiB of input and output; last-level cache size unknown"
+    if pass_bytes <= llc:
+        return (f"CACHE-RESIDENT figures: the largest pass ({mib:.0f} MiB of input and output) fits in the "
+                f"{llc / (1 << 20):.0f} MiB last-level cache, so GB/s can exceed memory bandwidth; for DRAM-bound "
+                f"figures pass --elements above {2 * llc // itemsize:,}")
+    return (f"the largest pass ({mib:.0f} MiB of input and output) exceeds the {llc / (1 << 20):.0f} MiB last-level "
+            "cache (smaller passes may fit in it)")
+
+
+def _print_table(results, itemsize: int, args, dev, pass_bytes: int) -> None:
     py = {tn: s for tn, b, n, s in results if b == "gguf-py"}
     src = str(args.file) if args.file else f"synthetic random blocks, {args.elements:,} elements per type"
     threads = f"{torch.get_num_threads()} threads" if dev.type == "cpu" else str(dev)
     print(f"# gguf-dequant bench: {src}; output {args.dtype} on {dev} ({threads}; gguf-py: numpy, 1 thread); "
           f"best of {args.repeat} after a warm-up; GB/s = output bytes per second (gguf-py always produces "
-          "float32)")
+          f"float32); {_cache_note(pass_bytes, dev, itemsize)}")
     print()
     print("| type | backend | elements | ms | GB/s | vs gguf-py |")
     print("|---|---|---:|---:|---:|---:|")

@@ -62,33 +62,85 @@ def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[
 
 # ---- Compute on packed weights (metal/gguf_matmul.h; the constants are generated into gguf_types.h) ----
 #
-# Summation order of every matmul kernel, per output y[m, n]: the weight row is cut into
-# ns = ceil(K / S) sub-blocks of S = ELEMS_PER_THREAD[type] elements (the float types: S = 8, shorter last
-# sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and accumulates acc = fma(w, x, acc)
-# from +0 in that order (elements in order within a sub-block); then simd_sum over the 32 lanes; then
-# + bias[n] in float32 when given; then one rounding to the output dtype. The order depends on nothing but
-# K and the type, so every kernel gives a row the same bits whatever M is and wherever the row sits.
+# Contract v2: two tiers, each with one summation order per output y[m, n] that depends on nothing but K and
+# the type, so a row's bits never depend on M within its tier, on its position or on the other rows.
+# Mat-vec tier (mul_mv, M <= MATMUL_X_ROWS; mul_mv_id for up to MATMUL_X_ROWS tokens): the factored order of
+# MV_FACTORED below for those types; for the others the decode-exact order: the weight row is cut into
+# ns = ceil(K / S) sub-blocks of S = ELEMS_PER_THREAD[type] elements (the float types: S = MV_FLOAT_SUB,
+# shorter last sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and accumulates
+# acc = fma(w, x, acc) from +0 in that order (elements in order within a sub-block); then simd_sum over the
+# 32 lanes; then + bias[n] in float32 when given; then one rounding to the output dtype.
+# Matrix tier (mul_mm, M > MATMUL_X_ROWS; mul_mm_id for more tokens): K is padded with zeros to a multiple
+# of MM_K; acc starts at +0 and takes one 8 x 8 x 8 simdgroup multiply-accumulate per 8 elements of K, in
+# increasing k (inside one, the hardware's order: 8 products and acc); then + bias[n]; then one rounding.
 
 SIMD_WIDTH = 32
 MATMUL_X_ROWS = 8    # activation rows per simdgroup (a mul_mv threadgroup takes at most this many)
 MV_SIMDGROUPS = 2    # mul_mv / mul_mv_id: simdgroups per threadgroup ...
-MV_ROWS = 2          # ... each owning this many weight rows
-MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup, MATMUL_X_ROWS activation rows each ...
-MM_ROWS = 4          # ... sharing a decoded tile of this many weight rows (MM_ROWS * 32 * S floats)
-ID_WINDOW = 256      # mul_mm_id: slots of ids one threadgroup scans for its expert
+MV_ROWS = 4          # ... each owning this many weight rows (sharing the x values a lane loads)
+MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup; the tile holds MM_SIMDGROUPS * MATMUL_X_ROWS x rows ...
+MM_ROWS = 64         # ... and this many weight rows (each simdgroup: 16 x rows by 32 weight rows) ...
+MM_K = 32            # ... decoded into threadgroup memory this many elements of K at a time
+MV_THREADS = MV_SIMDGROUPS * SIMD_WIDTH  # the kernels' [[max_total_threads_per_threadgroup]]
+MM_THREADS = MM_SIMDGROUPS * SIMD_WIDTH
 # Additions of simd_sum on one lane's path: 5 (log2 32) for a tree; Apple does not document its order, so
 # the bound takes the worst any order can give (a sequential sum: 31).
 SIMD_SUM_ROUNDINGS = SIMD_WIDTH - 1
 
 
+# The factored mat-vec order (contract v2; metal/gguf_matmul.h, kernel gguf_mv_accumulate for
+# gguf_factored_core): mul_mv, mul_mv_id and mul_mm_id of these types write each weight as
+# w = a * q + o, q a small integer code and (a, o) the scale and offset of its run (a stretch of elements
+# sharing them), and compute sum_k w_k x_k as sum over runs of (a * sum q x + o * sum x). Per type:
+# (P lanes per block, Q quads of 4 contiguous elements per lane and block, runs per lane and block,
+# whether o is ever nonzero). Lane l of a simdgroup takes part p = l % P of blocks l / P, l / P + 32 / P, ...
+# (in that order); per block, per run (in order), it sums the run's q x by fma from +0 over its quads and
+# their elements in order (dq), the run's x in the same order by additions (sx, only with an offset), then
+# acc = fma(a, dq, acc) and acc = fma(o, sx, acc); then simd_sum over the 32 lanes, + bias, one rounding.
+# Where each part's quads sit in the block is the type's gguf_mv_quad (metal/<type>.metal) and
+# tests/test_msl_matmul.py's MV_QUADS.
+MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
+    "Q4_0": (8, 1, 1, False),
+    "Q8_0": (8, 1, 1, False),
+    "MXFP4": (4, 2, 1, False),
+    "Q4_K": (16, 4, 4, True),
+    "Q5_K": (16, 4, 4, True),
+    "Q6_K": (16, 4, 4, False),
+    "IQ4_XS": (16, 4, 4, False),
+}
+
+
+# The float types' mat-vec tier: the decode-exact order with sub-blocks of this many elements (one vector of
+# weights and one of x per lane and step when K is a multiple of it), instead of ELEMS_PER_THREAD.
+MV_FLOAT_SUB = 4
+
+
+def matvec_error_constant(qtype, k: int, bias: bool = False) -> int:
+    """n of the mat-vec tier's bound |y - y_exact| <= n u / (1 - n u) * (B + |bias|), u = 2**-24, where
+    B = sum_k |w_k x_k| for the decode-exact order and, for MV_FACTORED types,
+    B = sum over runs of (|a| sum |q x| + |o| sum |x|) (>= sum |w x|). Decode-exact: the longest lane chain
+    (one rounding per fma), simd_sum in any order (31; 5 for a tree), the bias addition. Factored: a run's dq
+    or sx chain (4 * Q / runs roundings), then every later fma of the lane's accumulator (2 per run with an
+    offset, 1 without, over ceil(blocks / (32 / P)) blocks), simd_sum in any order (31), the bias addition;
+    with an offset, one more for the decoded weight fl(a q + o) that y_exact is computed from."""
+    t = resolve(qtype)
+    if t.name not in MV_FACTORED:
+        s = MV_FLOAT_SUB if t.block_elems == 1 else matmul_sub_elems(qtype)
+        return s * -(-(-(-k // s)) // SIMD_WIDTH) + SIMD_SUM_ROUNDINGS + int(bias)
+    parts, quads, runs, offset = MV_FACTORED[t.name]
+    blocks_per_lane = -(-(k // t.block_elems) // (SIMD_WIDTH // parts))
+    return 4 * quads // runs + blocks_per_lane * runs * (1 + offset) + SIMD_SUM_ROUNDINGS + int(bias) + int(offset)
+
+
 def matmul_kernel(m_rows: int) -> str:
-    """``"mv"`` (mat-vec, weights read once per MATMUL_X_ROWS rows) or ``"mm"`` (shared tile) for M rows."""
+    """``"mv"`` (the mat-vec tier, weights read once per MATMUL_X_ROWS rows) or ``"mm"`` (the matrix tier:
+    simdgroup matrices on a 64 x 32 tile) for M rows."""
     return "mv" if m_rows <= MATMUL_X_ROWS else "mm"
 
 
 def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, tuple[int, int], int]:
     """(kernel kind, threadgroups (x, y), threads per threadgroup) for y = x @ W^T with x (M, K), W (N, K):
-    a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (both give the same bits)."""
+    a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (each has its tier's order)."""
     kind = kind or matmul_kernel(m_rows)
     if kind == "mv":
         return kind, (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH
@@ -101,17 +153,23 @@ def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, 
 def mul_mat_id_grid(n_tokens: int, n_used: int, n_out: int, n_experts: int,
                     kind: str | None = None) -> tuple[str, tuple[int, int, int], int]:
     """(kernel kind, threadgroups (x, y, z), threads per threadgroup) of mul_mat_id with ids (T, U):
-    ``"mv_id"`` for one token (a threadgroup row per slot), else ``"mm_id"`` (a threadgroup row per expert
-    and window of ID_WINDOW slots, each decoded weight applied to up to MATMUL_X_ROWS of its slots).
-    Both give every slot the bits of a one-row linear on its expert."""
-    kind = kind or ("mv_id" if n_tokens == 1 else "mm_id")
-    tiles = -(-n_out // (MV_SIMDGROUPS * MV_ROWS))
+    ``"mv_id"`` up to MATMUL_X_ROWS tokens (the mat-vec tier: a threadgroup row per slot, a slot gets the
+    bits of a one-row mul_mv on its expert), else ``"mm_id"`` (the matrix tier: after mul_mat_id_map_grid's
+    launch, 64 x 32 tiles over each expert's slots, grid (N tiles, E, ceil(T / 32)); a slot gets the bits of
+    a mul_mm row on its expert)."""
+    kind = kind or ("mv_id" if n_tokens <= MATMUL_X_ROWS else "mm_id")
     if kind == "mv_id":
-        return kind, (tiles, n_tokens * n_used, 1), MV_SIMDGROUPS * SIMD_WIDTH
+        return kind, (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), n_tokens * n_used, 1), MV_SIMDGROUPS * SIMD_WIDTH
     if kind == "mm_id":
-        windows = -(-(n_tokens * n_used) // ID_WINDOW)
-        return kind, (tiles, max(n_experts, 1), windows), MV_SIMDGROUPS * SIMD_WIDTH
+        rows = MM_SIMDGROUPS * MATMUL_X_ROWS
+        return kind, (-(-n_out // MM_ROWS), max(n_experts, 1), -(-n_tokens // rows)), MM_SIMDGROUPS * SIMD_WIDTH
     raise ValueError(f"unknown mul_mat_id kernel kind {kind!r}")
+
+
+def mul_mat_id_map_grid(n_tokens: int, n_used: int, n_experts: int) -> tuple[int, int, int]:
+    """(threadgroups, threads per threadgroup, uint32 words of the slot map) of mul_mm_id's first launch,
+    ``mul_mm_id_map``: one simdgroup per expert lists its slots (the map: E counts, then E lists of T * U)."""
+    return max(n_experts, 1), SIMD_WIDTH, n_experts + n_experts * n_tokens * n_used
 
 
 def matmul_sub_elems(qtype) -> int:
@@ -119,10 +177,13 @@ def matmul_sub_elems(qtype) -> int:
     return ELEMS_PER_THREAD[resolve(qtype).name]
 
 
-def matmul_error_constant(qtype, k: int, bias: bool = False) -> int:
-    """n of the bound |y - y_exact| <= n u / (1 - n u) * (sum |w_k x_k| + |bias|), u = 2**-24, for one
-    output of any matmul kernel: the longest lane chain (one rounding per fma), simd_sum in any order,
-    and the bias addition. (With simd_sum as a 5-level tree, 26 fewer.)"""
-    s = matmul_sub_elems(qtype)
-    n_sub = -(-k // s)
-    return s * -(-n_sub // SIMD_WIDTH) + SIMD_SUM_ROUNDINGS + int(bias)
+def matmul_error_constant(qtype, k: int, bias: bool = False, kind: str = "mv") -> int:
+    """n of the bound |y - y_exact| <= n u / (1 - n u) * (B + |bias|), u = 2**-24, for one output of a kernel
+    of ``kind``: "mv" (the mat-vec tier: mul_mv, mul_mv_id) as matvec_error_constant states it, or "mm" (the
+    matrix tier: mul_mm, mul_mm_id; B = sum |w_k x_k|): any order inside each multiply-accumulate, so up to 8
+    additions per step of 8 on a term's path, plus the product's own rounding, plus the bias addition."""
+    if kind == "mm":
+        return 8 * -(-k // 8) + 1 + int(bias)
+    if kind != "mv":
+        raise ValueError(f"unknown matmul kernel kind {kind!r}")
+    return matvec_error_constant(qtype, k, bias)

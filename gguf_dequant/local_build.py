@@ -127,10 +127,21 @@ def source_hash(inputs: list[Path], flags: list[str], repo: Path) -> str:
     return h.hexdigest()[:10]
 
 
+def _platform_compile_flags() -> list[str]:
+    """GCC on Linux as kernel-builder builds (no unique symbols, OpenMP); Xcode's clang on macOS has neither
+    option, and the CPU backend threads with at::parallel_for, not OpenMP pragmas."""
+    return [] if platform.system() == "Darwin" else ["-fno-gnu-unique", "-fopenmp"]
+
+
+def _platform_link_flags() -> list[str]:
+    """macOS resolves the Python symbols of an extension when it is loaded."""
+    return ["-undefined", "dynamic_lookup"] if platform.system() == "Darwin" else ["-fopenmp"]
+
+
 def compile_flags(config: dict, ops_name: str, includes: list[Path], gen_dir: Path, extra: list[str]) -> list[str]:
     from torch.utils import cpp_extension
 
-    flags = ["-std=c++20", "-O3", "-DNDEBUG", "-fPIC", "-fvisibility=hidden", "-fno-gnu-unique", "-fopenmp",
+    flags = ["-std=c++20", "-O3", "-DNDEBUG", "-fPIC", "-fvisibility=hidden", *_platform_compile_flags(),
              "-DCPU_KERNEL", f"-DTORCH_EXTENSION_NAME={ops_name}", "-DPy_LIMITED_API=0x03090000",
              f"-I{gen_dir}", f"-I{sysconfig.get_paths()['include']}"]
     flags += [f"-I{p}" for p in cpp_extension.include_paths()]
@@ -180,7 +191,7 @@ def build(repo: Path = ROOT, force: bool = False, extra_flags: list[str] | None 
             objects = list(pool.map(compile_unit, units))
         lib_dirs = cpp_extension.library_paths()
         so = tmp / f"{ops_name}.abi3.so"
-        subprocess.run([cxx, "-shared", "-fopenmp", *extra_flags, *map(str, objects), "-o", str(so),
+        subprocess.run([cxx, "-shared", *_platform_link_flags(), *extra_flags, *map(str, objects), "-o", str(so),
                         *[f"-L{d}" for d in lib_dirs], *[f"-Wl,-rpath,{d}" for d in lib_dirs],
                         "-lc10", "-ltorch", "-ltorch_cpu"], check=True)
 

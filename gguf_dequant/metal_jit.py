@@ -1,26 +1,34 @@
 """No-build Metal path: compile metal/*.metal at run time with ``torch.mps.compile_shader``.
 
 Hub Metal builds need macOS 26 and the exact torch minor version they were built for. On any other Mac
-with MPS (torch >= 2.7), this module compiles the same kernel sources into one library on first use and
-dispatches them on MPS tensors with the launch description of ``gguf_dequant.launch``.
+with MPS (torch >= 2.7), this module compiles the same kernel sources on first use and dispatches them on
+MPS tensors with the launch description of ``gguf_dequant.launch``.
 
-``source()`` is the exact string handed to the Metal compiler: every kernel file with the project's own
-headers inlined (compile_shader has no include path). The Linux harness compiles and runs this string too.
-Two libraries are built from it on first use: the dequantize kernels alone (``source()``, with
-GGUF_NO_MATMUL defined, so dequantizing never waits for the matmul kernels to compile) and everything
-(``source(matmul=True)``) for ``linear``, ``mul_mat_vec`` and ``mul_mat_id``.
+``source(matmul, qtype)`` is the exact string handed to the Metal compiler: a type's kernel file (or every
+kernel file, without ``qtype``) with the project's own headers inlined (compile_shader has no include path).
+The Linux harness compiles and runs these strings too. The first call for a type compiles that type's file
+only: its dequantize kernels (with GGUF_NO_MATMUL defined: 3 kernels, so dequantizing never waits for the
+matmul kernels to compile), or with ``linear``, ``mul_mat_vec`` and ``mul_mat_id`` everything in the file
+(20 kernels for a quantized type; 60 for ``float.metal``, which holds F32, F16 and BF16); not the 532 entry points
+of all types at once.
+
+bfloat needs the Metal Shading Language 3.1 (macOS 14): compile_shader compiles the language of the running
+macOS, and on macOS 13 (MSL 3.0) the bfloat kernels are left out of the source (``__METAL_VERSION__``):
+``dtypes()`` says which dtypes this Mac's run-time library offers, and a bfloat16 call raises a TypeError
+that says so.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import platform
 import re
 from pathlib import Path
 
 import torch
 
-from . import launch
+from . import launch, types
 from .reference import check_blob, output_shape
 from .types import resolve
 
@@ -35,15 +43,17 @@ _SUFFIX = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 
 
 def kernel_files() -> list[Path]:
-    from .tools.gen_metal import kernel_files as names
+    return [METAL_DIR / n for n in types.kernel_files()]
 
-    return [METAL_DIR / n for n in names()]
+
+def source(matmul: bool = False, qtype=None) -> str:
+    """The kernel files (only ``qtype``'s with a type) in one translation unit, our headers inlined once each;
+    without ``matmul`` the GGUF_MATMUL_KERNELS lines expand to nothing."""
+    return _source(matmul, None if qtype is None else types.kernel_file_name(qtype))
 
 
 @functools.cache
-def source(matmul: bool = False) -> str:
-    """All kernel files in one translation unit, our headers inlined once each; without ``matmul`` the
-    GGUF_MATMUL_KERNELS lines expand to nothing."""
+def _source(matmul: bool, file_name: str | None) -> str:
     seen: set[str] = set()
 
     def expand(path: Path) -> str:
@@ -57,8 +67,39 @@ def source(matmul: bool = False) -> str:
         text = path.read_text().replace("#pragma once\n", "")
         return _INCLUDE.sub(include, text)
 
-    parts = [f"// ==== {p.name} ====\n" + expand(p) for p in kernel_files()]
+    files = kernel_files() if file_name is None else [METAL_DIR / file_name]
+    parts = [f"// ==== {p.name} ====\n" + expand(p) for p in files]
     return ("" if matmul else "#define GGUF_NO_MATMUL 1\n") + "\n".join(parts)
+
+
+def msl_version() -> int:
+    """``__METAL_VERSION__`` of what compile_shader compiles on this machine: the running macOS's language
+    (macOS 13: 300, 14: 310, 15: 320, 26: 400); 310 elsewhere (what the Linux harness compiles)."""
+    release = platform.mac_ver()[0]
+    if not release:
+        return 310
+    major = int(release.split(".")[0])
+    return {13: 300, 14: 310, 15: 320}.get(major, 300 if major < 13 else 400)
+
+
+def dtypes() -> tuple[torch.dtype, ...]:
+    """The output (and activation) dtypes of the run-time library on this machine."""
+    return tuple(_SUFFIX) if msl_version() >= 310 else (torch.float32, torch.float16)
+
+
+def supports(qtype, dtype: torch.dtype) -> bool:
+    """Whether the run-time library here has ``qtype``'s kernels for ``dtype`` (the BF16 weight type, like
+    bfloat16 data, needs MSL 3.1)."""
+    bfloat = torch.bfloat16 in dtypes()
+    return dtype in dtypes() and (bfloat or resolve(qtype).name != "BF16")
+
+
+def _need_dtype(qtype, *dtypes_used: torch.dtype) -> None:
+    for dtype in dtypes_used:
+        if not supports(qtype, dtype):
+            raise TypeError(f"the run-time Metal path has no {resolve(qtype).name} kernels for {dtype} on this Mac: "
+                            f"bfloat needs the Metal Shading Language 3.1 (macOS 14), and compile_shader compiles "
+                            f"MSL {msl_version() / 100:.1f} here; use float32 or float16, or the reference")
 
 
 def available() -> bool:
@@ -67,9 +108,14 @@ def available() -> bool:
             and torch.backends.mps.is_available())
 
 
+def _library(qtype, matmul: bool = False):
+    """The compiled library holding ``qtype``'s kernels (its kernel file's), compiled on first use."""
+    return _compiled(types.kernel_file_name(qtype), matmul)
+
+
 @functools.cache
-def _library(matmul: bool = False):
-    return torch.mps.compile_shader(source(matmul))
+def _compiled(file_name: str, matmul: bool):
+    return torch.mps.compile_shader(_source(matmul, file_name))
 
 
 def kernel_name(qtype, dtype: torch.dtype) -> str:
@@ -83,6 +129,7 @@ def dequantize(blob, qtype, dtype: torch.dtype = torch.float32, *, out: torch.Te
         raise ValueError(f"the run-time Metal path needs an mps tensor, got {blob.device}")
     if not available():
         raise RuntimeError("torch.mps.compile_shader is not available (needs torch >= 2.7 on a Mac with MPS)")
+    _need_dtype(t, dtype)
     shape = output_shape(tuple(blob.shape), t)
     launch.checked_threads(t, math.prod(shape))  # refuse an oversized launch before allocating
     target = torch.empty(shape, dtype=dtype, device=blob.device) if out is None else out
@@ -97,7 +144,7 @@ def dequantize(blob, qtype, dtype: torch.dtype = torch.float32, *, out: torch.Te
     if src.storage_offset() % 4:
         src = src.clone()
     dst = target if target.storage_offset() % 4 == 0 else torch.empty_like(target)
-    _dispatch(_library(), t, src, dst, n)
+    _dispatch(_library(t), t, src, dst, n)
     if dst is not target:
         target.copy_(dst)
     return target
@@ -144,15 +191,16 @@ def _check_x(x: torch.Tensor, what: str = "x") -> None:
         raise TypeError(f"{what} must be float32, float16 or bfloat16, got {x.dtype}")
 
 
-def _aligned(blocks: torch.Tensor) -> torch.Tensor:
-    # The kernels read half fields in place.
-    return blocks.clone() if blocks.storage_offset() % 4 else blocks
+def _aligned(t: torch.Tensor, elements: int = 4) -> torch.Tensor:
+    # The kernels read half fields of the blocks in place, the mat-vec kernels x 4 elements at a time and
+    # the float types' weight rows 16 bytes at a time.
+    return t.clone() if t.storage_offset() % elements else t
 
 
-def _matmul_kernel(name: str, group: int):
-    """The run-time library's kernel ``name``, refusing a pipeline that cannot run the fixed threadgroup
-    size the matmul geometry needs (its simdgroup layout and threadgroup tile depend on it)."""
-    fn = getattr(_library(True), name)
+def _matmul_kernel(t, name: str, group: int):
+    """Kernel ``name`` of type ``t``'s run-time library, refusing a pipeline that cannot run the fixed
+    threadgroup size the matmul geometry needs (its simdgroup layout and threadgroup tile depend on it)."""
+    fn = getattr(_library(t, True), name)
     limit = getattr(fn, "max_threads_per_threadgroup", group)
     if limit < group:
         raise RuntimeError(f"{name}: the pipeline allows {limit} threads per threadgroup, but the kernel needs "
@@ -168,7 +216,8 @@ def _matmul(x2: torch.Tensor, blocks: torch.Tensor, t, bias: torch.Tensor | None
     kind, (gx, gy), group = launch.matmul_grid(m, n)
     name = f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x2.dtype]}_{_SUFFIX[out.dtype]}"
     b = x2 if bias is None else bias  # buffer 2 must be bound; not read without a bias
-    _matmul_kernel(name, group)(_aligned(blocks), x2, b, out, k, n, m, int(bias is not None),
+    _need_dtype(t, x2.dtype, out.dtype)
+    _matmul_kernel(t, name, group)(_aligned(blocks, 16), _aligned(x2), b, out, k, n, m, int(bias is not None),
                                 threads=(gx * group, gy), group_size=(group, 1))
 
 
@@ -209,9 +258,10 @@ def mul_mat_vec(blocks: torch.Tensor, x: torch.Tensor, qtype, out_features: int)
 
 def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, out_features: int) -> torch.Tensor:
     """Mixture of experts: blocks (E, N, bytes_per_row), x (T, K) or (T, U, K), ids (T, U) int32/int64 ->
-    (T, U, N) float32 with slot (t, u) = W[ids[t, u]] @ x[t] (or x[t, u]), the bits of a one-row linear on
-    that expert. The expert is picked on the GPU (no host sort, no sync); an id outside [0, E) reads nothing
-    and its row is NaN."""
+    (T, U, N) float32 with slot (t, u) = W[ids[t, u]] @ x[t] (or x[t, u]), the bits of a row of the same tier
+    on that expert (the mat-vec tier up to 8 tokens, the matrix tier above), whatever the other slots route
+    to. The experts are picked and grouped on the GPU (no host sort, no sync); an id outside [0, E) reads
+    nothing and its row is NaN."""
     t = resolve(qtype)
     _check_x(x)
     if ids.dtype not in (torch.int32, torch.int64) or ids.dim() != 2:
@@ -229,9 +279,17 @@ def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, 
         return out
     # Out-of-range ids stay out of range after the narrowing to int32 (no wrap onto a real expert).
     ids32 = torch.where((ids >= 0) & (ids < n_exp), ids, -1).to(torch.int32).contiguous()
-    x3 = (x.unsqueeze(1) if x.dim() == 2 else x).contiguous()
+    x3 = _aligned((x.unsqueeze(1) if x.dim() == 2 else x).contiguous())
     kind, (gx, gy, gz), group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp)
-    scalars = [x.shape[-1], n, n_exp, n_used, x3.shape[1]] + ([n_tok * n_used] if kind == "mm_id" else [])
-    _matmul_kernel(f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x.dtype]}", group)(
-        _aligned(blocks), x3, ids32, out, *scalars, threads=(gx * group, gy, gz), group_size=(group, 1, 1))
+    scalars = [x.shape[-1], n, n_exp, n_used, x3.shape[1]]
+    buffers = [_aligned(blocks, 16), x3, ids32, out]
+    if kind == "mm_id":  # the slots listed per expert on the GPU first (the map), then the tiles
+        map_groups, map_group, words = launch.mul_mat_id_map_grid(n_tok, n_used, n_exp)
+        buffers.append(torch.empty(words, dtype=torch.int32, device=x.device))
+        scalars.append(n_tok * n_used)
+        _matmul_kernel(t, f"mul_mm_id_map_{t.name.lower()}", map_group)(
+            *buffers, *scalars, threads=map_groups * map_group, group_size=map_group)
+    _need_dtype(t, x.dtype)
+    _matmul_kernel(t, f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x.dtype]}", group)(
+        *buffers, *scalars, threads=(gx * group, gy, gz), group_size=(group, 1, 1))
     return out

@@ -1,4 +1,5 @@
-"""Helpers shared by the test suites and benchmarks: NaN-aware bit comparison and block generators.
+"""Helpers shared by the test suites and benchmarks: NaN-aware bit comparison and block generators
+(development tooling, not shipped in the wheel; what the run-time package needs is in ``gguf_dequant.blocks``).
 
 Floats are compared bit for bit: two values agree when their bit patterns are equal or both are NaN.
 Blocks come from hypothesis (random bytes with scale fields forced to special values) or from numpy
@@ -10,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .types import QuantType, resolve
+from .blocks import (SCALE_FIELDS, bits_mismatch, finite_scales, isnan_np,  # noqa: F401 - the tests' names
+                     random_blocks, to_numpy_bits)
+from .types import resolve
 
 # Special half-precision scale values as bit patterns: +-0, smallest subnormal, a larger subnormal, the
 # smallest normal, 1, -2.5, 8190, 8200, the largest finite value, +-inf, NaN (formats.md, oracles.md section 6).
@@ -20,34 +23,6 @@ SPECIAL_HALF_BITS = (
 )
 SPECIAL_E8M0 = (0, 1, 2, 126, 127, 128, 254, 255)
 SPECIAL_UE4M3 = (0x00, 0x01, 0x07, 0x08, 0x38, 0x7E, 0x7F, 0x80, 0xFF)
-
-
-def _int_view(a: np.ndarray) -> np.ndarray:
-    return a.view({4: np.uint32, 2: np.uint16}[a.dtype.itemsize])
-
-
-def to_numpy_bits(x) -> np.ndarray:
-    """float32/float16/bfloat16 tensor or array -> unsigned integer bit patterns (numpy)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().contiguous()
-        if x.dtype == torch.bfloat16:
-            return x.view(torch.int16).numpy().view(np.uint16)
-        x = x.numpy()
-    return _int_view(np.ascontiguousarray(x))
-
-
-def isnan_np(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return torch.isnan(x.detach().cpu()).numpy()
-    return np.isnan(x)
-
-
-def bits_mismatch(actual, expected) -> np.ndarray:
-    """Boolean mask of elements whose bits differ and are not both NaN."""
-    a, e = to_numpy_bits(actual), to_numpy_bits(expected)
-    if a.shape != e.shape or a.dtype != e.dtype:
-        raise AssertionError(f"shape/dtype differ: {a.shape} {a.dtype} vs {e.shape} {e.dtype}")
-    return (a != e) & ~(isnan_np(actual) & isnan_np(expected))
 
 
 def assert_bits_equal(actual, expected, what: str = "") -> None:
@@ -68,22 +43,6 @@ def round_to(ref_f32, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype)
 
 
-# Where each type keeps its scale fields, as (byte offset, kind) pairs; kind is "f16", "e8m0", "ue4m3"
-# or "iq1m" (IQ1_M's half scale, spread over the top nibbles of four u16 words at byte 48).
-SCALE_FIELDS: dict[str, tuple[tuple[int, str], ...]] = {
-    "F32": (), "F16": ((0, "f16"),), "BF16": (),
-    "Q4_0": ((0, "f16"),), "Q4_1": ((0, "f16"), (2, "f16")), "Q5_0": ((0, "f16"),),
-    "Q5_1": ((0, "f16"), (2, "f16")), "Q8_0": ((0, "f16"),),
-    "Q2_K": ((80, "f16"), (82, "f16")), "Q3_K": ((108, "f16"),), "Q4_K": ((0, "f16"), (2, "f16")),
-    "Q5_K": ((0, "f16"), (2, "f16")), "Q6_K": ((208, "f16"),),
-    "IQ2_XXS": ((0, "f16"),), "IQ2_XS": ((0, "f16"),), "IQ2_S": ((0, "f16"),),
-    "IQ3_XXS": ((0, "f16"),), "IQ3_S": ((0, "f16"),), "IQ1_S": ((0, "f16"),), "IQ1_M": ((48, "iq1m"),),
-    "IQ4_NL": ((0, "f16"),), "IQ4_XS": ((0, "f16"),), "TQ1_0": ((52, "f16"),), "TQ2_0": ((64, "f16"),),
-    "MXFP4": ((0, "e8m0"),), "NVFP4": ((0, "ue4m3"), (1, "ue4m3"), (2, "ue4m3"), (3, "ue4m3")),
-    "Q1_0": ((0, "f16"),), "Q2_0": ((0, "f16"),),
-}
-
-
 def set_scale(block: bytearray, offset: int, kind: str, value: int) -> None:
     """Write a raw scale bit pattern ``value`` into one block."""
     if kind == "f16":
@@ -96,34 +55,6 @@ def set_scale(block: bytearray, offset: int, kind: str, value: int) -> None:
             block[hi] = (block[hi] & 0x0F) | (((value >> (4 * k)) & 0xF) << 4)
     else:
         raise ValueError(kind)
-
-
-def finite_scales(raw: np.ndarray, qtype) -> np.ndarray:
-    """Make every scale field of (n_blocks, block_bytes) random blocks finite, in place; returns raw."""
-    t = resolve(qtype)
-    for offset, kind in SCALE_FIELDS[t.name]:
-        if kind == "f16":
-            raw[:, offset + 1] &= 0xBF  # clear bit 6 of the high byte: exponent < 31, |d| < 2
-        elif kind == "e8m0":
-            raw[:, offset] = 120 + raw[:, offset] % 15
-        elif kind == "ue4m3":
-            raw[:, offset] &= 0x7F
-        elif kind == "iq1m":
-            raw[:, offset + 7] &= 0xBF  # the half's high byte sits in the top nibbles of words 2 and 3
-    if t.name == "F32":
-        raw.view(np.uint32)[...] &= ~np.uint32(1 << 30)
-    elif t.name == "BF16":
-        raw.view(np.uint16)[...] &= ~np.uint16(1 << 14)
-    elif t.name == "F16":
-        pass  # handled by SCALE_FIELDS
-    return raw
-
-
-def random_blocks(qtype, n_blocks: int, rng: np.random.Generator, finite: bool = True) -> np.ndarray:
-    """(n_blocks, block_bytes) uint8 random blocks, scales made finite unless ``finite`` is False."""
-    t: QuantType = resolve(qtype)
-    raw = rng.integers(0, 256, size=(n_blocks, t.block_bytes), dtype=np.uint8)
-    return finite_scales(raw, t) if finite else raw
 
 
 def hypothesis_blocks(qtype, max_blocks: int = 8, min_blocks: int = 0):
@@ -150,3 +81,73 @@ def hypothesis_blocks(qtype, max_blocks: int = 8, min_blocks: int = 0):
         return bytes(data)
 
     return build()
+
+
+# ---- the factored form of the Metal mat-vec tier (launch.MV_FACTORED) ------------------------------------
+
+def _halves(blocks: np.ndarray, offset: int) -> np.ndarray:
+    return blocks[:, offset:offset + 2].copy().view(np.float16)[:, 0].astype(np.float32)
+
+
+def factored_codes(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(q, a, o), each float32 (N, K): every element's code and its run's scale and offset (w = a q + o),
+    from the raw bytes by the formats' definitions (gguf_dequant.reference's field helpers)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # infinite or NaN half scales, as the formats allow
+        return _factored_codes(name, raw)
+
+
+def _factored_codes(name, raw):
+    t = resolve(name)
+    name = t.name
+    n = raw.shape[0]
+    blocks = raw.reshape(-1, t.block_bytes)
+    if name == "Q4_0":
+        qs = blocks[:, 2:18].astype(np.int32)
+        q = np.concatenate([qs & 0xF, qs >> 4], axis=1) - 8
+        a, o = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name == "MXFP4":  # E8M0 scales 0, 1 (subnormal): codes times 2^-64, scale 2^(e - 64), as the kernel
+        from .tables import kvalues_fp4
+
+        e = blocks[:, 0].astype(np.int64)
+        qs = blocks[:, 1:17].astype(np.int32)
+        small = (e < 2)[:, None]
+        q = np.asarray(kvalues_fp4(), np.float32)[np.concatenate([qs & 0xF, qs >> 4], axis=1)]
+        q = np.where(small, q * np.float32(2.0 ** -64), q)
+        scale = np.where(e < 2, 2.0 ** (e.astype(np.float64) - 64), 2.0 ** (e.astype(np.float64) - 128))
+        a, o = np.broadcast_to(scale.astype(np.float32)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name == "Q8_0":
+        q = blocks[:, 2:34].copy().view(np.int8).astype(np.int32)
+        a, o = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name in ("Q4_K", "Q5_K"):
+        from .reference.q4_k import scale_min_k4
+
+        sc, m = (v.numpy().astype(np.float32) for v in scale_min_k4(torch.from_numpy(blocks[:, 4:16].astype(np.int32))))
+        start = 16 if name == "Q4_K" else 48
+        qs = blocks[:, start:start + 128].astype(np.int32).reshape(-1, 4, 1, 32)
+        q = ((qs >> np.array([0, 4]).reshape(1, 1, 2, 1)) & 0xF).reshape(-1, 8, 32)
+        if name == "Q5_K":  # bit j of qh[l] is bit 4 of element l of sub-block j
+            q = q | (((blocks[:, None, 16:48].astype(np.int32) >> np.arange(8).reshape(1, 8, 1)) & 1) << 4)
+        a = np.broadcast_to((_halves(blocks, 0)[:, None] * sc)[:, :, None], q.shape)
+        o = np.broadcast_to((-(_halves(blocks, 2)[:, None] * m))[:, :, None], q.shape)
+    elif name == "Q6_K":  # element 128h + 32k + l: nibble k // 2 of ql[64h + 32(k % 2) + l], bits 2k of qh[32h + l]
+        ql = blocks[:, 0:128].astype(np.int32).reshape(-1, 2, 1, 2, 32)
+        low = (ql >> (4 * np.arange(2)).reshape(1, 1, 2, 1, 1)) & 0xF  # (n, h, k // 2, k % 2, l)
+        qh = blocks[:, 128:192].astype(np.int32).reshape(-1, 2, 1, 32)
+        high = (qh >> (2 * np.arange(4)).reshape(1, 1, 4, 1)) & 3     # (n, h, k, l)
+        q = (low.reshape(-1, 2, 4, 32) | (high << 4)) - 32
+        scales = blocks[:, 192:208].copy().view(np.int8).astype(np.float32)
+        a = np.broadcast_to((_halves(blocks, 208)[:, None] * scales)[:, :, None], (len(blocks), 16, 16))
+        o = np.zeros(q.shape, np.float32)
+    elif name == "IQ4_XS":
+        from .tables import kvalues_iq4nl
+
+        qs = blocks[:, 8:136].astype(np.int32).reshape(-1, 8, 1, 16)
+        q = np.asarray(kvalues_iq4nl(), np.int32)[(qs >> np.array([0, 4]).reshape(1, 1, 2, 1)) & 0xF].reshape(-1, 8, 32)
+        g = np.arange(8)
+        scales_h = blocks[:, 2].astype(np.int32) | (blocks[:, 3].astype(np.int32) << 8)
+        ls = ((blocks[:, 4 + g // 2].astype(np.int32) >> (4 * (g % 2))) & 0xF) | (((scales_h[:, None] >> (2 * g)) & 3) << 4)
+        a = np.broadcast_to((_halves(blocks, 0)[:, None] * (ls - 32).astype(np.float32))[:, :, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
+    else:
+        raise KeyError(name)
+    return tuple(np.ascontiguousarray(v, np.float32).reshape(n, -1) for v in (q, a, o))

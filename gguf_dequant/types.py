@@ -127,3 +127,17 @@ def resolve(qtype) -> QuantType:
     raise UnsupportedTypeError(
         f"unknown GGML type id {type_id}: ggml defines ids 0..{GGML_TYPE_COUNT - 1} "
         "(forks reuse ids such as 36, 42 and 43 for their own formats; refusing rather than guessing)")
+
+
+FLOAT_TYPES = ("F32", "F16", "BF16")  # share metal/float.metal
+
+
+def kernel_file_name(qtype) -> str:
+    """The kernel file of a type in metal/: float.metal for the float types, <lower-case name>.metal for the rest."""
+    t = resolve(qtype)
+    return "float.metal" if t.name in FLOAT_TYPES else f"{t.name.lower()}.metal"
+
+
+def kernel_files() -> list[str]:
+    """Every kernel file once, in registry order."""
+    return list(dict.fromkeys(kernel_file_name(t) for t in SUPPORTED.values()))

@@ -41,14 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import instrument, scheduler
+from . import instrument, scheduler, trace as tracing
 
 ROOT = Path(__file__).resolve().parents[1]
 METAL = ROOT / "metal"
 SHIM = ROOT / "harness" / "shim"
 CACHE = Path(os.environ.get("MSL_CACHE", ROOT / ".cache" / "msl"))
 CLANG = os.environ.get("MSL_CLANG", "clang-19")
-HARNESS_VERSION = "2"  # bump when the generated code changes
+HARNESS_VERSION = "3"  # bump when the generated code changes
 
 # msl-on-linux.md 2.2, strict ("OCL") mode.
 OCL_FLAGS = ["-x", "clcpp", "-cl-std=clc++2021", "-cl-no-stdinc", "-target", "x86_64-linux-gnu",
@@ -56,8 +56,10 @@ OCL_FLAGS = ["-x", "clcpp", "-cl-std=clc++2021", "-cl-no-stdinc", "-target", "x8
 COMMON_FLAGS = ["-fPIC", "-O2", "-Wall", "-Wno-unknown-attributes", "-Wno-unused-function",
                 "-fno-fast-math", "-ffp-contract=off",
                 "-fstack-clash-protection"]  # big frames touch each page: a fiber's guard page catches them
+PRELUDE_FLAGS = ["-include", "metal_types"]  # the scalar types Metal has before any #include (shim/metal_types)
 DEBUG_FLAGS = ["-gline-tables-only"]  # faults in fibers are reported as file:line
 IR_FLAGS = ["-Xclang", "-ffake-address-space-map"]  # threadgroup = addrspace(3) for harness/instrument.py
+TRACE_FLAGS = ["-fno-vectorize", "-fno-slp-vectorize"]  # trace builds: each lane's work stays scalar, as on a GPU
 UBSAN_FLAGS = ["-fsanitize=undefined"]  # with the shared UBSan runtime; reports become MslError
 # Flush-to-zero mode (Metal fast math may flush float denormals): the optimizer folds and simplifies with
 # denormals flushed (LLVM's "denormal-fp-math" attribute), and the launcher sets MXCSR FTZ|DAZ while the
@@ -105,7 +107,7 @@ def compiler_rt_builtins() -> str:
 def preprocess(path, include_dirs=(), defines=(), source: str | None = None) -> str:
     """``clang-19 -E`` in strict mode with the shim, entry points marked by ``__msl_kernel``."""
     path = Path(path)
-    cmd = [CLANG, *OCL_FLAGS, f"-I{SHIM}", f"-I{path.parent}", *[f"-I{d}" for d in include_dirs],
+    cmd = [CLANG, *OCL_FLAGS, f"-I{SHIM}", *PRELUDE_FLAGS, f"-I{path.parent}", *[f"-I{d}" for d in include_dirs],
            "-DMSL_HARNESS_MARK_KERNELS=1", *[f"-D{d}" for d in defines], "-E"]
     if source is None:
         cmd.append(str(path))
@@ -289,6 +291,21 @@ def _parse_params(text: str, masked: str, start: int, stop: int) -> list[Param]:
     return params
 
 
+def _implicit_buffer_indices(params: list[Param]) -> list[Param]:
+    """Device and constant pointer/reference parameters without an attribute are buffers too: Metal gives
+    them the lowest indices that no ``[[buffer(n)]]`` claims, in declaration order (llama.cpp's kernels
+    rely on it: args, src0, src1, dst at 0, 1, 2, 3)."""
+    taken = {p.attr_arg for p in params if p.attr == "buffer"}
+    index = 0
+    for p in params:
+        if p.attr is None and (p.is_pointer or p.is_reference) and p.address_space in ("global", "constant"):
+            while index in taken:
+                index += 1
+            p.attr, p.attr_arg = "buffer", index
+            taken.add(index)
+    return params
+
+
 def _string_value(literals: str) -> str:
     return "".join(bytes(s, "utf-8").decode("unicode_escape") for s in re.findall(r'"((?:[^"\\]|\\.)*)"', literals))
 
@@ -345,12 +362,14 @@ def parse(path, pre: str, function_constants=None) -> Prepared:
         if masked[j] != "(":
             raise MslError(f"{path}: expected a parameter list after kernel {name}")
         e = _match(masked, j, "(", ")")
-        params = _parse_params(pre, masked, j + 1, e - 1)
+        params = _implicit_buffer_indices(_parse_params(pre, masked, j + 1, e - 1))
         is_template = re.search(r"\btemplate\s*<", head) is not None
         file, line = lines.locate(k0)
         kernels[name] = Kernel(name, is_template, params, k0, host, f"{file}:{line}")
-        mt = re.search(r"\[\[\s*max_total_threads_per_threadgroup\s*\(\s*(\d+)\s*\)\s*\]\]", head)
-        kernels[name].max_threads = int(mt.group(1)) if mt else None
+        mt = re.search(r"\[\[\s*max_total_threads_per_threadgroup\s*\(([\d\s*+()uU]+)\)\s*\]\]", head)
+        # a constant expression of integer literals (macros expanded: e.g. 4u * 32u)
+        kernels[name].max_threads = (eval(re.sub(r"(\d+)[uU]", r"\1", mt.group(1)), {"__builtins__": {}})
+                                     if mt else None)
         b = masked.find("{", e)
         if b >= 0 and not masked[e:b].strip(" \t\n;"):
             body_end = _match(masked, b, "{", "}")
@@ -566,7 +585,8 @@ def generate(prep: Prepared) -> str:
 def _inputs_digest(path: Path, flags: list[str]) -> str:
     h = hashlib.sha256()
     h.update(HARNESS_VERSION.encode() + Path(__file__).read_bytes() + _clang_version().encode())
-    for module in (scheduler.SOURCE, Path(scheduler.__file__), Path(instrument.__file__)):
+    for module in (scheduler.SOURCE, scheduler.TRACE_SOURCE, Path(scheduler.__file__), Path(instrument.__file__),
+                   Path(tracing.__file__)):
         h.update(module.read_bytes())
     h.update(" ".join(flags).encode())
     deps = [path] + sorted(path.parent.glob("*.h")) + sorted(p for p in SHIM.rglob("*") if p.is_file())
@@ -583,19 +603,22 @@ def _run(cmd, what):
 
 
 def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defines=(), function_constants=None,
-          race_check: bool = True) -> tuple[Path, dict]:
+          race_check: bool = True, trace: bool = False) -> tuple[Path, dict]:
     """Compile (or reuse from the cache) one .metal file; returns (shared library, manifest).
     ``defines`` are ``NAME`` or ``NAME=VALUE`` strings passed as ``-D``; ``function_constants`` maps
     ``[[function_constant(n)]]`` indices to values; ``race_check=False`` skips the threadgroup access
-    checks (harness/instrument.py)."""
+    checks (harness/instrument.py); ``trace=True`` builds for traced launches instead (harness/trace.py:
+    memory accesses and basic blocks counted, no race check)."""
     path = Path(path).resolve()
     defines = list(defines)
     function_constants = dict(function_constants or {})
     flags = [*OCL_FLAGS, *COMMON_FLAGS, *DEBUG_FLAGS, *(UBSAN_FLAGS if ubsan else []),
-             *(FTZ_FLAGS if ftz else []), *[f"-D{d}" for d in defines], *extra_flags]
+             *(FTZ_FLAGS if ftz else []), *(TRACE_FLAGS if trace else []), *[f"-D{d}" for d in defines],
+             *extra_flags]
+    race_check = race_check and not trace
     digest = _inputs_digest(path, flags + [f"fc:{sorted(function_constants.items())}", f"race_check:{race_check}"])
     CACHE.mkdir(parents=True, exist_ok=True)
-    stem = CACHE / f"{path.stem}{'-ubsan' if ubsan else ''}{'-ftz' if ftz else ''}-{digest}"
+    stem = CACHE / f"{path.stem}{'-ubsan' if ubsan else ''}{'-ftz' if ftz else ''}{'-trace' if trace else ''}-{digest}"
     so, manifest_path = stem.with_suffix(".so"), stem.with_suffix(".json")
     if so.exists() and manifest_path.exists():
         return so, json.loads(manifest_path.read_text())
@@ -604,7 +627,16 @@ def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defin
     gen.write_text(generate(prep))
     tmp = f"{stem}.{os.getpid()}"
     sites: list[str] = []
-    if race_check and re.search(r"\b__local\b", mask(prep.source)):
+    trace_info = None
+    if trace:
+        ir = _run([CLANG, *flags, *IR_FLAGS, f"-I{SHIM}", "-S", "-emit-llvm", str(gen), "-o", "-"],
+                  f"compiling {path}").stdout
+        traced, trace_info = tracing.instrument(ir, LAUNCHER_FILE)
+        Path(tmp + ".ll").write_text(traced)
+        _run([CLANG, "-x", "ir", "-O2", "-Xclang", "-disable-llvm-optzns", "-fPIC", "-c", tmp + ".ll", "-o", tmp + ".o"],
+             f"compiling {path} (traced IR)")
+        os.unlink(tmp + ".ll")
+    elif race_check and re.search(r"\b__local\b", mask(prep.source)):
         # optimised IR with threadgroup as address space 3, its threadgroup accesses checked, then machine code
         ir = _run([CLANG, *flags, *IR_FLAGS, f"-I{SHIM}", "-S", "-emit-llvm", str(gen), "-o", "-"],
                   f"compiling {path}").stdout
@@ -624,6 +656,7 @@ def build(path, ubsan: bool = False, extra_flags=(), *, ftz: bool = False, defin
     manifest = {
         "source": str(path),
         "sites": sites,
+        "trace": trace_info,
         "entries": [
             {"host_name": e.host_name, "symbol": f"msl_launch_{k}", "function": e.function, "targs": e.targs,
              "location": e.kernel.location, "threadgroup_vars": e.kernel.threadgroup_vars,
@@ -697,6 +730,7 @@ class DispatchResult:
     buffers: list            # numpy arrays (copies of the buffers after the run), index = buffer index
     unwritten: dict          # buffer index -> number of output elements still all-poison
     poison: int
+    trace: object = None     # harness.trace.Trace of a traced launch
 
 
 def _as_bytes(obj) -> tuple[np.ndarray, int, object]:
@@ -772,12 +806,16 @@ class Library:
 
     def _launch(self, name, buffers, groups, tg, grid, *, poison: int = 0xFF, flush: str = "end",
                 align: int = 16, max_threads_per_group: int | None = None, threadgroup_buffers=None,
-                inout=(), fibers: bool | None = None, **sched) -> DispatchResult:
+                inout=(), fibers: bool | None = None, trace: bool = False, groups_traced=None,
+                **sched) -> DispatchResult:
         """``max_threads_per_group``: the pipeline maximum (at most 1024); ``threadgroup_buffers``:
         ``{index: bytes}`` for ``[[threadgroup(index)]]`` parameters; ``inout``: indices of written buffers
         whose contents the kernel also reads (copied in, not poisoned; e.g. atomic accumulators); ``fibers``:
         None (default) runs serially until the kernel synchronises, True always on fibers, False serially
         only (a kernel that synchronises is an error);
+        ``trace``: record the launch (a library compiled with ``trace=True``; runs on fibers): the result's
+        ``trace`` is a harness.trace.Trace; ``groups_traced``: run only that many threadgroups, spread evenly
+        over the grid (first and last included), or a list of linear group indices, and extrapolate;
         ``sched``: the scheduler's options (harness/scheduler.py): schedule, seed, simd_order, mma_order."""
         if name not in self.entries:
             raise MslError(f"no kernel with host name {name!r}; have {sorted(self.entries)}")
@@ -800,7 +838,19 @@ class Library:
             raise MslError(f"{label}: buffers {missing} are not bound")
         if fibers is False and tg_params:
             raise MslError(f"{label}: fibers=False, but the kernel has [[threadgroup(n)]] parameters")
-        if fibers or tg_params or (fibers is None and name in self._synchronising):
+        info = self.manifest.get("trace")
+        if trace and info is None:
+            raise MslError(f"{label}: trace=True needs a library compiled with trace=True")
+        if groups_traced is not None and not trace:
+            raise MslError(f"{label}: groups_traced is for traced launches")
+        total_groups = groups[0] * groups[1] * groups[2]
+        group_list = (np.asarray(groups_traced, np.uint32) if isinstance(groups_traced, (list, tuple, np.ndarray))
+                      else tracing.sample_groups(total_groups, groups_traced))
+        if group_list is not None and (group_list.size == 0 or int(group_list.max()) >= total_groups
+                                       or group_list.size > 65534):
+            raise MslError(f"{label}: groups_traced selects groups outside the grid of {total_groups} (or none, or "
+                           "more than 65534)")
+        if fibers or tg_params or trace or (fibers is None and name in self._synchronising):
             mode = scheduler.MODE_FIBERS
         else:
             mode = scheduler.MODE_SERIAL if fibers is False else scheduler.MODE_AUTO
@@ -817,6 +867,13 @@ class Library:
                 d, err = scheduler.make_dispatch(groups, tg, grid, ctypes.addressof(addrs), poison=poison,
                                                  threadgroup_params=tg_params, **sched)
                 d.mode = mode
+                recorder = None
+                if trace:
+                    recorder = tracing.Recorder(info, int(entry["symbol"].rsplit("_", 1)[1]),
+                                                {i: (g.addr, g.nbytes) for i, g in guards.items()})
+                    d.trace = ctypes.addressof(recorder.t)
+                if group_list is not None:
+                    d.group_list, d.n_group_list = group_list.ctypes.data, group_list.size
                 fn = getattr(self.lib, entry["symbol"])
                 fn.argtypes = [ctypes.c_void_p]
                 fn.restype = ctypes.c_int
@@ -846,7 +903,8 @@ class Library:
                         unwritten[i] = int((elems == poison).all(axis=1).sum())
                         _write_back(orig, data)
                     out[i] = data.view(buffers[i].dtype) if isinstance(buffers[i], np.ndarray) else data
-                return DispatchResult(out, unwritten, poison)
+                return DispatchResult(out, unwritten, poison,
+                                      recorder.result(total_groups) if recorder is not None else None)
             finally:
                 for g in guards.values():
                     g.free()
@@ -885,23 +943,24 @@ def _symbolize(message: str) -> str:
 
 @functools.cache
 def _compile_cached(path: str, ubsan: bool, ftz: bool, defines: tuple[str, ...], function_constants: tuple,
-                    race_check: bool) -> Library:
+                    race_check: bool, trace: bool) -> Library:
     return Library(*build(path, ubsan=ubsan, ftz=ftz, defines=defines, function_constants=dict(function_constants),
-                          race_check=race_check))
+                          race_check=race_check, trace=trace))
 
 
 def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None, function_constants=None,  # noqa: A001
-            race_check: bool = True) -> Library:
+            race_check: bool = True, trace: bool = False) -> Library:
     """Build (cached on disk and per process) and load one .metal file. ``ubsan``: UBSan build whose
     reports raise MslError; ``ftz``: flush float denormals to zero as Metal fast math may (compile with
     ``-fdenormal-fp-math=preserve-sign``, MXCSR FTZ|DAZ during each launch); ``defines``: a mapping or
     an iterable of ``NAME``/``NAME=VALUE`` macro definitions; ``function_constants``: ``{index: value}``
     for ``[[function_constant(index)]]`` (as MTLFunctionConstantValues; missing ones are undefined);
-    ``race_check``: check every threadgroup load/store for bounds and races (default; False is faster)."""
+    ``race_check``: check every threadgroup load/store for bounds and races (default; False is faster);
+    ``trace``: a trace build (harness/trace.py) for ``dispatch_*(..., trace=True)``."""
     if isinstance(defines, dict):
         defines = [k if v is None else f"{k}={v}" for k, v in defines.items()]
     fcs = tuple(sorted((function_constants or {}).items()))
-    return _compile_cached(str(Path(path).resolve()), ubsan, ftz, tuple(defines or ()), fcs, race_check)
+    return _compile_cached(str(Path(path).resolve()), ubsan, ftz, tuple(defines or ()), fcs, race_check, trace)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -909,7 +968,7 @@ def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None, funct
 # ----------------------------------------------------------------------------------------------------
 
 def kernel_file(qtype) -> Path:
-    from gguf_dequant.tools.gen_metal import kernel_file_name
+    from gguf_dequant.types import kernel_file_name
 
     return METAL / kernel_file_name(qtype)
 

@@ -42,6 +42,7 @@ RULES = {
     "goto": "goto (not in Metal)",
     "static-local": "static local variable (not in Metal)",
     "lambda": "lambda (needs MSL 3.2)",
+    "function-pointer": "function pointer variable, parameter or member (Metal allows them only as template arguments)",
     "vector-cast": "C-style cast between vector types is a bit-cast here; write T(x) or as_type<T>(x)",
     "param-address-space": "kernel pointer/reference parameter needs device/constant/threadgroup",
     "param-attribute": "kernel parameter without an attribute",
@@ -164,6 +165,13 @@ def _callee_name(node) -> str | None:
     return None
 
 
+_FUNCTION_POINTER = re.compile(r"\((?:\s*__\w+)*\s*\*[^()]*\)\s*\(")  # float (__generic *__private)(float)
+
+
+def _qual_type(node) -> str:
+    return node.get("type", {}).get("qualType", "") if isinstance(node.get("type"), dict) else ""
+
+
 def _ast_findings(ast: dict, regions: _Regions, locate) -> list[Finding]:
     findings: list[Finding] = []
     calls: dict[str, set[str]] = {}
@@ -191,9 +199,11 @@ def _ast_findings(ast: dict, regions: _Regions, locate) -> list[Finding]:
                 calls[fn].add(callee)
         elif kind == "VarDecl" and in_body and node.get("storageClass") == "static":
             add("static-local", off, f"static local variable {node.get('name')!r}" + (f" in {fn}" if fn else ""))
+        elif kind in ("VarDecl", "ParmVarDecl", "FieldDecl") and _FUNCTION_POINTER.search(_qual_type(node)):
+            add("function-pointer", off, f"{node.get('name')!r} has type {_qual_type(node)!r}")
         elif kind == "CStyleCastExpr" and node.get("castKind") == "BitCast":
             add("vector-cast", off, f"C-style cast to {node.get('type', {}).get('qualType')} reinterprets bits")
-        qt = node.get("type", {}).get("qualType", "") if isinstance(node.get("type"), dict) else ""
+        qt = _qual_type(node)
         if re.search(r"\bdouble\b", qt) and not node.get("isImplicit"):
             add("double", off, f"{kind} of type {qt!r}")
         body = in_body or kind == "CompoundStmt"

@@ -33,6 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "runtime" / "scheduler.c"
+TRACE_SOURCE = HERE / "runtime" / "trace.c"  # included by scheduler.c
 HEADER = HERE / "shim" / "msl_scheduler.h"
 
 MAX_TG_PARAMS = 31
@@ -53,6 +54,7 @@ class Dispatch(ctypes.Structure):
         ("tg_param_size", ctypes.c_uint64 * MAX_TG_PARAMS),
         ("error", ctypes.c_uint64), ("error_len", ctypes.c_uint64),
         ("per_thread", ctypes.c_void_p), ("serial", ctypes.c_void_p),
+        ("trace", ctypes.c_uint64), ("group_list", ctypes.c_uint64), ("n_group_list", ctypes.c_uint64),
     ]
 
 
@@ -85,7 +87,7 @@ def make_dispatch(groups, group, grid, bufs_addr: int, *, poison: int, schedule=
 @functools.cache
 def runtime_object(clang: str, cache: Path, flags: tuple[str, ...]) -> Path:
     """scheduler.c compiled once per content and flags (cached beside the kernel libraries)."""
-    h = hashlib.sha256(SOURCE.read_bytes() + HEADER.read_bytes() + Path(__file__).read_bytes()
+    h = hashlib.sha256(SOURCE.read_bytes() + TRACE_SOURCE.read_bytes() + HEADER.read_bytes() + Path(__file__).read_bytes()
                        + " ".join(flags).encode()).hexdigest()[:16]
     obj = cache / f"msl-scheduler-{h}.o"
     if not obj.exists():

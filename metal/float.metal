@@ -9,15 +9,14 @@ inline float gguf_load(device const float *p) {
     return *p;
 }
 
+#if GGUF_BFLOAT
 inline float gguf_load(device const bfloat *p) {
     return as_type<float>(uint(as_type<ushort>(*p)) << 16);
 }
+#endif
 
-inline float gguf_load(device const half *p) {
-#ifdef GGUF_CPU
-    return float(*p);
-#else
-    const uint h = as_type<ushort>(*p);
+// The half with bits h as float, from its bit fields.
+inline float gguf_half_bits(uint h) {
     const uint sign = (h & 0x8000u) << 16;
     const uint exponent = (h >> 10) & 0x1Fu;
     const uint man = h & 0x3FFu;
@@ -25,8 +24,44 @@ inline float gguf_load(device const half *p) {
         return as_type<float>(sign | as_type<uint>(float(man) * 5.9604644775390625e-8f));  // 2^-24
     }
     return as_type<float>(sign | (exponent == 0x1Fu ? 0x7F800000u : (exponent + 112u) << 23) | (man << 13));
+}
+
+inline float gguf_load(device const half *p) {
+#ifdef GGUF_CPU
+    return float(*p);
+#else
+    return gguf_half_bits(as_type<ushort>(*p));
 #endif
 }
+
+#ifdef GGUF_METAL_MATMUL
+// The mat-vec tier's wide loads (gguf_matmul.h): 4 elements as gguf_load widens them.
+float4 gguf_mv_load4(device const float *p) {
+    return *reinterpret_cast<device const float4 *>(p);
+}
+
+float4 gguf_mv_load4(device const half *p) {
+    const uint2 b = *reinterpret_cast<device const uint2 *>(p);
+    float4 v;
+    v.x = gguf_half_bits(b.x & 0xFFFFu);
+    v.y = gguf_half_bits(b.x >> 16);
+    v.z = gguf_half_bits(b.y & 0xFFFFu);
+    v.w = gguf_half_bits(b.y >> 16);
+    return v;
+}
+
+#if GGUF_BFLOAT
+float4 gguf_mv_load4(device const bfloat *p) {
+    const uint2 b = *reinterpret_cast<device const uint2 *>(p);
+    float4 v;
+    v.x = as_type<float>(b.x << 16);
+    v.y = as_type<float>(b.x & 0xFFFF0000u);
+    v.z = as_type<float>(b.y << 16);
+    v.w = as_type<float>(b.y & 0xFFFF0000u);
+    return v;
+}
+#endif
+#endif
 
 template <typename IN, typename T>
 inline void convert_elements(device const IN *src, device T *dst, ulong first, ulong n) {
@@ -100,8 +135,8 @@ inline void gguf_cpu_convert(const IN *src, T *dst, long i, long end) {
     kernel_dequantize_##NAME<float>(GGUF_CONVERT_PARAMS(IN, float));                            \
     template [[host_name("dequantize_" #NAME "_f16")]] kernel void                              \
     kernel_dequantize_##NAME<half>(GGUF_CONVERT_PARAMS(IN, half));                              \
-    template [[host_name("dequantize_" #NAME "_bf16")]] kernel void                             \
-    kernel_dequantize_##NAME<bfloat>(GGUF_CONVERT_PARAMS(IN, bfloat));
+    GGUF_IF_BFLOAT(template [[host_name("dequantize_" #NAME "_bf16")]] kernel void              \
+                   kernel_dequantize_##NAME<bfloat>(GGUF_CONVERT_PARAMS(IN, bfloat));)
 
 #endif
 
@@ -109,7 +144,9 @@ static_assert(GGUF_SUB_f32 == GGUF_SUB_f16 && GGUF_SUB_f16 == GGUF_SUB_bf16, "on
 
 GGUF_CONVERT_KERNELS(f32, float)
 GGUF_CONVERT_KERNELS(f16, half)
-GGUF_CONVERT_KERNELS(bf16, bfloat)
 GGUF_MATMUL_FLOAT_KERNELS(f32, float)
 GGUF_MATMUL_FLOAT_KERNELS(f16, half)
+#if GGUF_BFLOAT
+GGUF_CONVERT_KERNELS(bf16, bfloat)
 GGUF_MATMUL_FLOAT_KERNELS(bf16, bfloat)
+#endif

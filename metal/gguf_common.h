@@ -30,6 +30,17 @@ using namespace metal;
 #pragma METAL fp math_mode(safe)
 #endif
 
+// bfloat came with MSL 3.1 (macOS 14). Below it every bfloat kernel (bfloat16 outputs and activations, the
+// BF16 weight type) is left out, so the rest of the library still compiles (the run-time path says which
+// dtypes it offers: gguf_dequant.metal_jit). The CPU build always has it.
+#if defined(__METAL_VERSION__) && __METAL_VERSION__ < 310 && !defined(GGUF_CPU)
+#define GGUF_BFLOAT 0
+#define GGUF_IF_BFLOAT(...)
+#else
+#define GGUF_BFLOAT 1
+#define GGUF_IF_BFLOAT(...) __VA_ARGS__
+#endif
+
 // +1 or -1 for sign bit j of `bits` (set = negative). Arithmetic rather than a select: GCC vectorizes it.
 inline float gguf_sign(uint bits, uint j) {
     return float(1 - 2 * int((bits >> j) & 1));
@@ -42,12 +53,14 @@ inline T gguf_round(float x) {
     return T(x);
 }
 
+#if GGUF_BFLOAT
 template <>
 inline bfloat gguf_round<bfloat>(float x) {
     const uint u = as_type<uint>(x);
     const uint bits = (u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 0x40u : (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
     return as_type<bfloat>(ushort(bits));
 }
+#endif
 
 // y[j] = float(table[(q[j] >> shift) & 0xF]) * d for j < N (N = 8 or 16): a 16-entry table of the nibbles of
 // N bytes. Compilers do not vectorize the table load, so the CPU build does it with a byte shuffle (the
@@ -255,8 +268,8 @@ __attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, l
     kernel_dequantize_##NAME<float>(GGUF_KERNEL_PARAMS(NAME, float));                           \
     template [[host_name("dequantize_" #NAME "_f16")]] kernel void                              \
     kernel_dequantize_##NAME<half>(GGUF_KERNEL_PARAMS(NAME, half));                             \
-    template [[host_name("dequantize_" #NAME "_bf16")]] kernel void                             \
-    kernel_dequantize_##NAME<bfloat>(GGUF_KERNEL_PARAMS(NAME, bfloat));
+    GGUF_IF_BFLOAT(template [[host_name("dequantize_" #NAME "_bf16")]] kernel void              \
+                   kernel_dequantize_##NAME<bfloat>(GGUF_KERNEL_PARAMS(NAME, bfloat));)
 
 #endif
 

@@ -21,5 +21,43 @@ inline void dequantize_iq4_xs(device const block_iq4_xs *b, ushort sub, thread f
     gguf_nibble_lookup_both<16>(kvalues_iq4nl, b->qs + 16 * sub, dl, y);  // low nibbles: elements 0..15, high: 16..31
 }
 
+#ifdef GGUF_METAL_MATMUL
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 4 runs, no
+// offset): w = a q with q = kvalues_iq4nl[nibble] and a = d * (ls - 32) of its group, the exact product
+// dequantize_iq4_xs computes. Quad j of part p holds elements 64j + 4p .. + 3 of group g = 2j + p / 8:
+// the low (p % 8 < 4) or high nibbles of qs bytes 16g + 4(p % 4) ...
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_iq4_xs *, ushort part, uint j) {
+    return 64 * j + 4 * part;
+}
+
+// Lane l holds kvalues_iq4nl[l % 16]: codes are looked up by simd_shuffle.
+GGUF_MV_INLINE float gguf_mv_table(device const block_iq4_xs *, ushort lane) {
+    return float(kvalues_iq4nl[lane % 16]);
+}
+
+GGUF_MV_INLINE void gguf_mv_codes(device const block_iq4_xs *b, ushort part, float table, thread float4 *q,
+                                  thread float *a, thread float *o) {
+    const float d = float(b->d);
+    const uint hi = part / 8;
+    const uint shift = 4 * ((part % 8) / 4);
+    const uint scales_l = *reinterpret_cast<device const uint *>(b->scales_l);
+    const uint scales_h = b->scales_h;
+    device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 16 * hi + 4 * (part % 4));
+#pragma unroll
+    for (uint j = 0; j < 4; ++j) {
+        // group g = 2j + hi: its 4-bit low scale is nibble g of scales_l, its 2 high bits bits 2g of scales_h
+        const uchar4 n = as_type<uchar4>((qs[8 * j] >> shift) & 0x0F0F0F0Fu);
+        q[j].x = simd_shuffle(table, ushort(n.x));
+        q[j].y = simd_shuffle(table, ushort(n.y));
+        q[j].z = simd_shuffle(table, ushort(n.z));
+        q[j].w = simd_shuffle(table, ushort(n.w));
+        const uint g = 2 * j + hi;
+        const int ls = int(((scales_l >> (4 * g)) & 0xF) | (((scales_h >> (2 * g)) & 3) << 4));
+        a[j] = d * float(ls - 32);
+        o[j] = 0.0f;
+    }
+}
+#endif
+
 GGUF_DEQUANT_KERNELS(iq4_xs)
-GGUF_MATMUL_KERNELS(iq4_xs)
+GGUF_MATMUL_FACTORED_KERNELS(iq4_xs)

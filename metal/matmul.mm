@@ -4,8 +4,9 @@
 // torch_binding.cpp has already checked the arguments (dtypes, ranks, K against the blocks' row length,
 // N, bias length, devices, contiguity; ids converted to int32). Launch geometry follows
 // gguf_dequant/launch.py through the generated constants in gguf_types.h: mul_mv for M <= GGUF_MATMUL_X_ROWS
-// rows, mul_mm above (the same summation order, so the same bits per row); mul_mv_id for one token (a
-// threadgroup row per slot), mul_mm_id for more (grouped by expert on the GPU). Every launch is
+// rows, mul_mm above (contract v2: each tier keeps one order, so a row's bits never depend on M within its
+// tier); mul_mv_id for up to 8 tokens (a threadgroup row per slot), mul_mm_id_map then mul_mm_id for more
+// (the slots grouped by expert on the GPU). Every launch is
 // dispatchThreadgroups.
 #include <ATen/mps/MPSDevice.h>
 #include <ATen/mps/MPSStream.h>
@@ -31,10 +32,17 @@ using gguf_mps::dtype_suffix;
 using gguf_mps::pipeline;
 using gguf_mps::set_tensor;
 
-// The kernels read the blocks' half fields in place (row starts are multiples of the block size).
-at::Tensor aligned_blocks(const at::Tensor &blocks, const GgufType &type) {
+// The kernels read the blocks' half fields in place (row starts are multiples of the block size), and the
+// mat-vec kernels the float types' rows 16 bytes at a time.
+at::Tensor aligned_blocks(const at::Tensor &blocks) {
     at::Tensor b = blocks.contiguous();
-    return (b.storage_offset() % type.align) != 0 ? b.clone() : b;
+    return (b.storage_offset() % 16) != 0 ? b.clone() : b;
+}
+
+// The mat-vec kernels read x 4 elements at a time (rows are multiples of 32 elements).
+at::Tensor aligned_x(const at::Tensor &x) {
+    at::Tensor c = x.contiguous();
+    return (c.storage_offset() % 4) != 0 ? c.clone() : c;
 }
 
 // The pipeline of kernel `name`, refusing a device whose limit is below the fixed threadgroup size the
@@ -53,10 +61,10 @@ void check_grid(int64_t groups_x, int64_t groups_y) {
                       "gguf_dequant: matmul of this size is too large for one launch");
 }
 
-// Binds the four tensors to buffers 0-3 and the scalars to the indices after them, then launches `groups`
-// threadgroups of `threads` on torch's current MPS stream.
-template <size_t S>
-void encode_threadgroups(id<MTLComputePipelineState> pso, std::array<at::Tensor, 4> tensors,
+// Binds the tensors to buffers 0, 1, ... and the scalars to the indices after them, then launches `groups`
+// threadgroups of `threads` on torch's current MPS stream (launches on it run in order).
+template <size_t NT, size_t S>
+void encode_threadgroups(id<MTLComputePipelineState> pso, std::array<at::Tensor, NT> tensors,
                          std::array<uint64_t, S> scalars, MTLSize groups, NSUInteger threads) {
     at::mps::MPSStream *stream = at::mps::getCurrentMPSStream();
     dispatch_sync(stream->queue(), ^{
@@ -91,8 +99,8 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
     TORCH_CHECK_VALUE(out.is_contiguous() && out.size(0) == M && out.size(1) == N,
                       "gguf_dequant: out must be a contiguous (", M, ", ", N, ") tensor");
 
-    const at::Tensor x = x_in.contiguous();
-    const at::Tensor blocks = aligned_blocks(blocks_in, type);
+    const at::Tensor x = aligned_x(x_in);
+    const at::Tensor blocks = aligned_blocks(blocks_in);
     const bool has_bias = bias_in.has_value() && bias_in->defined();
     // Buffer 2 must be bound even without a bias; the kernel does not read it then.
     const at::Tensor bias = has_bias ? bias_in->to(at::kFloat).contiguous() : x;
@@ -109,7 +117,7 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
     id<MTLComputePipelineState> pso = launchable_pipeline(device, name, threads);
     // std::array, not a C array: blocks cannot capture arrays.
     const std::array<uint64_t, 4> scalars = {uint64_t(K), uint64_t(N), uint64_t(M), uint64_t(has_bias ? 1 : 0)};
-    encode_threadgroups(pso, {blocks, x, bias, out}, scalars,
+    encode_threadgroups(pso, std::array<at::Tensor, 4>{blocks, x, bias, out}, scalars,
                         MTLSizeMake(NSUInteger(groups_x), NSUInteger(groups_y), 1), threads);
 }
 
@@ -130,23 +138,38 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
     const int64_t E = blocks_in.size(0), N = blocks_in.size(1);
     if (T == 0 || U == 0 || N == 0) return;
 
-    const at::Tensor x = x_in.contiguous();
+    const at::Tensor x = aligned_x(x_in);
     const at::Tensor ids = ids_in.contiguous();
-    const at::Tensor blocks = aligned_blocks(blocks_in, type);
-    // One token: a threadgroup row per slot; more: a threadgroup row per (expert, window of slots).
-    const bool per_slot = T == 1;
-    const int64_t groups_x = ceil_div(N, GGUF_MV_SIMDGROUPS * GGUF_MV_ROWS);
-    const int64_t groups_y = per_slot ? U : std::max<int64_t>(E, 1);
-    const int64_t groups_z = per_slot ? 1 : ceil_div(T * U, GGUF_ID_WINDOW);
-    const NSUInteger threads = GGUF_MV_SIMDGROUPS * GGUF_SIMD_WIDTH;
-    check_grid(groups_x, std::max(groups_y, groups_z));
-
+    const at::Tensor blocks = aligned_blocks(blocks_in);
     id<MTLDevice> device = at::mps::MPSDevice::getInstance()->device();
-    const std::string name = std::string(per_slot ? "mul_mv_id_" : "mul_mm_id_") + type.name + "_" +
-                             dtype_suffix(x.scalar_type());
-    id<MTLComputePipelineState> pso = launchable_pipeline(device, name, threads);
+    if (T <= int64_t(GGUF_MATMUL_X_ROWS)) {
+        // The mat-vec tier: a threadgroup row per slot.
+        const int64_t groups_x = ceil_div(N, GGUF_MV_SIMDGROUPS * GGUF_MV_ROWS);
+        const NSUInteger threads = GGUF_MV_SIMDGROUPS * GGUF_SIMD_WIDTH;
+        check_grid(groups_x, T * U);
+        const std::string name = std::string("mul_mv_id_") + type.name + "_" + dtype_suffix(x.scalar_type());
+        id<MTLComputePipelineState> pso = launchable_pipeline(device, name, threads);
+        const std::array<uint64_t, 5> scalars = {uint64_t(K), uint64_t(N), uint64_t(E), uint64_t(U), uint64_t(Ux)};
+        encode_threadgroups(pso, std::array<at::Tensor, 4>{blocks, x, ids, out}, scalars,
+                            MTLSizeMake(NSUInteger(groups_x), NSUInteger(T * U), 1), threads);
+        return;
+    }
+    // The matrix tier: the slots listed per expert on the GPU (launch.mul_mat_id_map_grid), then 64 x 32 tiles
+    // over each expert's slots (launch.mul_mat_id_grid).
+    const int64_t slots = T * U;
+    check_grid(std::max<int64_t>(E, 1), ceil_div(N, GGUF_MM_ROWS));
+    TORCH_CHECK_VALUE(slots <= int64_t(UINT32_MAX) && E * slots <= int64_t(UINT32_MAX),
+                      "gguf_dequant: mul_mat_id of this size is too large for one launch");
+    const at::Tensor map = at::empty({E + E * slots}, ids.options());
     const std::array<uint64_t, 6> scalars = {uint64_t(K), uint64_t(N), uint64_t(E), uint64_t(U), uint64_t(Ux),
-                                             uint64_t(T * U)};  // mul_mv_id does not read the last one
-    encode_threadgroups(pso, {blocks, x, ids, out}, scalars,
-                        MTLSizeMake(NSUInteger(groups_x), NSUInteger(groups_y), NSUInteger(groups_z)), threads);
+                                             uint64_t(slots)};
+    const std::array<at::Tensor, 5> tensors = {blocks, x, ids, out, map};
+    encode_threadgroups(launchable_pipeline(device, std::string("mul_mm_id_map_") + type.name, GGUF_SIMD_WIDTH),
+                        tensors, scalars, MTLSizeMake(NSUInteger(std::max<int64_t>(E, 1)), 1, 1), GGUF_SIMD_WIDTH);
+    const NSUInteger threads = GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH;
+    const std::string name = std::string("mul_mm_id_") + type.name + "_" + dtype_suffix(x.scalar_type());
+    encode_threadgroups(launchable_pipeline(device, name, threads), tensors, scalars,
+                        MTLSizeMake(NSUInteger(ceil_div(N, GGUF_MM_ROWS)), NSUInteger(std::max<int64_t>(E, 1)),
+                                    NSUInteger(ceil_div(T, GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS))),
+                        threads);
 }

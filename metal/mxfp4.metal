@@ -39,5 +39,37 @@ inline void dequantize_mxfp4(device const block_mxfp4 *b, ushort sub, thread flo
     }
 }
 
+#ifdef GGUF_METAL_MATMUL
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 4 lanes per block, 2 quads, 1 run, no
+// offset): w = a q with q = kvalues_fp4[nibble] and a = s(e), the exact product dequantize_mxfp4 computes.
+// Part p reads qs bytes 4p .. 4p + 3 (one at a time: blocks are 17 bytes): quad 0 is their low nibbles
+// (elements 4p ..), quad 1 their high nibbles (elements 16 + 4p ..). For e = 0, 1, s(e) is subnormal and
+// fast math may flush it: the codes carry 2^-64 and the scale is 2^(e - 64) instead (the same products;
+// in IEEE arithmetic the same bits unless a partial sum of q x falls below 2^-62).
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_mxfp4 *, ushort part, uint j) {
+    return 16 * j + 4 * part;
+}
+
+// Lane l holds kvalues_fp4[l % 16]: codes are looked up by simd_shuffle.
+GGUF_MV_INLINE float gguf_mv_table(device const block_mxfp4 *, ushort lane) {
+    return float(int(kvalues_fp4[lane % 16]));
+}
+
+GGUF_MV_INLINE void gguf_mv_codes(device const block_mxfp4 *b, ushort part, float table, thread float4 *q,
+                                  thread float *a, thread float *o) {
+    device const uchar *qs = b->qs + 4 * part;
+    const uint e = b->e;
+    const float unit = e < 2 ? 0x1p-64f : 1.0f;
+#pragma unroll
+    for (uint i = 0; i < 4; ++i) {
+        const uint byte = qs[i];
+        q[0][i] = simd_shuffle(table, ushort(byte & 0xF)) * unit;
+        q[1][i] = simd_shuffle(table, ushort(byte >> 4)) * unit;
+    }
+    a[0] = e < 2 ? as_type<float>((e + 63) << 23) : e8m0_to_fp32_half(e);
+    o[0] = 0.0f;
+}
+#endif
+
 GGUF_DEQUANT_KERNELS(mxfp4)
-GGUF_MATMUL_KERNELS(mxfp4)
+GGUF_MATMUL_FACTORED_KERNELS(mxfp4)

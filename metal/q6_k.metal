@@ -27,5 +27,42 @@ inline void dequantize_q6_k(device const block_q6_k *b, ushort sub, thread float
     }
 }
 
+#ifdef GGUF_METAL_MATMUL
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 4 runs, no
+// offset): w = a q with q the 6-bit value minus 32 and a = d * scales[e / 16], the exact product
+// dequantize_q6_k computes. Quad j of part p holds elements e = 64j + 4p .. + 3: half h = j / 2, k =
+// 2(j % 2) + p / 8, l = 4(p % 8) ..: low bits from ql bytes 64h + 32(p / 8) + 4(p % 8) .. (nibble j % 2),
+// high bits from qh bytes 32h + 4(p % 8) .. (bits 2k, 2k + 1); sub-block 4j + p / 4. Blocks are 2-byte
+// aligned: 16-bit loads.
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_q6_k *, ushort part, uint j) {
+    return 64 * j + 4 * part;
+}
+
+GGUF_MV_INLINE uint gguf_mv_word(device const uchar *p) {
+    device const ushort *w = reinterpret_cast<device const ushort *>(p);
+    return uint(w[0]) | (uint(w[1]) << 16);
+}
+
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q6_k *b, ushort part, float, thread float4 *q,
+                                  thread float *a, thread float *o) {
+    const uint hi = part / 8;
+    const uint l = 4 * (part % 8);
+    const float d = float(b->d);
+#pragma unroll
+    for (uint h = 0; h < 2; ++h) {
+        const uint low = gguf_mv_word(b->ql + 64 * h + 32 * hi + l);
+        const uint high = gguf_mv_word(b->qh + 32 * h + l);
+#pragma unroll
+        for (uint t = 0; t < 2; ++t) {
+            const uint j = 2 * h + t;
+            const uint bits = ((low >> (4 * t)) & 0x0F0F0F0Fu) | (((high >> (2 * (2 * t + hi))) & 0x03030303u) << 4);
+            q[j] = float4(as_type<uchar4>(bits)) - 32.0f;
+            a[j] = d * float(int(b->scales[4 * j + part / 4]));
+            o[j] = 0.0f;
+        }
+    }
+}
+#endif
+
 GGUF_DEQUANT_KERNELS(q6_k)
-GGUF_MATMUL_KERNELS(q6_k)
+GGUF_MATMUL_FACTORED_KERNELS(q6_k)

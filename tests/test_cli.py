@@ -314,6 +314,22 @@ def test_bench_synthetic_covers_every_type(tmp_path, capsys):
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("llc, says", [(1 << 40, "CACHE-RESIDENT figures"), (1 << 20, "exceeds the 1 MiB last-level cache"),
+                                       (None, "last-level cache size unknown")])
+def test_bench_header_says_whether_figures_are_cache_resident(monkeypatch, capsys, llc, says):
+    monkeypatch.setattr(cli, "last_level_cache_bytes", lambda: llc)
+    rc, out, err = run(["bench", "--elements", 1 << 19, "--repeat", "1", "--types", "Q8_0", "--no-chart"], capsys)
+    assert rc == 0, err
+    assert says in out.splitlines()[0]
+
+
+def test_last_level_cache_is_read_on_linux():
+    llc = cli.last_level_cache_bytes()
+    if not Path("/sys/devices/system/cpu/cpu0/cache").is_dir():
+        pytest.skip("no Linux sysfs cache description")
+    assert llc is not None and llc >= 1 << 20
+
+
 def test_bench_file(all_types, tmp_path, capsys):
     path, info = all_types
     rc, out, err = run(["bench", path, "--repeat", "1", "--types", "Q4_K,IQ4_XS,F16", "--no-chart"], capsys)

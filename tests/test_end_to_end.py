@@ -24,6 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBDIR = Path(os.environ.get("LLAMA_LIBDIR", ROOT / ".cache" / "llama" / "lib"))
+SHARED_SUFFIX = ".dylib" if sys.platform == "darwin" else ".so"  # what tools/build_llama.sh installs
 
 # enum llama_ftype in llama.h (llama-cpp-python 0.3.36's vendored llama.cpp).
 FTYPES = {"Q8_0": 7, "Q4_K_M": 15, "Q6_K": 18, "IQ4_XS": 30}
@@ -55,16 +56,16 @@ class _QuantizeParams(ctypes.Structure):
 
 
 def libllama_missing() -> str | None:
-    if not (LIBDIR / "libllama.so").exists():
+    if not (LIBDIR / f"libllama{SHARED_SUFFIX}").exists():
         return f"libllama is not built at {LIBDIR} (run bash tools/build_llama.sh)"
     return None
 
 
 def _load_libllama():
     # The libraries carry a RUNPATH into the build tree; load the installed copies first, in order.
-    for dep in ("libggml-base.so", "libggml-cpu.so", "libggml.so"):
-        ctypes.CDLL(str(LIBDIR / dep), mode=ctypes.RTLD_GLOBAL)
-    lib = ctypes.CDLL(str(LIBDIR / "libllama.so"), mode=ctypes.RTLD_GLOBAL)
+    for dep in ("libggml-base", "libggml-cpu", "libggml"):
+        ctypes.CDLL(str(LIBDIR / (dep + SHARED_SUFFIX)), mode=ctypes.RTLD_GLOBAL)
+    lib = ctypes.CDLL(str(LIBDIR / f"libllama{SHARED_SUFFIX}"), mode=ctypes.RTLD_GLOBAL)
     lib.llama_backend_init.restype = None
     lib.llama_backend_init.argtypes = []
     lib.llama_model_quantize_default_params.restype = _QuantizeParams

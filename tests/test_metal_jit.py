@@ -59,3 +59,48 @@ def test_kernel_names_follow_the_host_names():
 def test_refuses_cpu_tensors():
     with pytest.raises(ValueError, match="mps"):
         metal_jit.dequantize(torch.zeros(18, dtype=torch.uint8), "Q4_0")
+
+
+# ---- one type's library on first use; MSL 3.0 ------------------------------------------------------------
+
+def _harness_library(src: str, name: str, defines=()):
+    path = ROOT / ".cache" / "jit" / f"{name}.metal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != src:
+        path.write_text(src)
+    return msl_harness.compile(path, defines=list(defines), race_check=False)
+
+
+@pytest.mark.parametrize("name, dequantize_only, everything", [("Q4_K", 3, 20), ("F16", 9, 60)])
+def test_a_types_library_holds_only_its_file(name, dequantize_only, everything):
+    """The first call for a type compiles its kernel file only: the kernel counts per library (README)."""
+    src = metal_jit.source(qtype=name)
+    assert src.count("// ==== ") == 1 and f"==== {metal_jit.types.kernel_file_name(name)} ====" in src
+    assert len(_harness_library(src, f"jit-{name}").entries) == dequantize_only
+    lib = _harness_library(metal_jit.source(True, name), f"jit-{name}-matmul")
+    assert len(lib.entries) == everything
+    assert f"mul_mv_{name.lower()}_f32_f32" in lib and f"mul_mm_id_map_{name.lower()}" in lib
+
+
+def test_msl_3_0_library_has_no_bfloat():
+    lib = _harness_library(metal_jit.source(True, "Q4_K"), "jit-Q4_K-matmul", ["__METAL_VERSION__=300"])
+    assert lib.entries and not any("bf16" in n for n in lib.entries)
+    assert "dequantize_q4_k_f16" in lib and "mul_mm_q4_k_f16_f16" in lib
+
+
+@pytest.mark.parametrize("release, version", [("13.6.1", 300), ("14.5", 310), ("15.1", 320), ("26.0", 400), ("", 310)])
+def test_dtypes_follow_the_macos_release(monkeypatch, release, version):
+    from gguf_dequant import backends
+
+    monkeypatch.setattr(metal_jit.platform, "mac_ver", lambda: (release, ("", "", ""), ""))
+    assert metal_jit.msl_version() == version
+    bfloat = version >= 310
+    assert (torch.bfloat16 in metal_jit.dtypes()) == bfloat
+    assert metal_jit.supports("BF16", torch.float32) == bfloat and metal_jit.supports("Q4_K", torch.float16)
+    if not bfloat:
+        with pytest.raises(TypeError, match="MSL 3.1|Shading Language 3.1"):
+            metal_jit._need_dtype("Q4_K", torch.float32, torch.bfloat16)
+    # the front door gives way to the reference for what this Mac's library lacks, unless forced
+    want = "metal_jit" if bfloat else "reference"
+    assert backends._with_dtype("metal_jit", metal_jit.resolve("Q4_K"), None, torch.bfloat16) == want
+    assert backends._with_dtype("metal_jit", metal_jit.resolve("Q4_K"), "metal_jit", torch.bfloat16) == "metal_jit"

@@ -61,6 +61,16 @@ def test_metal_file_compiles_strict(path):
 
 
 @pytest.mark.parametrize("path", METAL_FILES, ids=lambda p: p.name)
+def test_metal_file_compiles_as_msl_3_0(path):
+    """MSL 3.0 (macOS 13) has no bfloat: the shim then has none either, so any unguarded bfloat is a compile
+    error; every bf16 kernel is left out and the f32/f16 ones stay."""
+    at_310 = set(msl_harness.compile(path, race_check=False).entries)
+    at_300 = set(msl_harness.compile(path, defines=["__METAL_VERSION__=300"], race_check=False).entries)
+    assert at_300 == {name for name in at_310 if "bf16" not in name}, f"{path.name}: {sorted(at_310 - at_300)}"
+    assert any(name.endswith("_f16") for name in at_300)
+
+
+@pytest.mark.parametrize("path", METAL_FILES, ids=lambda p: p.name)
 def test_metal_file_lint_clean(path):
     findings = msl_lint.lint(path)
     assert not findings, "\n".join(map(str, findings))
@@ -126,7 +136,7 @@ def test_lint_catches_bad_snippet(path):
 def test_every_lint_rule_has_a_bad_snippet():
     required = {"compile", "compile-warning", "recursion", "new-delete", "throw-try", "double", "std", "goto",
                 "static-local", "param-address-space", "duplicate-buffer", "include", "threadgroup-scope",
-                "threadgroup-size", "threadgroup-init"}
+                "threadgroup-size", "threadgroup-init", "function-pointer"}
     proven = {_expected_rule(p) for p in BAD_SNIPPETS}
     assert required <= proven, f"rules without a snippet: {sorted(required - proven)}"
     assert proven <= set(msl_lint.RULES)

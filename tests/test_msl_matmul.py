@@ -1,11 +1,13 @@
 """Metal compute on packed weights (metal/gguf_matmul.h) in the Linux harness: every kernel of every type,
-bit for bit against a numpy model of its own summation order (fma chain per lane over its sub-blocks, then
-the pinned simd_sum order, then the bias, then one rounding), under forward and reverse schedules with
-poisoned threadgroup memory; the error bound against float64; batch and mul_mat_id slot invariance.
+bit for bit against a numpy model of its tier's summation order (the mat-vec tier: the factored order or an
+fma chain per lane over its sub-blocks, then the pinned simd_sum order; the matrix tier: one 8 x 8 x 8
+simdgroup multiply-accumulate per 8 elements of K in the pinned matrix order; then the bias, then one
+rounding), under forward and reverse schedules with poisoned threadgroup memory; the error bound against
+float64; batch invariance within each tier and mul_mat_id slot invariance.
 
 The kernels run from one library: the run-time Metal path's single source (every metal/*.metal file with
-the headers inlined, ``metal_jit.source(matmul=True)``), which is also what torch.mps.compile_shader
-compiles. Each harness library that synchronises holds its own pool of fiber stacks (about 2,000 memory
+the headers inlined, ``metal_jit.source(matmul=True)``), the union of what torch.mps.compile_shader compiles
+per type. Each harness library that synchronises holds its own pool of fiber stacks (about 2,000 memory
 mappings), so one library for all types keeps a test process far from the kernel's mapping limit;
 ``test_per_file_libraries_give_the_same_bits`` runs the per-file libraries (kernel-builder's compile
 units) of a few types, and tests/test_msl.py compiles and lints every file."""
@@ -93,9 +95,153 @@ def simd_reduce(v: np.ndarray, order: str) -> np.ndarray:
 
 
 def model(w, x, sub, bias=None, order="butterfly") -> np.ndarray:
-    """float32 (M, N): what every matmul kernel computes for x (M, K) against decoded weights w (N, K)."""
+    """float32 (M, N): the decode-exact order of the mat-vec tier for x (M, K) against decoded weights
+    w (N, K)."""
     y = simd_reduce(lane_partials(w, x, sub), order)
     return y if bias is None else (y + bias[None, :]).astype(np.float32)
+
+
+def model_mm(w, x, bias=None, mma_order="fma") -> np.ndarray:
+    """float32 (M, N): what the matrix tier (mul_mm, mul_mm_id) computes: K padded with zeros to a multiple of
+    MM_K, one 8 x 8 x 8 multiply-accumulate per 8 elements in increasing k, each in the harness's ``mma_order``
+    (fma: acc = fma(x_t, w_t, acc) for t = 0..7; sequential: acc + x_t * w_t, the product rounded; pairwise:
+    acc + the 8 products summed as a balanced tree), from acc = +0; then the bias."""
+    n, k = w.shape
+    m = x.shape[0]
+    kp = -(-k // launch.MM_K) * launch.MM_K
+    wp = np.zeros((n, kp), np.float32)
+    xp = np.zeros((m, kp), np.float32)
+    wp[:, :k], xp[:, :k] = w, x
+    acc = np.zeros((m, n), np.float32)
+    for k8 in range(0, kp, 8):
+        a = np.broadcast_to(xp[:, None, k8:k8 + 8], (m, n, 8))
+        b = np.broadcast_to(wp[None, :, k8:k8 + 8], (m, n, 8))
+        if mma_order == "fma":
+            for t in range(8):
+                acc = fma32(a[..., t], b[..., t], acc)
+        elif mma_order == "sequential":
+            for t in range(8):
+                acc = acc + a[..., t] * b[..., t]
+        elif mma_order == "pairwise":
+            p = a * b
+            acc = acc + (((p[..., 0] + p[..., 1]) + (p[..., 2] + p[..., 3]))
+                         + ((p[..., 4] + p[..., 5]) + (p[..., 6] + p[..., 7])))
+        else:
+            raise ValueError(mma_order)
+    return acc if bias is None else (acc + bias[None, :]).astype(np.float32)
+
+
+# ---- the factored order of the mat-vec tier (launch.MV_FACTORED) -------------------------------------------
+
+# Where quad j of part p sits in a block: the model's copy of each type's gguf_mv_quad.
+MV_QUADS = {
+    "Q4_0": lambda p, j: 4 * p,
+    "Q8_0": lambda p, j: 4 * p,
+    "MXFP4": lambda p, j: 16 * j + 4 * p,
+    "Q4_K": lambda p, j: 64 * j + 4 * p,
+    "Q5_K": lambda p, j: 64 * j + 4 * p,
+    "Q6_K": lambda p, j: 64 * j + 4 * p,
+    "IQ4_XS": lambda p, j: 64 * j + 4 * p,
+}
+
+
+def factored_model(name, raw, x, bias=None, order="butterfly") -> np.ndarray:
+    """float32 (M, N): the mat-vec tier's factored order (launch.MV_FACTORED) for x (M, K) against the raw
+    weight rows (N, bytes_per_row)."""
+    parts, quads, runs, offset = launch.MV_FACTORED[name]
+    qk = BY_NAME[name].block_elems
+    q, a, o = testing.factored_codes(name, raw)
+    x = np.asarray(x, np.float32)
+    nb = q.shape[1] // qk
+    lanes = np.arange(launch.SIMD_WIDTH)
+    part, step = lanes % parts, launch.SIMD_WIDTH // parts
+    acc = np.zeros((x.shape[0], q.shape[0], launch.SIMD_WIDTH), np.float32)
+    per_run = quads // runs
+    for s in range(-(-nb // step)):
+        ib = lanes // parts + s * step
+        live = ib < nb
+        ib = np.where(live, ib, 0)
+        for u in range(runs):
+            dq = np.zeros_like(acc)
+            sx = None
+            for j in range(u * per_run, (u + 1) * per_run):
+                for i in range(4):
+                    e = ib * qk + MV_QUADS[name](part, j) + i
+                    dq = fma32(q[None, :, e], x[:, None, e], dq)
+                    sx = x[:, e] if sx is None else (sx + x[:, e]).astype(np.float32)
+            e0 = ib * qk + MV_QUADS[name](part, u * per_run)
+            new = fma32(a[None, :, e0], dq, acc)
+            if offset:
+                new = fma32(o[None, :, e0], np.broadcast_to(sx[:, None, :], acc.shape), new)
+            acc = np.where(live, new, acc)
+    y = simd_reduce(acc, order)
+    return y if bias is None else (y + bias[None, :]).astype(np.float32)
+
+
+def matrix_tier(kind: str) -> bool:
+    """Whether kernel kind (mv, mm, mv_id, mm_id) belongs to the matrix tier."""
+    return kind in ("mm", "mm_id")
+
+
+def factored(name: str, kind: str) -> bool:
+    """Whether kernel kind computes type ``name`` in the factored order."""
+    return name in launch.MV_FACTORED and not matrix_tier(kind)
+
+
+def kernel_model(name, kind, raw, w, x, bias=None, order="butterfly", mma_order="fma") -> np.ndarray:
+    """What kernel ``kind`` computes: the matrix tier's multiply-accumulate order (mm, mm_id); in the mat-vec
+    tier the factored order (MV_FACTORED types), else the decode-exact order of ``model`` (the float types
+    with sub-blocks of MV_FLOAT_SUB)."""
+    if matrix_tier(kind):
+        return model_mm(w, x, bias, mma_order)
+    if factored(name, kind):
+        return factored_model(name, raw, x, bias, order)
+    if BY_NAME[name].block_elems == 1:
+        return model(w, x, launch.MV_FLOAT_SUB, bias, order)
+    return model(w, x, launch.matmul_sub_elems(name), bias, order)
+
+
+@pytest.mark.parametrize("name", list(launch.MV_FACTORED))
+def test_factored_codes_are_the_decoded_weights(name):
+    """The factored form against dequantize for every value of every byte of a block (the other bytes
+    random, half fields any bits, NaN and infinities included): a q is exact and fl(a q + o) is the decoded
+    weight bit for bit (with o = 0: a q itself)."""
+    t = BY_NAME[name]
+    rng = np.random.default_rng(29)
+    raw = rng.integers(0, 256, size=(t.block_bytes, 256, t.block_bytes), dtype=np.uint8)
+    raw[np.arange(t.block_bytes), :, np.arange(t.block_bytes)] = np.arange(256, dtype=np.uint8)
+    raw = raw.reshape(-1, t.block_bytes)
+    decoded = reference.dequantize(torch.from_numpy(raw.copy()), name, torch.float32).numpy()
+    q, a, o = testing.factored_codes(name, raw)
+    if name != "MXFP4":  # its codes carry 2^-64 in blocks with a subnormal scale
+        assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 128
+    with np.errstate(invalid="ignore", over="ignore"):
+        product = a * q
+        # (an infinite product is MXFP4's scale 2^127 overflowing, as dequantize's does: compared below)
+        exact = ~np.isfinite(product) | (product.astype(np.float64) == a.astype(np.float64) * q)
+        assert exact.all(), f"{name}: a q not exact for {int((~exact).sum())} elements"
+        weight = product + o if launch.MV_FACTORED[name][3] else product
+        testing.assert_bits_equal(torch.from_numpy(weight), torch.from_numpy(decoded.reshape(q.shape)),
+                                  f"{name}: fl(a q + o) vs dequantize")
+
+
+@pytest.mark.parametrize("name", list(launch.MV_FACTORED))
+def test_factored_kernels_give_the_decoded_weights(name):
+    """The kernels' own factored access (gguf_mv_codes, gguf_mv_quad) against dequantize: mul_mv with x the
+    identity matrix returns every weight (one term a q + o, rounded once; the other runs add zeros) for
+    blocks in which every byte takes every value (half scales kept finite: an infinite scale times the
+    zeros of x would be NaN), bit for bit up to the sign of zeros."""
+    t = BY_NAME[name]
+    raw = ((np.arange(256)[:, None] + 37 * np.arange(t.block_bytes)[None, :]) % 256).astype(np.uint8)
+    for offset, kind in testing.SCALE_FIELDS[name]:
+        if kind == "f16":  # exponent 31 (inf, NaN) -> 30
+            high = raw[:, offset + 1]
+            high[(high & 0x7C) == 0x7C] ^= 0x04
+    decoded = reference.dequantize(torch.from_numpy(raw.copy()), name, torch.float32).numpy()
+    eye = torch.eye(t.block_elems, dtype=torch.float32)
+    got = run_linear(name, raw, eye, kind="mv").numpy().T  # (blocks, elements)
+    testing.assert_bits_equal(torch.from_numpy(got + np.float32(0)), torch.from_numpy(decoded + np.float32(0)),
+                              f"{name}: mul_mv(identity) vs dequantize")
 
 
 def _round_exact(value: Fraction) -> np.float32:
@@ -188,7 +334,8 @@ def run_linear(name, raw, x, bias=None, out_dtype=None, kind=None, path=None, ft
 
 
 def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, ubsan=False, **opts) -> np.ndarray:
-    """One launch of mul_mv_id / mul_mm_id as launch.mul_mat_id_grid describes it."""
+    """mul_mv_id, or mul_mm_id_map then mul_mm_id, as launch.mul_mat_id_grid and mul_mat_id_map_grid
+    describe them; asserts every output was written (the map launch writes the NaN rows of bad ids)."""
     n_exp, n, _ = raw3.shape
     n_tok, n_used = ids.shape
     k = x3.shape[-1]
@@ -196,23 +343,38 @@ def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, ubsan=False, **opt
     lib = msl_harness.compile(path or single_source(), ubsan=ubsan)
     host = f"mul_{kind}_{name.lower()}_{SUFFIX[x3.dtype]}"
     out = np.empty((n_tok, n_used, n), np.float32)
-    scalars = [k, n, n_exp, n_used, x3.shape[1]] + ([n_tok * n_used] if kind == "mm_id" else [])
-    res = lib.dispatch_threadgroups(
-        host, [raw3.reshape(-1), x3.contiguous(), ids.astype(np.int32), out, *map(np.uint64, scalars)],
-        groups, group, **opts)
-    assert res.unwritten.get(3, 0) == 0, f"{host}: {res.unwritten[3]} outputs never written"
-    return res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
+    buffers = [raw3.reshape(-1), x3.contiguous(), ids.astype(np.int32), out]
+    scalars = [k, n, n_exp, n_used, x3.shape[1]]
+    if kind == "mv_id":
+        res = lib.dispatch_threadgroups(host, buffers + [*map(np.uint64, scalars)], groups, group, **opts)
+        assert res.unwritten.get(3, 0) == 0, f"{host}: {res.unwritten[3]} outputs never written"
+        return res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
+    map_groups, map_group, words = launch.mul_mat_id_map_grid(n_tok, n_used, n_exp)
+    buffers += [np.empty(words, np.uint32), *map(np.uint64, scalars + [n_tok * n_used])]
+    first = lib.dispatch_threadgroups(f"mul_mm_id_map_{name.lower()}", buffers, map_groups, map_group, **opts)
+    buffers[3], buffers[4] = first.buffers[3], first.buffers[4]  # the NaN rows, the map
+    res = lib.dispatch_threadgroups(host, buffers, groups, group, inout=[3], **opts)
+    got = res.buffers[3].view(np.float32).reshape(n_tok, n_used, n)
+    unwritten = int((got.view(np.uint32) == 0xFFFFFFFF).sum())  # the first launch's poison
+    assert unwritten == 0, f"{host}: {unwritten} outputs never written"
+    return got
 
 
-def assert_within_bound(name, y, w, x, bias=None):
-    """|y - y_exact| <= gamma_n * (sum |w x| + |bias|), y_exact in float64, n = launch.matmul_error_constant."""
+def assert_within_bound(name, y, w, x, bias=None, kind="mm", raw=None):
+    """|y - y_exact| <= gamma_n * (B + |bias|), y_exact in float64 from the decoded weights w, n =
+    launch.matmul_error_constant of the kernel's tier: B = sum |w x|, or for the factored order (``raw``
+    given) B = sum over runs of (|a| sum |q x| + |o| sum |x|)."""
     w64, x64 = w.astype(np.float64), x.astype(np.float64)
     exact = x64 @ w64.T
-    scale = np.abs(x64) @ np.abs(w64).T
+    if factored(name, kind):
+        q, a, o = (v.astype(np.float64) for v in testing.factored_codes(name, raw))
+        scale = np.abs(x64) @ (np.abs(a * q) + np.abs(o)).T
+    else:
+        scale = np.abs(x64) @ np.abs(w64).T
+    c = launch.matmul_error_constant(name, w.shape[1], bias is not None, "mm" if matrix_tier(kind) else "mv")
     if bias is not None:
         exact = exact + bias.astype(np.float64)
         scale = scale + np.abs(bias.astype(np.float64))
-    c = launch.matmul_error_constant(name, w.shape[1], bias is not None)
     gamma = c * U32 / (1 - c * U32)
     err = np.abs(np.asarray(y, np.float64) - exact)
     bad = err > gamma * scale
@@ -236,34 +398,36 @@ def test_kernels_match_model(name):
         for m, kind in shapes:
             xm = x[:m]
             b = bias if m in (5, 37) else None
-            want = model(w, xm.numpy(), sub, b)
+            want = kernel_model(name, kind, raw, w, xm.numpy(), b)
             schedules = ("forward", "reverse") if m in (5, 37) else ("forward",)
             for schedule in schedules:
                 # check_uninitialized: no read of threadgroup memory that no thread wrote.
                 got = run_linear(name, raw, xm, b, kind=kind, schedule=schedule, check_uninitialized=True)
                 testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} K={k} {schedule}")
-            assert_within_bound(name, got.numpy(), w, xm.numpy(), b)
+            assert_within_bound(name, got.numpy(), w, xm.numpy(), b, kind, raw)
 
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_activation_and_output_dtypes(name):
     """f16/bf16 activations read natively (exact widening), output float32 or the activation dtype rounded
-    once from the float32 result; within the bound for every dtype."""
+    once from the float32 result; within the bound for every activation dtype at M = 1, 3, 8 (mat-vec tier)
+    and 11 (mul_mm)."""
     rng = np.random.default_rng(abs(hash(name) + 1) % 2**32)
-    sub = launch.matmul_sub_elems(name)
     k = k_values(name)[1]
     n = 5
     raw, w = weights(name, n, k, rng)
     bias = rng.standard_normal(n).astype(np.float32)
-    for x_dtype, out_dtype in MIXED:
-        for m, kind in ((3, "mv"), (11, "mm")):
+    for x_dtype, out_dtype in [(torch.float32, torch.float32), *MIXED]:
+        for m, kind in ((1, "mv"), (3, "mv"), (8, "mv"), (11, "mm")):
+            if out_dtype != torch.float32 and m in (1, 8):
+                continue
             x = activations(m, k, x_dtype, rng)
-            want32 = model(w, x.float().numpy(), sub, bias)
+            want32 = kernel_model(name, kind, raw, w, x.float().numpy(), bias)
             got = run_linear(name, raw, x, bias, out_dtype, kind=kind)
             testing.assert_bits_equal(got, testing.round_to(torch.from_numpy(want32), out_dtype),
-                                      f"{name} {kind} {x_dtype} -> {out_dtype}")
+                                      f"{name} {kind} M={m} {x_dtype} -> {out_dtype}")
             if out_dtype == torch.float32:
-                assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias)
+                assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias, kind, raw)
 
 
 @settings(max_examples=25)
@@ -280,40 +444,48 @@ def test_random_shapes_match_model(data):
     raw, w = weights(name, n, k, rng)
     x = activations(m, k, data.draw(st.sampled_from(list(SUFFIX))), rng)
     got = run_linear(name, raw, x, out_dtype=torch.float32, kind=kind, schedule="reverse")
-    want = model(w, x.float().numpy(), launch.matmul_sub_elems(name))
+    want = kernel_model(name, kind, raw, w, x.float().numpy())
     testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} N={n} K={k}")
 
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_error_bound_of_the_order_at_model_sizes(name):
-    """The bound at transformer sizes (K = 4096 and 14336), through the model (bit-identical to every
-    kernel at the sizes the harness runs), for activations of every dtype and with a bias."""
+    """The bound at transformer sizes (K = 4096 and 14336), through the models (bit-identical to the kernels
+    at the sizes the harness runs; the matrix tier in every matrix order), for activations of every dtype and
+    with a bias."""
     rng = np.random.default_rng(abs(hash(name) + 4) % 2**32)
-    sub = launch.matmul_sub_elems(name)
     for k in (4096, 14336):
         raw, w = weights(name, 3, k, rng)
         bias = rng.standard_normal(3).astype(np.float32)
         for dtype in SUFFIX:
             x = activations(2, k, dtype, rng).float().numpy()
-            assert_within_bound(name, model(w, x, sub, bias), w, x, bias)
+            assert_within_bound(name, kernel_model(name, "mv", raw, w, x, bias), w, x, bias, "mv", raw)
+            for mma_order in ("fma", "sequential", "pairwise"):
+                assert_within_bound(name, kernel_model(name, "mm", raw, w, x, bias, mma_order=mma_order), w, x,
+                                    bias, "mm")
 
 
 # ---- batch invariance, mul_mat_id ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_batch_invariance(name):
-    """A row's bits do not depend on M, on its position, or on the kernel (mul_mv or mul_mm)."""
+    """Within each tier (mul_mv: M <= 8; mul_mm: M > 8, across tiles of 32 rows) a row's bits do not depend
+    on M or on its position."""
     rng = np.random.default_rng(abs(hash(name) + 2) % 2**32)
     k = k_values(name)[0] * 3
     raw, _ = weights(name, 6, k, rng)
-    x = activations(19, k, torch.bfloat16, rng)
-    full = run_linear(name, raw, x, out_dtype=torch.float32)  # mul_mm
-    perm = torch.from_numpy(rng.permutation(19)[:6])
+    x = activations(40, k, torch.bfloat16, rng)
+    full = run_linear(name, raw, x, out_dtype=torch.float32)  # mul_mm, two tiles of rows
+    eight = run_linear(name, raw, x[:8], out_dtype=torch.float32)  # mul_mv
+    perm = torch.from_numpy(rng.permutation(8)[:6])
     part = run_linear(name, raw, x[perm], out_dtype=torch.float32)  # mul_mv, other rows and positions
-    testing.assert_bits_equal(part, full[perm], f"{name}: M=6 (permuted) vs M=19")
-    for r in (0, 18):
+    testing.assert_bits_equal(part, eight[perm], f"{name}: M=6 (permuted) vs M=8")
+    for r in (0, 7):
         one = run_linear(name, raw, x[r:r + 1], out_dtype=torch.float32)
-        testing.assert_bits_equal(one[0], full[r], f"{name}: row {r} alone vs in M=19")
+        testing.assert_bits_equal(one[0], eight[r], f"{name}: row {r} alone vs in M=8")
+    perm = torch.from_numpy(rng.permutation(40)[:12])
+    testing.assert_bits_equal(run_linear(name, raw, x[perm], out_dtype=torch.float32), full[perm],
+                              f"{name}: M=12 (permuted) vs M=40")
 
 
 def expert_weights(name, n_exp, n, k, rng):
@@ -321,90 +493,95 @@ def expert_weights(name, n_exp, n, k, rng):
     return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
 
 
-def check_slots(name, got, ids, w3, xf, ux):
-    """Every slot against the model of a one-row product with its expert; NaN rows for bad ids."""
-    sub = launch.matmul_sub_elems(name)
+def check_slots(name, got, ids, raw3, w3, xf, ux, kind="mv_id"):
+    """Every slot against the model of a one-row product with its expert in the kernel's tier; NaN rows for
+    bad ids."""
     for t, u in np.ndindex(*ids.shape):
         e = ids[t, u]
         if not 0 <= e < w3.shape[0]:
             assert np.isnan(got[t, u]).all(), f"{name}: slot {(t, u)} with id {e} is not NaN"
         else:
-            testing.assert_bits_equal(got[t, u], model(w3[e], xf[t, u % ux][None], sub)[0],
-                                      f"{name}: slot {(t, u)} expert {e}")
+            want = kernel_model(name, kind, raw3[e], w3[e], xf[t, u % ux][None])[0]
+            testing.assert_bits_equal(got[t, u], want, f"{name}: slot {(t, u)} expert {e} ({kind})")
 
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_mul_mat_id(name):
-    """Slot (t, u) = W[ids[t, u]] @ x[t, u % Ux] with the bits of a one-row linear on that expert, by both
-    kernels and whatever the other slots route to; ids outside [0, E) give a NaN row and read nothing
-    (guard pages)."""
+    """Slot (t, u) = W[ids[t, u]] @ x[t, u % Ux] with the bits of a one-row product on that expert in the
+    kernel's tier (mul_mv_id: mat-vec; mul_mm_id: matrix), whatever the other slots route to; ids outside
+    [0, E) give a NaN row and read nothing (guard pages)."""
     rng = np.random.default_rng(abs(hash(name) + 3) % 2**32)
     n_exp, n, k = 3, 5, k_values(name)[0] * 2
     raw3, w3 = expert_weights(name, n_exp, n, k, rng)
     ids = np.array([[2, 0], [1, -1], [n_exp, 2]], np.int64)
     for x_dtype, ux in ((torch.float32, 1), (torch.bfloat16, 2)):
         x3 = activations(3 * ux, k, x_dtype, rng).reshape(3, ux, k)
-        by_slot = run_mul_mat_id(name, raw3, x3, ids, kind="mv_id", schedule="reverse")
-        check_slots(name, by_slot, ids, w3, x3.float().numpy(), ux)
-        grouped = run_mul_mat_id(name, raw3, x3, ids)
-        testing.assert_bits_equal(grouped, by_slot, f"{name}: mul_mm_id vs mul_mv_id")
-        alone = run_linear(name, raw3[2], x3[0, 0][None], out_dtype=torch.float32)
-        testing.assert_bits_equal(torch.from_numpy(grouped[0, 0]), alone[0], f"{name}: slot vs linear")
-        rerouted = ids.copy()
-        rerouted[0, 1], rerouted[2, 0] = 2, 2  # other slots change experts; slot (0, 0) must not move
-        again = run_mul_mat_id(name, raw3, x3, rerouted)
-        testing.assert_bits_equal(again[0, 0], grouped[0, 0], f"{name}: slot (0, 0) after rerouting")
-    one_token = run_mul_mat_id(name, raw3, x3[:1], ids[:1])  # T = 1: mul_mv_id
-    testing.assert_bits_equal(one_token[0], grouped[0], f"{name}: T = 1")
+        for kind in ("mv_id", "mm_id"):
+            got = run_mul_mat_id(name, raw3, x3, ids, kind=kind, schedule="reverse")
+            check_slots(name, got, ids, raw3, w3, x3.float().numpy(), ux, kind)
+            alone = run_linear(name, raw3[2], x3[0, 0][None], out_dtype=torch.float32, kind=kind[:2])
+            testing.assert_bits_equal(torch.from_numpy(got[0, 0]), alone[0], f"{name}: {kind} slot vs linear")
+            rerouted = ids.copy()
+            rerouted[0, 1], rerouted[2, 0] = 2, 2  # other slots change experts; slot (0, 0) must not move
+            again = run_mul_mat_id(name, raw3, x3, rerouted, kind=kind)
+            testing.assert_bits_equal(again[0, 0], got[0, 0], f"{name}: {kind} slot (0, 0) after rerouting")
+    assert launch.mul_mat_id_grid(8, 2, n, n_exp)[0] == "mv_id" and launch.mul_mat_id_grid(9, 2, n, n_exp)[0] == "mm_id"
 
 
 @pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "IQ2_S", "F32"])
 def test_mul_mm_id_windows_and_groups(name):
-    """More slots than one window and more than 8 slots per expert and window, some ids invalid."""
+    """More than 32 slots per expert (several windows, a token repeating an expert: more windows than the
+    grid's z), some ids invalid."""
     rng = np.random.default_rng(17)
-    n_exp, n, k = 3, 6, k_values(name)[0]
+    n_exp, n, k = 3, 70, k_values(name)[0]
     raw3, w3 = expert_weights(name, n_exp, n, k, rng)
-    n_tok, n_used = 70, 4
-    assert n_tok * n_used > launch.ID_WINDOW
+    n_tok, n_used = 40, 4
     ids = rng.integers(-1, n_exp + 1, size=(n_tok, n_used))
+    ids[:, 1:3] = 1  # every token routes two slots to expert 1: 80+ slots, more than the grid's 2 windows
+    assert (ids == 1).sum() > 32 * launch.mul_mat_id_grid(n_tok, n_used, n, n_exp)[1][2]
     x3 = activations(n_tok, k, torch.float16, rng).reshape(n_tok, 1, k)
     got = run_mul_mat_id(name, raw3, x3, ids, schedule="reverse")
-    check_slots(name, got, ids, w3, x3.float().numpy(), 1)
+    check_slots(name, got, ids, raw3, w3, x3.float().numpy(), 1, "mm_id")
 
 
 # ---- the order is really pinned, schedules, sanitizers -------------------------------------------------
 
-@pytest.mark.parametrize("name", ["Q4_K", "Q8_0", "F16"])
+@pytest.mark.parametrize("name", ["Q4_K", "Q8_0", "Q4_0", "F16"])
 def test_simd_orders_each_match_their_model(name):
-    """Each pinned simd_sum order gives the model's bits for that order, and the orders differ somewhere:
-    the bit-exact tests would notice a kernel that summed differently."""
+    """Each pinned simd_sum order (the mat-vec tier) and simdgroup-matrix order (the matrix tier) gives the
+    model's bits for that order, and the orders differ somewhere: the bit-exact tests would notice a kernel
+    that summed differently."""
     rng = np.random.default_rng(7)
-    sub = launch.matmul_sub_elems(name)
     k = k_values(name)[1]
     raw, w = weights(name, 9, k, rng)
     x = activations(4, k, torch.float32, rng)
     results = {}
     for order in ("butterfly", "adjacent", "sequential"):
-        want = model(w, x.numpy(), sub, order=order)
-        for kind in ("mv", "mm"):
-            got = run_linear(name, raw, x, kind=kind, simd_order=order)
-            testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} simd order {order}")
+        want = kernel_model(name, "mv", raw, w, x.numpy(), order=order)
+        got = run_linear(name, raw, x, kind="mv", simd_order=order)
+        testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} mv simd order {order}")
         results[order] = want
     assert testing.bits_mismatch(results["butterfly"], results["sequential"]).any()
+    results = {}
+    for order in ("fma", "sequential", "pairwise"):
+        want = kernel_model(name, "mm", raw, w, x.numpy(), mma_order=order)
+        got = run_linear(name, raw, x, kind="mm", mma_order=order)
+        testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} mm matrix order {order}")
+        results[order] = want
+    assert testing.bits_mismatch(results["fma"], results["pairwise"]).any()
 
 
 @pytest.mark.parametrize("name", ["Q4_K", "F32", "IQ2_XXS"])
 def test_random_schedule_and_guard_before(name):
     rng = np.random.default_rng(11)
-    sub = launch.matmul_sub_elems(name)
     k = k_values(name)[1]
     raw, w = weights(name, 5, k, rng)
     x = activations(10, k, torch.float16, rng)
-    want = model(w, x.float().numpy(), sub)
     for kind, m in (("mv", 3), ("mm", 10)):
+        want = kernel_model(name, kind, raw, w, x[:m].float().numpy())
         got = run_linear(name, raw, x[:m], out_dtype=torch.float32, kind=kind, schedule="random", seed=5,
                          flush="start")
-        testing.assert_bits_equal(got, torch.from_numpy(want[:m]), f"{name} {kind} random schedule")
+        testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} random schedule")
 
 
 def test_ubsan_build():
@@ -413,31 +590,41 @@ def test_ubsan_build():
     name = "Q4_K"
     per_file = msl_harness.kernel_file(name)
     rng = np.random.default_rng(23)
-    sub = launch.matmul_sub_elems(name)
     k = k_values(name)[1]
     raw3, w3 = expert_weights(name, 2, 5, k, rng)
     x = activations(10, k, torch.float16, rng)
-    want = model(w3[0], x.float().numpy(), sub)
     for kind, m in (("mv", 3), ("mm", 10)):
+        want = kernel_model(name, kind, raw3[0], w3[0], x[:m].float().numpy())
         got = run_linear(name, raw3[0], x[:m], out_dtype=torch.float32, kind=kind, path=per_file, ubsan=True)
-        testing.assert_bits_equal(got, torch.from_numpy(want[:m]), f"{name} {kind} UBSan build")
+        testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} UBSan build")
     ids = np.array([[1, 0], [0, 2], [1, -1]])
     for kind in ("mv_id", "mm_id"):
         got = run_mul_mat_id(name, raw3, x[:3].reshape(3, 1, k), ids, kind=kind, path=per_file, ubsan=True)
-        check_slots(name, got, ids, w3, x[:3].float().numpy()[:, None], 1)
+        check_slots(name, got, ids, raw3, w3, x[:3].float().numpy()[:, None], 1, kind)
 
 
 def test_error_constant_follows_the_tree():
-    # Q4_K, K = 4096: 128 sub-blocks of 32 -> 4 per lane = 128 fmas, + 31 for simd_sum in any order
-    # (+ 1 for the bias).
-    assert launch.matmul_error_constant("Q4_K", 4096) == 159
-    assert launch.matmul_error_constant("Q4_K", 4096, bias=True) == 160
-    # F16, K = 1031: 129 sub-blocks of 8 (the last holds 7) -> 5 per lane at most.
-    assert launch.matmul_error_constant("F16", 1031) == 71
-    assert launch.matmul_grid(8, 7) == ("mv", (2, 1), 64)
-    assert launch.matmul_grid(9, 7) == ("mm", (2, 1), 128)
-    assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (2, 8, 1), 64)
-    assert launch.mul_mat_id_grid(40, 8, 7, 64) == ("mm_id", (2, 64, 2), 64)
+    # The decode-exact mat-vec order, Q2_K (16-element sub-blocks), K = 4096: 256 sub-blocks -> 8 per lane =
+    # 128 fmas, + 31 for simd_sum in any order (+ 1 for the bias).
+    assert launch.matvec_error_constant("Q2_K", 4096) == 159
+    assert launch.matvec_error_constant("Q2_K", 4096, bias=True) == 160
+    # The factored mat-vec order, Q4_K at K = 4096: a run of 4 elements (4 roundings), 16 blocks over 2 per
+    # step = 8 blocks per lane, each 4 runs of 2 fmas = 64, + 31 for simd_sum, + 1 for the decoded weight
+    # fl(a q + o); Q8_0: 4 + 128 blocks / 4 per step * 1 run * 1 fma = 32, + 31, no offset.
+    assert launch.matvec_error_constant("Q4_K", 4096) == 4 + 64 + 31 + 1
+    assert launch.matvec_error_constant("Q8_0", 4096, bias=True) == 4 + 32 + 31 + 1
+    # F16 in the mat-vec tier, K = 1031: 258 quads of 4 (the last holds 3) -> 9 per lane at most.
+    assert launch.matvec_error_constant("F16", 1031) == 4 * 9 + 31
+    # the matrix tier: 8 additions per step of 8 (any order inside a multiply-accumulate) + the product
+    assert launch.matmul_error_constant("Q4_K", 4096, kind="mm") == 4097
+    assert launch.matmul_error_constant("F16", 1031, bias=True, kind="mm") == 1032 + 2  # 129 steps of 8
+    assert launch.matmul_error_constant("Q4_K", 4096) == launch.matvec_error_constant("Q4_K", 4096)
+    assert launch.matmul_grid(8, 7) == ("mv", (1, 1), 64)
+    assert launch.matmul_grid(9, 7) == ("mm", (1, 1), 128)
+    assert launch.matmul_grid(33, 130) == ("mm", (3, 2), 128)
+    assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (1, 8, 1), 64)
+    assert launch.mul_mat_id_grid(40, 8, 7, 64) == ("mm_id", (1, 64, 2), 128)
+    assert launch.mul_mat_id_map_grid(40, 8, 64) == (64, 32, 64 + 64 * 320)
 
 
 # ---- the run-time Metal path's source ------------------------------------------------------------------
@@ -459,6 +646,7 @@ def test_jit_source_has_every_matmul_kernel(jit_file):
                 assert f"mul_{kind}_{n}_{SUFFIX[x_dtype]}_{SUFFIX[out_dtype]}" in lib
         for x_dtype in SUFFIX.values():
             assert f"mul_mv_id_{n}_{x_dtype}" in lib and f"mul_mm_id_{n}_{x_dtype}" in lib
+        assert f"mul_mm_id_map_{n}" in lib
 
 
 def test_jit_matmul_source_lints_clean(jit_file):
@@ -471,14 +659,14 @@ def test_per_file_libraries_give_the_same_bits(name):
     """The per-file compile units (as kernel-builder builds them) against the single source and the model,
     every kernel kind."""
     rng = np.random.default_rng(13)
-    sub = launch.matmul_sub_elems(name)
     per_file = msl_harness.kernel_file(name)
     k = k_values(name)[1]
     raw, w = weights(name, 7, k, rng)
     bias = rng.standard_normal(7).astype(np.float32)
     for m in (4, 12):
         x = activations(m, k, torch.bfloat16, rng)
-        want = testing.round_to(torch.from_numpy(model(w, x.float().numpy(), sub, bias)), torch.bfloat16)
+        want32 = kernel_model(name, launch.matmul_kernel(m), raw, w, x.float().numpy(), bias)
+        want = testing.round_to(torch.from_numpy(want32), torch.bfloat16)
         got = run_linear(name, raw, x, bias, torch.bfloat16, path=per_file, schedule="reverse")
         testing.assert_bits_equal(got, want, f"{per_file.name} {name} M={m}")
         testing.assert_bits_equal(got, run_linear(name, raw, x, bias, torch.bfloat16), f"{name}: per file vs single")
@@ -486,7 +674,8 @@ def test_per_file_libraries_give_the_same_bits(name):
     x3 = activations(2, k, torch.float32, rng).reshape(2, 1, k)
     ids = np.array([[1, 0], [0, 5]])
     for kind in ("mv_id", "mm_id"):
-        check_slots(name, run_mul_mat_id(name, raw3, x3, ids, kind=kind, path=per_file), ids, w3, x3.numpy(), 1)
+        check_slots(name, run_mul_mat_id(name, raw3, x3, ids, kind=kind, path=per_file), ids, raw3, w3,
+                    x3.numpy(), 1, kind)
 
 
 # ---- the run-time path's argument checks (no Mac needed) ----------------------------------------------

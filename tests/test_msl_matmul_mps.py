@@ -1,9 +1,10 @@
 """On a real Mac: the Metal matmul kernels (run-time path, and the built kernel when given) on MPS.
 
 Skipped where MPS is unavailable (every Linux machine). The GPU's simd_sum order is not documented, so
-results are checked against float64 with the bound of launch.matmul_error_constant, and for the
-properties the design guarantees whatever that order is: batch invariance (a row's bits do not depend
-on M, its position or the kernel), mul_mat_id slots equal to a one-row linear on their expert, NaN rows
+results are checked against float64 with each tier's bound (launch.matvec_error_constant for M <= 8,
+launch.matmul_error_constant above), and for the properties the design guarantees whatever that order is:
+batch invariance within each tier (a row's bits do not depend on M or its position; across the tiers only
+for the types whose mat-vec order is mul_mm's), mul_mat_id slots equal to a one-row linear on their expert, NaN rows
 for ids outside [0, E), one rounding to float16/bfloat16, determinism. The built kernel is taken from
 ``GGUF_DEQUANT_METAL_BUILD`` (a kernel-builder output directory), as in tests/test_mps.py.
 """
@@ -48,11 +49,17 @@ def _k(name):
     return max(resolve(name).block_elems, 256) * 9
 
 
-def _bound_ok(name, y, w64, x, bias=None):
+def _bound_ok(name, y, w64, x, bias=None, raw=None):
+    """Within the matrix tier's bound, or with ``raw`` (the blocks' bytes) the mat-vec tier's."""
     x64 = x.double().cpu()
     exact = x64 @ w64.T + (0 if bias is None else bias.double().cpu())
-    scale = x64.abs() @ w64.abs().T + (0 if bias is None else bias.double().abs().cpu())
-    c = launch.matmul_error_constant(name, w64.shape[1], bias is not None)
+    if raw is not None and resolve(name).name in launch.MV_FACTORED:
+        q, a, o = (torch.from_numpy(v).double() for v in testing.factored_codes(name, raw.numpy()))
+        scale = x64.abs() @ ((a * q).abs() + o.abs()).T
+    else:
+        scale = x64.abs() @ w64.abs().T
+    scale = scale + (0 if bias is None else bias.double().abs().cpu())
+    c = launch.matmul_error_constant(name, w64.shape[1], bias is not None, "mm" if raw is None else "mv")
     return bool(((y.double().cpu() - exact).abs() <= c * U32 / (1 - c * U32) * scale).all())
 
 
@@ -65,13 +72,18 @@ def test_linear_on_mps(name, path):
     linear, mul_mat_vec, _ = paths[path]
     qtype = resolve(name).id  # the op schemas take the integer id
     k, n = _k(name), 37
-    blocks, w64 = _weights(name, n, k, 1)
-    blocks = blocks.to("mps")
+    raw, w64 = _weights(name, n, k, 1)
+    blocks = raw.to("mps")
     x = torch.randn(40, k, dtype=torch.bfloat16).to("mps")
     bias = torch.randn(n).to("mps")
-    full = mul_mat_vec(blocks, x, qtype, n)  # M = 40: the tiled kernel
+    full = mul_mat_vec(blocks, x, qtype, n)  # M = 40: the matrix tier
     assert _bound_ok(name, full, w64, x.float())
-    for m in (1, 3, 8, 9):
+    eight = mul_mat_vec(blocks, x[:8], qtype, n)  # the mat-vec tier
+    assert _bound_ok(name, eight, w64, x[:8].float(), raw=raw)
+    for m in (1, 3, 8):
+        rows = torch.randperm(8)[:m].to("mps")
+        testing.assert_bits_equal(mul_mat_vec(blocks, x[rows], qtype, n).cpu(), eight[rows].cpu(), f"{name} M={m}")
+    for m in (9, 33):  # batch invariance within the matrix tier
         rows = torch.randperm(40)[:m].to("mps")
         testing.assert_bits_equal(mul_mat_vec(blocks, x[rows], qtype, n).cpu(), full[rows].cpu(), f"{name} M={m}")
     with_bias = linear(x[:5], blocks, qtype, bias)  # bfloat16 out, rounded once from the float32 sum + bias

@@ -14,7 +14,7 @@ from gguf_dequant import reference, tables, testing
 from gguf_dequant.launch import ELEMS_PER_THREAD
 from gguf_dequant.tools import gen_metal
 from gguf_dequant.types import (GGML_TYPE_COUNT, SUBNORMAL_OUTPUTS, SUPPORTED, QuantType, UnsupportedTypeError,
-                                resolve)
+                                kernel_files, resolve)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def test_build_toml_parses_and_lists_every_source():
     for f in (ROOT / "metal").glob("*.metal"):
         rel = f"metal/{f.name}"
         assert rel in metal_src and rel in cpu_src, f"{rel} is not listed in build.toml"
-    assert sorted(f"metal/{f}" for f in gen_metal.kernel_files()) == sorted(s for s in metal_src if s.endswith(".metal"))
+    assert sorted(f"metal/{f}" for f in kernel_files()) == sorted(s for s in metal_src if s.endswith(".metal"))
 
 
 def test_readme_type_table_matches_registry():

@@ -19,8 +19,11 @@ CACHE="${GGML_CACHE:-$ROOT/.cache/ggml}"
 LIBDIR="$CACHE/lib"
 PYTHON="${PYTHON:-python3}"
 
-if [ -e "$LIBDIR/libggml-base.so" ] && [ "${GGML_FORCE:-0}" != "1" ]; then
-    echo "build_ggml: $LIBDIR/libggml-base.so already exists, nothing to do (GGML_FORCE=1 rebuilds)"
+# Shared libraries: libX.so* on Linux, libX*.dylib on macOS.
+if [ "$(uname -s)" = Darwin ]; then SO=dylib; else SO=so; fi
+
+if [ -e "$LIBDIR/libggml-base.$SO" ] && [ "${GGML_FORCE:-0}" != "1" ]; then
+    echo "build_ggml: $LIBDIR/libggml-base.$SO already exists, nothing to do (GGML_FORCE=1 rebuilds)"
     exit 0
 fi
 
@@ -71,7 +74,8 @@ fi
 echo "build_ggml: cmake configure ($GENERATOR) in $BUILD"
 cmake -S "$TOP/vendor/llama.cpp" -B "$BUILD" -G "$GENERATOR" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
     -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
-    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >"$CACHE/cmake-configure.log" 2>&1 || {
+    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF \
+    >"$CACHE/cmake-configure.log" 2>&1 || {  # the CPU code only (macOS would add Metal and Accelerate)
     cat "$CACHE/cmake-configure.log" >&2
     exit 1
 }
@@ -79,13 +83,17 @@ echo "build_ggml: building target ggml-base (-j2)"
 cmake --build "$BUILD" --target ggml-base -j2
 
 # 4. Install the library (with its version symlinks) and the public header.
-BUILT=$(find "$BUILD" -name 'libggml-base.so*' | head -n 1)
+BUILT=$(find "$BUILD" -name "libggml-base.$SO" | head -n 1)
 if [ -z "$BUILT" ]; then
-    echo "build_ggml: libggml-base.so was not produced" >&2
+    echo "build_ggml: libggml-base.$SO was not produced" >&2
     exit 1
 fi
 mkdir -p "$LIBDIR" "$CACHE/include"
-cp -P "$(dirname "$BUILT")"/libggml-base.so* "$LIBDIR/"
+if [ "$SO" = so ]; then
+    cp -P "$(dirname "$BUILT")"/libggml-base.so* "$LIBDIR/"
+else
+    cp -P "$(dirname "$BUILT")"/libggml-base*.dylib "$LIBDIR/"
+fi
 cp "$TOP/vendor/llama.cpp/ggml/include/ggml.h" "$CACHE/include/"
 echo "build_ggml: installed into $LIBDIR:"
 ls -l "$LIBDIR"

@@ -12,7 +12,7 @@
 #   LLAMA_JOBS     parallel build jobs (default 2)
 #   LLAMA_FORCE=1  rebuild even if the library is already installed
 #
-# Idempotent: does nothing when <llama cache>/lib/libllama.so exists.
+# Idempotent: does nothing when <llama cache>/lib/libllama.so (.dylib on macOS) exists.
 set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36  # must match tools/build_ggml.sh
@@ -21,8 +21,11 @@ GGML_CACHE="${GGML_CACHE:-$ROOT/.cache/ggml}"
 CACHE="${LLAMA_CACHE:-$ROOT/.cache/llama}"
 LIBDIR="$CACHE/lib"
 
-if [ -e "$LIBDIR/libllama.so" ] && [ "${LLAMA_FORCE:-0}" != "1" ]; then
-    echo "build_llama: $LIBDIR/libllama.so already exists, nothing to do (LLAMA_FORCE=1 rebuilds)"
+# Shared libraries: libX.so* on Linux, libX*.dylib on macOS.
+if [ "$(uname -s)" = Darwin ]; then SO=dylib; else SO=so; fi
+
+if [ -e "$LIBDIR/libllama.$SO" ] && [ "${LLAMA_FORCE:-0}" != "1" ]; then
+    echo "build_llama: $LIBDIR/libllama.$SO already exists, nothing to do (LLAMA_FORCE=1 rebuilds)"
     exit 0
 fi
 
@@ -44,12 +47,16 @@ echo "build_llama: built in $(( $(date +%s) - start )) s"
 #    the test loads the dependencies explicitly from LIBDIR first) and the public header.
 mkdir -p "$LIBDIR" "$CACHE/include"
 for lib in libggml-base libggml-cpu libggml libllama; do
-    BUILT=$(find "$BUILD" -name "$lib.so" | head -n 1)
+    BUILT=$(find "$BUILD" -name "$lib.$SO" | head -n 1)
     if [ -z "$BUILT" ]; then
-        echo "build_llama: $lib.so was not produced" >&2
+        echo "build_llama: $lib.$SO was not produced" >&2
         exit 1
     fi
-    cp -P "$(dirname "$BUILT")/$lib".so* "$LIBDIR/"
+    if [ "$SO" = so ]; then
+        cp -P "$(dirname "$BUILT")/$lib".so* "$LIBDIR/"
+    else
+        cp -P "$(dirname "$BUILT")/$lib"*.dylib "$LIBDIR/"
+    fi
 done
 cp "$TOP/vendor/llama.cpp/include/llama.h" "$CACHE/include/"
 echo "build_llama: installed into $LIBDIR:"

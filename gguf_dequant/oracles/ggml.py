@@ -1,6 +1,6 @@
 """llama.cpp's ggml C code as a test oracle, through ctypes.
 
-Loads ``libggml-base.so`` (built by ``tools/build_ggml.sh``) from ``$GGML_LIBDIR`` or, when that is unset,
+Loads ``libggml-base.so`` (``.dylib`` on macOS; built by ``tools/build_ggml.sh``) from ``$GGML_LIBDIR`` or, when that is unset,
 from ``<repo>/.cache/ggml/lib``. Exposes ggml's type traits, its ``to_float`` dequantizers (the CPU
 reference every backend must match bit for bit) and ``ggml_quantize_chunk`` for realistic test blocks.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LIBDIR = ROOT / ".cache" / "ggml" / "lib"
-LIBNAME = "libggml-base.so"
+SHARED_SUFFIX = ".dylib" if sys.platform == "darwin" else ".so"  # what tools/build_ggml.sh installs
+LIBNAME = "libggml-base" + SHARED_SUFFIX
 GGML_TYPE_COUNT = 43
 _NO_QUANTIZE = {9: "Q8_1", 15: "Q8_K"}  # ggml_quantize_chunk hits GGML_ASSERT and aborts the process
 _PLAIN_FLOATS = (0, 1, 30)  # F32, F16, BF16: ggml_quantize_chunk copies / converts them

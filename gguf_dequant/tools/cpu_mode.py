@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from ..launch import ELEMS_PER_THREAD
-from ..types import resolve
-from .gen_metal import kernel_file_name
+from ..types import kernel_file_name, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 METAL = ROOT / "metal"

@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -564,6 +565,8 @@ static void guard_faults(int on) {
     }
 }
 
+#include "trace.c"
+
 // ---- launches ------------------------------------------------------------------------------------
 
 static void group_size(const msl_dispatch *d, const unsigned tg[3], unsigned tsz[3]) {
@@ -587,17 +590,29 @@ static int run_fibers(msl_dispatch *d) {
         if (d->tg_param_size[i] && !new_region(PARAM_ID_BASE + i, d->tg_param_size[i], 16, "[[threadgroup]] buffer",
                                                "the launch", i))
             return MSL_ERROR;
+    if (d->trace && trace_begin(d)) {
+        fail("trace: out of memory");
+        return MSL_ERROR;
+    }
     guard_faults(1);
     int rc = MSL_OK;
     unsigned tg[3], tsz[3];
-    for (tg[2] = 0; tg[2] < d->ngroups[2] && rc == MSL_OK; ++tg[2])
-        for (tg[1] = 0; tg[1] < d->ngroups[1] && rc == MSL_OK; ++tg[1])
-            for (tg[0] = 0; tg[0] < d->ngroups[0] && rc == MSL_OK; ++tg[0]) {
-                memcpy(S.group, tg, sizeof tg);
-                group_size(d, tg, tsz);
-                if (run_group_fibers(tg, tsz)) rc = MSL_ERROR;
-            }
+    const unsigned *list = (const unsigned *)d->group_list;
+    unsigned long count = d->n_group_list ? d->n_group_list
+                                          : (unsigned long)d->ngroups[0] * d->ngroups[1] * d->ngroups[2];
+    for (unsigned long i = 0; i < count && rc == MSL_OK; ++i) {
+        unsigned long g = d->n_group_list ? list[i] : i;  // linear: x fastest
+        tg[0] = (unsigned)(g % d->ngroups[0]);
+        tg[1] = (unsigned)(g / d->ngroups[0] % d->ngroups[1]);
+        tg[2] = (unsigned)(g / ((unsigned long)d->ngroups[0] * d->ngroups[1]));
+        memcpy(S.group, tg, sizeof tg);
+        group_size(d, tg, tsz);
+        if (d->trace) T.ordinal = (unsigned)(i + 1);
+        if (run_group_fibers(tg, tsz)) rc = MSL_ERROR;
+        else if (d->trace) trace_group_end(tsz[0] * tsz[1] * tsz[2]);
+    }
     guard_faults(0);
+    if (d->trace) trace_end();
     return rc;
 }
 

@@ -63,6 +63,9 @@ struct msl_dispatch {
     unsigned long error_len;
     msl_thread_fn per_thread;                        // set by the generated launcher: one thread (fibers)
     msl_serial_fn serial;                            // and every thread of the grid in turn (serial mode)
+    unsigned long trace;                             // msl_trace * (trace builds, harness/trace.py), 0 = off
+    unsigned long group_list;                        // unsigned[]: linear indices of the groups to run, in order
+    unsigned long n_group_list;                      // 0 = every group of the grid
 };
 
 MSL_EXTERN int msl_run(msl_dispatch *d);
@@ -75,3 +78,22 @@ MSL_EXTERN void *msl_tg_alloc(unsigned id, unsigned long size, unsigned long ali
 MSL_EXTERN void *msl_tg_param(unsigned index);
 // called by the instrumented IR (harness/instrument.py) before each threadgroup load/store
 MSL_EXTERN void msl_tg_access(void *p, unsigned long size, unsigned write, unsigned site);
+
+// ---- trace builds (harness/trace.py instruments the IR; harness/runtime/trace.c records) --------------
+#define MSL_TRACE_MAX_BUFS 32
+// msl_trace.site_stats fields per access site
+enum { MSL_TS_INSTANCES, MSL_TS_LINES, MSL_TS_SECTORS, MSL_TS_BYTES_USED, MSL_TS_LANE_BYTES, MSL_TS_LANE_ACCESSES,
+       MSL_TS_SPACES, MSL_TS_FIELDS };
+// spaces (bits of MSL_TS_SPACES)
+enum { MSL_SPACE_DEVICE = 0, MSL_SPACE_CONSTANT = 1, MSL_SPACE_THREADGROUP = 2 };
+typedef struct msl_trace {
+    unsigned n_sites, n_blocks, n_bufs, tg_bytes;  // tg_bytes: threadgroup memory of a group (set by the runtime)
+    unsigned long buf_addr[MSL_TRACE_MAX_BUFS], buf_size[MSL_TRACE_MAX_BUFS];
+    unsigned long site_stats;                         // unsigned long[n_sites][MSL_TS_FIELDS], accumulated
+    unsigned long block_simd;                         // unsigned long[n_blocks]: per simdgroup, the most runs by a lane
+    unsigned long block_lane;                         // unsigned long[n_blocks]: runs summed over lanes
+    unsigned long unique[MSL_TRACE_MAX_BUFS][2][2];   // device bytes [buffer][read, write][one group, several]
+    unsigned long groups, simdgroups, lanes;          // traced
+} msl_trace;
+MSL_EXTERN void msl_trace_mem(unsigned long addr, unsigned long size, unsigned write_space, unsigned site);
+MSL_EXTERN void msl_trace_block(unsigned id);

@@ -308,7 +308,9 @@ struct simdgroup_matrix {
 };
 typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
 typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
+#ifdef __HAVE_BFLOAT__
 typedef simdgroup_matrix<bfloat, 8, 8> simdgroup_bfloat8x8;
+#endif
 
 namespace msl_detail {
 inline unsigned sg_row(unsigned lane) { return (lane / 4 & 4) + (lane / 2 % 4); }
@@ -456,4 +458,5 @@ inline bool atomic_compare_exchange_weak_explicit(P obj, E expected, T desired, 
 
 }  // namespace metal
 
-#pragma OPENCL EXTENSION __cl_clang_function_pointers : disable
+// Function pointers stay enabled: Metal takes them as template arguments (llama.cpp's dequantize_func);
+// the lint's function-pointer rule rejects them anywhere else.
