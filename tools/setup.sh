@@ -64,8 +64,10 @@ run bash tools/build_ggml.sh
 echo "== llama.cpp's libllama (llama_model_quantize, for the end-to-end test; a few minutes on two cores)"
 run bash tools/build_llama.sh
 
-echo "== llama.cpp's CPU library built for this CPU (GGML_NATIVE=ON; the speed comparison of benchmarks/matmul.py)"
-bash tools/build_llama_native.sh
+if [ "$(uname -s)" = Linux ]; then
+    echo "== llama.cpp's CPU library built for this CPU (GGML_NATIVE=ON; the speed comparison of benchmarks/matmul.py)"
+    run bash tools/build_llama_native.sh
+fi
 
 echo "== generated headers are current"
 run python -m gguf_dequant.tools.gen_metal --check
