@@ -51,7 +51,11 @@ cmake -S "$TOP/vendor/llama.cpp" -B "$BUILD" -G "$GENERATOR" -DCMAKE_BUILD_TYPE=
 }
 echo "build_llama_native: building target ggml-cpu (-j${LLAMA_JOBS:-2})"
 start=$(date +%s)
-cmake --build "$BUILD" --target ggml-cpu -j"${LLAMA_JOBS:-2}"
+# The build's own output (tens of thousands of lines of compiler notes) goes to a log, shown on failure.
+cmake --build "$BUILD" --target ggml-cpu -j"${LLAMA_JOBS:-2}" >"$CACHE/build.log" 2>&1 || {
+    tail -n 100 "$CACHE/build.log" >&2
+    exit 1
+}
 echo "build_llama_native: built in $(( $(date +%s) - start )) s"
 
 mkdir -p "$LIBDIR"
