@@ -80,7 +80,8 @@ MV_SIMDGROUPS = 2    # mul_mv / mul_mv_id: simdgroups per threadgroup ...
 MV_ROWS = 4          # ... each owning this many weight rows (sharing the x values a lane loads)
 MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup; the tile holds MM_SIMDGROUPS * MATMUL_X_ROWS x rows ...
 MM_ROWS = 64         # ... and this many weight rows (each simdgroup: 16 x rows by 32 weight rows) ...
-MM_K = 32            # ... decoded into threadgroup memory this many elements of K at a time
+MM_K = 64            # ... decoded into threadgroup memory this many elements of K at a time (24 KiB with the x
+                     # tile: 2 groups per core; 32 would fit 5, but each decode load would touch twice the lines)
 MV_THREADS = MV_SIMDGROUPS * SIMD_WIDTH  # the kernels' [[max_total_threads_per_threadgroup]]
 MM_THREADS = MM_SIMDGROUPS * SIMD_WIDTH
 # Additions of simd_sum on one lane's path: 5 (log2 32) for a tree; Apple does not document its order, so

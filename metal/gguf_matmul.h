@@ -415,7 +415,7 @@ template <typename CORE, typename X, typename T>
 }
 
 // The matrix tier: a tile of GGUF_MM_ROWS (64) weight rows x 32 activation rows with simdgroup 8x8 float
-// matrices. Per step of GGUF_MM_K (32) elements of K the threadgroup decodes the weight tile into threadgroup
+// matrices. Per step of GGUF_MM_K (64) elements of K the threadgroup decodes the weight tile into threadgroup
 // memory as float32 (exact: the decoded values), transposed ([k][n]), and stages the x tile as float32 ([m][k],
 // exact widening); elements past K are +0 on both sides. Simdgroup g owns the 16 x rows 16 (g / 2) .. and the
 // 32 weight rows 32 (g % 2) ..: 2 x 4 accumulators held in registers across the whole K loop, each step of 8
