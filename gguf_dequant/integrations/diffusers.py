@@ -40,6 +40,8 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from . import check_library
+
 __all__ = ["install_kernel", "uninstall_kernel", "check_diffusers", "DiffusersIntegrationError",
            "DIFFUSERS_VERSIONS", "MAT_VEC_ROWS", "DENSE_FROM_ROWS"]
 
@@ -72,30 +74,7 @@ class DiffusersIntegrationError(RuntimeError):
 def check_diffusers(module: str | None = None, names: tuple = ()):
     """Raise unless the installed diffusers is in :data:`DIFFUSERS_VERSIONS`; then import ``module``, check it
     defines ``names`` (the internals this module replaces or calls) and return it."""
-    try:
-        import diffusers
-    except ImportError as e:
-        raise DiffusersIntegrationError(f"diffusers is not installed ({e})") from e
-    from packaging.version import Version
-
-    first, last = DIFFUSERS_VERSIONS
-    if not Version(first) <= Version(diffusers.__version__) < Version(last):
-        raise DiffusersIntegrationError(
-            f"diffusers {diffusers.__version__} is not a version gguf_dequant.integrations.diffusers knows "
-            f"(>={first},<{last}); its GGUF internals may have changed. Install diffusers>={first},<{last}, or a "
-            f"gguf-dequant release that supports {diffusers.__version__}.")
-    if module is None:
-        return None
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        raise DiffusersIntegrationError(f"diffusers {diffusers.__version__} has no module {module} ({e})") from e
-    missing = [name for name in names if not hasattr(mod, name)]
-    if missing:
-        raise DiffusersIntegrationError(
-            f"diffusers {diffusers.__version__}'s {module} lacks {', '.join(missing)}: its GGUF internals changed "
-            "and gguf-dequant cannot hook into them")
-    return mod
+    return check_library("diffusers", DIFFUSERS_VERSIONS, DiffusersIntegrationError, module, names)
 
 
 def _packed(weight):

@@ -42,6 +42,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from . import check_library
+
 __all__ = ["install_kernel", "uninstall_kernel", "load_kernel", "fast_gguf_load", "check_transformers",
            "TransformersIntegrationError", "TRANSFORMERS_VERSIONS", "KERNEL_OPS"]
 
@@ -67,31 +69,7 @@ class TransformersIntegrationError(RuntimeError):
 def check_transformers(module: str | None = None, names: tuple = ()) -> object | None:
     """Raise unless the installed transformers is in :data:`TRANSFORMERS_VERSIONS`; then import ``module`` and
     check it defines ``names`` (the internals a route uses) and return it."""
-    try:
-        import transformers
-    except ImportError as e:
-        raise TransformersIntegrationError(f"transformers is not installed ({e})") from e
-    from packaging.version import Version
-
-    first, last = TRANSFORMERS_VERSIONS
-    if not Version(first) <= Version(transformers.__version__) < Version(last):
-        raise TransformersIntegrationError(
-            f"transformers {transformers.__version__} is not a version gguf_dequant.integrations.transformers knows "
-            f"(>={first},<{last}); its GGUF internals may have changed. Install transformers>={first},<{last}, or a "
-            f"gguf-dequant release that supports {transformers.__version__}.")
-    if module is None:
-        return None
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        raise TransformersIntegrationError(
-            f"transformers {transformers.__version__} has no module {module} ({e})") from e
-    missing = [name for name in names if not hasattr(mod, name)]
-    if missing:
-        raise TransformersIntegrationError(
-            f"transformers {transformers.__version__}'s {module} lacks {', '.join(missing)}: its GGUF internals "
-            "changed and gguf-dequant cannot hook into them")
-    return mod
+    return check_library("transformers", TRANSFORMERS_VERSIONS, TransformersIntegrationError, module, names)
 
 
 # ------------------------------------------------------------------------------------------- packed path
