@@ -28,7 +28,7 @@ import re
 
 import numpy as np
 
-from .instrument import _Locations, _args, _sizeof, _split_type
+from .instrument import _DBG, _MEM, _Locations, _args, _sizeof, _split_type
 
 # Files whose code is emulation, not kernel work (the scheduler interface and the SIMD-group shim), and
 # the generated launcher.
@@ -63,14 +63,12 @@ _HARNESS_CALLS = ("msl_tg_access", "msl_tg_alloc", "msl_tg_param", "msl_lane", "
 
 _DEFINE = re.compile(r"^define\b.*?@(\"[^\"]+\"|[\w.$-]+)\(")
 _LABEL = re.compile(r"^([\w.$-]+|\"[^\"]+\"):")
-_DBG = re.compile(r"!dbg (![0-9]+)")
 _VEC = re.compile(r"<(\d+) x ")
 _PTR = re.compile(r"ptr(?: addrspace\((\d+)\))? (%[\w.$-]+|%\"[^\"]+\"|@[\w.$-]+|null)")
 _LOAD = re.compile(r"^\s*(?:%[\w.$-]+|%\"[^\"]+\") = load (?:atomic )?(?:volatile )?(.*?), ptr(?: addrspace\((\d+)\))? "
                    r"(%[\w.$-]+|%\"[^\"]+\"|@[\w.$-]+)")
 _STORE = re.compile(r"^\s*store (?:atomic )?(?:volatile )?(.*), ptr(?: addrspace\((\d+)\))? "
                     r"(%[\w.$-]+|%\"[^\"]+\"|@[\w.$-]+)")
-_MEMINTR = re.compile(r"^\s*(?:tail |musttail |notail )?call void @llvm\.mem(cpy|move|set)(?:\.inline)?\.[\w.]+\((.*)\)")
 _CALL = re.compile(r"\bcall\b[^@]*@(\"[^\"]+\"|[\w.$-]+)\(")
 _STRING = re.compile(r'^(@[\w.$-]+) = .*?c"((?:[^"\\]|\\[0-9A-Fa-f]{2}|\\\\)*)"')
 _ALLOCA = re.compile(r"^\s*(%[\w.$-]+) = alloca (\[.*?\]|<.*?>|[\w.%]+)")
@@ -220,15 +218,15 @@ def instrument(ir: str, launcher_file: str) -> tuple[str, dict]:
             ty = _split_type(m.group(1))
             mem(m.group(2), m.group(3), _sizeof(ty), True, ty, line, loc)
             cls, cost = _MEM_CLASS[m.group(2)], 1
-        elif m := _MEMINTR.match(line):
-            args = _args(m.group(2))
+        elif m := _MEM.match(line):  # groups: indent, cpy/move/set, arguments
+            args = _args(m.group(3))
             size = args[2].split(None, 1)[1]
-            parts = ((0, True), (1, False)) if m.group(1) != "set" else ((0, True),)
+            parts = ((0, True), (1, False)) if m.group(2) != "set" else ((0, True),)
             n16 = -(-int(size) // 16) if size.isdigit() else 1
             for pos, write in parts:
                 pm = _PTR.match(_ATTRS.sub("", args[pos]))
                 space = pm.group(1) if pm else None
-                mem(space, pm.group(2) if pm else "", size, write, f"mem{m.group(1)}", line, loc)
+                mem(space, pm.group(2) if pm else "", size, write, f"mem{m.group(2)}", line, loc)
                 if not is_overhead(loc):
                     block.mix[_MEM_CLASS[space]] += n16
             out.append(line)
