@@ -163,6 +163,12 @@ inline KScales k_scales(metal::half d, metal::half dmin, const uchar *s, const T
     return k;
 }
 
+// Q4_K and Q5_K chunk c: the low (c even) or high (c odd) nibbles of qs[32 (c / 2) ...], 16 bits each.
+inline __m512i k_nibbles(const uchar *qs, int c) {
+    const __m512i w = widen32(qs + 32 * (c / 2));
+    return c % 2 ? _mm512_srli_epi16(w, 4) : _mm512_and_si512(w, _mm512_set1_epi16(0xF));
+}
+
 struct Q4_K {
     using Block = block_q4_k;
     static constexpr int QK = 256, CH = 8;
@@ -170,11 +176,8 @@ struct Q4_K {
     using Scales = KScales;
     static Scales scales(const Block *b, const Tables &t) { return k_scales(b->d, b->dmin, b->scales, t); }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
-    // Chunk c: the low (c even) or high (c odd) nibbles of qs[32 (c / 2) ...].
     static __m512i codes(const Block *b, int c, const Tables &t) {
-        const __m512i w = widen32(b->qs + 32 * (c / 2));
-        const __m512i q = c % 2 ? _mm512_srli_epi16(w, 4) : _mm512_and_si512(w, _mm512_set1_epi16(0xF));
-        return _mm512_permutexvar_epi16(q, t.lo);
+        return _mm512_permutexvar_epi16(k_nibbles(b->qs, c), t.lo);
     }
     static Tables tables() {
         static constexpr IotaTable<0, 32> v;
@@ -191,8 +194,7 @@ struct Q5_K {
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
     // As Q4_K, plus bit c of qh[l] as the fifth bit of element l.
     static __m512i codes(const Block *b, int c, const Tables &t) {
-        const __m512i w = widen32(b->qs + 32 * (c / 2));
-        const __m512i q = c % 2 ? _mm512_srli_epi16(w, 4) : _mm512_and_si512(w, _mm512_set1_epi16(0xF));
+        const __m512i q = k_nibbles(b->qs, c);
         const __mmask32 fifth = _mm512_test_epi16_mask(widen32(b->qh), _mm512_set1_epi16(int16_t(1 << c)));
         return _mm512_permutexvar_epi16(_mm512_mask_add_epi16(q, fifth, q, _mm512_set1_epi16(16)), t.lo);
     }
