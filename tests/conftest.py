@@ -21,6 +21,15 @@ OUT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 DTYPE_IDS = ["f32", "f16", "bf16"]
 
 
+def skip_unless_built(why: str | None) -> None:
+    """Skip when a llama.cpp build a test needs is missing (``why`` says which), or fail under
+    GGUF_REQUIRE_GGML=1 (CI, where tools/setup.sh built everything)."""
+    if why:
+        if os.environ.get("GGUF_REQUIRE_GGML") == "1":
+            pytest.fail(f"GGUF_REQUIRE_GGML=1 but {why}")
+        pytest.skip(why)
+
+
 def implemented(name: str) -> bool:
     """True once a type's reference module exists (lets the suite run while types are being added)."""
     import importlib.util

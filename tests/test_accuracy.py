@@ -5,7 +5,6 @@ through the package's front door (mat-vec tier M = 1, 8; matrix tier M = 64) and
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from accuracy import GOAL, metal_linear, model_layers, normalized_error  # noqa: E402
 
+from .conftest import skip_unless_built  # noqa: E402
 from .transformers_models import builders_missing  # noqa: E402
 
 LAYERS = [("lfm2-tiny", "Q4_K_M"), ("qwen35moe-tiny", "Q8_0")]
@@ -29,11 +29,7 @@ LAYERS = [("lfm2-tiny", "Q4_K_M"), ("qwen35moe-tiny", "Q8_0")]
 
 @pytest.fixture(scope="module", params=LAYERS, ids=lambda p: f"{p[0]}-{p[1]}")
 def layers(request):
-    why = builders_missing()
-    if why:
-        if os.environ.get("GGUF_REQUIRE_GGML") == "1":
-            pytest.fail(f"GGUF_REQUIRE_GGML=1 but {why}")
-        pytest.skip(why)
+    skip_unless_built(builders_missing())
     out = []
     for name, qtype, raw in model_layers(*request.param):
         t = BY_NAME[qtype]

@@ -144,16 +144,14 @@ import torch  # noqa: E402
 from gguf_dequant import testing  # noqa: E402
 from gguf_dequant.cli import main as cli_main  # noqa: E402
 
+from .conftest import skip_unless_built  # noqa: E402
+
 pytestmark = pytest.mark.ggml
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
-    why = libllama_missing()
-    if why:
-        if os.environ.get("GGUF_REQUIRE_GGML") == "1":
-            pytest.fail(f"GGUF_REQUIRE_GGML=1 but {why}")
-        pytest.skip(why)
+    skip_unless_built(libllama_missing())
     path = tmp_path_factory.mktemp("e2e") / "tiny-llama-f32.gguf"
     write_tiny_llama(path)
     return path

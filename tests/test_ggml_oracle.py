@@ -6,7 +6,6 @@ GGUF_REQUIRE_GGML=1, which turns the skip into a failure (CI sets it).
 """
 
 import functools
-import os
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from gguf_dequant import reference, testing
 from gguf_dequant.oracles import ggml
 from gguf_dequant.types import _REFUSED, GGML_TYPE_COUNT, SUPPORTED, resolve
 
-from .conftest import ALL_TYPES, DTYPE_IDS, OUT_DTYPES, implemented
+from .conftest import ALL_TYPES, DTYPE_IDS, OUT_DTYPES, implemented, skip_unless_built
 
 pytestmark = pytest.mark.ggml
 
@@ -27,10 +26,7 @@ ROWS, N_PER_ROW = 8, 512  # small: ggml's IQ quantizers are slow
 
 @pytest.fixture(autouse=True)
 def _need_ggml():
-    if not ggml.available():
-        if os.environ.get("GGUF_REQUIRE_GGML") == "1":
-            pytest.fail(f"GGUF_REQUIRE_GGML=1 but {ggml.why_unavailable()}")
-        pytest.skip(ggml.why_unavailable())
+    skip_unless_built(None if ggml.available() else ggml.why_unavailable())
 
 
 def _need_reference(name: str) -> None:

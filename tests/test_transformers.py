@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import subprocess
 import sys
 import types
@@ -36,6 +35,7 @@ pytest.importorskip("transformers")
 
 from gguf_dequant.integrations import transformers as integration  # noqa: E402
 
+from .conftest import skip_unless_built  # noqa: E402
 from .hub import hub_kernel  # noqa: E402
 from .transformers_models import build, builders_missing  # noqa: E402
 
@@ -47,11 +47,7 @@ F32_BOUND = 1e-4
 
 @pytest.fixture(scope="module")
 def gguf_files():
-    why = builders_missing()
-    if why:
-        if os.environ.get("GGUF_REQUIRE_GGML") == "1":
-            pytest.fail(f"GGUF_REQUIRE_GGML=1 but {why}")
-        pytest.skip(why)
+    skip_unless_built(builders_missing())
     return build
 
 
