@@ -33,6 +33,18 @@ TYPES = ("Q4_K", "Q8_0")
 IMAGE_TOKENS, TEXT_TOKENS = 1024, 256
 THREADS = 2
 
+# The best of n timed calls after one warm-up, in both child processes.
+_BEST = """
+import time
+
+def best(fn, n=3):
+    fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+    return min(times)
+"""
+
 # Runs in a fresh process: argv = path ("diffusers" or "ours"), GGUF file, config dir; prints one JSON line.
 _CHILD = r"""
 import json, sys, time
@@ -77,13 +89,6 @@ with torch.no_grad():
     forward_peak = status("VmHWM")
 weight = model.transformer_blocks[0].ff.net[0].proj.weight
 
-def best(fn, n=3):
-    fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-    return min(times)
-
 blocks = weight.as_tensor().view(torch.uint8)
 out = torch.empty(weight.quant_shape, dtype=dtype)
 layer = {"ours": best(lambda: gguf_dequant.dequantize(blocks, int(weight.quant_type), dtype)),
@@ -105,13 +110,6 @@ from gguf_dequant.types import resolve
 torch.set_num_threads(int(sys.argv[1]))
 rows_list, types = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 
-def best(fn, n=3):
-    fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-    return min(times)
-
 result = []
 for name in types:
     t = resolve(name)
@@ -131,7 +129,7 @@ CROSSOVER_ROWS = (9, 16, 32, 64, 128, 256, 512)
 
 def _child(script: str, *args) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-c", _BEST + script, *map(str, args)], capture_output=True, text=True, env=env,
                           cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"{' '.join(map(str, args))} failed:\n{proc.stderr[-4000:]}")
