@@ -62,7 +62,7 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_iq1_s *b, ushort part, gguf
         const bool negative = (h & 0x8000u) != 0;
         q[2 * u] = gguf_iq1_codes(values.x, negative);
         q[2 * u + 1] = gguf_iq1_codes(values.y, negative);
-        a[u] = d8 * float(2 * ((h >> 12) & 7) + 1);
+        a[u] = d8 * float(((h >> 11) & 0xE) | 1);  // 2 ((h >> 12) & 7) + 1
         o[u] = 0.0f;
     }
 }
