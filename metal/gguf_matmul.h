@@ -181,8 +181,8 @@ GGUF_MV_INLINE float gguf_mv_table(device const B *, ushort) {
 // Tables staged in threadgroup memory (the IQ grids, read at lane-divergent indices: from threadgroup memory
 // they cost no L1 lines). A type that stages defines, in its file, a specialisation of gguf_mv_stage_words
 // (the uint words it stages), gguf_mv_stage (fills them: called by every thread of the group, once, before
-// a barrier) and a gguf_mv_table overload taking the staged words, whose result gguf_mv_codes receives as
-// its table. The defaults stage nothing and pass the type's shuffle table (gguf_mv_table above) on.
+// a barrier) and gguf_mv_staged_table (what gguf_mv_codes receives as its table, given the staged words).
+// The defaults stage nothing and pass the type's shuffle table (gguf_mv_table above) on.
 template <typename B>
 struct gguf_mv_stage_words {
     enum { value = 0 };
@@ -192,11 +192,11 @@ template <typename B>
 GGUF_MV_INLINE void gguf_mv_stage(device const B *, threadgroup uint *, ushort, ushort) {}
 
 template <typename B>
-GGUF_MV_INLINE float gguf_mv_table(device const B *b, ushort lane, threadgroup const uint *) {
+GGUF_MV_INLINE float gguf_mv_staged_table(device const B *b, ushort lane, threadgroup const uint *) {
     return gguf_mv_table(b, lane);
 }
 
-// What a staging type's gguf_mv_table gives gguf_mv_codes: the staged words and the lane (for shuffles).
+// What a staging type's gguf_mv_staged_table gives gguf_mv_codes: the staged words and the lane (for shuffles).
 struct gguf_mv_staged {
     threadgroup const uint *words;
     ushort lane;
@@ -355,7 +355,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
     // The lane's entry of the type's value table (lane % 16), for gguf_mv_codes to look codes up by
     // simd_shuffle: every lane runs every step (a lane past the last block reads that block and does not
     // accumulate), so the shuffles are uniform.
-    const auto table = gguf_mv_table(rows[0], lane, stage);
+    const auto table = gguf_mv_staged_table(rows[0], lane, stage);
     const uint steps = (nb + STEP - 1) / STEP;
     for (uint step = 0; step < steps; ++step) {
         const uint first = step * STEP + lane / PARTS;

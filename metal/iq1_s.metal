@@ -47,7 +47,8 @@ GGUF_MV_INLINE void gguf_mv_stage(device const block_iq1_s *, threadgroup uint *
     gguf_stage_iq1_grid(&iq1s_grid[0][0], stage, tid, threads);
 }
 
-GGUF_MV_INLINE gguf_mv_staged gguf_mv_table(device const block_iq1_s *, ushort lane, threadgroup const uint *stage) {
+GGUF_MV_INLINE gguf_mv_staged gguf_mv_staged_table(device const block_iq1_s *, ushort lane,
+                                                   threadgroup const uint *stage) {
     return {stage, lane};
 }
 

@@ -52,7 +52,8 @@ GGUF_MV_INLINE void gguf_mv_stage(device const block_iq2_xs *, threadgroup uint 
     gguf_stage_sign_masks(ksigns_iq2xs, stage + 512 * 2, tid, threads);
 }
 
-GGUF_MV_INLINE gguf_mv_staged gguf_mv_table(device const block_iq2_xs *, ushort lane, threadgroup const uint *stage) {
+GGUF_MV_INLINE gguf_mv_staged gguf_mv_staged_table(device const block_iq2_xs *, ushort lane,
+                                                   threadgroup const uint *stage) {
     return {stage, lane};
 }
 

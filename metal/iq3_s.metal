@@ -56,7 +56,8 @@ GGUF_MV_INLINE void gguf_mv_stage(device const block_iq3_s *, threadgroup uint *
     gguf_stage_sign_masks(nullptr, stage + 512, tid, threads);
 }
 
-GGUF_MV_INLINE gguf_mv_staged gguf_mv_table(device const block_iq3_s *, ushort lane, threadgroup const uint *stage) {
+GGUF_MV_INLINE gguf_mv_staged gguf_mv_staged_table(device const block_iq3_s *, ushort lane,
+                                                   threadgroup const uint *stage) {
     return {stage, lane};
 }
 

@@ -56,7 +56,8 @@ GGUF_MV_INLINE void gguf_mv_stage(device const block_iq3_xxs *, threadgroup uint
     gguf_stage_sign_masks(ksigns_iq2xs, stage + 256, tid, threads);
 }
 
-GGUF_MV_INLINE gguf_mv_staged gguf_mv_table(device const block_iq3_xxs *, ushort lane, threadgroup const uint *stage) {
+GGUF_MV_INLINE gguf_mv_staged gguf_mv_staged_table(device const block_iq3_xxs *, ushort lane,
+                                                   threadgroup const uint *stage) {
     return {stage, lane};
 }
 
