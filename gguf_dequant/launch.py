@@ -108,6 +108,13 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "Q5_K": (16, 4, 4, True),
     "Q6_K": (16, 4, 4, False),
     "IQ4_XS": (16, 4, 4, False),
+    "IQ2_XXS": (16, 4, 2, False),
+    "IQ3_XXS": (16, 4, 2, False),
+    "IQ2_XS": (16, 4, 2, False),
+    "IQ2_S": (16, 4, 2, False),
+    "IQ3_S": (16, 4, 2, False),
+    "IQ1_S": (16, 4, 2, False),
+    "IQ1_M": (16, 4, 2, False),
 }
 
 

@@ -148,6 +148,75 @@ def _factored_codes(name, raw):
         ls = ((blocks[:, 4 + g // 2].astype(np.int32) >> (4 * (g % 2))) & 0xF) | (((scales_h[:, None] >> (2 * g)) & 3) << 4)
         a = np.broadcast_to((_halves(blocks, 0)[:, None] * (ls - 32).astype(np.float32))[:, :, None], q.shape)
         o = np.zeros(q.shape, np.float32)
+    elif name in ("IQ2_XXS", "IQ3_XXS"):  # a u32 per group: 4 x 7 sign-index bits, ls in bits 28..31
+        from .tables import grid, ksigns_iq2xs
+
+        if name == "IQ2_XXS":  # group g: 4 grid-index bytes (rows of 8), then its u32
+            groups = blocks[:, 2:66].reshape(-1, 8, 8)
+            rows, sw = groups[:, :, 0:4], groups[:, :, 4:8].copy().view("<u4")[:, :, 0]
+        else:  # 64 grid-index bytes (8 rows of 4 per group), then the 8 u32
+            rows, sw = blocks[:, 2:66].reshape(-1, 8, 8), blocks[:, 66:98].copy().view("<u4")
+        sw = sw.astype(np.int64)
+        values = grid(name.lower().replace("_", "")[:-3] + "xxs")[rows.astype(np.int64)].reshape(-1, 8, 4, 8)
+        signs = ksigns_iq2xs()[(sw[:, :, None] >> (7 * np.arange(4))) & 127]           # (n, g, l)
+        negative = (signs[..., None].astype(np.int64) >> np.arange(8)) & 1             # (n, g, l, j)
+        q = (values * (1 - 2 * negative)).reshape(-1, 8, 32)
+        half = np.float32(0.25 if name == "IQ2_XXS" else 0.5)
+        db = _halves(blocks, 0)[:, None] * (np.float32(0.5) + (sw >> 28).astype(np.float32)) * half
+        a = np.broadcast_to(db[:, :, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
+    elif name == "IQ2_XS":  # u16 per 8 elements: grid row (9 bits), sign index (7); a scale nibble per 16
+        from .tables import grid, ksigns_iq2xs
+
+        w = blocks[:, 2:66].copy().view("<u2").astype(np.int64)                       # (n, 32)
+        negative = (ksigns_iq2xs()[w >> 9][..., None].astype(np.int64) >> np.arange(8)) & 1
+        q = (grid("iq2xs")[w & 511] * (1 - 2 * negative)).reshape(-1, 16, 16)
+        nib = (blocks[:, 66:74, None].astype(np.int64) >> np.array([0, 4])) & 0xF       # (n, g, half)
+        db = _halves(blocks, 0)[:, None] * (np.float32(0.5) + nib.reshape(-1, 16).astype(np.float32)) * np.float32(0.25)
+        a = np.broadcast_to(db[:, :, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
+    elif name in ("IQ2_S", "IQ3_S"):  # a grid row per index, a sign byte per 8 elements
+        from .tables import grid
+
+        g, half = np.arange(8), _halves(blocks, 0)[:, None]
+        if name == "IQ2_S":  # 32 index bytes (+ 2 bits each from qh), 32 sign bytes; a scale nibble per 16
+            qh = blocks[:, 66:74, None].astype(np.int64) >> (2 * np.arange(4))          # (n, g, l)
+            rows = blocks[:, 2:34].reshape(-1, 8, 4).astype(np.int64) | ((qh & 3) << 8)
+            sign_bytes = blocks[:, 34:66]
+            nib = (blocks[:, 74:82, None].astype(np.int64) >> np.array([0, 4])) & 0xF
+            db = np.repeat(half * (np.float32(0.5) + nib.reshape(-1, 16).astype(np.float32)) * np.float32(0.25), 2, axis=1)
+        else:  # 64 index bytes (+ 1 bit each from qh), 32 sign bytes; a scale nibble per group
+            qh = blocks[:, 66:74, None].astype(np.int64) >> np.arange(8)
+            rows = blocks[:, 2:66].reshape(-1, 8, 8).astype(np.int64) | ((qh & 1) << 8)
+            sign_bytes = blocks[:, 74:106]
+            nib = (blocks[:, 106 + g // 2].astype(np.int64) >> (4 * (g % 2))) & 0xF
+            db = np.repeat(half * (1 + 2 * nib).astype(np.float32), 4, axis=1)
+        values = grid(name.lower().replace("_", ""))[rows].reshape(-1, 32, 8)          # (n, sub-group, j)
+        negative = (sign_bytes[..., None].astype(np.int64) >> np.arange(8)) & 1
+        q = (values * (1 - 2 * negative)).reshape(-1, 32, 8)
+        a = np.broadcast_to(db[:, :, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
+    elif name in ("IQ1_S", "IQ1_M"):  # q = 8 (grid + delta), a = dl / 8
+        from .tables import grid
+
+        if name == "IQ1_S":  # group g: h = qh[g]; row l: qs[4g + l] | ((h >> 3l) & 7) << 8; k = (h >> 12) & 7
+            h = blocks[:, 34:50].copy().view("<u2").astype(np.int64)                 # (n, g)
+            rows = blocks[:, 2:34].reshape(-1, 8, 4).astype(np.int64) | (((h[:, :, None] >> (3 * np.arange(4))) & 7) << 8)
+            negative = np.broadcast_to((h[:, :, None] >> 15) & 1, rows.shape)
+            k = np.repeat((h >> 12) & 7, 2, axis=1)                                   # per 16 elements
+            d = _halves(blocks, 0)[:, None]
+        else:  # row l of group g: nibble l % 2 of qh[2g + l / 2]; k: 3 bits of sc[g / 2] per 16 elements
+            nib = ((blocks[:, 32:48, None].astype(np.int64) >> np.array([0, 4])) & 0xF).reshape(-1, 8, 4)
+            rows = blocks[:, 0:32].reshape(-1, 8, 4).astype(np.int64) | ((nib & 7) << 8)
+            negative = nib >> 3
+            sc = blocks[:, 48:56].copy().view("<u2").astype(np.int64)                # (n, 4)
+            bits = (sc[:, 0] >> 12) | ((sc[:, 1] >> 8) & 0xF0) | ((sc[:, 2] >> 4) & 0xF00) | (sc[:, 3] & 0xF000)
+            d = bits.astype(np.uint16).view(np.float16).astype(np.float32)[:, None]
+            g = np.arange(8)
+            k = ((sc[:, g // 2, None] >> (6 * (g % 2)[:, None] + 3 * np.arange(2))) & 7).reshape(-1, 16)
+        q = (8 * grid("iq1s")[rows] + (1 - 2 * negative)[..., None]).reshape(-1, 16, 16)
+        a = np.broadcast_to(((d * (2 * k + 1).astype(np.float32)) * np.float32(0.125))[:, :, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
     else:
         raise KeyError(name)
     return tuple(np.ascontiguousarray(v, np.float32).reshape(n, -1) for v in (q, a, o))

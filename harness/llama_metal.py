@@ -50,6 +50,13 @@ TYPES = {
     "q6_K": (14, 256, 210),
     "iq4_xs": (23, 256, 136),
     "mxfp4": (39, 32, 17),
+    "iq2_xxs": (16, 256, 66),
+    "iq2_xs": (17, 256, 74),
+    "iq3_xxs": (18, 256, 98),
+    "iq1_s": (19, 256, 50),
+    "iq3_s": (21, 256, 110),
+    "iq2_s": (22, 256, 82),
+    "iq1_m": (29, 256, 56),
 }
 # ggml-metal-ops.cpp ggml_metal_op_mul_mat: the small-batch kernel_mul_mv_ext types and their row ranges
 EXT_ROWS = {"q4_0": (2, 8), "q8_0": (2, 8), "mxfp4": (2, 8),
@@ -68,8 +75,16 @@ def _mv_geometry(t: str, k: int) -> tuple[int, int, int]:
     ggml-metal-impl.h)."""
     table = {"q4_0": (2, 4, 0), "q8_0": (4, 2, 32 * 4 * 2), "mxfp4": (2, 2, 32 * 4), "q4_K": (2, 2, 0),
              "q5_K": (2, 1, 0), "q6_K": (2, 2, 0), "iq4_xs": (2, 2, 32 * 4)}
+    # the IQ grid types: N_SG 2, N_R0 4, their grids (and sign table) staged in threadgroup memory
+    iq_smem = {"iq2_xxs": 256 * 8 + 128, "iq2_xs": 512 * 8 + 128, "iq3_xxs": 256 * 4 + 128, "iq3_s": 512 * 4,
+               "iq2_s": 0, "iq1_s": 0, "iq1_m": 0}
     if t == "f16":
         return (1, 32, 0) if k < 32 else (min(4, (k + 127) // 128), 2, 32 * 4 * 2)
+    if t in iq_smem:
+        if k // 32 < 32 and 32 % (k // 32) == 0:
+            raise ValueError(f"{t}: K = {k} takes llama.cpp's split variant (N_R0 8, rows split across lanes), "
+                             "which the yardstick does not launch; use K >= 1024")
+        return 2, 4, iq_smem[t]
     return table[t]
 
 

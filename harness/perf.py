@@ -268,7 +268,8 @@ def llama_available() -> str | None:
 
 # ---- the report ---------------------------------------------------------------------------------------------
 
-MV_TYPES = ("Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4", "F16", "BF16", "Q3_K", "IQ2_XXS")
+MV_TYPES = ("Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4", "F16", "BF16", "Q3_K", "IQ2_XXS",
+            "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M")
 SHAPES = ((4096, 4096), (14336, 4096))
 ROWS = (1, 2, 4, 8, 32, 512)
 DEQUANT_TYPES = ("Q4_K", "Q8_0", "Q6_K", "IQ4_XS")

@@ -136,7 +136,7 @@ struct gguf_factored_core {};
 template <uint R, typename B, int QK, int S, typename X>
 inline void gguf_mv_accumulate(gguf_decode_core<B, QK, S>, device const uchar *w, uint n0, uint N, uint K,
                                device const X *x, thread const uint *xrow, uint mr, ushort lane,
-                               thread float *acc) {
+                               thread float *acc, threadgroup const uint *) {
     const ulong bpr = ulong(K / QK) * sizeof(B);
     const uint ns = (K + S - 1) / S;
     for (uint s = lane; s < ns; s += GGUF_SIMD_WIDTH) {
@@ -177,6 +177,105 @@ template <typename B>
 GGUF_MV_INLINE float gguf_mv_table(device const B *, ushort) {
     return 0.0f;
 }
+
+// Tables staged in threadgroup memory (the IQ grids, read at lane-divergent indices: from threadgroup memory
+// they cost no L1 lines). A type that stages defines, in its file, a specialisation of gguf_mv_stage_words
+// (the uint words it stages), gguf_mv_stage (fills them: called by every thread of the group, once, before
+// a barrier) and gguf_mv_staged_table (what gguf_mv_codes receives as its table, given the staged words).
+// The defaults stage nothing and pass the type's shuffle table (gguf_mv_table above) on.
+template <typename B>
+struct gguf_mv_stage_words {
+    enum { value = 0 };
+};
+
+template <typename B>
+GGUF_MV_INLINE void gguf_mv_stage(device const B *, threadgroup uint *, ushort, ushort) {}
+
+template <typename B>
+GGUF_MV_INLINE float gguf_mv_staged_table(device const B *b, ushort lane, threadgroup const uint *) {
+    return gguf_mv_table(b, lane);
+}
+
+// What a staging type's gguf_mv_staged_table gives gguf_mv_codes: the staged words and the lane (for shuffles).
+struct gguf_mv_staged {
+    threadgroup const uint *words;
+    ushort lane;
+};
+
+// The IQ types' staging helpers. A grid of `bytes` bytes (a multiple of 16; gguf_tables.h aligns the grids
+// to 16 bytes), copied as vectors.
+template <typename E>
+GGUF_MV_INLINE void gguf_stage_grid(constant const E *grid, uint bytes, threadgroup uint *stage, ushort tid,
+                                    ushort threads) {
+    constant const uint4 *from = reinterpret_cast<constant const uint4 *>(grid);
+    threadgroup uint4 *to = reinterpret_cast<threadgroup uint4 *>(stage);
+    for (uint i = tid; i < bytes / 16; i += threads) {
+        to[i] = from[i];
+    }
+}
+
+// Sign bytes as two words of byte masks each (byte j is 0xFF where bit j is set): the 128 of ksigns
+// (ksigns_iq2xs), or with ksigns null every byte value (256).
+GGUF_MV_INLINE void gguf_stage_sign_masks(constant const uchar *ksigns, threadgroup uint *stage, ushort tid,
+                                          ushort threads) {
+    const uint entries = ksigns ? 128 : 256;
+    for (uint i = tid; i < entries * 2; i += threads) {
+        const uint signs = ((ksigns ? uint(ksigns[i / 2]) : i / 2) >> (4 * (i % 2))) & 0xF;
+        stage[i] = ((signs * 0x00204081u) & 0x01010101u) * 0xFFu;  // bit j (j < 4) -> byte j
+    }
+}
+
+// Grid bytes (each in 1..127) negated where `negate` has 0xFF (two's complement per byte), as floats.
+GGUF_MV_INLINE float4 gguf_signed_bytes(uint values, uint negate) {
+    return float4(as_type<char4>((values ^ negate) + (negate & 0x01010101u)));
+}
+
+// IQ1_S / IQ1_M: iq1s_grid (values -1, 0, 1) staged as bytes 8 g + 128 (each in 120..136), so that
+// gguf_iq1_codes makes 8 g + 1 or 8 g - 1 of four of them with one addition (no carry or borrow between
+// bytes) and an exclusive or.
+GGUF_MV_INLINE void gguf_stage_iq1_grid(constant const int8_t *grid, threadgroup uint *stage, ushort tid,
+                                        ushort threads) {
+    constant const uint4 *from = reinterpret_cast<constant const uint4 *>(grid);
+    threadgroup uint4 *to = reinterpret_cast<threadgroup uint4 *>(stage);
+    for (uint i = tid; i < 2048 * 8 / 16; i += threads) {
+        to[i] = ((from[i] << 3) & 0xF8F8F8F8u) ^ 0x80808080u;  // 8 g per byte, then + 128
+    }
+}
+
+// Four codes 8 (g + delta) = 8 g +- 1 of staged bytes 8 g + 128 (negative: delta = -1/8), as floats.
+GGUF_MV_INLINE float4 gguf_iq1_codes(uint staged, bool negative) {
+    return float4(as_type<char4>((staged + (negative ? 0xFEFEFEFFu : 0x01010101u)) ^ 0x80808080u));
+}
+
+// Row `row` of a staged grid of 8-byte rows (or a sign-mask pair) as one 8-byte threadgroup load.
+GGUF_MV_INLINE uint2 gguf_staged_pair(threadgroup const uint *words, uint row) {
+    return reinterpret_cast<threadgroup const uint2 *>(words)[row];
+}
+
+// The words a mat-vec core stages (only the factored order stages) and the block type it stages for.
+template <typename CORE>
+struct gguf_core_stage {
+    enum { words = 0 };
+    typedef uchar block;
+};
+template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
+struct gguf_core_stage<gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>> {
+    enum { words = gguf_mv_stage_words<B>::value };
+    typedef B block;
+};
+
+// Threadgroup memory for a core's staged tables (one vector when it stages none: never touched), filled by
+// every thread of the group before any returns
+// (16-byte aligned: gguf_mv_codes may read it as vectors).
+#define GGUF_MV_STAGE(CORE, stage, tid)                                                          \
+    threadgroup uint4 stage##_vectors[(gguf_core_stage<CORE>::words + 3) / 4 > 0 ?              \
+                                      (gguf_core_stage<CORE>::words + 3) / 4 : 1];              \
+    threadgroup uint *stage = reinterpret_cast<threadgroup uint *>(stage##_vectors);            \
+    if (gguf_core_stage<CORE>::words > 0) {                                                      \
+        gguf_mv_stage(reinterpret_cast<device const typename gguf_core_stage<CORE>::block *>(w), \
+                      stage, tid, GGUF_MV_THREADS);                                              \
+        threadgroup_barrier(mem_flags::mem_threadgroup);                                         \
+    }
 
 // The factored order (launch.MV_FACTORED, launch.matvec_error_constant): lane l takes part p = l % PARTS
 // of blocks l / PARTS, l / PARTS + 32 / PARTS, ...; in each, QUADS quads of 4 contiguous elements
@@ -243,7 +342,7 @@ GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, 
 template <uint R, typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET, typename X>
 GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
                                        uint n0, uint N, uint K, device const X *x, thread const uint *xrow,
-                                       uint mr, ushort lane, thread float *acc) {
+                                       uint mr, ushort lane, thread float *acc, threadgroup const uint *stage) {
     constexpr uint STEP = GGUF_SIMD_WIDTH / PARTS;  // blocks per simdgroup and step
     const uint nb = K / QK;
     const ulong bpr = ulong(nb) * sizeof(B);
@@ -256,7 +355,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
     // The lane's entry of the type's value table (lane % 16), for gguf_mv_codes to look codes up by
     // simd_shuffle: every lane runs every step (a lane past the last block reads that block and does not
     // accumulate), so the shuffles are uniform.
-    const float table = gguf_mv_table(rows[0], lane);
+    const auto table = gguf_mv_staged_table(rows[0], lane, stage);
     const uint steps = (nb + STEP - 1) / STEP;
     for (uint step = 0; step < steps; ++step) {
         const uint first = step * STEP + lane / PARTS;
@@ -313,7 +412,7 @@ struct gguf_float_core {};
 template <uint R, typename IN, typename X>
 GGUF_MV_INLINE void gguf_mv_accumulate(gguf_float_core<IN>, device const uchar *w, uint n0, uint N, uint K,
                                        device const X *x, thread const uint *xrow, uint mr, ushort lane,
-                                       thread float *acc) {
+                                       thread float *acc, threadgroup const uint *) {
     device const IN *rows[R];
 #pragma unroll
     for (uint r = 0; r < R; ++r) {
@@ -399,6 +498,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_float_core<IN>, device const uchar *
 template <typename CORE, typename X, typename T>
 [[max_total_threads_per_threadgroup(GGUF_MV_THREADS)]] kernel void kernel_mul_mv(GGUF_MM_PARAMS(X, T)) {
     constexpr uint R = GGUF_MV_ROWS;
+    GGUF_MV_STAGE(CORE, stage, tid)
     const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * R;
     const uint m0 = tg.y * GGUF_MATMUL_X_ROWS;
     if (n0 >= N || m0 >= M) {
@@ -410,7 +510,7 @@ template <typename CORE, typename X, typename T>
         rows[m] = m;
     }
     float acc[R * GGUF_MATMUL_X_ROWS] = {};
-    gguf_mv_accumulate<R>(CORE(), w, n0, uint(N), uint(K), x + ulong(m0) * K, rows, mr, lane, acc);
+    gguf_mv_accumulate<R>(CORE(), w, n0, uint(N), uint(K), x + ulong(m0) * K, rows, mr, lane, acc, stage);
     gguf_mm_store<R>(acc, mr, rows, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
 }
 
@@ -533,14 +633,15 @@ template <typename B, int QK, int S, typename X, typename T>
 // the mat-vec core with the slots as its rows, so a slot gets the bits of a one-row linear.
 template <typename B, int QK, typename CORE, typename X, uint R>
 inline void gguf_id_rows(device const uchar *w, uint e, uint n0, uint N, uint K, uint U, uint Ux,
-                         device const X *x, thread const uint *slots, uint n, device float *out, ushort lane) {
+                         device const X *x, thread const uint *slots, uint n, device float *out, ushort lane,
+                         threadgroup const uint *stage) {
     uint xrow[GGUF_MATMUL_X_ROWS];
     for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
         xrow[m] = m < n ? (slots[m] / U) * Ux + (slots[m] % U) % Ux : 0u;
     }
     const ulong bpr = ulong(K / QK) * sizeof(B);
     float acc[R * GGUF_MATMUL_X_ROWS] = {};
-    gguf_mv_accumulate<R>(CORE(), w + ulong(e) * N * bpr, n0, N, K, x, xrow, n, lane, acc);
+    gguf_mv_accumulate<R>(CORE(), w + ulong(e) * N * bpr, n0, N, K, x, xrow, n, lane, acc, stage);
     gguf_mm_store<R>(acc, n, slots, n0, N, out, false, out, lane);
 }
 
@@ -554,6 +655,7 @@ inline void gguf_id_invalid(device float *out, uint slot, uint n0, uint N) {
 // One slot per threadgroup row (grid y = T * U): the decode case, T = 1.
 template <typename B, int QK, typename CORE, typename X>
 [[max_total_threads_per_threadgroup(GGUF_MV_THREADS)]] kernel void kernel_mul_mv_id(GGUF_MV_ID_PARAMS(X)) {
+    GGUF_MV_STAGE(CORE, stage, sg * GGUF_SIMD_WIDTH + lane)
     const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * GGUF_MV_ROWS;
     if (n0 >= N) {
         return;
@@ -567,7 +669,7 @@ template <typename B, int QK, typename CORE, typename X>
         return;
     }
     gguf_id_rows<B, QK, CORE, X, GGUF_MV_ROWS>(w, uint(e), n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, 1,
-                                               out, lane);
+                                               out, lane, stage);
 }
 
 // More tokens (the matrix tier of mul_mat_id), in two launches and no host sort or sync:

@@ -15,7 +15,7 @@ constant int8_t kvalues_fp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -
 constant uchar ksigns_iq2xs[128] = {0, 129, 130, 3, 132, 5, 6, 135, 136, 9, 10, 139, 12, 141, 142, 15, 144, 17, 18, 147, 20, 149, 150, 23, 24, 153, 154, 27, 156, 29, 30, 159, 160, 33, 34, 163, 36, 165, 166, 39, 40, 169, 170, 43, 172, 45, 46, 175, 48, 177, 178, 51, 180, 53, 54, 183, 184, 57, 58, 187, 60, 189, 190, 63, 192, 65, 66, 195, 68, 197, 198, 71, 72, 201, 202, 75, 204, 77, 78, 207, 80, 209, 210, 83, 212, 85, 86, 215, 216, 89, 90, 219, 92, 221, 222, 95, 96, 225, 226, 99, 228, 101, 102, 231, 232, 105, 106, 235, 108, 237, 238, 111, 240, 113, 114, 243, 116, 245, 246, 119, 120, 249, 250, 123, 252, 125, 126, 255};
 
 // iq2xxs grid: 256 rows of 8 values.
-constant uchar iq2xxs_grid[256][8] = {
+alignas(16) constant uchar iq2xxs_grid[256][8] = {
     {8, 8, 8, 8, 8, 8, 8, 8},
     {43, 8, 8, 8, 8, 8, 8, 8},
     {25, 25, 8, 8, 8, 8, 8, 8},
@@ -275,7 +275,7 @@ constant uchar iq2xxs_grid[256][8] = {
 };
 
 // iq2xs grid: 512 rows of 8 values.
-constant uchar iq2xs_grid[512][8] = {
+alignas(16) constant uchar iq2xs_grid[512][8] = {
     {8, 8, 8, 8, 8, 8, 8, 8},
     {43, 8, 8, 8, 8, 8, 8, 8},
     {25, 25, 8, 8, 8, 8, 8, 8},
@@ -791,7 +791,7 @@ constant uchar iq2xs_grid[512][8] = {
 };
 
 // iq2s grid: 1024 rows of 8 values.
-constant uchar iq2s_grid[1024][8] = {
+alignas(16) constant uchar iq2s_grid[1024][8] = {
     {8, 8, 8, 8, 8, 8, 8, 8},
     {43, 8, 8, 8, 8, 8, 8, 8},
     {25, 25, 8, 8, 8, 8, 8, 8},
@@ -1819,7 +1819,7 @@ constant uchar iq2s_grid[1024][8] = {
 };
 
 // iq3xxs grid: 256 rows of 4 values.
-constant uchar iq3xxs_grid[256][4] = {
+alignas(16) constant uchar iq3xxs_grid[256][4] = {
     {4, 4, 4, 4},
     {20, 4, 4, 4},
     {36, 4, 4, 4},
@@ -2079,7 +2079,7 @@ constant uchar iq3xxs_grid[256][4] = {
 };
 
 // iq3s grid: 512 rows of 4 values.
-constant uchar iq3s_grid[512][4] = {
+alignas(16) constant uchar iq3s_grid[512][4] = {
     {1, 1, 1, 1},
     {3, 1, 1, 1},
     {5, 1, 1, 1},
@@ -2595,7 +2595,7 @@ constant uchar iq3s_grid[512][4] = {
 };
 
 // iq1s grid: 2048 rows of 8 values.
-constant int8_t iq1s_grid[2048][8] = {
+alignas(16) constant int8_t iq1s_grid[2048][8] = {
     {-1, -1, -1, -1, -1, -1, -1, -1},
     {1, -1, -1, -1, -1, -1, -1, -1},
     {0, 0, -1, -1, -1, -1, -1, -1},

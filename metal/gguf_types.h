@@ -57,6 +57,13 @@
 #define GGUF_MV_LAYOUT_q5_k 16, 4, 4, 1
 #define GGUF_MV_LAYOUT_q6_k 16, 4, 4, 0
 #define GGUF_MV_LAYOUT_iq4_xs 16, 4, 4, 0
+#define GGUF_MV_LAYOUT_iq2_xxs 16, 4, 2, 0
+#define GGUF_MV_LAYOUT_iq3_xxs 16, 4, 2, 0
+#define GGUF_MV_LAYOUT_iq2_xs 16, 4, 2, 0
+#define GGUF_MV_LAYOUT_iq2_s 16, 4, 2, 0
+#define GGUF_MV_LAYOUT_iq3_s 16, 4, 2, 0
+#define GGUF_MV_LAYOUT_iq1_s 16, 4, 2, 0
+#define GGUF_MV_LAYOUT_iq1_m 16, 4, 2, 0
 
 // Per-type constants, for use inside the kernel files.
 #define GGUF_QK_f32 1

@@ -40,5 +40,54 @@ inline void dequantize_iq1_m(device const block_iq1_m *b, ushort sub, thread flo
     }
 }
 
+#ifdef GGUF_METAL_MATMUL
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 2 runs, no
+// offset): w = a q with q = 8 (grid + delta) (an integer: +-1, +-7, +-9) and a = dl / 8 of its 16
+// elements, the exact product dequantize_iq1_m computes (never 0 times an infinite scale: q is odd). Part p
+// takes sub-group l = p % 4 of group g = 4u + p / 4 in run u: elements 128u + 8p .. + 7, its quads 2u and
+// 2u + 1; its qh nibble is nibble p % 2 of qh byte 8u + p / 2. Blocks are 8-byte aligned (56 bytes).
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_iq1_m *, ushort part, uint j) {
+    return 128 * (j / 2) + 8 * part + 4 * (j % 2);
+}
+
+// Staged (16 KiB): the grid as gguf_stage_iq1_grid writes it.
+template <>
+struct gguf_mv_stage_words<block_iq1_m> {
+    enum { value = 2048 * 2 };
+};
+
+GGUF_MV_INLINE void gguf_mv_stage(device const block_iq1_m *, threadgroup uint *stage, ushort tid, ushort threads) {
+    gguf_stage_iq1_grid(&iq1s_grid[0][0], stage, tid, threads);
+}
+
+GGUF_MV_INLINE gguf_mv_staged gguf_mv_staged_table(device const block_iq1_m *, ushort lane,
+                                                   threadgroup const uint *stage) {
+    return {stage, lane};
+}
+
+GGUF_MV_INLINE void gguf_mv_codes(device const block_iq1_m *b, ushort part, gguf_mv_staged table,
+                                  thread float4 *q, thread float *a, thread float *o) {
+    const uint2 sc = *reinterpret_cast<device const uint2 *>(b->scales);  // u16 words sc[0..3]
+    // d's half bits: the top nibbles of sc[0..3], in order
+    const uint dbits = ((sc.x >> 12) & 0x000Fu) | ((sc.x >> 24) & 0x00F0u) | ((sc.y >> 4) & 0x0F00u) |
+                       ((sc.y >> 16) & 0xF000u);
+    const float d8 = float(as_type<half>(ushort(dbits))) * 0.125f;  // dl / 8 = (d / 8) (2k + 1), exactly
+    const uint l = part % 4;
+#pragma unroll
+    for (uint u = 0; u < 2; ++u) {
+        const uint g = 4 * u + part / 4;
+        const uint n = (uint(b->qh[8 * u + part / 2]) >> (4 * (part % 2))) & 0xF;
+        const uint2 values = gguf_staged_pair(table.words, uint(b->qs[16 * u + part]) | ((n & 7) << 8));
+        const bool negative = (n & 8) != 0;
+        q[2 * u] = gguf_iq1_codes(values.x, negative);
+        q[2 * u + 1] = gguf_iq1_codes(values.y, negative);
+        const uint word = (g / 2) < 2 ? sc.x : sc.y;  // sc[g / 2] in bits 16 (g / 2 % 2) ..
+        const uint k = (word >> (16 * ((g / 2) % 2) + 6 * (g % 2) + 3 * (l / 2))) & 7;
+        a[u] = d8 * float(2 * k + 1);
+        o[u] = 0.0f;
+    }
+}
+#endif
+
 GGUF_DEQUANT_KERNELS(iq1_m)
-GGUF_MATMUL_KERNELS(iq1_m)
+GGUF_MATMUL_FACTORED_KERNELS(iq1_m)

@@ -28,5 +28,46 @@ inline void dequantize_iq1_s(device const block_iq1_s *b, ushort sub, thread flo
     }
 }
 
+#ifdef GGUF_METAL_MATMUL
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 2 runs, no
+// offset): w = a q with q = 8 (grid + delta) (an integer: +-1, +-7, +-9) and a = dl / 8 of its group,
+// the exact product dequantize_iq1_s computes (never 0 times an infinite scale: q is odd). Part p takes
+// sub-group l = p % 4 of group g = 4u + p / 4 in run u: elements 128u + 8p .. + 7, its quads 2u and 2u + 1.
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_iq1_s *, ushort part, uint j) {
+    return 128 * (j / 2) + 8 * part + 4 * (j % 2);
+}
+
+// Staged (16 KiB): the grid as gguf_stage_iq1_grid writes it.
+template <>
+struct gguf_mv_stage_words<block_iq1_s> {
+    enum { value = 2048 * 2 };
+};
+
+GGUF_MV_INLINE void gguf_mv_stage(device const block_iq1_s *, threadgroup uint *stage, ushort tid, ushort threads) {
+    gguf_stage_iq1_grid(&iq1s_grid[0][0], stage, tid, threads);
+}
+
+GGUF_MV_INLINE gguf_mv_staged gguf_mv_staged_table(device const block_iq1_s *, ushort lane,
+                                                   threadgroup const uint *stage) {
+    return {stage, lane};
+}
+
+GGUF_MV_INLINE void gguf_mv_codes(device const block_iq1_s *b, ushort part, gguf_mv_staged table,
+                                  thread float4 *q, thread float *a, thread float *o) {
+    const float d8 = float(b->d) * 0.125f;  // dl / 8 = (d / 8) (2k + 1), exactly
+    const uint l = part % 4;
+#pragma unroll
+    for (uint u = 0; u < 2; ++u) {
+        const uint h = b->qh[4 * u + part / 4];
+        const uint2 values = gguf_staged_pair(table.words, uint(b->qs[16 * u + part]) | (((h >> (3 * l)) & 7) << 8));
+        const bool negative = (h & 0x8000u) != 0;
+        q[2 * u] = gguf_iq1_codes(values.x, negative);
+        q[2 * u + 1] = gguf_iq1_codes(values.y, negative);
+        a[u] = d8 * float(((h >> 11) & 0xE) | 1);  // 2 ((h >> 12) & 7) + 1
+        o[u] = 0.0f;
+    }
+}
+#endif
+
 GGUF_DEQUANT_KERNELS(iq1_s)
-GGUF_MATMUL_KERNELS(iq1_s)
+GGUF_MATMUL_FACTORED_KERNELS(iq1_s)

@@ -69,6 +69,16 @@ def test_mul_mv(qtype):
     check_mat_vec(llama_metal.run(launches), w, x)
 
 
+@pytest.mark.parametrize("qtype", ["iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m"])
+def test_mul_mv_iq_grid_types(qtype):
+    """The IQ grid types (K = 1024: 32 chunks of 32 per row, below which llama.cpp splits rows across lanes)."""
+    raw, w = weights(qtype, (16, 1024), seed=15)
+    x = activations((1, 1024), seed=16)
+    launches = llama_metal.mul_mv(qtype, raw, x)
+    assert [la.host_name for la in launches] == [f"kernel_mul_mv_{qtype}_f32"]
+    check_mat_vec(llama_metal.run(launches), w, x)
+
+
 def test_mul_mv_several_rows():
     """IQ4_XS has no ext kernel: llama.cpp runs kernel_mul_mv with one grid row per src1 row."""
     raw, w = weights("iq4_xs", (64, 512), seed=3)

@@ -142,6 +142,13 @@ MV_QUADS = {
     "Q5_K": lambda p, j: 64 * j + 4 * p,
     "Q6_K": lambda p, j: 64 * j + 4 * p,
     "IQ4_XS": lambda p, j: 64 * j + 4 * p,
+    "IQ2_XXS": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
+    "IQ3_XXS": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
+    "IQ2_XS": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
+    "IQ2_S": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
+    "IQ3_S": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
+    "IQ1_S": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
+    "IQ1_M": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
 }
 
 

@@ -60,7 +60,8 @@ def _c_array(ctype: str, name: str, values, width: int | None = None) -> str:
         return f"constant {ctype} {name}[{len(values)}] = {{{body}}};\n"
     rows = [", ".join(str(int(v)) for v in row) for row in values]
     body = ",\n    ".join("{" + r + "}" for r in rows)
-    return f"constant {ctype} {name}[{len(values)}][{width}] = {{\n    {body}\n}};\n"
+    # 16-byte aligned: the Metal mat-vec tier copies the grids to threadgroup memory as vectors
+    return f"alignas(16) constant {ctype} {name}[{len(values)}][{width}] = {{\n    {body}\n}};\n"
 
 
 def tables_header() -> str:
