@@ -77,7 +77,7 @@ def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[
 SIMD_WIDTH = 32
 MATMUL_X_ROWS = 8    # activation rows per simdgroup (a mul_mv threadgroup takes at most this many)
 MV_SIMDGROUPS = 2    # mul_mv / mul_mv_id: simdgroups per threadgroup ...
-MV_ROWS = 4          # ... each owning this many weight rows (sharing the x values a lane loads)
+MV_ROWS = 8          # ... each owning this many weight rows (sharing the x values a lane loads)
 MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup; the tile holds MM_SIMDGROUPS * MATMUL_X_ROWS x rows ...
 MM_ROWS = 64         # ... and this many weight rows (each simdgroup: 16 x rows by 32 weight rows) ...
 MM_K = 64            # ... decoded into threadgroup memory this many elements of K at a time (24 KiB with the x
@@ -101,13 +101,13 @@ SIMD_SUM_ROUNDINGS = SIMD_WIDTH - 1
 # Where each part's quads sit in the block is the type's gguf_mv_quad (metal/<type>.metal) and
 # tests/test_msl_matmul.py's MV_QUADS.
 MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
-    "Q4_0": (8, 1, 1, False),
+    "Q4_0": (4, 2, 1, False),
     "Q8_0": (8, 1, 1, False),
     "MXFP4": (4, 2, 1, False),
-    "Q4_K": (16, 4, 4, True),
-    "Q5_K": (16, 4, 4, True),
+    "Q4_K": (16, 4, 2, True),
+    "Q5_K": (16, 4, 2, True),
     "Q6_K": (16, 4, 4, False),
-    "IQ4_XS": (16, 4, 4, False),
+    "IQ4_XS": (16, 4, 2, False),
 }
 
 

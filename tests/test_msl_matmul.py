@@ -135,13 +135,13 @@ def model_mm(w, x, bias=None, mma_order="fma") -> np.ndarray:
 
 # Where quad j of part p sits in a block: the model's copy of each type's gguf_mv_quad.
 MV_QUADS = {
-    "Q4_0": lambda p, j: 4 * p,
+    "Q4_0": lambda p, j: 16 * j + 4 * p,
     "Q8_0": lambda p, j: 4 * p,
     "MXFP4": lambda p, j: 16 * j + 4 * p,
-    "Q4_K": lambda p, j: 64 * j + 4 * p,
-    "Q5_K": lambda p, j: 64 * j + 4 * p,
+    "Q4_K": lambda p, j: 64 * (p // 4) + 16 * j + 4 * (p % 4),
+    "Q5_K": lambda p, j: 64 * (p // 4) + 16 * j + 4 * (p % 4),
     "Q6_K": lambda p, j: 64 * j + 4 * p,
-    "IQ4_XS": lambda p, j: 64 * j + 4 * p,
+    "IQ4_XS": lambda p, j: 64 * (p // 4) + 16 * j + 4 * (p % 4),
 }
 
 
