@@ -257,6 +257,11 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
     // simd_shuffle: every lane runs every step (a lane past the last block reads that block and does not
     // accumulate), so the shuffles are uniform.
     const float table = gguf_mv_table(rows[0], lane);
+    device const X *xm[GGUF_MATMUL_X_ROWS];  // each activation row's start, hoisted out of the block loop
+#pragma unroll
+    for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+        xm[m] = x + ulong(xrow[m]) * K;
+    }
     const uint steps = (nb + STEP - 1) / STEP;
     for (uint step = 0; step < steps; ++step) {
         const uint first = step * STEP + lane / PARTS;
@@ -265,7 +270,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         float4 xs[QUADS];
         float sx[RUNS];
         if (mr == 1) {
-            gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], x + ulong(xrow[0]) * K + ulong(ib) * QK, part, xs, sx);
+            gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], xm[0] + ulong(ib) * QK, part, xs, sx);
 #pragma unroll
             for (uint r = 0; r < R; ++r) {
                 float4 q[QUADS];
@@ -292,7 +297,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
 #pragma unroll
         for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
             if (m < mr) {
-                gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], x + ulong(xrow[m]) * K + ulong(ib) * QK, part, xs, sx);
+                gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], xm[m] + ulong(ib) * QK, part, xs, sx);
 #pragma unroll
                 for (uint r = 0; r < R; ++r) {
                     acc[r * GGUF_MATMUL_X_ROWS + m] =
