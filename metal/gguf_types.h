@@ -42,7 +42,9 @@
 #define GGUF_SIMD_WIDTH 32u
 #define GGUF_MATMUL_X_ROWS 8u
 #define GGUF_MV_SIMDGROUPS 2u
-#define GGUF_MV_ROWS 8u
+#define GGUF_MV_ROWS 4u
+#define GGUF_MV_WIDE_M 2u
+#define GGUF_MV_WIDE_ROWS 8u
 #define GGUF_MM_SIMDGROUPS 4u
 #define GGUF_MM_ROWS 64u
 #define GGUF_MM_K 64u
