@@ -77,7 +77,9 @@ def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[
 SIMD_WIDTH = 32
 MATMUL_X_ROWS = 8    # activation rows per simdgroup (a mul_mv threadgroup takes at most this many)
 MV_SIMDGROUPS = 2    # mul_mv / mul_mv_id: simdgroups per threadgroup ...
-MV_ROWS = 4          # ... each owning this many weight rows (sharing the x values a lane loads)
+MV_ROWS = 4          # ... each owning this many weight rows (sharing the x values a lane loads) below
+MV_WIDE_M = 2        # this many rows of x (one row, and every mul_mv_id slot: twice the simdgroups to hide DRAM
+MV_WIDE_ROWS = 8     # latency), from it this many (x loaded once per 8 weight rows). An output's order is the same.
 MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup; the tile holds MM_SIMDGROUPS * MATMUL_X_ROWS x rows ...
 MM_ROWS = 64         # ... and this many weight rows (each simdgroup: 16 x rows by 32 weight rows) ...
 MM_K = 64            # ... decoded into threadgroup memory this many elements of K at a time (24 KiB with the x
@@ -101,13 +103,13 @@ SIMD_SUM_ROUNDINGS = SIMD_WIDTH - 1
 # Where each part's quads sit in the block is the type's gguf_mv_quad (metal/<type>.metal) and
 # tests/test_msl_matmul.py's MV_QUADS.
 MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
-    "Q4_0": (8, 1, 1, False),
+    "Q4_0": (4, 2, 1, False),
     "Q8_0": (8, 1, 1, False),
     "MXFP4": (4, 2, 1, False),
-    "Q4_K": (16, 4, 4, True),
-    "Q5_K": (16, 4, 4, True),
+    "Q4_K": (16, 4, 2, True),
+    "Q5_K": (16, 4, 2, True),
     "Q6_K": (16, 4, 4, False),
-    "IQ4_XS": (16, 4, 4, False),
+    "IQ4_XS": (16, 4, 2, False),
     "IQ2_XXS": (16, 4, 2, False),
     "IQ3_XXS": (16, 4, 2, False),
     "IQ2_XS": (16, 4, 2, False),
@@ -146,12 +148,17 @@ def matmul_kernel(m_rows: int) -> str:
     return "mv" if m_rows <= MATMUL_X_ROWS else "mm"
 
 
+def mv_rows(m_rows: int) -> int:
+    """Weight rows per simdgroup of mul_mv with M rows of x (the kernel makes the same choice from M)."""
+    return MV_WIDE_ROWS if m_rows >= MV_WIDE_M else MV_ROWS
+
+
 def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, tuple[int, int], int]:
     """(kernel kind, threadgroups (x, y), threads per threadgroup) for y = x @ W^T with x (M, K), W (N, K):
     a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (each has its tier's order)."""
     kind = kind or matmul_kernel(m_rows)
     if kind == "mv":
-        return kind, (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH
+        return kind, (-(-n_out // (MV_SIMDGROUPS * mv_rows(m_rows))), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH
     if kind == "mm":
         rows = MM_SIMDGROUPS * MATMUL_X_ROWS
         return kind, (-(-n_out // MM_ROWS), -(-m_rows // rows)), MM_SIMDGROUPS * SIMD_WIDTH

@@ -103,8 +103,8 @@ def _factored_codes(name, raw):
     blocks = raw.reshape(-1, t.block_bytes)
     if name == "Q4_0":
         qs = blocks[:, 2:18].astype(np.int32)
-        q = np.concatenate([qs & 0xF, qs >> 4], axis=1) - 8
-        a, o = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape), np.zeros(q.shape, np.float32)
+        q = 16 * (np.concatenate([qs & 0xF, qs >> 4], axis=1) - 8)  # the kernel's codes: 16 (nibble - 8), d / 16
+        a, o = np.broadcast_to(_halves(blocks, 0)[:, None] / 16, q.shape), np.zeros(q.shape, np.float32)
     elif name == "MXFP4":  # E8M0 scales 0, 1 (subnormal): codes times 2^-64, scale 2^(e - 64), as the kernel
         from .tables import kvalues_fp4
 

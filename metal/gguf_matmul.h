@@ -29,7 +29,7 @@
 // the mat-vec tier (M <= 8) and the matrix tier (M > 8) each keep one order (launch.py states both).
 //   mul_mv_<type>_<X>_<T>    the mat-vec tier: 1..8 activation rows per threadgroup (grid y = ceil(M / 8)). A
 //                            threadgroup of GGUF_MV_SIMDGROUPS simdgroups; simdgroup g owns weight rows
-//                            n0 = (tg.x * GGUF_MV_SIMDGROUPS + g) * GGUF_MV_ROWS .. + GGUF_MV_ROWS; each lane
+//                            n0 = (tg.x * GGUF_MV_SIMDGROUPS + g) * R .. + R (R = launch.mv_rows(M)); each lane
 //                            decodes each of its sub-blocks (factored: reads each block part's codes)
 //                            once into registers and applies it to every activation row of the tile
 //                            (weights read once per 8 rows).
@@ -356,6 +356,11 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
     // simd_shuffle: every lane runs every step (a lane past the last block reads that block and does not
     // accumulate), so the shuffles are uniform.
     const auto table = gguf_mv_staged_table(rows[0], lane, stage);
+    device const X *xm[GGUF_MATMUL_X_ROWS];  // each activation row's start, hoisted out of the block loop
+#pragma unroll
+    for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+        xm[m] = x + ulong(xrow[m]) * K;
+    }
     const uint steps = (nb + STEP - 1) / STEP;
     for (uint step = 0; step < steps; ++step) {
         const uint first = step * STEP + lane / PARTS;
@@ -364,7 +369,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         float4 xs[QUADS];
         float sx[RUNS];
         if (mr == 1) {
-            gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], x + ulong(xrow[0]) * K + ulong(ib) * QK, part, xs, sx);
+            gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], xm[0] + ulong(ib) * QK, part, xs, sx);
 #pragma unroll
             for (uint r = 0; r < R; ++r) {
                 float4 q[QUADS];
@@ -391,7 +396,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
 #pragma unroll
         for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
             if (m < mr) {
-                gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], x + ulong(xrow[m]) * K + ulong(ib) * QK, part, xs, sx);
+                gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], xm[m] + ulong(ib) * QK, part, xs, sx);
 #pragma unroll
                 for (uint r = 0; r < R; ++r) {
                     acc[r * GGUF_MATMUL_X_ROWS + m] =
@@ -494,24 +499,39 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_float_core<IN>, device const uchar *
         uint3 tg [[threadgroup_position_in_grid]], uint3 groups [[threadgroups_per_grid]],      \
         ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]]
 
-// Mat-vec: up to 8 activation rows per threadgroup, weights decoded into registers; CORE is the order.
-template <typename CORE, typename X, typename T>
-[[max_total_threads_per_threadgroup(GGUF_MV_THREADS)]] kernel void kernel_mul_mv(GGUF_MM_PARAMS(X, T)) {
-    constexpr uint R = GGUF_MV_ROWS;
-    GGUF_MV_STAGE(CORE, stage, tid)
+// Mat-vec: up to 8 activation rows per threadgroup, weights decoded into registers; CORE is the order. R
+// weight rows per simdgroup: GGUF_MV_ROWS below GGUF_MV_WIDE_M rows of x, else GGUF_MV_WIDE_ROWS
+// (launch.mv_rows; the host launches ceil(N / (GGUF_MV_SIMDGROUPS * R)) groups). R only groups the outputs:
+// each one's order is the same.
+template <uint R, typename CORE, typename X, typename T>
+GGUF_MV_INLINE void gguf_mul_mv_rows(device const uchar *w, device const X *x, device const float *bias,
+                                     device T *out, uint K, uint N, uint M, bool has_bias, uint2 tg, ushort sg,
+                                     ushort lane, threadgroup const uint *stage) {
     const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * R;
     const uint m0 = tg.y * GGUF_MATMUL_X_ROWS;
     if (n0 >= N || m0 >= M) {
         return;  // the whole simdgroup: nothing to compute
     }
-    const uint mr = min(uint(M) - m0, GGUF_MATMUL_X_ROWS);
+    const uint mr = min(M - m0, GGUF_MATMUL_X_ROWS);
     uint rows[GGUF_MATMUL_X_ROWS];
     for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
         rows[m] = m;
     }
     float acc[R * GGUF_MATMUL_X_ROWS] = {};
-    gguf_mv_accumulate<R>(CORE(), w, n0, uint(N), uint(K), x + ulong(m0) * K, rows, mr, lane, acc, stage);
-    gguf_mm_store<R>(acc, mr, rows, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
+    gguf_mv_accumulate<R>(CORE(), w, n0, N, K, x + ulong(m0) * K, rows, mr, lane, acc, stage);
+    gguf_mm_store<R>(acc, mr, rows, n0, N, bias, has_bias, out + ulong(m0) * N, lane);
+}
+
+template <typename CORE, typename X, typename T>
+[[max_total_threads_per_threadgroup(GGUF_MV_THREADS)]] kernel void kernel_mul_mv(GGUF_MM_PARAMS(X, T)) {
+    GGUF_MV_STAGE(CORE, stage, tid)
+    if (M >= GGUF_MV_WIDE_M) {
+        gguf_mul_mv_rows<GGUF_MV_WIDE_ROWS, CORE>(w, x, bias, out, uint(K), uint(N), uint(M), has_bias != 0, tg, sg,
+                                                  lane, stage);
+    } else {
+        gguf_mul_mv_rows<GGUF_MV_ROWS, CORE>(w, x, bias, out, uint(K), uint(N), uint(M), has_bias != 0, tg, sg, lane,
+                                             stage);
+    }
 }
 
 // The matrix tier: a tile of GGUF_MM_ROWS (64) weight rows x 32 activation rows with simdgroup 8x8 float

@@ -43,6 +43,8 @@
 #define GGUF_MATMUL_X_ROWS 8u
 #define GGUF_MV_SIMDGROUPS 2u
 #define GGUF_MV_ROWS 4u
+#define GGUF_MV_WIDE_M 2u
+#define GGUF_MV_WIDE_ROWS 8u
 #define GGUF_MM_SIMDGROUPS 4u
 #define GGUF_MM_ROWS 64u
 #define GGUF_MM_K 64u
@@ -50,13 +52,13 @@
 #define GGUF_MV_THREADS 64
 #define GGUF_MM_THREADS 128
 // The factored mat-vec layout: lanes per block, quads per lane, runs per lane, offset term.
-#define GGUF_MV_LAYOUT_q4_0 8, 1, 1, 0
+#define GGUF_MV_LAYOUT_q4_0 4, 2, 1, 0
 #define GGUF_MV_LAYOUT_q8_0 8, 1, 1, 0
 #define GGUF_MV_LAYOUT_mxfp4 4, 2, 1, 0
-#define GGUF_MV_LAYOUT_q4_k 16, 4, 4, 1
-#define GGUF_MV_LAYOUT_q5_k 16, 4, 4, 1
+#define GGUF_MV_LAYOUT_q4_k 16, 4, 2, 1
+#define GGUF_MV_LAYOUT_q5_k 16, 4, 2, 1
 #define GGUF_MV_LAYOUT_q6_k 16, 4, 4, 0
-#define GGUF_MV_LAYOUT_iq4_xs 16, 4, 4, 0
+#define GGUF_MV_LAYOUT_iq4_xs 16, 4, 2, 0
 #define GGUF_MV_LAYOUT_iq2_xxs 16, 4, 2, 0
 #define GGUF_MV_LAYOUT_iq3_xxs 16, 4, 2, 0
 #define GGUF_MV_LAYOUT_iq2_xs 16, 4, 2, 0

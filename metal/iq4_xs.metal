@@ -22,12 +22,13 @@ inline void dequantize_iq4_xs(device const block_iq4_xs *b, ushort sub, thread f
 }
 
 #ifdef GGUF_METAL_MATMUL
-// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 4 runs, no
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 2 runs, no
 // offset): w = a q with q = kvalues_iq4nl[nibble] and a = d * (ls - 32) of its group, the exact product
-// dequantize_iq4_xs computes. Quad j of part p holds elements 64j + 4p .. + 3 of group g = 2j + p / 8:
-// the low (p % 8 < 4) or high nibbles of qs bytes 16g + 4(p % 4) ...
+// dequantize_iq4_xs computes. Part p = 4g + i takes elements 16t + 4i .. + 3 (t = 0, 1) of groups 2g
+// (run 0) and 2g + 1 (run 1): quad j = 2v + t is elements 64g + 32v + 16t + 4i .., the nibbles t of qs
+// bytes 16(2g + v) + 4i .. (one word per group).
 GGUF_MV_INLINE uint gguf_mv_quad(device const block_iq4_xs *, ushort part, uint j) {
-    return 64 * j + 4 * part;
+    return 64 * (part / 4) + 16 * j + 4 * (part % 4);
 }
 
 // Lane l holds kvalues_iq4nl[l % 16]: codes are looked up by simd_shuffle.
@@ -38,23 +39,26 @@ GGUF_MV_INLINE float gguf_mv_table(device const block_iq4_xs *, ushort lane) {
 GGUF_MV_INLINE void gguf_mv_codes(device const block_iq4_xs *b, ushort part, float table, thread float4 *q,
                                   thread float *a, thread float *o) {
     const float d = float(b->d);
-    const uint hi = part / 8;
-    const uint shift = 4 * ((part % 8) / 4);
+    const uint g = part / 4;
     const uint scales_l = *reinterpret_cast<device const uint *>(b->scales_l);
     const uint scales_h = b->scales_h;
-    device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 16 * hi + 4 * (part % 4));
+    device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 32 * g + 4 * (part % 4));
 #pragma unroll
-    for (uint j = 0; j < 4; ++j) {
-        // group g = 2j + hi: its 4-bit low scale is nibble g of scales_l, its 2 high bits bits 2g of scales_h
-        const uchar4 n = as_type<uchar4>((qs[8 * j] >> shift) & 0x0F0F0F0Fu);
-        q[j].x = simd_shuffle(table, ushort(n.x));
-        q[j].y = simd_shuffle(table, ushort(n.y));
-        q[j].z = simd_shuffle(table, ushort(n.z));
-        q[j].w = simd_shuffle(table, ushort(n.w));
-        const uint g = 2 * j + hi;
-        const int ls = int(((scales_l >> (4 * g)) & 0xF) | (((scales_h >> (2 * g)) & 3) << 4));
-        a[j] = d * float(ls - 32);
-        o[j] = 0.0f;
+    for (uint v = 0; v < 2; ++v) {
+        const uint word = qs[4 * v];
+#pragma unroll
+        for (uint t = 0; t < 2; ++t) {
+            const uchar4 n = as_type<uchar4>((word >> (4 * t)) & 0x0F0F0F0Fu);
+            q[2 * v + t].x = simd_shuffle(table, ushort(n.x));
+            q[2 * v + t].y = simd_shuffle(table, ushort(n.y));
+            q[2 * v + t].z = simd_shuffle(table, ushort(n.z));
+            q[2 * v + t].w = simd_shuffle(table, ushort(n.w));
+        }
+        // group 2g + v: its 4-bit low scale is nibble 2g + v of scales_l, its 2 high bits bits 2(2g + v) of scales_h
+        const uint group = 2 * g + v;
+        const int ls = int(((scales_l >> (4 * group)) & 0xF) | (((scales_h >> (2 * group)) & 3) << 4));
+        a[v] = d * float(ls - 32);
+        o[v] = 0.0f;
     }
 }
 #endif

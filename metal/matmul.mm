@@ -106,7 +106,8 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
     const at::Tensor bias = has_bias ? bias_in->to(at::kFloat).contiguous() : x;
 
     const bool mv = M <= int64_t(GGUF_MATMUL_X_ROWS);
-    const int64_t groups_x = mv ? ceil_div(N, GGUF_MV_SIMDGROUPS * GGUF_MV_ROWS) : ceil_div(N, GGUF_MM_ROWS);
+    const int64_t mv_rows = M >= int64_t(GGUF_MV_WIDE_M) ? GGUF_MV_WIDE_ROWS : GGUF_MV_ROWS;  // launch.mv_rows
+    const int64_t groups_x = mv ? ceil_div(N, GGUF_MV_SIMDGROUPS * mv_rows) : ceil_div(N, GGUF_MM_ROWS);
     const int64_t groups_y = mv ? ceil_div(M, GGUF_MATMUL_X_ROWS) : ceil_div(M, GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS);
     const NSUInteger threads = (mv ? GGUF_MV_SIMDGROUPS : GGUF_MM_SIMDGROUPS) * GGUF_SIMD_WIDTH;
     check_grid(groups_x, groups_y);

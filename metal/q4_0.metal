@@ -15,21 +15,23 @@ inline void dequantize_q4_0(device const block_q4_0 *b, ushort sub, thread float
 }
 
 #ifdef GGUF_METAL_MATMUL
-// The factored form of the mat-vec tier (launch.MV_FACTORED: 8 lanes per block, 1 quad, 1 run, no
-// offset): w = a q with q = nibble - 8 and a = d, the exact product dequantize_q4_0 computes. Part p
-// holds elements 4p .. 4p + 3 (8 lanes read the block's 32 contiguous x values): the low nibbles of qs
-// bytes 4p .. (p < 4) or the high nibbles of bytes 4(p - 4) .. (p >= 4), read as 16-bit words (blocks
-// are 2-byte aligned).
-GGUF_MV_INLINE uint gguf_mv_quad(device const block_q4_0 *, ushort part, uint) {
-    return 4 * part;
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 4 lanes per block, 2 quads, 1 run, no
+// offset): w = a q with q = 16 (nibble - 8) and a = d / 16, so a q is the exact product dequantize_q4_0
+// computes, and q is the signed byte of the nibble with bit 3 flipped, shifted to the high half of the
+// byte: no subtraction per code. Part p reads qs bytes 4p .. 4p + 3 as 16-bit words (blocks are 2-byte
+// aligned): quad 0 is their low nibbles (elements 4p ..), quad 1 their high nibbles (elements 16 + 4p ..),
+// one run of 8 elements.
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_q4_0 *, ushort part, uint j) {
+    return 16 * j + 4 * part;
 }
 
 GGUF_MV_INLINE void gguf_mv_codes(device const block_q4_0 *b, ushort part, float, thread float4 *q,
                                   thread float *a, thread float *o) {
-    device const ushort *qs = reinterpret_cast<device const ushort *>(b->qs + 4 * (part % 4));
-    const uint w = (uint(qs[0]) | (uint(qs[1]) << 16)) >> (4 * (part / 4));
-    q[0] = float4(as_type<uchar4>(w & 0x0F0F0F0Fu)) - 8.0f;
-    a[0] = float(b->d);
+    device const ushort *qs = reinterpret_cast<device const ushort *>(b->qs + 4 * part);
+    const uint w = (uint(qs[0]) | (uint(qs[1]) << 16)) ^ 0x88888888u;
+    q[0] = float4(as_type<char4>((w << 4) & 0xF0F0F0F0u));
+    q[1] = float4(as_type<char4>(w & 0xF0F0F0F0u));
+    a[0] = float(b->d) * 0.0625f;
     o[0] = 0.0f;
 }
 #endif

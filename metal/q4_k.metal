@@ -36,34 +36,33 @@ inline void dequantize_q4_k(device const block_q4_k *b, ushort sub, thread float
 }
 
 #ifdef GGUF_METAL_MATMUL
-// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 4 runs, with
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 2 runs, with
 // offset): w = a q + o with q the nibble, a = d * sc and o = -(dmin * m) of its sub-block, the exact
-// products dequantize_q4_k computes (it rounds a q + o once: y = d1 * q - m1). Quad j of part p holds
-// elements 64j + 4p .. 64j + 4p + 3 (so 16 lanes read 64 contiguous x values per quad): the low nibbles
-// of qs bytes 32j + 4p .. (p < 8, sub-block 2j) or the high nibbles of bytes 32j + 4(p - 8) ..
-// (p >= 8, sub-block 2j + 1). Each quad is a run of its own.
+// products dequantize_q4_k computes (it rounds a q + o once: y = d1 * q - m1). Part p = 4g + i takes
+// elements 16t + 4i .. + 3 (t = 0, 1) of sub-blocks 2g (run 0) and 2g + 1 (run 1): quad j = 2v + t is
+// elements 64g + 32v + 16t + 4i .., the nibbles v of qs bytes 32g + 16t + 4i .. (one word per t).
 GGUF_MV_INLINE uint gguf_mv_quad(device const block_q4_k *, ushort part, uint j) {
-    return 64 * j + 4 * part;
+    return 64 * (part / 4) + 16 * j + 4 * (part % 4);
 }
 
 GGUF_MV_INLINE void gguf_mv_codes(device const block_q4_k *b, ushort part, float, thread float4 *q,
                                   thread float *a, thread float *o) {
-    const uint hi = part / 8;  // high nibbles: the odd sub-blocks
-    device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 4 * (part % 8));
+    const uint g = part / 4;
+    device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 32 * g + 4 * (part % 4));
+    const uint w0 = qs[0], w1 = qs[4];
     // gguf_scale_min_k4 on the 12 scale bytes as words: byte j of sc01, m01 (j < 4) and sc23, m23 (j >= 4).
     device const uint *s = reinterpret_cast<device const uint *>(b->scales);
     const uint s0 = s[0], s1 = s[1], s2 = s[2];
-    const uint sc01 = s0 & 0x3F3F3F3Fu;
-    const uint m01 = s1 & 0x3F3F3F3Fu;
-    const uint sc23 = (s2 & 0x0F0F0F0Fu) | ((s0 >> 2) & 0x30303030u);
-    const uint m23 = ((s2 >> 4) & 0x0F0F0F0Fu) | ((s1 >> 2) & 0x30303030u);
+    const uint sc = g < 2 ? s0 & 0x3F3F3F3Fu : (s2 & 0x0F0F0F0Fu) | ((s0 >> 2) & 0x30303030u);
+    const uint m = g < 2 ? s1 & 0x3F3F3F3Fu : ((s2 >> 4) & 0x0F0F0F0Fu) | ((s1 >> 2) & 0x30303030u);
     const float2 dm = float2(*reinterpret_cast<device const half2 *>(&b->d));
 #pragma unroll
-    for (uint j = 0; j < 4; ++j) {
-        q[j] = float4(as_type<uchar4>((qs[8 * j] >> (4 * hi)) & 0x0F0F0F0Fu));
-        const uint shift = 8 * (2 * (j % 2) + hi);  // byte 2j + hi of sub-blocks 0..3, 2(j - 2) + hi of 4..7
-        a[j] = dm.x * float(((j < 2 ? sc01 : sc23) >> shift) & 0xFF);
-        o[j] = -(dm.y * float(((j < 2 ? m01 : m23) >> shift) & 0xFF));
+    for (uint v = 0; v < 2; ++v) {
+        q[2 * v] = float4(as_type<uchar4>((w0 >> (4 * v)) & 0x0F0F0F0Fu));
+        q[2 * v + 1] = float4(as_type<uchar4>((w1 >> (4 * v)) & 0x0F0F0F0Fu));
+        const uint shift = 8 * (2 * (g % 2) + v);  // sub-block 2g + v: byte 2g + v of sc01, 2(g - 2) + v of sc23
+        a[v] = dm.x * float((sc >> shift) & 0xFF);
+        o[v] = -(dm.y * float((m >> shift) & 0xFF));
     }
 }
 #endif

@@ -135,13 +135,13 @@ def model_mm(w, x, bias=None, mma_order="fma") -> np.ndarray:
 
 # Where quad j of part p sits in a block: the model's copy of each type's gguf_mv_quad.
 MV_QUADS = {
-    "Q4_0": lambda p, j: 4 * p,
+    "Q4_0": lambda p, j: 16 * j + 4 * p,
     "Q8_0": lambda p, j: 4 * p,
     "MXFP4": lambda p, j: 16 * j + 4 * p,
-    "Q4_K": lambda p, j: 64 * j + 4 * p,
-    "Q5_K": lambda p, j: 64 * j + 4 * p,
+    "Q4_K": lambda p, j: 64 * (p // 4) + 16 * j + 4 * (p % 4),
+    "Q5_K": lambda p, j: 64 * (p // 4) + 16 * j + 4 * (p % 4),
     "Q6_K": lambda p, j: 64 * j + 4 * p,
-    "IQ4_XS": lambda p, j: 64 * j + 4 * p,
+    "IQ4_XS": lambda p, j: 64 * (p // 4) + 16 * j + 4 * (p % 4),
     "IQ2_XXS": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
     "IQ3_XXS": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
     "IQ2_XS": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
@@ -615,11 +615,13 @@ def test_error_constant_follows_the_tree():
     # 128 fmas, + 31 for simd_sum in any order (+ 1 for the bias).
     assert launch.matvec_error_constant("Q2_K", 4096) == 159
     assert launch.matvec_error_constant("Q2_K", 4096, bias=True) == 160
-    # The factored mat-vec order, Q4_K at K = 4096: a run of 4 elements (4 roundings), 16 blocks over 2 per
-    # step = 8 blocks per lane, each 4 runs of 2 fmas = 64, + 31 for simd_sum, + 1 for the decoded weight
-    # fl(a q + o); Q8_0: 4 + 128 blocks / 4 per step * 1 run * 1 fma = 32, + 31, no offset.
-    assert launch.matvec_error_constant("Q4_K", 4096) == 4 + 64 + 31 + 1
+    # The factored mat-vec order, Q4_K at K = 4096: a run of 8 elements (8 roundings), 16 blocks over 2 per
+    # step = 8 blocks per lane, each 2 runs of 2 fmas = 32, + 31 for simd_sum, + 1 for the decoded weight
+    # fl(a q + o); Q8_0: 4 + 128 blocks / 4 per step * 1 run * 1 fma = 32, + 31, no offset; Q4_0: runs of 8,
+    # 128 blocks / 8 per step = 16.
+    assert launch.matvec_error_constant("Q4_K", 4096) == 8 + 32 + 31 + 1
     assert launch.matvec_error_constant("Q8_0", 4096, bias=True) == 4 + 32 + 31 + 1
+    assert launch.matvec_error_constant("Q4_0", 4096) == 8 + 16 + 31
     # F16 in the mat-vec tier, K = 1031: 258 quads of 4 (the last holds 3) -> 9 per lane at most.
     assert launch.matvec_error_constant("F16", 1031) == 4 * 9 + 31
     # the matrix tier: 8 additions per step of 8 (any order inside a multiply-accumulate) + the product
@@ -627,6 +629,8 @@ def test_error_constant_follows_the_tree():
     assert launch.matmul_error_constant("F16", 1031, bias=True, kind="mm") == 1032 + 2  # 129 steps of 8
     assert launch.matmul_error_constant("Q4_K", 4096) == launch.matvec_error_constant("Q4_K", 4096)
     assert launch.matmul_grid(8, 7) == ("mv", (1, 1), 64)
+    assert launch.matmul_grid(1, 20) == ("mv", (3, 1), 64)  # 4 weight rows per simdgroup at M = 1 ...
+    assert launch.matmul_grid(2, 20) == ("mv", (2, 1), 64)  # ... 8 from M = 2 (launch.mv_rows)
     assert launch.matmul_grid(9, 7) == ("mm", (1, 1), 128)
     assert launch.matmul_grid(33, 130) == ("mm", (3, 2), 128)
     assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (1, 8, 1), 64)
