@@ -5,6 +5,12 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -16,11 +22,25 @@ namespace {
 
 constexpr int64_t kMatvecRows = 8;  // MAX_GEMV_ROWS: linear takes the mat-vec tier up to this many rows
 
-enum class Isa { baseline, avx2, avx512, avx512bf16 };
+enum class Isa { baseline, avx2, avx512, avx512bf16, amx };
 
-// The widest build this CPU runs; GGUF_DEQUANT_CPU_ISA=baseline, avx2 or avx512 (AVX-512 without the BF16
-// mat-vec tier) caps it (tests, benchmarks). The matrix kernels compute the same order in every build; the
-// mat-vec tier (AVX512-BF16 only) has its own.
+// AMX-TILE and AMX-BF16 (CPUID leaf 7) and the tile data state granted by Linux (arch_prctl
+// ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, once per process).
+bool amx_ready() {
+#if defined(__x86_64__) && defined(__linux__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool tile = d & (1u << 24), bf16 = d & (1u << 22);
+    constexpr long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+    return tile && bf16 && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#else
+    return false;
+#endif
+}
+
+// The widest build this CPU runs; GGUF_DEQUANT_CPU_ISA=baseline, avx2, avx512 (AVX-512 without the BF16
+// mat-vec tier) or avx512bf16 (without the AMX tier) caps it (tests, benchmarks). The matrix kernels compute
+// the same order in every build; the mat-vec tier (AVX512-BF16) and the AMX tier have their own.
 Isa best_isa() {
 #if defined(__x86_64__)
     static const Isa isa = [] {
@@ -33,7 +53,9 @@ Isa best_isa() {
         if (env && std::strcmp(env, "baseline") == 0) return Isa::baseline;
         if (env && std::strcmp(env, "avx2") == 0) return avx2 ? Isa::avx2 : Isa::baseline;
         if (env && std::strcmp(env, "avx512") == 0) return avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
-        return bf16 ? Isa::avx512bf16 : avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
+        const Isa widest_vector = bf16 ? Isa::avx512bf16 : avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
+        if (env && std::strcmp(env, "avx512bf16") == 0) return widest_vector;
+        return bf16 && amx_ready() ? Isa::amx : widest_vector;
     }();
     return isa;
 #else
@@ -45,6 +67,7 @@ void run(const std::vector<MatmulJob> &jobs, int64_t qtype) {
     bool done;
     switch (best_isa()) {
 #if defined(__x86_64__)
+        case Isa::amx:
         case Isa::avx512bf16:
         case Isa::avx512: done = gguf_mm_avx512::matmul(jobs.data(), int64_t(jobs.size())); break;
         case Isa::avx2: done = gguf_mm_avx2::matmul(jobs.data(), int64_t(jobs.size())); break;
@@ -54,10 +77,11 @@ void run(const std::vector<MatmulJob> &jobs, int64_t qtype) {
     TORCH_CHECK(done, "gguf_dequant: no CPU matmul kernel for type id ", qtype);
 }
 
-// Whether rows of x go through the mat-vec tier: AVX512-BF16 and a factored kernel for the type.
+// Whether rows of x go through the mat-vec tier (M <= 8, mul_mat_id slots; or, M > 8 rows of bfloat16 x with AMX,
+// the AMX tier): AVX512-BF16 and a factored kernel for the type.
 bool matvec_tier(int64_t qtype) {
 #if defined(__x86_64__)
-    return best_isa() == Isa::avx512bf16 && gguf_mv_avx512bf16::supports(qtype);
+    return best_isa() >= Isa::avx512bf16 && gguf_mv_avx512bf16::supports(qtype);
 #else
     (void)qtype;
     return false;
@@ -106,11 +130,12 @@ MatvecX matvec_x(const at::Tensor &x_in, bool sums) {
     return r;
 }
 
-// Runs the mat-vec tier on slots grouped by expert: group e = (expert, first slot), up to the next group's first
-// slot; slot s reads row x_index[s] of x and writes out_rows[s].
+// Runs the mat-vec tier (or, amx, the AMX tier) on slots grouped by expert: group e = (expert, first slot), up to
+// the next group's first slot; slot s reads row x_index[s] of x and writes out_rows[s].
 void run_matvec(const at::Tensor &x2d, const std::vector<int64_t> &x_index, const std::vector<void *> &out_rows,
                 const std::vector<std::pair<int64_t, int64_t>> &groups, const uint8_t *w, int64_t expert_bytes,
-                int64_t qtype, int64_t N, int64_t K, int64_t row_bytes, const float *bias, OutKind kind) {
+                int64_t qtype, int64_t N, int64_t K, int64_t row_bytes, const float *bias, OutKind kind,
+                bool amx = false) {
 #if defined(__x86_64__)
     const bool offsets = gguf_mv_avx512bf16::offsets(qtype);
     const MatvecX mx = matvec_x(x2d, offsets);
@@ -129,10 +154,14 @@ void run_matvec(const at::Tensor &x2d, const std::vector<int64_t> &x_index, cons
                         offsets ? sums.data() + first : nullptr, end - first, bias, out_rows.data() + first, kind,
                         mx.bf16});
     }
-    gguf_mv_avx512bf16::matvec(jobs.data(), int64_t(jobs.size()));
+    if (amx) {
+        gguf_mv_avx512bf16::matmul_amx(jobs.data(), int64_t(jobs.size()));
+    } else {
+        gguf_mv_avx512bf16::matvec(jobs.data(), int64_t(jobs.size()));
+    }
 #else
     (void)x2d, (void)x_index, (void)out_rows, (void)groups, (void)w, (void)expert_bytes, (void)qtype, (void)N,
-        (void)K, (void)row_bytes, (void)bias, (void)kind;
+        (void)K, (void)row_bytes, (void)bias, (void)kind, (void)amx;
     TORCH_CHECK(false, "gguf_dequant: no mat-vec tier in this build");
 #endif
 }
@@ -170,7 +199,9 @@ void gguf_linear_out(const at::Tensor &x, const at::Tensor &blocks_in, int64_t q
     const int64_t M = x.size(0), K = x.size(1), N = blocks_in.size(0);
     if (M == 0 || N == 0) return;
     const at::Tensor blocks = aligned_blocks(blocks_in, qtype);
-    if (M <= kMatvecRows && matvec_tier(qtype)) {
+    // M > 8 rows of bfloat16 x on AMX: the AMX tier (matrix tier's place; one order for every M > 8).
+    const bool amx = M > kMatvecRows && x.scalar_type() == at::kBFloat16 && best_isa() == Isa::amx;
+    if ((M <= kMatvecRows || amx) && matvec_tier(qtype)) {
         std::vector<int64_t> x_index(M);
         std::vector<void *> out_rows(M);
         for (int64_t m = 0; m < M; ++m) {
@@ -178,7 +209,7 @@ void gguf_linear_out(const at::Tensor &x, const at::Tensor &blocks_in, int64_t q
             out_rows[m] = static_cast<char *>(out.data_ptr()) + m * N * out.element_size();
         }
         run_matvec(x, x_index, out_rows, {{0, 0}}, blocks.data_ptr<uint8_t>(), 0, qtype, N, K, blocks.size(1),
-                   bias ? bias->data_ptr<float>() : nullptr, out_kind(out.scalar_type()));
+                   bias ? bias->data_ptr<float>() : nullptr, out_kind(out.scalar_type()), amx);
         return;
     }
     const at::Tensor xf = x_float32(x, (K + 15) / 16 * 16);

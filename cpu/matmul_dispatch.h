@@ -54,5 +54,7 @@ namespace gguf_mv_avx512bf16 {  // AVX-512 F/BW/DQ/VL + AVX512-BF16
 bool supports(int64_t qtype);   // a factored kernel exists for this type
 bool offsets(int64_t qtype);    // its form has offsets (needs sum_rows)
 void matvec(const MatvecJob *jobs, int64_t n_jobs);
+// The AMX tier (cpu/amx_kernels.h): bfloat16 x, any M, jobs of one K; the caller has checked amx_ready().
+void matmul_amx(const MatvecJob *jobs, int64_t n_jobs);
 }
 #endif

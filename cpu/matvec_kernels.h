@@ -105,6 +105,7 @@ struct Q4_0 {
     using Block = block_q4_0;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
+    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     struct Scales {
         const float *a;
     };
@@ -123,6 +124,7 @@ struct Q8_0 {
     using Block = block_q8_0;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
+    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     struct Scales {
         const float *a;
     };
@@ -173,6 +175,7 @@ struct Q4_K {
     using Block = block_q4_k;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = true;
+    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     using Scales = KScales;
     static Scales scales(const Block *b, const Tables &t) { return k_scales(b->d, b->dmin, b->scales, t); }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
@@ -189,6 +192,7 @@ struct Q5_K {
     using Block = block_q5_k;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = true;
+    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     using Scales = KScales;
     static Scales scales(const Block *b, const Tables &t) { return k_scales(b->d, b->dmin, b->scales, t); }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
@@ -240,6 +244,7 @@ struct IQ4_XS {
     using Block = block_iq4_xs;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
+    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     struct Scales {
         alignas(32) float a[8];
     };
@@ -271,6 +276,7 @@ struct MXFP4 {
     using Block = block_mxfp4;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
+    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     struct Scales {
         const float *a;
     };
@@ -395,19 +401,23 @@ FeatureFn pick(bool bf16) {
     return bf16 ? feature<F, true> : feature<F, false>;
 }
 
+// The types with a factored form (type id, struct); the AMX tier (amx_kernels.h) takes the same list.
+#define GGUF_MV_FACTORED_TYPES(X) \
+    X(2, Q4_0)                    \
+    X(8, Q8_0)                    \
+    X(12, Q4_K)                   \
+    X(13, Q5_K)                   \
+    X(14, Q6_K)                   \
+    X(23, IQ4_XS)                 \
+    X(39, MXFP4)
+
 inline bool factored(int64_t qtype, FeatureFn *fn, Tables *table, bool bf16) {
     switch (qtype) {
 #define GGUF_MV_CASE(ID, T) \
     case ID:                 \
         if (fn) *fn = pick<T>(bf16), *table = T::tables(); \
         return true;
-        GGUF_MV_CASE(2, Q4_0)
-        GGUF_MV_CASE(8, Q8_0)
-        GGUF_MV_CASE(12, Q4_K)
-        GGUF_MV_CASE(13, Q5_K)
-        GGUF_MV_CASE(14, Q6_K)
-        GGUF_MV_CASE(23, IQ4_XS)
-        GGUF_MV_CASE(39, MXFP4)
+        GGUF_MV_FACTORED_TYPES(GGUF_MV_CASE)
 #undef GGUF_MV_CASE
     }
     return false;

@@ -65,11 +65,15 @@ def model_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = N
 def expected(x: torch.Tensor, blocks: torch.Tensor, w: torch.Tensor, name, bias=None, slots: bool = False):
     """The model of the order that runs for this call: the mat-vec tier's (linear with x's rows, or mul_mat_id
     slots) or the matrix kernels'."""
+    from .test_amx_tier import amx_result
     from .test_matvec_tier import model_matvec, uses_tier
 
-    if uses_tier(name, None if slots else x.shape[0]) and x.numel() and blocks.numel():  # empty: zeros + bias
+    if not x.numel() or not blocks.numel():  # empty: zeros + bias
+        return model_linear(x, w, bias)
+    if uses_tier(name, None if slots else x.shape[0]):
         return model_matvec(x, blocks, resolve(name).name, bias)
-    return model_linear(x, w, bias)
+    amx = amx_result(x, blocks, name, bias)
+    return model_linear(x, w, bias) if amx is None else amx
 
 
 def bound(x: torch.Tensor, w: torch.Tensor, bias=None) -> tuple[torch.Tensor, torch.Tensor, float]:

@@ -5,7 +5,8 @@ pins).
 
 Weights in factored form, per 32-element chunk: w = a * q (+ b for Q4_K / Q5_K). ``factors`` gets q, a and b from
 the decoded values of the blocks and of copies with a scale field zeroed (``d``, ``dmin``: facts of the layouts),
-or from the scale fields themselves; ``model_matvec`` computes the tier's order in numpy, exactly. Checked: bit
+or from the scale fields themselves; ``model_matvec`` computes the tier's order in numpy, exactly. On CPUs with AMX,
+M > 8 rows of bfloat16 x take the AMX tier (tests/test_amx_tier.py) instead of the matrix tier. Checked: bit
 equality with that model, the bound ``|y - y_exact| <= c u B`` with ``B = sum_s (|a_s| sum |q x| + |b_s| sum |x|)``
 and ``n = ceil(K / 64) + 9`` (+ 1 with a bias), batch invariance for M <= 8, determinism across runs and thread
 counts, ``mul_mat_id`` slots, and subnormal activations (bfloat16 x below 2^-126 counts as zero; float32 x
@@ -13,6 +14,7 @@ does not).
 """
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -28,18 +30,27 @@ FACTORED = ["Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4"]
 ROW_LIMIT = 8  # MAX_GEMV_ROWS
 
 
-def has_tier() -> bool:
-    """The mat-vec tier runs here: AVX512-BF16 and no instruction-set cap."""
+def _cpu_flags() -> str:
     try:
-        flags = open("/proc/cpuinfo").read()
+        return open("/proc/cpuinfo").read()
     except OSError:
-        return False
-    import os
+        return ""
 
-    return " avx512_bf16" in flags and os.environ.get("GGUF_DEQUANT_CPU_ISA", "") in ("", "default")
+
+def has_tier() -> bool:
+    """The mat-vec tier runs here: AVX512-BF16 and no instruction-set cap below it."""
+    return " avx512_bf16" in _cpu_flags() and os.environ.get("GGUF_DEQUANT_CPU_ISA", "") in ("", "default",
+                                                                                             "avx512bf16")
+
+
+def has_amx() -> bool:
+    """The AMX tier (tests/test_amx_tier.py) takes M > 8 rows of bfloat16 x here: AMX-TILE, AMX-BF16, no cap."""
+    return (has_tier() and " amx_tile" in _cpu_flags() and " amx_bf16" in _cpu_flags()
+            and os.environ.get("GGUF_DEQUANT_CPU_ISA", "") in ("", "default"))
 
 
 TIER = has_tier()
+AMX = has_amx()  # then M > 8 rows of bfloat16 x take the AMX tier (test_amx_tier.py)
 needs_tier = pytest.mark.skipif(not TIER, reason="the mat-vec tier needs AVX512-BF16 (and no GGUF_DEQUANT_CPU_ISA)")
 
 
@@ -205,6 +216,11 @@ def test_both_tiers_inside_their_bounds(name):
             y = k.mul_mat_vec(blocks, x[:M], resolve(name).id, 24).double().numpy()
             if M <= ROW_LIMIT:
                 exact, mag, c = bound_v2(x[:M], blocks, name)
+            elif AMX and dtype == torch.bfloat16:  # the AMX tier (test_amx_tier.py)
+                from .test_amx_tier import amx_n
+
+                exact, mag, _ = bound_v2(x[:M], blocks, name)
+                c = amx_n(K) / (1 - amx_n(K) * U)
             else:
                 exact, mag, c = bound(x[:M], w)
                 exact, mag = exact.numpy(), mag.numpy()

@@ -1,0 +1,284 @@
+// The AMX tier of the CPU matmul (contract v2, README "Compute on packed weights"): M > 8 rows of bfloat16 x
+// (linear, mul_mat_vec; the mat-vec tier keeps M <= 8 and every mul_mat_id slot, where it is faster), on the
+// factored types of matvec_kernels.h, on CPUs with AMX-TILE and AMX-BF16 whose kernel grants the tile state.
+// Included once, after matvec_kernels.h, by matvec_avx512bf16.cpp. The kernel itself takes any M (jobs as the
+// mat-vec tier's).
+//
+// Weights are the A tile (16 output features x 32 codes of one chunk, the codes of F::codes: exact in bfloat16),
+// x the B tile (16 pairs of K x up to 16 rows of x, built once per call). Per output (row m, feature n), in this
+// order, whatever M, the rows beside m, the tiling or the thread count:
+//   P     = TDPBF16PS of the chunk's 32 (or, for types with 16-element scales, each half's 16) products from +0
+//           (x below 2^-126 counts as zero; the hardware's order of the float32 additions inside one
+//           instruction is not specified beyond round-to-nearest-even and flushing to zero: see the bound);
+//   acc   = fma(P, a, acc) in increasing chunk (then half) order, from +0, a the chunk's (half's) scale;
+//   acc   = fnmadd(b, X, acc) after each chunk's fma for offset types, X = the chunk's sum of x (as the mat-vec
+//           tier computes it);
+//   y     = acc [+ bias].
+#include <type_traits>
+
+namespace gguf_mv_avx512bf16 {
+
+namespace amx {
+
+// Elements per scale of a factored type: F::SCALE_ELEMS when it states 32 (one scale per chunk), else 16 (two
+// per chunk, chunk_scale's lanes 0 and 8): correct for every type, faster for those that state it.
+template <typename F, typename = void>
+struct ScaleElems : std::integral_constant<int, 16> {};
+template <typename F>
+struct ScaleElems<F, std::void_t<decltype(F::SCALE_ELEMS)>> : std::integral_constant<int, F::SCALE_ELEMS> {};
+
+constexpr int FEATURES = 16;     // output features per A tile (its rows)
+constexpr int K_BLOCK = 32;      // chunks of K per pass: a pass's x (M x 1024 bfloat16) stays in L2
+
+struct alignas(64) Vec {  // one zmm of 16 floats (or 32 bfloat16 codes) in memory
+    float v[16];
+};
+
+struct alignas(64) TileConfig {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+// Tiles 0, 1: A (16 features x 32 codes, or 16 for types with 16-element scales); 2, 3: B (16 or 8 pairs x 16
+// rows of x); 4, 5: C (16 features x 16 rows). Two of each: one step's product runs while the previous one is
+// drained.
+inline void configure(bool half) {
+    TileConfig cfg{};
+    cfg.palette = 1;
+    for (int i = 0; i < 2; ++i) {
+        cfg.rows[i] = 16, cfg.colsb[i] = half ? 32 : 64;
+        cfg.rows[2 + i] = half ? 8 : 16, cfg.colsb[2 + i] = 64;
+        cfg.rows[4 + i] = 16, cfg.colsb[4 + i] = 64;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+// One job's x as B tiles of 16 rows of x (zero rows pad the last): per tile t and chunk g, 16 pairs x 16 rows, word
+// bx[((t * chunks + g) * 16 + k) * 16 + r] = elements 32g + 2k, 32g + 2k + 1 of row 16t + r; for offset types the
+// chunk sums xs[(t * chunks + g) * 16 + r]. Tile rows are 64 bytes apart whatever M: narrower strides make the
+// tile loads and stores 3 times slower here.
+struct Job {
+    const MatvecJob *job;
+    int64_t tiles, chunks, groups;
+    std::vector<uint32_t> bx;
+    std::vector<float> xs;
+    std::vector<Vec> acc;     // per (group, tile): 16 vectors carried between passes
+    bool half;                // the type has 16-element scales
+};
+
+// The per-pass weights of one group of 16 features: per chunk, 16 rows of 32 codes, and the scales a (a2: the
+// second half's, 16-element types) and offsets b of the 16 features.
+struct Weights {
+    std::vector<Vec> w, a, a2, b;
+    explicit Weights(int64_t chunks) : w(chunks * FEATURES), a(chunks), a2(chunks), b(chunks) {}
+};
+
+inline float lane(__m512 v, int i) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, v);
+    return t[i];
+}
+
+// Decodes chunks [g0, g1) of features n0 .. n0 + 15 (features past N repeat the last one; their outputs are
+// not stored).
+template <typename F>
+void decode(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, const Tables &table, Weights &wt) {
+    for (int f = 0; f < FEATURES; ++f) {
+        const int64_t n = std::min(n0 + f, job.N - 1);
+        const typename F::Block *blocks = reinterpret_cast<const typename F::Block *>(job.w + n * job.row_bytes);
+        for (int64_t i = g0 / F::CH; i < g1 / F::CH; ++i) {
+            const typename F::Block *b = blocks + i;
+            prefetch_ahead(b);
+            const typename F::Scales s = F::scales(b, table);
+            alignas(32) float ofs[8];
+            if constexpr (F::OFFSET) _mm256_store_ps(ofs, s.b);
+            for (int c = 0; c < F::CH; ++c) {
+                const int64_t g = i * F::CH + c - g0;
+                _mm512_store_si512(wt.w[g * FEATURES + f].v, F::codes(b, c, table));
+                const __m512 sc = F::chunk_scale(s, c);
+                wt.a[g].v[f] = _mm512_cvtss_f32(sc);
+                if constexpr (ScaleElems<F>::value == 16) wt.a2[g].v[f] = lane(sc, 8);
+                if constexpr (F::OFFSET) wt.b[g].v[f] = ofs[c];
+            }
+        }
+    }
+}
+
+// acc[n] (16 rows of x for feature n) += row n of the stored C tile times feature n's scale (then - b X for
+// offset types).
+template <bool OFS>
+__attribute__((always_inline)) inline void drain(__m512 (&acc)[16], const float *c, const float *a, const float *b,
+                                                 const float *xs) {
+    const __m512 x = OFS ? _mm512_loadu_ps(xs) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) {
+        acc[n] = _mm512_fmadd_ps(_mm512_load_ps(c + 16 * n), _mm512_set1_ps(a[n]), acc[n]);
+        if constexpr (OFS) acc[n] = _mm512_fnmadd_ps(_mm512_set1_ps(b[n]), x, acc[n]);
+    }
+}
+
+// Chunks [g0, g1) of one tile of x against one group's weights (decoded from chunk g0), acc from +0 (g0 = 0) or
+// carried in: steps (a chunk, or each half of it) alternate between tiles 0, 2, 4 and 1, 3, 5, and step s + 2 is
+// issued before step s is drained.
+template <bool HALF, bool OFS>
+void tile_pass(const Weights &wt, const uint32_t *bx, const float *xs, int64_t g0, int64_t g1, Vec *carried) {
+    asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) acc[n] = g0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(carried[n].v);
+    constexpr int STEPS = HALF ? 2 : 1;
+    const int64_t n = (g1 - g0) * STEPS;
+    const auto a_at = [&](int64_t s) {
+        return reinterpret_cast<const char *>(wt.w[(s / STEPS) * FEATURES].v) + 32 * (s % STEPS);
+    };
+    const auto b_at = [&](int64_t s) { return bx + (g0 + s / STEPS) * 256 + (s % STEPS) * 128; };
+    const auto drain_step = [&](int64_t s, const float *c) __attribute__((always_inline)) {
+        const int64_t g = s / STEPS;
+        if (s % STEPS == STEPS - 1) {
+            drain<OFS>(acc, c, (HALF ? wt.a2 : wt.a)[g].v, wt.b[g].v, OFS ? xs + (g0 + g) * 16 : nullptr);
+        } else {
+            drain<false>(acc, c, wt.a[g].v, wt.b[g].v, nullptr);
+        }
+    };
+    alignas(64) float c0[256], c1[256];
+    _tile_loadd(0, a_at(0), 64);
+    _tile_loadd(2, b_at(0), 64);
+    _tile_zero(4);
+    _tile_dpbf16ps(4, 0, 2);
+    if (n > 1) {
+        _tile_loadd(1, a_at(1), 64);
+        _tile_loadd(3, b_at(1), 64);
+        _tile_zero(5);
+        _tile_dpbf16ps(5, 1, 3);
+    }
+    for (int64_t s = 0; s < n; s += 2) {
+        _tile_stored(4, c0, 64);
+        if (s + 2 < n) {
+            _tile_loadd(0, a_at(s + 2), 64);
+            _tile_loadd(2, b_at(s + 2), 64);
+            _tile_zero(4);
+            _tile_dpbf16ps(4, 0, 2);
+        }
+        drain_step(s, c0);
+        if (s + 1 < n) {
+            _tile_stored(5, c1, 64);
+            if (s + 3 < n) {
+                _tile_loadd(1, a_at(s + 3), 64);
+                _tile_loadd(3, b_at(s + 3), 64);
+                _tile_zero(5);
+                _tile_dpbf16ps(5, 1, 3);
+            }
+            drain_step(s + 1, c1);
+        }
+    }
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) _mm512_store_ps(carried[n].v, acc[n]);
+}
+
+// One group's pass over chunks [g0, g1) for every tile of the job: acc from +0 (first pass) or carried, then
+// carried or (last pass) stored with the bias.
+template <bool HALF, bool OFS>
+void group_pass(Job &jb, int64_t group, const Weights &wt, int64_t g0, int64_t g1) {
+    const MatvecJob &job = *jb.job;
+    const int64_t n0 = group * FEATURES;
+    for (int64_t t = 0; t < jb.tiles; ++t) {
+        Vec *acc = &jb.acc[(group * jb.tiles + t) * 16];
+        tile_pass<HALF, OFS>(wt, jb.bx.data() + t * jb.chunks * 256, OFS ? jb.xs.data() + t * jb.chunks * 16 : nullptr,
+                             g0, g1, acc);
+        if (g1 < jb.chunks) continue;
+        // Row r of the output: lane r of the 16 accumulators, gathered.
+        const int features = int(std::min<int64_t>(FEATURES, job.N - n0));
+        const __mmask16 valid = __mmask16((1u << features) - 1);
+        const __m512i lane_r = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                  _mm512_set1_epi32(16));
+        const __m512 bias = job.bias ? _mm512_maskz_loadu_ps(valid, job.bias + n0) : _mm512_setzero_ps();
+        for (int64_t r = 0; r < 16 && t * 16 + r < job.M; ++r) {
+            __m512 y = _mm512_i32gather_ps(lane_r, acc[0].v + r, 4);
+            if (job.bias) y = _mm512_add_ps(y, bias);
+            void *row = job.out_rows[t * 16 + r];
+            if (job.out_kind == OutKind::f32) {
+                _mm512_mask_storeu_ps(static_cast<float *>(row) + n0, valid, y);
+            } else {
+                alignas(64) float v[16];
+                _mm512_store_ps(v, y);
+                for (int n = 0; n < features; ++n) store_output(row, n0 + n, v[n], job.out_kind);
+            }
+        }
+    }
+}
+
+template <typename F>
+void group(Job &jb, int64_t group, int64_t g0, int64_t g1, const Tables &table, Weights &wt) {
+    decode<F>(*jb.job, group * FEATURES, g0, g1, table, wt);
+    group_pass<ScaleElems<F>::value == 16, F::OFFSET>(jb, group, wt, g0, g1);
+}
+
+using GroupFn = void (*)(Job &, int64_t, int64_t, int64_t, const Tables &, Weights &);
+
+inline void amx_factored(int64_t qtype, GroupFn *fn, Tables *table, bool *half) {
+    switch (qtype) {
+#define GGUF_AMX_CASE(ID, T) \
+    case ID: *fn = group<T>, *table = T::tables(), *half = ScaleElems<T>::value == 16; break;
+        GGUF_MV_FACTORED_TYPES(GGUF_AMX_CASE)
+#undef GGUF_AMX_CASE
+    }
+}
+
+// x of one job as B tiles (and chunk sums), see Job.
+inline void prepare(Job &jb) {
+    const MatvecJob &job = *jb.job;
+    jb.tiles = (job.M + 15) / 16;
+    jb.chunks = job.K / 32;
+    jb.groups = (job.N + FEATURES - 1) / FEATURES;
+    jb.bx.assign(size_t(jb.tiles * jb.chunks * 256), 0);
+    if (job.sum_rows) jb.xs.assign(size_t(jb.tiles * jb.chunks * 16), 0.0f);
+    at::parallel_for(0, jb.tiles, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            for (int64_t m = 16 * t; m < std::min(job.M, 16 * t + 16); ++m) {
+                const uint32_t *src = static_cast<const uint32_t *>(job.x_rows[m]);
+                uint32_t *dst = jb.bx.data() + t * jb.chunks * 256 + m % 16;
+                for (int64_t p = 0; p < jb.chunks * 16; ++p) dst[16 * p] = src[p];
+                if (job.sum_rows) {
+                    for (int64_t g = 0; g < jb.chunks; ++g) jb.xs[(t * jb.chunks + g) * 16 + m % 16] = job.sum_rows[m][g];
+                }
+            }
+        }
+    });
+    jb.acc.resize(size_t(jb.groups * jb.tiles * 16));
+}
+
+}  // namespace amx
+
+// Runs every job (bfloat16 x, one K) on AMX: passes of K_BLOCK chunks, each one parallel loop over the 16-feature
+// groups of all jobs.
+void matmul_amx(const MatvecJob *jobs, int64_t n_jobs) {
+    using namespace amx;
+    std::vector<Job> jbs(n_jobs);
+    std::vector<GroupFn> fns(n_jobs);
+    std::vector<Tables> tables(n_jobs);
+    std::vector<int64_t> first(n_jobs + 1, 0);
+    for (int64_t i = 0; i < n_jobs; ++i) {
+        jbs[i].job = &jobs[i];
+        prepare(jbs[i]);
+        amx_factored(jobs[i].qtype, &fns[i], &tables[i], &jbs[i].half);
+        first[i + 1] = first[i] + jbs[i].groups;
+    }
+    const int64_t chunks = n_jobs ? jbs[0].chunks : 0;
+    for (int64_t g0 = 0; g0 < chunks; g0 += K_BLOCK) {
+        const int64_t g1 = std::min(chunks, g0 + K_BLOCK);
+        at::parallel_for(0, first[n_jobs], 1, [&](int64_t u0, int64_t u1) {
+            Weights wt(K_BLOCK);
+            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
+            int config = -1;  // the tiles' configuration: half, or -1 before the first
+            for (int64_t u = u0; u < u1; ++u) {
+                while (u >= first[i + 1]) ++i;
+                if (int(jbs[i].half) != config) configure(config = jbs[i].half);
+                fns[i](jbs[i], u - first[i], g0, g1, tables[i], wt);
+            }
+            if (config >= 0) _tile_release();
+        });
+    }
+}
+
+}  // namespace gguf_mv_avx512bf16

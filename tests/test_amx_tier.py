@@ -1,0 +1,207 @@
+"""The CPU AMX tier (contract v2; README "Compute on packed weights", cpu/amx_kernels.h): M > 8 rows of bfloat16 x
+(linear, mul_mat_vec), on the factored types, on CPUs with AMX-TILE and AMX-BF16. One order for every M > 8, so
+every row's bits are those of any slice of more than 8 rows holding it. TDPBF16PS's order of additions inside one instruction is not pinned (probed on this machine: no
+simple sequential or pairwise float32 model matches it), so the checks are the bound against float64, batch
+invariance across every M > 8, determinism across thread counts, bfloat16 subnormals, M <= 8 and ``mul_mat_id``
+slots staying in the mat-vec tier, and the matrix tier's order again when ``GGUF_DEQUANT_CPU_ISA=avx512bf16`` caps
+the build below AMX.
+"""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from gguf_dequant import testing
+from gguf_dequant.types import resolve
+
+from .hub import hub_kernel
+from .test_matvec_tier import AMX, FACTORED, ROW_LIMIT, U, bound_v2, model_matvec, packed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+needs_amx = pytest.mark.skipif(not AMX, reason="the AMX tier needs AMX-BF16 (and no GGUF_DEQUANT_CPU_ISA)")
+
+
+def amx_n(K: int, bias: bool = False) -> int:
+    """The AMX order's n: up to 31 roundings inside a chunk's TDPBF16PS, one per accumulation step after it (K / 32
+    chunks, up to 2 steps each: two halves, or scale then offset), 1 for the decoded weight's own rounding."""
+    return 32 + K // 16 + (1 if bias else 0)
+
+
+def takes_amx(name, x: torch.Tensor) -> bool:
+    """Whether a linear / mul_mat_vec call with this x takes the AMX tier here."""
+    return AMX and x.dtype == torch.bfloat16 and resolve(name).name in FACTORED and x.shape[0] > ROW_LIMIT
+
+
+def amx_result(x: torch.Tensor, blocks: torch.Tensor, name, bias=None):
+    """For calls that take the AMX tier (else None): float32 (M, N) as linear computes it before its final rounding,
+    from the kernel's own mul_mat_vec rows (one order for every M), checked here against the AMX bound. Tests
+    that pin other tiers' bits (test_matmul.expected) use it for these calls."""
+    if not takes_amx(name, x):
+        return None
+    y = hub_kernel().mul_mat_vec(blocks, x, resolve(name).id, blocks.shape[0])
+    check_bound(y, x, blocks, resolve(name).name, what="(amx_result)")
+    y = y.numpy()
+    return y if bias is None else (y + bias.float().numpy()).astype(np.float32)
+
+
+def check_bound(y: torch.Tensor, x, blocks, name, bias=None, what=""):
+    exact, mag, _ = bound_v2(x, blocks, name, bias)
+    n = amx_n(x.shape[-1], bias is not None)
+    c = n / (1 - n * U)
+    err = np.abs(y.double().numpy() - exact)
+    assert (err <= c * U * mag).all(), f"{name} {what}: {(err / mag).max() / U:.2f} u > {c:.2f} u"
+
+
+@needs_amx
+@pytest.mark.parametrize("name", FACTORED)
+def test_bound_every_tier_size(name):
+    """M = 1, 3, 8 (the mat-vec tier, bit for bit its model), 9, 64, 1100 (the AMX tier) against float64 within the
+    AMX bound (wider than the mat-vec tier's); K of one and of several blocks."""
+    k = hub_kernel()
+    gen = torch.Generator().manual_seed(resolve(name).id)
+    K_values = (256, 1024) if resolve(name).block_elems == 256 else (32, 1024)
+    for K in K_values:
+        blocks = packed(name, 21, K, seed=K + 1)
+        x = torch.randn(1100, K, generator=gen).to(torch.bfloat16)
+        for M in (1, 3, 8, 9, 64, 1100):
+            y = k.mul_mat_vec(blocks, x[:M], resolve(name).id, 21)
+            check_bound(y, x[:M], blocks, name, what=f"K={K} M={M}")
+            if M <= ROW_LIMIT:
+                testing.assert_bits_equal(y, torch.from_numpy(model_matvec(x[:M], blocks, name)), f"M={M}")
+
+
+@needs_amx
+@pytest.mark.parametrize("name", FACTORED)
+def test_bias_and_output_dtypes(name):
+    """linear with a bias: float32 sum + bias, rounded once to bfloat16; within the bound before the rounding."""
+    k = hub_kernel()
+    K = 512
+    blocks = packed(name, 35, K, seed=3)
+    x = torch.randn(20, K, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    bias = torch.randn(35, generator=torch.Generator().manual_seed(6))
+    y = k.mul_mat_vec(blocks, x, resolve(name).id, 35)
+    yb = k.linear(x, blocks, name, bias.to(torch.bfloat16))
+    testing.assert_bits_equal(yb, (y + bias.to(torch.bfloat16).float()).to(torch.bfloat16), f"{name} bias")
+    check_bound(y + bias.to(torch.bfloat16).float(), x, blocks, name, bias.to(torch.bfloat16), "bias")
+
+
+@needs_amx
+@pytest.mark.parametrize("name", FACTORED)
+def test_batch_invariance_across_every_m(name):
+    """A row's bits are the same in every slice of more than 8 rows, at any position (one order for every M > 8)."""
+    k = hub_kernel()
+    K = 512
+    blocks = packed(name, 33, K, seed=9)
+    x = torch.randn(70, K, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    full = k.mul_mat_vec(blocks, x, resolve(name).id, 33)
+    for m in (9, 15, 16, 17, 33):
+        for start in {0, 70 - m, (7 * m) % (71 - m)}:
+            testing.assert_bits_equal(k.mul_mat_vec(blocks, x[start:start + m], resolve(name).id, 33),
+                                      full[start:start + m], f"{name} rows {start}..{start + m}")
+    perm = torch.randperm(70, generator=torch.Generator().manual_seed(0))
+    testing.assert_bits_equal(k.mul_mat_vec(blocks, x[perm], resolve(name).id, 33), full[perm], "permuted rows")
+
+
+@needs_amx
+def test_determinism_across_runs_and_thread_counts():
+    k = hub_kernel()
+    before = torch.get_num_threads()
+    try:
+        for name in ("Q4_K", "Q6_K", "Q8_0"):
+            blocks = packed(name, 300, 1024, seed=4)
+            x = torch.randn(40, 1024).to(torch.bfloat16)
+            results = []
+            for threads in (1, 2, 1, 2):
+                torch.set_num_threads(threads)
+                results.append(k.linear(x, blocks, name))
+            for r in results[1:]:
+                testing.assert_bits_equal(r, results[0], f"{name} threads")
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_amx
+@pytest.mark.parametrize("name", ["Q4_K", "Q8_0", "Q6_K"])
+def test_mul_mat_id_slots_stay_in_the_matvec_tier(name):
+    """Every slot equals its row alone (the mat-vec tier), also for an expert that gets more than 16 slots."""
+    k = hub_kernel()
+    E, N, K, T, Uu = 4, 20, 256, 24, 3
+    t = resolve(name)
+    raw = testing.random_blocks(name, E * N * K // t.block_elems, np.random.default_rng(11))
+    blocks = torch.from_numpy(raw.reshape(E, N, -1))
+    x = torch.randn(T, K).to(torch.bfloat16)
+    ids = torch.zeros(T, Uu, dtype=torch.int32)
+    ids[:, 1:] = torch.randint(0, E, (T, Uu - 1), generator=torch.Generator().manual_seed(2), dtype=torch.int32)
+    y = k.mul_mat_id(blocks, x, ids, name, N)
+    for tt in range(T):
+        for u in range(Uu):
+            want = torch.from_numpy(model_matvec(x[tt:tt + 1], blocks[ids[tt, u]], name)[0])
+            testing.assert_bits_equal(y[tt, u], want, f"slot {tt},{u}")
+    alone = k.mul_mat_id(blocks, x[4:5], ids[4:5], name, N)
+    testing.assert_bits_equal(alone[0], y[4], "token alone")
+
+
+@needs_amx
+@pytest.mark.parametrize("name", ["Q8_0", "Q6_K"])
+def test_subnormal_activations_count_as_zero(name):
+    """bfloat16 x below 2^-126 counts as zero in TDPBF16PS (types without offsets: no sum of x)."""
+    k = hub_kernel()
+    K = 256
+    blocks = packed(name, 8, K, seed=12)
+    x = torch.randn(20, K)
+    tiny = torch.zeros(20, K, dtype=torch.bool)
+    tiny[:, ::3] = True
+    sub = x.sign() * (1 + x.abs() % 7) * 2.0 ** -130
+    xb = torch.where(tiny, sub, x).to(torch.bfloat16)
+    assert (xb.float()[tiny] != 0).all() and (xb.float()[tiny].abs() < 2.0 ** -126).all()
+    zeroed = torch.where(tiny, torch.zeros_like(xb), xb)
+    testing.assert_bits_equal(k.mul_mat_vec(blocks, xb, resolve(name).id, 8),
+                              k.mul_mat_vec(blocks, zeroed, resolve(name).id, 8), "bf16 subnormals")
+
+
+CAPPED_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from tests.hub import _load
+from tests.test_matmul import model_linear
+from tests.test_matvec_tier import packed
+from gguf_dequant import reference, testing
+from gguf_dequant.types import resolve
+k, _ = _load()
+for name in ("Q4_K", "Q6_K", "MXFP4"):
+    blocks = packed(name, 19, 512, seed=2)
+    x = torch.randn(12, 512, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    y = k.mul_mat_vec(blocks, x, resolve(name).id, 19)
+    w = reference.dequantize(blocks, name)
+    testing.assert_bits_equal(y, torch.from_numpy(model_linear(x, w)), name + " capped")
+print("matrix order")
+"""
+
+
+@needs_amx
+def test_capped_below_amx_takes_the_matrix_tier():
+    """GGUF_DEQUANT_CPU_ISA=avx512bf16: 12 rows of bfloat16 x take the matrix tier again, bit for bit its model."""
+    hub_kernel()
+    env = dict(os.environ, GGUF_DEQUANT_CPU_ISA="avx512bf16")
+    out = subprocess.run([sys.executable, "-c", CAPPED_SCRIPT.format(root=ROOT)], env=env, cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "matrix order" in out.stdout
+
+
+@needs_amx
+def test_amx_differs_from_the_matvec_model_somewhere():
+    """The AMX tier really runs (its bits are not the mat-vec tier's everywhere)."""
+    k = hub_kernel()
+    blocks = packed("Q8_0", 64, 2048, seed=1)
+    x = torch.randn(12, 2048, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    y = k.mul_mat_vec(blocks, x, 8, 64).numpy()
+    assert not np.array_equal(y.view(np.int32), model_matvec(x, blocks, "Q8_0").view(np.int32))
+    assert math.isfinite(float(np.abs(y).max()))
