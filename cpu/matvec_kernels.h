@@ -4,8 +4,10 @@
 //
 // Factored form: a weight row is chunks of 32 elements (element 32g + j of chunk g); each type gives, per
 // chunk, the 32 codes q (small integers, exact in bfloat16, mapped from their bit fields by one vpermw /
-// vpermt2w table lookup), a scale vector a (lane i scales elements 2i and 2i + 1: one value for the chunk, or
-// two for Q6_K's 16-element sub-blocks) and, for Q4_K and Q5_K, an offset b per chunk: w = a * q + b.
+// vpermt2w table lookup, or for the IQ grid types rows of a bfloat16 copy of the grid with signs applied by
+// masks), a scale vector a (lane i scales elements 2i and 2i + 1: one value for the chunk, or two for
+// 16-element sub-blocks) and, for the offset types, an offset b per chunk (Q4_1, Q5_1, Q4_K, Q5_K) or per
+// 16-element sub-block (Q2_K, OFFSET_SPAN = 16): w = a * q + b.
 // Per output (row m, feature n), in this order:
 //   P_g   = the 16 lane sums of q[2i] * x[2i] + q[2i + 1] * x[2i + 1] over chunk g:
 //           bfloat16 x: vdpbf16ps from +0 (exact products, then +odd, +even; x below 2^-126 counts as zero and a
@@ -13,8 +15,11 @@
 //   acc[g mod 2] = fma(P_g, a_g, acc[g mod 2]), both accumulators from +0, in increasing g;
 //   ofs   = (offset types) 8 lanes, lane j mod 8 of chunk j: ofs = ofs - b_j * X_j, in increasing j, where X_j is
 //           the sum of x over chunk j (lanes x[i] + x[16 + i], then lanes i + 8, i + 4, i + 2, i + 1), computed
-//           once per call for each row of x and shared by every output feature;
-//   y = sum16(acc[0] + acc[1]) (lanes i + 8, i + 4, i + 2, i + 1) [+ sum8(ofs) (i + 4, i + 2, i + 1)] [+ bias].
+//           once per call for each row of x and shared by every output feature; with OFFSET_SPAN = 16, 16
+//           lanes, lane j mod 16 of sub-block j, X_j the sum over sub-block j (x[i] + x[8 + i], then i + 4,
+//           i + 2, i + 1);
+//   y = sum16(acc[0] + acc[1]) (lanes i + 8, i + 4, i + 2, i + 1) [+ sum8(ofs) (i + 4, i + 2, i + 1), or
+//       sum16(ofs) with OFFSET_SPAN = 16] [+ bias].
 // Rows never share a sum, and threads split output features only: batch-invariant and deterministic.
 #if defined(__clang__)
 #pragma clang fp contract(off)
@@ -81,6 +86,7 @@ inline const ScaleTables &scale_tables() {
 struct Tables {
     __m512i lo, hi;
     const ScaleTables *scales;
+    const uint16_t *grid = nullptr;  // IQ grid types: the grid's rows as bfloat16 words (BF16Grid)
 };
 
 // Keeps per-block scales in memory (the stack array just written): each chunk then takes its scale by a broadcast
@@ -97,6 +103,12 @@ inline __m512i nibbles_lo_hi(const uchar *q) {
 // 32 bytes as 32 words.
 inline __m512i widen32(const uchar *q) {
     return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(q)));
+}
+
+// Lanes 0-7 of chunk c: lane 2c of v (sub-block 2c's scale); lanes 8-15: lane 2c + 1 (sub-block 2c + 1).
+inline __m512 pair_scale(__m512 v, int c) {
+    const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
+    return _mm512_permutexvar_ps(idx, v);
 }
 
 // Per block: the chunk scales a (and offsets b), ready for chunk_scale. Types with one chunk per block keep a
@@ -215,10 +227,7 @@ struct Q6_K {
         const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b->scales));
         return {_mm512_mul_ps(_mm512_set1_ps(t.scales->half[b->d.bits]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s)))};
     }
-    static __m512 chunk_scale(const Scales &s, int c) {
-        const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
-        return _mm512_permutexvar_ps(idx, s.a);
-    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
     static __m512i codes(const Block *b, int c, const Tables &t) {
         const int h = c / 4, k = c % 4;
         const __m512i w = widen32(b->ql + 64 * h + 32 * (k % 2));
@@ -282,6 +291,372 @@ struct MXFP4 {
     static Tables tables() { return {bf16_table(kvalues_fp4, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
+// 2-bit codes of chunk c = 4h + g of a Q2_K / Q3_K / TQ2_0 block: (qs[32h + l] >> 2g) & 3, 16 bits each.
+inline __m512i k_crumbs(const uchar *qs, int c) {
+    return _mm512_and_si512(_mm512_srli_epi16(widen32(qs + 32 * (c / 4)), 2 * (c % 4)), _mm512_set1_epi16(3));
+}
+
+// Q3_K: chunk c = 4h + g: low 2 bits k_crumbs, high bit bit c of hmask[l]; q = low2 - 4 + 4 * high (table index
+// low2 + 4 * high). Scale of sub-block i: d * (sc_i - 32), sc_i 6 bits: low 4 from scales[i % 8] (low nibble for
+// i < 8, high for i >= 8), high 2 from (scales[8 + i % 4] >> 2 (i / 4)) & 3.
+struct Q3_K {
+    using Block = block_q3_k;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    struct Scales {
+        __m512 a;  // sub-block i's scale, i < 16
+    };
+    static Scales scales(const Block *b, const Tables &t) {
+        uint64_t lo;
+        uint32_t hi;
+        std::memcpy(&lo, b->scales, 8);
+        std::memcpy(&hi, b->scales + 8, 4);
+        const uint64_t h0 = uint64_t(hi & 0x03030303u) | uint64_t((hi >> 2) & 0x03030303u) << 32;
+        const uint64_t h1 = uint64_t((hi >> 4) & 0x03030303u) | uint64_t((hi >> 6) & 0x03030303u) << 32;
+        const uint64_t s0 = (lo & 0x0F0F0F0F0F0F0F0Full) | h0 << 4, s1 = ((lo >> 4) & 0x0F0F0F0F0F0F0F0Full) | h1 << 4;
+        const __m512i sc = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_set_epi64x(int64_t(s1), int64_t(s0))),
+                                            _mm512_set1_epi32(32));
+        return {_mm512_mul_ps(_mm512_set1_ps(t.scales->half[b->d.bits]), _mm512_cvtepi32_ps(sc))};
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        const __m512i low = k_crumbs(b->qs, c);
+        const __mmask32 high = _mm512_test_epi16_mask(widen32(b->hmask), _mm512_set1_epi16(int16_t(1 << c)));
+        return _mm512_permutexvar_epi16(_mm512_mask_add_epi16(low, high, low, _mm512_set1_epi16(4)), t.lo);
+    }
+    static Tables tables() {
+        static constexpr IotaTable<4, 8> v;
+        return {bf16_table(v.v, 8), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
+// Q2_K: codes k_crumbs (0..3); sub-block i: a = d * lo(scales[i]), offset -dmin * hi(scales[i]) (exact
+// products), one per 16 elements (OFFSET_SPAN).
+struct Q2_K {
+    using Block = block_q2_k;
+    static constexpr int QK = 256, CH = 8, OFFSET_SPAN = 16;
+    static constexpr bool OFFSET = true;
+    struct Scales {
+        __m512 a, b;  // sub-block i's scale and subtracted offset, i < 16
+    };
+    static Scales scales(const Block *b, const Tables &t) {
+        const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->scales)));
+        return {_mm512_mul_ps(_mm512_set1_ps(t.scales->half[b->d.bits]),
+                              _mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(0xF)))),
+                _mm512_mul_ps(_mm512_set1_ps(t.scales->half[b->dmin.bits]), _mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)))};
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return _mm512_permutexvar_epi16(k_crumbs(b->qs, c), t.lo); }
+    static Tables tables() {
+        static constexpr IotaTable<0, 4> v;
+        return {bf16_table(v.v, 4), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
+// TQ2_0: codes k_crumbs - 1, one scale d.
+struct TQ2_0 {
+    using Block = block_tq2_0;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    struct Scales {
+        const float *a;
+    };
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return _mm512_permutexvar_epi16(k_crumbs(b->qs, c), t.lo); }
+    static Tables tables() {
+        static constexpr IotaTable<1, 4> v;
+        return {bf16_table(v.v, 4), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
+// The 32-element legacy types: 4-bit codes as Q4_0 (Q5_0, Q5_1: plus bit j of the little-endian qh as the fifth
+// bit of element j), a = d; Q4_1 and Q5_1 add m (one offset per chunk).
+template <typename B>
+inline __m512i fifth_bit(const B *b, __m512i q) {
+    uint32_t qh;
+    std::memcpy(&qh, b->qh, 4);
+    return _mm512_mask_add_epi16(q, qh, q, _mm512_set1_epi16(16));
+}
+
+struct DScale {
+    const float *a;
+};
+
+struct DMScales {
+    const float *a;
+    float b;  // subtracted offset: -m
+};
+
+template <typename B, int FIRST, int COUNT>
+struct Legacy {
+    using Block = B;
+    static constexpr int QK = 32, CH = 1;
+    static Tables tables() {
+        static constexpr IotaTable<-FIRST, COUNT> v;
+        return {bf16_table(v.v, COUNT), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
+struct Q4_1 : Legacy<block_q4_1, 0, 16> {
+    static constexpr bool OFFSET = true;
+    using Scales = DMScales;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits, -t.scales->half[b->m.bits]}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
+};
+
+struct Q5_0 : Legacy<block_q5_0, -16, 32> {
+    static constexpr bool OFFSET = false;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int, const Tables &t) {
+        return _mm512_permutexvar_epi16(fifth_bit(b, nibbles_lo_hi(b->qs)), t.lo);
+    }
+};
+
+struct Q5_1 : Legacy<block_q5_1, 0, 32> {
+    static constexpr bool OFFSET = true;
+    using Scales = DMScales;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits, -t.scales->half[b->m.bits]}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int, const Tables &t) {
+        return _mm512_permutexvar_epi16(fifth_bit(b, nibbles_lo_hi(b->qs)), t.lo);
+    }
+};
+
+struct IQ4_NL {
+    using Block = block_iq4_nl;
+    static constexpr int QK = 32, CH = 1;
+    static constexpr bool OFFSET = false;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
+    static Tables tables() { return {bf16_table(kvalues_iq4nl, 16), _mm512_setzero_si512(), &scale_tables()}; }
+};
+
+// The IQ grid types: codes are grid values (small positive integers) with signs; the grids are copied once into
+// bfloat16 words (exact), so a chunk's codes are 4 rows of 8 (IQ2) or 8 rows of 4 (IQ3) loads, and the signs one
+// mask: bit j set negates element j (flips the bfloat16 sign bit).
+template <int ROWS, int W>
+struct BF16Grid {
+    alignas(64) uint16_t v[ROWS][W];
+    template <typename E>
+    explicit BF16Grid(const E (&grid)[ROWS][W]) {
+        for (int r = 0; r < ROWS; ++r) {
+            for (int j = 0; j < W; ++j) v[r][j] = uint16_t(as_type<uint32_t>(float(grid[r][j])) >> 16);
+        }
+    }
+};
+
+template <typename E, int ROWS, int W>
+inline Tables grid_tables(const E (&grid)[ROWS][W]) {
+    static const BF16Grid<ROWS, W> g(grid);  // one per grid: each grid_tables instantiation sees one array type
+    Tables t{_mm512_setzero_si512(), _mm512_setzero_si512(), &scale_tables()};
+    t.grid = &g.v[0][0];
+    return t;
+}
+
+// Rows r0..r3 of an 8-wide bfloat16 grid: elements 0-7, 8-15, 16-23, 24-31.
+inline __m512i grid_rows8(const uint16_t *grid, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+    const auto row = [grid](uint32_t r) { return _mm_load_si128(reinterpret_cast<const __m128i *>(grid + 8 * r)); };
+    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(row(r0)), row(r1), 1);
+    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(row(r2)), row(r3), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+// Rows idx[0..7] (64-bit lanes) of a 4-wide bfloat16 grid.
+inline __m512i grid_rows4(const uint16_t *grid, __m512i idx) { return _mm512_i64gather_epi64(idx, grid, 8); }
+
+inline __m512i with_signs(__m512i codes, uint32_t negative) {
+    return _mm512_xor_si512(codes, _mm512_maskz_mov_epi16(negative, _mm512_set1_epi16(int16_t(0x8000))));
+}
+
+// ksigns_iq2xs of four 7-bit indices (bits 7l..7l+6 of s) as one 32-bit mask: byte l is index l with its parity
+// as bit 7.
+inline uint32_t ksigns32(uint32_t s) {
+    const uint32_t v = _pdep_u32(s, 0x7F7F7F7Fu);
+    uint32_t p = v ^ (v >> 4);
+    p ^= p >> 2;
+    p ^= p >> 1;
+    return v | (p & 0x01010101u) << 7;
+}
+
+// db = d * (0.5 + ls) * SCALE of 8 4-bit ls (IQ2_XXS, IQ3_XXS: one per chunk), in the decode functions' order.
+inline void iq_db8(float *a, float d, __m256 ls, float scale) {
+    _mm256_store_ps(a, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d), _mm256_add_ps(_mm256_set1_ps(0.5f), ls)),
+                                     _mm256_set1_ps(scale)));
+    scales_in_memory(a);
+}
+
+// IQ2_XS, IQ2_S: scales[g] low nibble for sub-block 2g, high for 2g + 1: db = d * (0.5 + s) * 0.25.
+inline __m512 iq2_db16(float d, const uchar *scales) {
+    const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(scales));
+    const __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0xF)), hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0xF));
+    const __m512 ls = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(d), _mm512_add_ps(_mm512_set1_ps(0.5f), ls)), _mm512_set1_ps(0.25f));
+}
+
+struct ChunkScales8 {
+    alignas(32) float a[8];
+};
+
+struct SubScales16 {
+    __m512 a;  // sub-block i's scale, i < 16
+};
+
+// IQ2_XXS: chunk g is the u64 at qs[4g]: bytes 0-3 index rows, bits 32-59 hold 4 ksigns indices, 60-63 ls.
+struct IQ2_XXS {
+    using Block = block_iq2_xxs;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = ChunkScales8;
+    static Scales scales(const Block *b, const Tables &t) {
+        Scales s;
+        const __m512i w = _mm512_loadu_si512(b->qs);
+        iq_db8(s.a, t.scales->half[b->d.bits], _mm512_cvtepi64_ps(_mm512_srli_epi64(w, 60)), 0.25f);
+        return s;
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        uint64_t v;
+        std::memcpy(&v, b->qs + 4 * c, 8);
+        const __m512i g = grid_rows8(t.grid, v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF, (v >> 24) & 0xFF);
+        return with_signs(g, ksigns32(uint32_t(v >> 32)));
+    }
+    static Tables tables() { return grid_tables(iq2xxs_grid); }
+};
+
+// IQ2_XS: chunk g is 4 u16 words qs[4g + l]: bits 0-8 index a row, 9-15 a ksigns entry.
+struct IQ2_XS {
+    using Block = block_iq2_xs;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = SubScales16;
+    static Scales scales(const Block *b, const Tables &t) { return {iq2_db16(t.scales->half[b->d.bits], b->scales)}; }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        uint64_t v;
+        std::memcpy(&v, b->qs + 4 * c, 8);
+        const __m512i g = grid_rows8(t.grid, v & 511, (v >> 16) & 511, (v >> 32) & 511, (v >> 48) & 511);
+        return with_signs(g, ksigns32(uint32_t(_pext_u64(v, 0xFE00FE00FE00FE00ull))));
+    }
+    static Tables tables() { return grid_tables(iq2xs_grid); }
+};
+
+// IQ2_S: row l of chunk g: qs[4g + l] | ((qh[g] >> 2l) & 3) << 8; signs: the u32 at qs[32 + 4g].
+struct IQ2_S {
+    using Block = block_iq2_s;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = SubScales16;
+    static Scales scales(const Block *b, const Tables &t) { return {iq2_db16(t.scales->half[b->d.bits], b->scales)}; }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        uint32_t idx, signs;
+        std::memcpy(&idx, b->qs + 4 * c, 4);
+        std::memcpy(&signs, b->qs + 32 + 4 * c, 4);
+        const uint32_t h = b->qh[c];
+        const __m512i g = grid_rows8(t.grid, (idx & 0xFF) | (h & 3) << 8, ((idx >> 8) & 0xFF) | (h & 0xC) << 6,
+                                     ((idx >> 16) & 0xFF) | (h & 0x30) << 4, (idx >> 24) | (h & 0xC0) << 2);
+        return with_signs(g, signs);
+    }
+    static Tables tables() { return grid_tables(iq2s_grid); }
+};
+
+// IQ3_XXS: chunk g: rows qs[8g + k]; the u32 at qs[64 + 4g] holds 4 ksigns indices and ls (bits 28-31).
+struct IQ3_XXS {
+    using Block = block_iq3_xxs;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = ChunkScales8;
+    static Scales scales(const Block *b, const Tables &t) {
+        Scales s;
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b->qs + 64));
+        iq_db8(s.a, t.scales->half[b->d.bits], _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 28)), 0.5f);
+        return s;
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        uint32_t sw;
+        std::memcpy(&sw, b->qs + 64 + 4 * c, 4);
+        const __m512i idx = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b->qs + 8 * c)));
+        return with_signs(grid_rows4(t.grid, idx), ksigns32(sw));
+    }
+    static Tables tables() { return grid_tables(iq3xxs_grid); }
+};
+
+// IQ3_S: chunk g: rows qs[8g + k] | bit k of qh[g] << 8; signs: the u32 at signs[4g]; db = d * (1 + 2s), s the
+// nibble g of the u32 scales.
+struct IQ3_S {
+    using Block = block_iq3_s;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = ChunkScales8;
+    static Scales scales(const Block *b, const Tables &t) {
+        uint32_t sc;
+        std::memcpy(&sc, b->scales, 4);
+        const __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(sc)),
+                                                             _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                                           _mm256_set1_epi32(0xF));
+        const __m256 odd = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_slli_epi32(s, 1), _mm256_set1_epi32(1)));
+        Scales r;
+        _mm256_store_ps(r.a, _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), odd));
+        scales_in_memory(r.a);
+        return r;
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        uint32_t signs;
+        std::memcpy(&signs, b->signs + 4 * c, 4);
+        const __m512i low = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b->qs + 8 * c)));
+        const __m512i idx = _mm512_mask_or_epi64(low, __mmask8(b->qh[c]), low, _mm512_set1_epi64(256));
+        return with_signs(grid_rows4(t.grid, idx), signs);
+    }
+    static Tables tables() { return grid_tables(iq3s_grid); }
+};
+
+// Q1_0: chunk c is the bits of the u32 at qs[4c]: q = +1 where set, -1 where clear; a = d.
+struct Q1_0 {
+    using Block = block_q1_0;
+    static constexpr int QK = 128, CH = 4;
+    static constexpr bool OFFSET = false;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int c, const Tables &) {
+        uint32_t bits;
+        std::memcpy(&bits, b->qs + 4 * c, 4);
+        return _mm512_mask_blend_epi16(bits, _mm512_set1_epi16(int16_t(0xBF80)), _mm512_set1_epi16(0x3F80));
+    }
+    static Tables tables() { return {_mm512_setzero_si512(), _mm512_setzero_si512(), &scale_tables()}; }
+};
+
+// Q2_0: chunk c: element j is (qs[8c + j / 4] >> 2 (j % 4)) & 3, q = that - 1; a = d.
+struct Q2_0 {
+    using Block = block_q2_0;
+    static constexpr int QK = 64, CH = 2;
+    static constexpr bool OFFSET = false;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(b->qs + 8 * c));
+        const __m256i each4 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(bytes),
+                                                  _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+                                                                   4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7));
+        const __m512i shifts = _mm512_set4_epi32(0x00060004, 0x00020000, 0x00060004, 0x00020000);
+        const __m512i q = _mm512_and_si512(_mm512_srlv_epi16(_mm512_cvtepu8_epi16(each4), shifts), _mm512_set1_epi16(3));
+        return _mm512_permutexvar_epi16(q, t.lo);
+    }
+    static Tables tables() {
+        static constexpr IotaTable<1, 4> v;
+        return {bf16_table(v.v, 4), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
 // The weight bytes PREFETCH_DISTANCE ahead of block b (the rows of a work item are consecutive): the hardware
 // prefetchers alone leave this loop waiting on DRAM when the weights are cold.
 constexpr int PREFETCH_DISTANCE = 2048;
@@ -327,6 +702,14 @@ inline void store_output(void *row, int64_t n, float y, OutKind kind) {
     }
 }
 
+// Elements per offset: 0 without offsets, else 32 (one per chunk) or the type's OFFSET_SPAN.
+template <typename F>
+constexpr int offset_span() {
+    if constexpr (!F::OFFSET) return 0;
+    else if constexpr (requires { F::OFFSET_SPAN; }) return F::OFFSET_SPAN;
+    else return 32;
+}
+
 // Feature n of R rows (x[r], sums[r], out[r]) of one job.
 template <typename F, bool BF16, int R>
 inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, const float *const *sums,
@@ -334,10 +717,13 @@ inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, 
     const typename F::Block *blocks = reinterpret_cast<const typename F::Block *>(job.w + n * job.row_bytes);
     const int64_t n_blocks = job.K / F::QK;
     constexpr int G = F::CH == 1 ? 2 : 1;  // blocks per step: chunk g's accumulator g % 2 is a constant
+    constexpr int SPAN = offset_span<F>();
     __m512 acc[R][2];
-    __m256 ofs[R];
+    __m256 ofs[R];     // SPAN 32: lane j mod 8 of chunk j
+    __m512 ofs16[R];   // SPAN 16: lane j mod 16 of sub-block j
+    alignas(32) float pending[8] = {};  // one-chunk blocks: the offsets of chunks 8 (i / 8) .. i
     for (int r = 0; r < R; ++r) {
-        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        acc[r][0] = acc[r][1] = ofs16[r] = _mm512_setzero_ps();
         ofs[r] = _mm256_setzero_ps();
     }
     for (int64_t i0 = 0; i0 < n_blocks; i0 += G) {
@@ -356,14 +742,29 @@ inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, 
                                                                    acc[r][(bb * F::CH + c) % 2]);
                 }
             }
-            if constexpr (F::OFFSET) {
+            if constexpr (SPAN == 16) {
+                static_assert(F::QK == 256);
+                for (int r = 0; r < R; ++r) ofs16[r] = _mm512_fnmadd_ps(s.b, _mm512_loadu_ps(sums[r] + 16 * i), ofs16[r]);
+            } else if constexpr (SPAN == 32 && F::CH == 1) {
+                // Gathered 8 chunks at a time; lanes past the last chunk add -(0 * 0), which changes no sum.
+                pending[i % 8] = s.b;
+                if (i % 8 == 7 || i + 1 == n_blocks) {
+                    const __mmask8 live = __mmask8((2u << (i % 8)) - 1);
+                    const __m256 bv = _mm256_maskz_load_ps(live, pending);
+                    for (int r = 0; r < R; ++r) {
+                        ofs[r] = _mm256_fnmadd_ps(bv, _mm256_maskz_loadu_ps(live, sums[r] + (i - i % 8)), ofs[r]);
+                    }
+                }
+            } else if constexpr (SPAN == 32) {
+                static_assert(F::CH == 8);
                 for (int r = 0; r < R; ++r) ofs[r] = _mm256_fnmadd_ps(s.b, _mm256_loadu_ps(sums[r] + 8 * i), ofs[r]);
             }
         }
     }
     for (int r = 0; r < R; ++r) {
         float y = sum16(_mm512_add_ps(acc[r][0], acc[r][1]));
-        if constexpr (F::OFFSET) y = y + sum8(ofs[r]);
+        if constexpr (SPAN == 16) y = y + sum16(ofs16[r]);
+        if constexpr (SPAN == 32) y = y + sum8(ofs[r]);
         if (job.bias) y = y + job.bias[n];
         store_output(out[r], n, y, job.out_kind);
     }
@@ -395,19 +796,37 @@ FeatureFn pick(bool bf16) {
     return bf16 ? feature<F, true> : feature<F, false>;
 }
 
+// Every type with a factored kernel: GGUF type id, struct.
+#define GGUF_MV_TYPES(X) \
+    X(2, Q4_0)           \
+    X(3, Q4_1)           \
+    X(6, Q5_0)           \
+    X(7, Q5_1)           \
+    X(8, Q8_0)           \
+    X(10, Q2_K)          \
+    X(11, Q3_K)          \
+    X(12, Q4_K)          \
+    X(13, Q5_K)          \
+    X(14, Q6_K)          \
+    X(16, IQ2_XXS)       \
+    X(17, IQ2_XS)        \
+    X(18, IQ3_XXS)       \
+    X(20, IQ4_NL)        \
+    X(21, IQ3_S)         \
+    X(22, IQ2_S)         \
+    X(23, IQ4_XS)        \
+    X(35, TQ2_0)         \
+    X(39, MXFP4)         \
+    X(41, Q1_0)          \
+    X(42, Q2_0)
+
 inline bool factored(int64_t qtype, FeatureFn *fn, Tables *table, bool bf16) {
     switch (qtype) {
 #define GGUF_MV_CASE(ID, T) \
     case ID:                 \
         if (fn) *fn = pick<T>(bf16), *table = T::tables(); \
         return true;
-        GGUF_MV_CASE(2, Q4_0)
-        GGUF_MV_CASE(8, Q8_0)
-        GGUF_MV_CASE(12, Q4_K)
-        GGUF_MV_CASE(13, Q5_K)
-        GGUF_MV_CASE(14, Q6_K)
-        GGUF_MV_CASE(23, IQ4_XS)
-        GGUF_MV_CASE(39, MXFP4)
+        GGUF_MV_TYPES(GGUF_MV_CASE)
 #undef GGUF_MV_CASE
     }
     return false;
@@ -415,7 +834,17 @@ inline bool factored(int64_t qtype, FeatureFn *fn, Tables *table, bool bf16) {
 
 bool supports(int64_t qtype) { return factored(qtype, nullptr, nullptr, false); }
 
-bool offsets(int64_t qtype) { return qtype == 12 || qtype == 13; }
+int offset_span(int64_t qtype) {
+    switch (qtype) {
+#define GGUF_MV_SPAN(ID, T) \
+    case ID: return offset_span<T>();
+        GGUF_MV_TYPES(GGUF_MV_SPAN)
+#undef GGUF_MV_SPAN
+    }
+    return 0;
+}
+
+bool offsets(int64_t qtype) { return offset_span(qtype) != 0; }
 
 void matvec(const MatvecJob *jobs, int64_t n_jobs) {
     constexpr int64_t FEATURES = 8;  // output features per work item

@@ -24,7 +24,8 @@ from gguf_dequant.types import resolve
 from .hub import hub_kernel
 
 U = 2.0 ** -24
-FACTORED = ["Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4"]
+FACTORED = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS",
+            "IQ3_XXS", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "TQ2_0", "MXFP4", "Q1_0", "Q2_0"]
 ROW_LIMIT = 8  # MAX_GEMV_ROWS
 
 
@@ -58,28 +59,76 @@ def _half(raw: np.ndarray, offset: int) -> np.ndarray:
     return raw[:, offset:offset + 2].copy().view(np.float16)[:, 0].astype(np.float64)
 
 
-def factors(blocks: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(q, a, b) of (N, row_bytes) blocks: q and a per element (N, K), b per 32-element chunk (N, K / 32) or
-    None; w = a * q (+ b) exactly, w the decoded value (up to its one rounding for Q4_K / Q5_K)."""
-    t = resolve(name)
-    n = blocks.shape[0]
-    raw = blocks.numpy().reshape(-1, t.block_bytes)
-    per_block = lambda v, elems: np.repeat(v.reshape(n, -1), elems, axis=1)  # noqa: E731
-    b = None
-    if t.name in ("Q4_0", "Q8_0"):
-        a = per_block(_half(raw, 0), 32)
-    elif t.name == "MXFP4":
-        a = per_block(np.ldexp(1.0, raw[:, 0].astype(np.int64) - 128), 32)
-    elif t.name == "IQ4_XS":
-        d = _half(raw, 0)
+def _u32(raw: np.ndarray, offset: int) -> np.ndarray:
+    return raw[:, offset:offset + 4].copy().view("<u4")[:, 0].astype(np.int64)
+
+
+def _iq_db(d: np.ndarray, ls: np.ndarray, scale: float) -> np.ndarray:
+    """d * (0.5 + ls) * scale in float32, the decode functions' order."""
+    return (d.astype(np.float32)[:, None] * (np.float32(0.5) + ls.astype(np.float32)) * np.float32(scale)).astype(
+        np.float64)
+
+
+# Where each offset type's offset field is (zeroed, the decoded values are a * q): Q4_1 / Q5_1's m, Q2_K's dmin.
+OFFSET_FIELD = {"Q4_1": (2, 4), "Q5_1": (2, 4), "Q2_K": (82, 84)}
+
+
+def _run_scales(raw: np.ndarray, name: str) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Per block: (scales of its runs, run length, offsets per run or None), from the fields (facts of the
+    layouts, formats.md); w = scale * q + offset."""
+    if name in ("Q4_0", "Q8_0", "Q5_0", "IQ4_NL"):
+        return _half(raw, 0)[:, None], 32, None
+    if name in ("Q4_1", "Q5_1"):
+        return _half(raw, 0)[:, None], 32, _half(raw, 2)[:, None]
+    if name == "MXFP4":
+        return np.ldexp(1.0, raw[:, :1].astype(np.int64) - 128), 32, None
+    if name == "Q1_0":
+        return _half(raw, 0)[:, None], 128, None
+    if name == "Q2_0":
+        return _half(raw, 0)[:, None], 64, None
+    if name == "TQ2_0":
+        return _half(raw, 64)[:, None], 256, None
+    if name == "IQ4_XS":
         sh = raw[:, 2].astype(np.int64) | raw[:, 3].astype(np.int64) << 8
         sl = raw[:, 4:8].astype(np.int64)
         g = np.arange(8)
         ls = ((sl[:, g // 2] >> (4 * (g % 2))) & 0xF) | (((sh[:, None] >> (2 * g)) & 3) << 4)
-        a = per_block(d[:, None] * (ls - 32), 32)
-    elif t.name == "Q6_K":
-        a = per_block(_half(raw, 208)[:, None] * raw[:, 192:208].view(np.int8), 16)
-    else:  # Q4_K, Q5_K: a from the codes set to 1 with dmin = 0, b from d = 0
+        return _half(raw, 0)[:, None] * (ls - 32), 32, None
+    if name == "Q6_K":
+        return _half(raw, 208)[:, None] * raw[:, 192:208].view(np.int8), 16, None
+    if name == "Q3_K":
+        sc = raw[:, 96:108].astype(np.int64)
+        i = np.arange(16)
+        lo = np.where(i < 8, sc[:, i % 8] & 0xF, sc[:, i % 8] >> 4)
+        hi = (sc[:, 8 + i % 4] >> (2 * (i // 4))) & 3
+        return _half(raw, 108)[:, None] * ((lo | hi << 4) - 32), 16, None
+    if name == "Q2_K":
+        sc = raw[:, 0:16].astype(np.int64)
+        return _half(raw, 80)[:, None] * (sc & 0xF), 16, -_half(raw, 82)[:, None] * (sc >> 4)
+    if name == "IQ2_XXS":
+        ls = np.stack([_u32(raw, 2 + 8 * g + 4) >> 28 for g in range(8)], axis=1)
+        return _iq_db(_half(raw, 0), ls, 0.25), 32, None
+    if name in ("IQ2_XS", "IQ2_S"):
+        sc = raw[:, 66:74] if name == "IQ2_XS" else raw[:, 74:82]
+        ls = np.stack([sc & 0xF, sc >> 4], axis=2).reshape(len(raw), 16)
+        return _iq_db(_half(raw, 0), ls, 0.25), 16, None
+    if name == "IQ3_XXS":
+        ls = np.stack([_u32(raw, 66 + 4 * g) >> 28 for g in range(8)], axis=1)
+        return _iq_db(_half(raw, 0), ls, 0.5), 32, None
+    if name == "IQ3_S":
+        s = (_u32(raw, 106)[:, None] >> (4 * np.arange(8))) & 0xF
+        return (_half(raw, 0).astype(np.float32)[:, None] * (1 + 2 * s).astype(np.float32)).astype(np.float64), 32, None
+    raise KeyError(name)
+
+
+def factors(blocks: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(q, a, b) of (N, row_bytes) blocks: q and a per element (N, K), b per offset run (N, K / run) or None;
+    w = a * q (+ b) exactly, w the decoded value (up to its one rounding for the offset types)."""
+    t = resolve(name)
+    n = blocks.shape[0]
+    raw = blocks.numpy().reshape(-1, t.block_bytes)
+    per_block = lambda v, elems: np.repeat(v.reshape(n, -1), elems, axis=1)  # noqa: E731
+    if t.name in ("Q4_K", "Q5_K"):  # a from the codes set to 1 with dmin = 0, b from d = 0
         qs, qh = (16, None) if t.name == "Q4_K" else (48, (16, 48))
         ones = raw.copy()
         ones[:, 2:4] = 0
@@ -95,7 +144,17 @@ def factors(blocks: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np
         b = reference.dequantize(torch.from_numpy(no_d.reshape(n, -1)), name).double().numpy()[:, ::32]
         q = np.divide(w_a, a, out=np.zeros_like(a), where=a != 0)
         return q, a, b
-    w = reference.dequantize(blocks, name).double().numpy()
+    scales, run, offsets = _run_scales(raw, t.name)
+    a = per_block(scales, run)
+    if offsets is None:
+        w = reference.dequantize(blocks, name).double().numpy()
+        b = None
+    else:
+        no_offset = raw.copy()
+        lo, hi = OFFSET_FIELD[t.name]
+        no_offset[:, lo:hi] = 0
+        w = reference.dequantize(torch.from_numpy(no_offset.reshape(n, -1)), name).double().numpy()
+        b = offsets.reshape(n, -1)
     q = np.divide(w, a, out=np.zeros_like(a), where=a != 0)
     return q, a, b
 
@@ -128,11 +187,14 @@ def model_matvec(x: torch.Tensor, blocks: torch.Tensor, name: str, bias: torch.T
     for g in range(c):
         acc[g % 2] = fma32(p[:, :, g], lane_scale[:, :, g], acc[g % 2])
     y = tree(acc[0] + acc[1])
-    if b is not None:
-        sums = tree(x.reshape(m, c, 32)[..., :16] + x.reshape(m, c, 32)[..., 16:])  # (M, C)
-        ofs = np.zeros((m, qc.shape[1], 8), np.float32)
-        for g in range(c):
-            ofs[..., g % 8] = fma32(b[None, :, g].astype(np.float32), sums[:, None, g], ofs[..., g % 8])
+    if b is not None:  # runs of 32 elements (8 lanes) or 16 (Q2_K: 16 lanes)
+        runs = b.shape[1]
+        span, lanes = k // runs, 8 if k // runs == 32 else 16
+        xr = x.reshape(m, runs, span)
+        sums = tree(xr[..., :span // 2] + xr[..., span // 2:])  # (M, runs)
+        ofs = np.zeros((m, qc.shape[1], lanes), np.float32)
+        for g in range(runs):
+            ofs[..., g % lanes] = fma32(b[None, :, g].astype(np.float32), sums[:, None, g], ofs[..., g % lanes])
         y = y + tree(ofs)
     if bias is not None:
         y = y + bias.float().numpy()
@@ -147,7 +209,7 @@ def bound_v2(x: torch.Tensor, blocks: torch.Tensor, name: str, bias=None):
     exact = x64 @ w.T
     mag = np.abs(x64) @ np.abs(a * q).T
     if b is not None:
-        mag = mag + np.abs(x64) @ np.repeat(np.abs(b), 32, axis=1).T
+        mag = mag + np.abs(x64) @ np.repeat(np.abs(b), x.shape[-1] // b.shape[1], axis=1).T
     n = math.ceil(x.shape[-1] / 64) + 9
     if bias is not None:
         exact, mag, n = exact + bias.double().numpy(), mag + np.abs(bias.double().numpy()), n + 1
@@ -161,7 +223,8 @@ def packed(name: str, n: int, k: int, seed: int):
 
 
 def k_values(name: str) -> list[int]:
-    return [256, 512, 4096] if resolve(name).block_elems == 256 else [32, 96, 2048]
+    be = resolve(name).block_elems
+    return [256, 512, 4096] if be == 256 else [be, 13 * be if be <= 64 else 3 * be, 2048]
 
 
 @needs_tier
