@@ -29,7 +29,8 @@ Isa best_isa() {
                           __builtin_cpu_supports("f16c");
         const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-        const bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("bmi2");
+        const bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("bmi2") &&
+                          __builtin_cpu_supports("avx512vbmi");
         if (env && std::strcmp(env, "baseline") == 0) return Isa::baseline;
         if (env && std::strcmp(env, "avx2") == 0) return avx2 ? Isa::avx2 : Isa::baseline;
         if (env && std::strcmp(env, "avx512") == 0) return avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;

@@ -383,10 +383,14 @@ struct DScale {
     const float *a;
 };
 
-struct DMScales {
-    const float *a;
-    float b;  // subtracted offset: -m
-};
+// Q4_1, Q5_1: the subtracted offsets (-m) of blocks b[0..7] (lanes past `live` zero), from their m fields.
+template <typename B>
+inline __m256 minus_m8(const B *b, __mmask8 live) {
+    const __m256i at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(int(sizeof(B))));
+    const char *m = reinterpret_cast<const char *>(&b->m);  // 32 bits read from each m: m and the next field
+    const __m256i bits = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), live, at, m, 1);
+    return _mm256_xor_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(bits)), _mm256_set1_ps(-0.0f));
+}
 
 template <typename B, int FIRST, int COUNT>
 struct Legacy {
@@ -400,8 +404,9 @@ struct Legacy {
 
 struct Q4_1 : Legacy<block_q4_1, 0, 16> {
     static constexpr bool OFFSET = true;
-    using Scales = DMScales;
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits, -t.scales->half[b->m.bits]}; }
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m256 offsets8(const Block *b, __mmask8 live) { return minus_m8(b, live); }
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
 };
@@ -418,8 +423,9 @@ struct Q5_0 : Legacy<block_q5_0, -16, 32> {
 
 struct Q5_1 : Legacy<block_q5_1, 0, 32> {
     static constexpr bool OFFSET = true;
-    using Scales = DMScales;
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits, -t.scales->half[b->m.bits]}; }
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m256 offsets8(const Block *b, __mmask8 live) { return minus_m8(b, live); }
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) {
         return _mm512_permutexvar_epi16(fifth_bit(b, nibbles_lo_hi(b->qs)), t.lo);
@@ -470,18 +476,26 @@ inline __m512i grid_rows8(const uint16_t *grid, uint32_t r0, uint32_t r1, uint32
 // Rows idx[0..7] (64-bit lanes) of a 4-wide bfloat16 grid.
 inline __m512i grid_rows4(const uint16_t *grid, __m512i idx) { return _mm512_i64gather_epi64(idx, grid, 8); }
 
-inline __m512i with_signs(__m512i codes, uint32_t negative) {
+inline __m512i with_signs(__m512i codes, __mmask32 negative) {
     return _mm512_xor_si512(codes, _mm512_maskz_mov_epi16(negative, _mm512_set1_epi16(int16_t(0x8000))));
 }
 
-// ksigns_iq2xs of four 7-bit indices (bits 7l..7l+6 of s) as one 32-bit mask: byte l is index l with its parity
-// as bit 7.
-inline uint32_t ksigns32(uint32_t s) {
-    const uint32_t v = _pdep_u32(s, 0x7F7F7F7Fu);
-    uint32_t p = v ^ (v >> 4);
-    p ^= p >> 2;
-    p ^= p >> 1;
-    return v | (p & 0x01010101u) << 7;
+// The sign masks of a block's 8 chunks: chunk c's 4 ksigns_iq2xs indices are the 7-bit fields of 64-bit lane c of
+// `words` at bit offsets `at` (bytes 0-3 of each lane); signs[c] is ksigns_iq2xs of them as one 32-bit mask: byte
+// l is index l with its parity as bit 7.
+struct Signs8 {
+    alignas(64) uint64_t m[8];
+    __mmask32 chunk(int c) const { return _load_mask32(reinterpret_cast<__mmask32 *>(const_cast<uint64_t *>(m + c))); }
+};
+
+inline void ksigns8(Signs8 &out, __m512i words, uint32_t at) {
+    const __m512i v = _mm512_and_si512(_mm512_multishift_epi64_epi8(_mm512_set1_epi64(int64_t(at)), words),
+                                       _mm512_set1_epi32(0x7F7F7F7F));
+    __m512i p = _mm512_xor_si512(v, _mm512_srli_epi16(v, 4));  // bit 0 of each byte: the byte's parity
+    p = _mm512_xor_si512(p, _mm512_srli_epi16(p, 2));
+    p = _mm512_xor_si512(p, _mm512_srli_epi16(p, 1));
+    _mm512_store_si512(out.m, _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(p, _mm512_set1_epi8(1)), 7)));
+    scales_in_memory(reinterpret_cast<const float *>(out.m));
 }
 
 // db = d * (0.5 + ls) * SCALE of 8 4-bit ls (IQ2_XXS, IQ3_XXS: one per chunk), in the decode functions' order.
@@ -503,6 +517,26 @@ struct ChunkScales8 {
     alignas(32) float a[8];
 };
 
+struct SignedChunkScales8 {  // IQ2_XXS
+    alignas(32) float a[8];
+    Signs8 signs;
+};
+
+// ksigns_iq2xs of four 7-bit indices (bits 7l..7l+6 of s) as one 32-bit mask, in scalar registers (IQ3_XXS: its
+// gathered grid rows would wait on the stores of Signs8).
+inline __mmask32 ksigns32(uint32_t s) {
+    const uint32_t v = _pdep_u32(s, 0x7F7F7F7Fu);
+    uint32_t p = v ^ (v >> 4);
+    p ^= p >> 2;
+    p ^= p >> 1;
+    return v | (p & 0x01010101u) << 7;
+}
+
+struct SignedSubScales16 {  // IQ2_XS
+    __m512 a;  // sub-block i's scale, i < 16
+    Signs8 signs;
+};
+
 struct SubScales16 {
     __m512 a;  // sub-block i's scale, i < 16
 };
@@ -512,20 +546,20 @@ struct IQ2_XXS {
     using Block = block_iq2_xxs;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    using Scales = ChunkScales8;
+    using Scales = SignedChunkScales8;
     static Scales scales(const Block *b, const Tables &t) {
         Scales s;
         const __m512i w = _mm512_loadu_si512(b->qs);
         iq_db8(s.a, t.scales->half[b->d.bits], _mm512_cvtepi64_ps(_mm512_srli_epi64(w, 60)), 0.25f);
+        ksigns8(s.signs, w, 0x35'2E'27'20u);  // bits 32, 39, 46, 53
         return s;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
-    static __m512i codes(const Block *b, int c, const Tables &t) {
-        uint64_t v;
-        std::memcpy(&v, b->qs + 4 * c, 8);
-        const __m512i g = grid_rows8(t.grid, v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF, (v >> 24) & 0xFF);
-        return with_signs(g, ksigns32(uint32_t(v >> 32)));
+    static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
+        const uchar *r = reinterpret_cast<const uchar *>(b->qs + 4 * c);
+        return with_signs(grid_rows8(t.grid, r[0], r[1], r[2], r[3]), s.signs.chunk(c));
     }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq2xxs_grid); }
 };
 
@@ -534,15 +568,19 @@ struct IQ2_XS {
     using Block = block_iq2_xs;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    using Scales = SubScales16;
-    static Scales scales(const Block *b, const Tables &t) { return {iq2_db16(t.scales->half[b->d.bits], b->scales)}; }
-    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
-    static __m512i codes(const Block *b, int c, const Tables &t) {
-        uint64_t v;
-        std::memcpy(&v, b->qs + 4 * c, 8);
-        const __m512i g = grid_rows8(t.grid, v & 511, (v >> 16) & 511, (v >> 32) & 511, (v >> 48) & 511);
-        return with_signs(g, ksigns32(uint32_t(_pext_u64(v, 0xFE00FE00FE00FE00ull))));
+    using Scales = SignedSubScales16;
+    static Scales scales(const Block *b, const Tables &t) {
+        Scales s;
+        s.a = iq2_db16(t.scales->half[b->d.bits], b->scales);
+        ksigns8(s.signs, _mm512_loadu_si512(b->qs), 0x39'29'19'09u);  // bits 9, 25, 41, 57
+        return s;
     }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
+        const ushort *w = b->qs + 4 * c;
+        return with_signs(grid_rows8(t.grid, w[0] & 511, w[1] & 511, w[2] & 511, w[3] & 511), s.signs.chunk(c));
+    }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq2xs_grid); }
 };
 
@@ -710,6 +748,13 @@ constexpr int offset_span() {
     else return 32;
 }
 
+// Chunk c's codes: from the block's Scales where the type takes some of its code bits there (sign masks).
+template <typename F>
+inline __m512i chunk_codes(const typename F::Block *b, int c, const Tables &t, const typename F::Scales &s) {
+    if constexpr (requires { F::codes(b, c, t, s); }) return F::codes(b, c, t, s);
+    else return F::codes(b, c, t);
+}
+
 // Feature n of R rows (x[r], sums[r], out[r]) of one job.
 template <typename F, bool BF16, int R>
 inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, const float *const *sums,
@@ -721,7 +766,6 @@ inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, 
     __m512 acc[R][2];
     __m256 ofs[R];     // SPAN 32: lane j mod 8 of chunk j
     __m512 ofs16[R];   // SPAN 16: lane j mod 16 of sub-block j
-    alignas(32) float pending[8] = {};  // one-chunk blocks: the offsets of chunks 8 (i / 8) .. i
     for (int r = 0; r < R; ++r) {
         acc[r][0] = acc[r][1] = ofs16[r] = _mm512_setzero_ps();
         ofs[r] = _mm256_setzero_ps();
@@ -734,7 +778,7 @@ inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, 
             prefetch_ahead(b);
             const typename F::Scales s = F::scales(b, table);
             for (int c = 0; c < F::CH; ++c) {
-                const __m512i q = F::codes(b, c, table);
+                const __m512i q = chunk_codes<F>(b, c, table, s);
                 const __m512 a = F::chunk_scale(s, c);
                 const int64_t g = i * F::CH + c;
                 for (int r = 0; r < R; ++r) {
@@ -745,20 +789,19 @@ inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, 
             if constexpr (SPAN == 16) {
                 static_assert(F::QK == 256);
                 for (int r = 0; r < R; ++r) ofs16[r] = _mm512_fnmadd_ps(s.b, _mm512_loadu_ps(sums[r] + 16 * i), ofs16[r]);
-            } else if constexpr (SPAN == 32 && F::CH == 1) {
-                // Gathered 8 chunks at a time; lanes past the last chunk add -(0 * 0), which changes no sum.
-                pending[i % 8] = s.b;
-                if (i % 8 == 7 || i + 1 == n_blocks) {
-                    const __mmask8 live = __mmask8((2u << (i % 8)) - 1);
-                    const __m256 bv = _mm256_maskz_load_ps(live, pending);
-                    for (int r = 0; r < R; ++r) {
-                        ofs[r] = _mm256_fnmadd_ps(bv, _mm256_maskz_loadu_ps(live, sums[r] + (i - i % 8)), ofs[r]);
-                    }
-                }
-            } else if constexpr (SPAN == 32) {
+            } else if constexpr (SPAN == 32 && F::CH == 8) {
                 static_assert(F::CH == 8);
                 for (int r = 0; r < R; ++r) ofs[r] = _mm256_fnmadd_ps(s.b, _mm256_loadu_ps(sums[r] + 8 * i), ofs[r]);
             }
+        }
+    }
+    if constexpr (SPAN == 32 && F::CH == 1) {
+        // One-chunk blocks: offsets 8 blocks at a time from their fields (the row is in L1 by now); lanes past
+        // the last block add -(0 * 0), which changes no sum.
+        for (int64_t i = 0; i < n_blocks; i += 8) {
+            const __mmask8 live = __mmask8(n_blocks - i >= 8 ? 0xFF : (1u << (n_blocks - i)) - 1);
+            const __m256 bv = F::offsets8(blocks + i, live);
+            for (int r = 0; r < R; ++r) ofs[r] = _mm256_fnmadd_ps(bv, _mm256_maskz_loadu_ps(live, sums[r] + i), ofs[r]);
         }
     }
     for (int r = 0; r < R; ++r) {
