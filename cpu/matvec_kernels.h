@@ -465,11 +465,21 @@ inline Tables grid_tables(const E (&grid)[ROWS][W]) {
     return t;
 }
 
-// Rows r0..r3 of an 8-wide bfloat16 grid: elements 0-7, 8-15, 16-23, 24-31.
-inline __m512i grid_rows8(const uint16_t *grid, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
-    const auto row = [grid](uint32_t r) { return _mm_load_si128(reinterpret_cast<const __m128i *>(grid + 8 * r)); };
-    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(row(r0)), row(r1), 1);
-    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(row(r2)), row(r3), 1);
+// The 32 2-bit fields of 8 bytes, LSB first: word j = (p[j / 4] >> 2 (j % 4)) & 3 (Q2_0 codes, IQ2_S row bits).
+inline __m512i crumbs32(const uchar *p) {
+    const __m256i each4 = _mm256_shuffle_epi8(
+        _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))),
+        _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7));
+    const __m512i shifts = _mm512_set4_epi32(0x00060004, 0x00020000, 0x00060004, 0x00020000);
+    return _mm512_and_si512(_mm512_srlv_epi16(_mm512_cvtepu8_epi16(each4), shifts), _mm512_set1_epi16(3));
+}
+
+// The rows at byte offsets o0..o3 (16 per row) of an 8-wide bfloat16 grid: elements 0-7, 8-15, 16-23, 24-31.
+inline __m512i grid_rows8(const uint16_t *grid, uint32_t o0, uint32_t o1, uint32_t o2, uint32_t o3) {
+    const char *base = reinterpret_cast<const char *>(grid);
+    const auto row = [base](uint32_t o) { return _mm_load_si128(reinterpret_cast<const __m128i *>(base + o)); };
+    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(row(o0)), row(o1), 1);
+    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(row(o2)), row(o3), 1);
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
@@ -532,13 +542,20 @@ inline __mmask32 ksigns32(uint32_t s) {
     return v | (p & 0x01010101u) << 7;
 }
 
-struct SignedSubScales16 {  // IQ2_XS
-    __m512 a;  // sub-block i's scale, i < 16
-    Signs8 signs;
+// A block's 32 grid rows (IQ2_XS, IQ2_S) as byte offsets into the bfloat16 grid, computed with vector
+// instructions once per block: each row then costs one scalar load.
+struct RowOffsets32 {
+    alignas(64) uint16_t o[32];
+    void set(__m512i rows) {
+        _mm512_store_si512(o, _mm512_slli_epi16(rows, 4));
+        scales_in_memory(reinterpret_cast<const float *>(o));
+    }
 };
 
-struct SubScales16 {
+struct IQ2Scales16 {  // IQ2_XS, IQ2_S
     __m512 a;  // sub-block i's scale, i < 16
+    RowOffsets32 rows;
+    Signs8 signs;  // IQ2_XS
 };
 
 // IQ2_XXS: chunk g is the u64 at qs[4g]: bytes 0-3 index rows, bits 32-59 hold 4 ksigns indices, 60-63 ls.
@@ -557,7 +574,7 @@ struct IQ2_XXS {
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
     static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
         const uchar *r = reinterpret_cast<const uchar *>(b->qs + 4 * c);
-        return with_signs(grid_rows8(t.grid, r[0], r[1], r[2], r[3]), s.signs.chunk(c));
+        return with_signs(grid_rows8(t.grid, r[0] * 16u, r[1] * 16u, r[2] * 16u, r[3] * 16u), s.signs.chunk(c));
     }
     static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq2xxs_grid); }
@@ -568,17 +585,19 @@ struct IQ2_XS {
     using Block = block_iq2_xs;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    using Scales = SignedSubScales16;
+    using Scales = IQ2Scales16;
     static Scales scales(const Block *b, const Tables &t) {
         Scales s;
         s.a = iq2_db16(t.scales->half[b->d.bits], b->scales);
-        ksigns8(s.signs, _mm512_loadu_si512(b->qs), 0x39'29'19'09u);  // bits 9, 25, 41, 57
+        const __m512i w = _mm512_loadu_si512(b->qs);
+        s.rows.set(_mm512_and_si512(w, _mm512_set1_epi16(511)));
+        ksigns8(s.signs, w, 0x39'29'19'09u);  // bits 9, 25, 41, 57
         return s;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
     static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
-        const ushort *w = b->qs + 4 * c;
-        return with_signs(grid_rows8(t.grid, w[0] & 511, w[1] & 511, w[2] & 511, w[3] & 511), s.signs.chunk(c));
+        const uint16_t *o = s.rows.o + 4 * c;
+        return with_signs(grid_rows8(t.grid, o[0], o[1], o[2], o[3]), s.signs.chunk(c));
     }
     static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq2xs_grid); }
@@ -589,18 +608,21 @@ struct IQ2_S {
     using Block = block_iq2_s;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    using Scales = SubScales16;
-    static Scales scales(const Block *b, const Tables &t) { return {iq2_db16(t.scales->half[b->d.bits], b->scales)}; }
-    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
-    static __m512i codes(const Block *b, int c, const Tables &t) {
-        uint32_t idx, signs;
-        std::memcpy(&idx, b->qs + 4 * c, 4);
-        std::memcpy(&signs, b->qs + 32 + 4 * c, 4);
-        const uint32_t h = b->qh[c];
-        const __m512i g = grid_rows8(t.grid, (idx & 0xFF) | (h & 3) << 8, ((idx >> 8) & 0xFF) | (h & 0xC) << 6,
-                                     ((idx >> 16) & 0xFF) | (h & 0x30) << 4, (idx >> 24) | (h & 0xC0) << 2);
-        return with_signs(g, signs);
+    using Scales = IQ2Scales16;
+    static Scales scales(const Block *b, const Tables &t) {
+        Scales s;
+        s.a = iq2_db16(t.scales->half[b->d.bits], b->scales);
+        // Row 4g + l: qs[4g + l] | ((qh[g] >> 2l) & 3) << 8.
+        s.rows.set(_mm512_or_si512(widen32(b->qs), _mm512_slli_epi16(crumbs32(b->qh), 8)));
+        return s;
     }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
+        const uint16_t *o = s.rows.o + 4 * c;
+        return with_signs(grid_rows8(t.grid, o[0], o[1], o[2], o[3]),
+                          _load_mask32(reinterpret_cast<__mmask32 *>(const_cast<uchar *>(b->qs + 32 + 4 * c))));
+    }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq2s_grid); }
 };
 
@@ -680,15 +702,7 @@ struct Q2_0 {
     using Scales = DScale;
     static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
-    static __m512i codes(const Block *b, int c, const Tables &t) {
-        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(b->qs + 8 * c));
-        const __m256i each4 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(bytes),
-                                                  _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
-                                                                   4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7));
-        const __m512i shifts = _mm512_set4_epi32(0x00060004, 0x00020000, 0x00060004, 0x00020000);
-        const __m512i q = _mm512_and_si512(_mm512_srlv_epi16(_mm512_cvtepu8_epi16(each4), shifts), _mm512_set1_epi16(3));
-        return _mm512_permutexvar_epi16(q, t.lo);
-    }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return _mm512_permutexvar_epi16(crumbs32(b->qs + 8 * c), t.lo); }
     static Tables tables() {
         static constexpr IotaTable<1, 4> v;
         return {bf16_table(v.v, 4), _mm512_setzero_si512(), &scale_tables()};
