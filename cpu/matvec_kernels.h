@@ -70,9 +70,11 @@ struct IotaTable {
 struct ScaleTables {
     float half[65536];
     float e8m0[256];
+    float ue4m3[256];  // NVFP4's scale bytes, as its decode function reads them
     ScaleTables() {
         for (uint32_t i = 0; i < 65536; ++i) half[i] = _cvtsh_ss(uint16_t(i));
         for (uint32_t e = 0; e < 256; ++e) e8m0[e] = e8m0_to_fp32_half(e);
+        for (uint32_t e = 0; e < 256; ++e) ue4m3[e] = ue4m3_to_fp32_half(e);
     }
 };
 
@@ -709,6 +711,73 @@ struct Q2_0 {
     }
 };
 
+// NVFP4: chunk c is sub-blocks 2c and 2c + 1, bytes qs[16c ...]: elements 0-7 the low nibbles of bytes 0-7, 8-15
+// their high nibbles, 16-23 and 24-31 the same of bytes 8-15; codes kvalues_fp4 (doubled E2M1 values), a = the
+// UE4M3 scale as the decode function builds it (halved).
+struct NVFP4 {
+    using Block = block_nvfp4;
+    static constexpr int QK = 64, CH = 2;
+    static constexpr bool OFFSET = false;
+    struct Scales {
+        __m512 a;  // lanes 0-3: sub-block i's scale
+    };
+    static Scales scales(const Block *b, const Tables &t) {
+        uint32_t d;
+        std::memcpy(&d, b->d, 4);
+        const __m128i idx = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(int(d)));
+        return {_mm512_castps128_ps512(_mm_i32gather_ps(t.scales->ue4m3, idx, 4))};
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        const __m512i lo_hi = nibbles_lo_hi(b->qs + 16 * c);  // 128-bit lanes: lo 0-7, lo 8-15, hi 0-7, hi 8-15
+        return _mm512_permutexvar_epi16(_mm512_shuffle_i64x2(lo_hi, lo_hi, _MM_SHUFFLE(3, 1, 2, 0)), t.lo);
+    }
+    static Tables tables() { return {bf16_table(kvalues_fp4, 16), _mm512_setzero_si512(), &scale_tables()}; }
+};
+
+// IQ1_S: chunk g, h = qh[g]: rows qs[4g + l] | ((h >> 3l) & 7) << 8 of iq1s_grid (-1, 0, 1), a = dl = d * (2 ((h >>
+// 12) & 7) + 1), offset dl * delta (delta = -1/8 if bit 15 of h, else 1/8): the decoded dl * (grid + delta) is that
+// sum rounded once (both products exact).
+struct IQ1_S {
+    using Block = block_iq1_s;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = true;
+    struct Scales {
+        alignas(32) float a[8];
+        __m256 b;  // subtracted offsets: -dl * delta
+    };
+    static Scales scales(const Block *b, const Tables &t) {
+        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qh)));
+        const __m256i odd = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 11), _mm256_set1_epi32(14)),
+                                             _mm256_set1_epi32(1));
+        const __m256 dl = _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), _mm256_cvtepi32_ps(odd));
+        // -delta: +1/8 where bit 15 is set, -1/8 where clear (a sign flip of dl / 8, exact)
+        const __m256 flip = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_andnot_si256(h, _mm256_set1_epi32(0x8000)), 16));
+        Scales s;
+        _mm256_store_ps(s.a, dl);
+        s.b = _mm256_xor_ps(_mm256_mul_ps(dl, _mm256_set1_ps(0.125f)), flip);
+        scales_in_memory(s.a);
+        return s;
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        const uint32_t h = b->qh[c];
+        const uchar *q = b->qs + 4 * c;
+        const auto row = [q, h](int l) {
+            long long r;
+            std::memcpy(&r, iq1s_grid[q[l] | ((h >> (3 * l)) & 7) << 8], 8);
+            return r;
+        };
+        const __m256i g = _mm256_setr_epi64x(row(0), row(1), row(2), row(3));
+        return _mm512_permutexvar_epi16(_mm512_cvtepi8_epi16(g), t.lo);  // -1 indexes word 31
+    }
+    static Tables tables() {
+        alignas(64) static constexpr int values[32] = {0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1};
+        return {bf16_table(values, 32), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
 // The weight bytes PREFETCH_DISTANCE ahead of block b (the rows of a work item are consecutive): the hardware
 // prefetchers alone leave this loop waiting on DRAM when the weights are cold.
 constexpr int PREFETCH_DISTANCE = 2048;
@@ -868,12 +937,14 @@ FeatureFn pick(bool bf16) {
     X(16, IQ2_XXS)       \
     X(17, IQ2_XS)        \
     X(18, IQ3_XXS)       \
+    X(19, IQ1_S)         \
     X(20, IQ4_NL)        \
     X(21, IQ3_S)         \
     X(22, IQ2_S)         \
     X(23, IQ4_XS)        \
     X(35, TQ2_0)         \
     X(39, MXFP4)         \
+    X(40, NVFP4)         \
     X(41, Q1_0)          \
     X(42, Q2_0)
 

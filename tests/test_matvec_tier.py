@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_dequant import reference, testing
+from gguf_dequant import reference, tables, testing
 from gguf_dequant.types import resolve
 
 from .hub import hub_kernel
 
 U = 2.0 ** -24
 FACTORED = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS",
-            "IQ3_XXS", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "TQ2_0", "MXFP4", "Q1_0", "Q2_0"]
+            "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"]
 ROW_LIMIT = 8  # MAX_GEMV_ROWS
 
 
@@ -115,6 +115,10 @@ def _run_scales(raw: np.ndarray, name: str) -> tuple[np.ndarray, int, np.ndarray
     if name == "IQ3_XXS":
         ls = np.stack([_u32(raw, 66 + 4 * g) >> 28 for g in range(8)], axis=1)
         return _iq_db(_half(raw, 0), ls, 0.5), 32, None
+    if name == "NVFP4":  # the decoded values with every code 2 (nibbles 0x2): 2 * scale
+        twos = raw.copy()
+        twos[:, 4:] = 0x22
+        return reference.dequantize(torch.from_numpy(twos), name).double().numpy()[:, ::16] / 2, 16, None
     if name == "IQ3_S":
         s = (_u32(raw, 106)[:, None] >> (4 * np.arange(8))) & 0xF
         return (_half(raw, 0).astype(np.float32)[:, None] * (1 + 2 * s).astype(np.float32)).astype(np.float64), 32, None
@@ -144,6 +148,13 @@ def factors(blocks: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np
         b = reference.dequantize(torch.from_numpy(no_d.reshape(n, -1)), name).double().numpy()[:, ::32]
         q = np.divide(w_a, a, out=np.zeros_like(a), where=a != 0)
         return q, a, b
+    if t.name == "IQ1_S":  # q the grid values, a = dl, b = dl * delta (formats.md)
+        h = raw[:, 34:50].copy().view("<u2").astype(np.int64)  # (blocks, 8)
+        dl = (_half(raw, 0).astype(np.float32)[:, None] * (2 * ((h >> 12) & 7) + 1).astype(np.float32)).astype(np.float64)
+        rows = raw[:, 2:34].astype(np.int64).reshape(-1, 8, 4) | ((h[:, :, None] >> (3 * np.arange(4))) & 7) << 8
+        q = tables.grid("iq1s")[rows].reshape(n, -1).astype(np.float64)
+        b = dl * np.where(h >> 15, -tables.IQ1S_DELTA, tables.IQ1S_DELTA)
+        return q, per_block(dl, 32), b.reshape(n, -1)
     scales, run, offsets = _run_scales(raw, t.name)
     a = per_block(scales, run)
     if offsets is None:
