@@ -1,11 +1,11 @@
 """The CPU mat-vec tier (contract v2; README "Compute on packed weights", cpu/matvec_kernels.h): M <= 8 rows of
-``linear`` / ``mul_mat_vec`` and every ``mul_mat_id`` slot, on Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS and MXFP4, on
-CPUs with AVX512-BF16 (elsewhere those calls take the matrix kernels, whose order ``test_matmul.model_linear``
-pins).
+``linear`` / ``mul_mat_vec`` and every ``mul_mat_id`` slot, on every quantized type in ``FACTORED``, on CPUs with
+AVX512-BF16, AVX512-VBMI and BMI2 (elsewhere those calls take the matrix kernels, whose order
+``test_matmul.model_linear`` pins).
 
-Weights in factored form, per 32-element chunk: w = a * q (+ b for Q4_K / Q5_K). ``factors`` gets q, a and b from
-the decoded values of the blocks and of copies with a scale field zeroed (``d``, ``dmin``: facts of the layouts),
-or from the scale fields themselves; ``model_matvec`` computes the tier's order in numpy, exactly. Checked: bit
+Weights in factored form, per 32-element chunk: w = a * q (+ b for the offset types: per chunk, or per 16-element
+sub-block for Q2_K). ``factors`` gets q, a and b from the scale fields (facts of the layouts) and the decoded values
+of the blocks or of copies with an offset or scale field zeroed; ``model_matvec`` computes the tier's order in numpy, exactly. Checked: bit
 equality with that model, the bound ``|y - y_exact| <= c u B`` with ``B = sum_s (|a_s| sum |q x| + |b_s| sum |x|)``
 and ``n = ceil(K / 64) + 9`` (+ 1 with a bias), batch invariance for M <= 8, determinism across runs and thread
 counts, ``mul_mat_id`` slots, and subnormal activations (bfloat16 x below 2^-126 counts as zero; float32 x
@@ -30,14 +30,14 @@ ROW_LIMIT = 8  # MAX_GEMV_ROWS
 
 
 def has_tier() -> bool:
-    """The mat-vec tier runs here: AVX512-BF16 and no instruction-set cap."""
+    """The mat-vec tier runs here: AVX512-BF16, AVX512-VBMI, BMI2 and no instruction-set cap."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        flags = set(open("/proc/cpuinfo").read().split())
     except OSError:
         return False
     import os
 
-    return " avx512_bf16" in flags and os.environ.get("GGUF_DEQUANT_CPU_ISA", "") in ("", "default")
+    return {"avx512_bf16", "avx512vbmi", "bmi2"} <= flags and os.environ.get("GGUF_DEQUANT_CPU_ISA", "") in ("", "default")
 
 
 TIER = has_tier()
