@@ -735,27 +735,41 @@ struct NVFP4 {
     static Tables tables() { return {bf16_table(kvalues_fp4, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
-// IQ1_S: chunk g, h = qh[g]: rows qs[4g + l] | ((h >> 3l) & 7) << 8 of iq1s_grid (-1, 0, 1), a = dl = d * (2 ((h >>
-// 12) & 7) + 1), offset dl * delta (delta = -1/8 if bit 15 of h, else 1/8): the decoded dl * (grid + delta) is that
-// sum rounded once (both products exact).
+// IQ1_S, IQ1_M: w = dl * (grid + delta), grid -1/0/1, delta = -1/8 or +1/8 per row of 8 (IQ1_S: per chunk), is
+// (dl / 8) * (8 grid + 8 delta) rounded once (the same real product): a = dl / 8 (exact), codes 8 grid +- 1. Rows
+// r0..r3 of iq1s_grid; bit j of `negative` set: element j's delta is negative.
+inline __m512i iq1_codes(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3, __mmask32 negative, const Tables &t) {
+    const auto row = [](uint32_t r) {
+        long long v;
+        std::memcpy(&v, iq1s_grid[r], 8);
+        return v;
+    };
+    const __m512i g8 = _mm512_slli_epi16(_mm512_cvtepi8_epi16(_mm256_setr_epi64x(row(r0), row(r1), row(r2), row(r3))), 3);
+    const __m512i one = _mm512_set1_epi16(1);
+    const __m512i q = _mm512_mask_sub_epi16(_mm512_add_epi16(g8, one), negative, g8, one);
+    return _mm512_permutexvar_epi16(q, t.lo);  // -9..9: 5-bit two's complement indices
+}
+
+inline Tables iq1_tables() {
+    int v[32];
+    for (int k = 0; k < 32; ++k) v[k] = k < 16 ? k : k - 32;
+    return {bf16_table(v, 32), _mm512_setzero_si512(), &scale_tables()};
+}
+
+// IQ1_S: chunk g, h = qh[g]: rows qs[4g + l] | ((h >> 3l) & 7) << 8, dl = d * (2 ((h >> 12) & 7) + 1), bit 15 of h
+// the chunk's delta sign.
 struct IQ1_S {
     using Block = block_iq1_s;
     static constexpr int QK = 256, CH = 8;
-    static constexpr bool OFFSET = true;
-    struct Scales {
-        alignas(32) float a[8];
-        __m256 b;  // subtracted offsets: -dl * delta
-    };
+    static constexpr bool OFFSET = false;
+    using Scales = ChunkScales8;
     static Scales scales(const Block *b, const Tables &t) {
         const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qh)));
         const __m256i odd = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 11), _mm256_set1_epi32(14)),
                                              _mm256_set1_epi32(1));
         const __m256 dl = _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), _mm256_cvtepi32_ps(odd));
-        // -delta: +1/8 where bit 15 is set, -1/8 where clear (a sign flip of dl / 8, exact)
-        const __m256 flip = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_andnot_si256(h, _mm256_set1_epi32(0x8000)), 16));
         Scales s;
-        _mm256_store_ps(s.a, dl);
-        s.b = _mm256_xor_ps(_mm256_mul_ps(dl, _mm256_set1_ps(0.125f)), flip);
+        _mm256_store_ps(s.a, _mm256_mul_ps(dl, _mm256_set1_ps(0.125f)));
         scales_in_memory(s.a);
         return s;
     }
@@ -763,18 +777,78 @@ struct IQ1_S {
     static __m512i codes(const Block *b, int c, const Tables &t) {
         const uint32_t h = b->qh[c];
         const uchar *q = b->qs + 4 * c;
-        const auto row = [q, h](int l) {
-            long long r;
-            std::memcpy(&r, iq1s_grid[q[l] | ((h >> (3 * l)) & 7) << 8], 8);
-            return r;
-        };
-        const __m256i g = _mm256_setr_epi64x(row(0), row(1), row(2), row(3));
-        return _mm512_permutexvar_epi16(_mm512_cvtepi8_epi16(g), t.lo);  // -1 indexes word 31
+        return iq1_codes(q[0] | (h & 7) << 8, q[1] | (h & 0x38) << 5, q[2] | (h & 0x1C0) << 2, q[3] | (h & 0xE00) >> 1,
+                         __mmask32(0u - (h >> 15)), t);
+    }
+    static Tables tables() { return iq1_tables(); }
+};
+
+// IQ1_M: d is the half of the top nibbles of the 4 u16 scale words sc[0..3]; sub-block j: dl = d * (2 ((sc[j / 4]
+// >> 3 (j % 4)) & 7) + 1). Chunk g, row l: n = nibble l of the u16 at qh[2g]: row qs[4g + l] | (n & 7) << 8, n & 8
+// the row's delta sign.
+struct IQ1_M {
+    using Block = block_iq1_m;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    struct Scales {
+        __m512 a;  // sub-block j's dl / 8, j < 16
+    };
+    static Scales scales(const Block *b, const Tables &t) {
+        uint64_t sc;
+        std::memcpy(&sc, b->scales, 8);
+        const uint16_t dbits = uint16_t(_pext_u64(sc, 0xF000F000F000F000ull));
+        const __m512i words = _mm512_cvtepu16_epi32(_mm256_castsi128_si256(_mm_cvtsi64_si128(int64_t(sc))));
+        const __m512i each = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), words);
+        const __m512i s3 = _mm512_and_si512(_mm512_srlv_epi32(each, _mm512_set4_epi32(9, 6, 3, 0)), _mm512_set1_epi32(7));
+        const __m512 odd = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(s3, 1), _mm512_set1_epi32(1)));
+        return {_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(t.scales->half[dbits]), odd), _mm512_set1_ps(0.125f))};
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        uint16_t h;
+        std::memcpy(&h, b->qh + 2 * c, 2);
+        const uchar *q = b->qs + 4 * c;
+        const uint32_t negative = _pdep_u32(_pext_u32(h, 0x8888u), 0x01010101u) * 0xFFu;
+        return iq1_codes(q[0] | (h & 7) << 8, q[1] | (h & 0x70) << 4, q[2] | (h & 0x700), q[3] | (h & 0x7000) >> 4,
+                         negative, t);
+    }
+    static Tables tables() { return iq1_tables(); }
+};
+
+// TQ1_0: base-3 digits, digit n of byte x = (((x * 3^n) & 0xFF) * 3) >> 8, q = digit - 1, a = d. Chunk c < 5: digit
+// c of qs[0..31]; c = 5, 6: digits 2(c - 5) and 2(c - 5) + 1 of qs[32..47]; c = 7: digit 4 of qs[32..47], then
+// word 16 + 4n + m = digit n of qh[m].
+struct TQ1_0 {
+    using Block = block_tq1_0;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        constexpr int16_t pow3[5] = {1, 3, 9, 27, 81};
+        __m512i x, pow;
+        if (c < 5) {
+            x = widen32(b->qs);
+            pow = _mm512_set1_epi16(pow3[c]);
+        } else {
+            const __m256i tail = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs + 32)));
+            if (c < 7) {
+                x = _mm512_inserti64x4(_mm512_castsi256_si512(tail), tail, 1);
+                pow = _mm512_inserti64x4(_mm512_set1_epi16(pow3[2 * (c - 5)]), _mm256_set1_epi16(pow3[2 * (c - 5) + 1]), 1);
+            } else {
+                uint32_t qh;
+                std::memcpy(&qh, b->qh, 4);
+                x = _mm512_inserti64x4(_mm512_castsi256_si512(tail), _mm256_cvtepu8_epi16(_mm_set1_epi32(int(qh))), 1);
+                pow = _mm512_inserti64x4(_mm512_set1_epi16(81), _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27), 1);
+            }
+        }
+        const __m512i frac = _mm512_and_si512(_mm512_mullo_epi16(x, pow), _mm512_set1_epi16(0xFF));
+        return _mm512_permutexvar_epi16(_mm512_srli_epi16(_mm512_mullo_epi16(frac, _mm512_set1_epi16(3)), 8), t.lo);
     }
     static Tables tables() {
-        alignas(64) static constexpr int values[32] = {0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                                        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1};
-        return {bf16_table(values, 32), _mm512_setzero_si512(), &scale_tables()};
+        static constexpr IotaTable<1, 3> v;
+        return {bf16_table(v.v, 3), _mm512_setzero_si512(), &scale_tables()};
     }
 };
 
@@ -942,6 +1016,8 @@ FeatureFn pick(bool bf16) {
     X(21, IQ3_S)         \
     X(22, IQ2_S)         \
     X(23, IQ4_XS)        \
+    X(29, IQ1_M)         \
+    X(34, TQ1_0)         \
     X(35, TQ2_0)         \
     X(39, MXFP4)         \
     X(40, NVFP4)         \

@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_dequant import reference, tables, testing
+from gguf_dequant import reference, testing
 from gguf_dequant.types import resolve
 
 from .hub import hub_kernel
 
 U = 2.0 ** -24
 FACTORED = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS",
-            "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"]
+            "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0",
+            "Q2_0"]
 ROW_LIMIT = 8  # MAX_GEMV_ROWS
 
 
@@ -86,6 +87,21 @@ def _run_scales(raw: np.ndarray, name: str) -> tuple[np.ndarray, int, np.ndarray
         return _half(raw, 0)[:, None], 128, None
     if name == "Q2_0":
         return _half(raw, 0)[:, None], 64, None
+    if name == "TQ1_0":
+        return _half(raw, 52)[:, None], 256, None
+    if name in ("IQ1_S", "IQ1_M"):  # a = dl / 8 (codes 8 grid +- 1)
+        if name == "IQ1_S":
+            d = _half(raw, 0)
+            h = raw[:, 34:50].copy().view("<u2").astype(np.int64)
+            s = ((h >> 12) & 7)[:, :, None].repeat(2, axis=2).reshape(len(raw), 16)
+        else:
+            sc = raw[:, 48:56].copy().view("<u2").astype(np.int64)
+            bits = (sc[:, 0] >> 12) | ((sc[:, 1] >> 8) & 0xF0) | ((sc[:, 2] >> 4) & 0xF00) | (sc[:, 3] & 0xF000)
+            d = bits.astype(np.uint16).view(np.float16).astype(np.float64)
+            j = np.arange(16)
+            s = (sc[:, j // 4] >> (3 * (j % 4))) & 7
+        dl = d.astype(np.float32)[:, None] * (2 * s + 1).astype(np.float32)
+        return dl.astype(np.float64) / 8, 16, None
     if name == "TQ2_0":
         return _half(raw, 64)[:, None], 256, None
     if name == "IQ4_XS":
@@ -148,13 +164,6 @@ def factors(blocks: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np
         b = reference.dequantize(torch.from_numpy(no_d.reshape(n, -1)), name).double().numpy()[:, ::32]
         q = np.divide(w_a, a, out=np.zeros_like(a), where=a != 0)
         return q, a, b
-    if t.name == "IQ1_S":  # q the grid values, a = dl, b = dl * delta (formats.md)
-        h = raw[:, 34:50].copy().view("<u2").astype(np.int64)  # (blocks, 8)
-        dl = (_half(raw, 0).astype(np.float32)[:, None] * (2 * ((h >> 12) & 7) + 1).astype(np.float32)).astype(np.float64)
-        rows = raw[:, 2:34].astype(np.int64).reshape(-1, 8, 4) | ((h[:, :, None] >> (3 * np.arange(4))) & 7) << 8
-        q = tables.grid("iq1s")[rows].reshape(n, -1).astype(np.float64)
-        b = dl * np.where(h >> 15, -tables.IQ1S_DELTA, tables.IQ1S_DELTA)
-        return q, per_block(dl, 32), b.reshape(n, -1)
     scales, run, offsets = _run_scales(raw, t.name)
     a = per_block(scales, run)
     if offsets is None:
