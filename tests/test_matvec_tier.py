@@ -273,6 +273,27 @@ def test_order_and_bound(name, dtype):
 
 
 @needs_tier
+@pytest.mark.parametrize("name", FACTORED)
+def test_every_byte_value(name):
+    """Codes and scales of every value of every block byte: 256 one-block rows, byte p of row j = (j + 97 p) mod
+    256 (scale fields then made finite), against the model bit for bit and float64 within the bound."""
+    from gguf_dequant.blocks import finite_scales
+
+    k = hub_kernel()
+    t = resolve(name)
+    j, p = np.arange(256)[:, None], np.arange(t.block_bytes)[None, :]
+    raw = finite_scales(((j + 97 * p) % 256).astype(np.uint8), t)
+    blocks = torch.from_numpy(raw)
+    gen = torch.Generator().manual_seed(5)
+    for dtype in (torch.bfloat16, torch.float32):
+        x = torch.randn(1, t.block_elems, generator=gen).to(dtype)
+        y = k.mul_mat_vec(blocks, x, t.id, 256)
+        testing.assert_bits_equal(y, torch.from_numpy(model_matvec(x, blocks, name)), f"{name} {dtype}")
+        exact, mag, c = bound_v2(x, blocks, name)
+        assert (np.abs(y.double().numpy() - exact) <= c * U * mag).all()
+
+
+@needs_tier
 @pytest.mark.parametrize("name", ["Q4_K", "Q6_K", "MXFP4"])
 def test_both_tiers_inside_their_bounds(name):
     """M = 1, 3, 8, 9, 64 against float64: the mat-vec tier within its bound, the matrix tier within its own."""
