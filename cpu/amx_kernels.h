@@ -220,10 +220,24 @@ inline void amx_factored(int64_t qtype, GroupFn *fn, Tables *table, bool *half) 
     switch (qtype) {
 #define GGUF_AMX_CASE(ID, T) \
     case ID: *fn = group<T>, *table = T::tables(), *half = ScaleElems<T>::value == 16; break;
-        GGUF_MV_FACTORED_TYPES(GGUF_AMX_CASE)
+        GGUF_AMX_TYPES(GGUF_AMX_CASE)
 #undef GGUF_AMX_CASE
     }
 }
+
+}  // namespace amx
+
+bool amx_supports(int64_t qtype) {
+    switch (qtype) {
+#define GGUF_AMX_ID(ID, T) case ID:
+        GGUF_AMX_TYPES(GGUF_AMX_ID)
+#undef GGUF_AMX_ID
+        return true;
+    }
+    return false;
+}
+
+namespace amx {
 
 // x of one job as B tiles (and chunk sums), see Job.
 inline void prepare(Job &jb) {

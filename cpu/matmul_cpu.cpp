@@ -49,7 +49,8 @@ Isa best_isa() {
                           __builtin_cpu_supports("f16c");
         const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-        const bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+        const bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("bmi2") &&
+                          __builtin_cpu_supports("avx512vbmi");
         if (env && std::strcmp(env, "baseline") == 0) return Isa::baseline;
         if (env && std::strcmp(env, "avx2") == 0) return avx2 ? Isa::avx2 : Isa::baseline;
         if (env && std::strcmp(env, "avx512") == 0) return avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
@@ -90,13 +91,14 @@ bool matvec_tier(int64_t qtype) {
 
 // x (rows, K) as the mat-vec tier reads it (MatvecJob): bfloat16 as given, anything else as float32 (exact)
 // with each chunk of 32 stored as its even then its odd elements; and, for types with offsets, the sum of
-// each chunk (lanes x[i] + x[16 + i], then i + 8, i + 4, i + 2, i + 1).
+// each run of `span` (32 or 16) elements (lanes x[i] + x[span / 2 + i], then pairwise down to one lane).
 struct MatvecX {
     at::Tensor x, sums;
     bool bf16;
 };
 
-MatvecX matvec_x(const at::Tensor &x_in, bool sums) {
+MatvecX matvec_x(const at::Tensor &x_in, int span) {
+    const bool sums = span != 0;
     const int64_t rows = x_in.size(0), K = x_in.size(1), chunks = K / 32;
     MatvecX r;
     r.bf16 = x_in.scalar_type() == at::kBFloat16;
@@ -115,13 +117,13 @@ MatvecX matvec_x(const at::Tensor &x_in, bool sums) {
         }
     }
     if (sums) {
-        r.sums = at::empty({rows, chunks}, x_in.options().dtype(at::kFloat));
+        r.sums = at::empty({rows, K / span}, x_in.options().dtype(at::kFloat));
         const float *src = xf.data_ptr<float>();
         float *dst = r.sums.data_ptr<float>();
-        for (int64_t i = 0; i < rows * chunks; ++i) {
+        for (int64_t i = 0; i < rows * (K / span); ++i) {
             float v[16];
-            for (int j = 0; j < 16; ++j) v[j] = src[32 * i + j] + src[32 * i + 16 + j];
-            for (int h = 8; h >= 1; h /= 2) {
+            for (int j = 0; j < span / 2; ++j) v[j] = src[span * i + j] + src[span * i + span / 2 + j];
+            for (int h = span / 4; h >= 1; h /= 2) {
                 for (int j = 0; j < h; ++j) v[j] = v[j] + v[j + h];
             }
             dst[i] = v[0];
@@ -137,14 +139,15 @@ void run_matvec(const at::Tensor &x2d, const std::vector<int64_t> &x_index, cons
                 int64_t qtype, int64_t N, int64_t K, int64_t row_bytes, const float *bias, OutKind kind,
                 bool amx = false) {
 #if defined(__x86_64__)
-    const bool offsets = gguf_mv_avx512bf16::offsets(qtype);
-    const MatvecX mx = matvec_x(x2d, offsets);
+    const int span = gguf_mv_avx512bf16::offset_span(qtype);
+    const bool offsets = span != 0;
+    const MatvecX mx = matvec_x(x2d, span);
     const size_t elem = mx.bf16 ? 2 : 4;
     std::vector<const void *> xs(x_index.size());
     std::vector<const float *> sums(offsets ? x_index.size() : 0);
     for (size_t s = 0; s < x_index.size(); ++s) {
         xs[s] = static_cast<const char *>(mx.x.data_ptr()) + x_index[s] * K * elem;
-        if (offsets) sums[s] = mx.sums.data_ptr<float>() + x_index[s] * (K / 32);
+        if (offsets) sums[s] = mx.sums.data_ptr<float>() + x_index[s] * (K / span);
     }
     std::vector<MatvecJob> jobs;
     for (size_t i = 0; i < groups.size(); ++i) {
@@ -200,7 +203,8 @@ void gguf_linear_out(const at::Tensor &x, const at::Tensor &blocks_in, int64_t q
     if (M == 0 || N == 0) return;
     const at::Tensor blocks = aligned_blocks(blocks_in, qtype);
     // M > 8 rows of bfloat16 x on AMX: the AMX tier (matrix tier's place; one order for every M > 8).
-    const bool amx = M > kMatvecRows && x.scalar_type() == at::kBFloat16 && best_isa() == Isa::amx;
+    const bool amx = M > kMatvecRows && x.scalar_type() == at::kBFloat16 && best_isa() == Isa::amx &&
+                     gguf_mv_avx512bf16::amx_supports(qtype);
     if ((M <= kMatvecRows || amx) && matvec_tier(qtype)) {
         std::vector<int64_t> x_index(M);
         std::vector<void *> out_rows(M);

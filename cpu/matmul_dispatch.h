@@ -41,7 +41,7 @@ struct MatvecJob {
     int64_t N, K, row_bytes;
     const void *const *x_rows;    // M rows: K bfloat16 values (x_bf16), else K float32 values with each chunk
                                   // of 32 stored as its 16 even-index then 16 odd-index values
-    const float *const *sum_rows; // M rows of K / 32 chunk sums of x (types with offsets), else nullptr
+    const float *const *sum_rows; // M rows of K / offset_span sums of x (types with offsets), else nullptr
     int64_t M;
     const float *bias;            // N float32 values, or nullptr
     void *const *out_rows;        // M rows of N values of out_kind
@@ -53,8 +53,11 @@ struct MatvecJob {
 namespace gguf_mv_avx512bf16 {  // AVX-512 F/BW/DQ/VL + AVX512-BF16
 bool supports(int64_t qtype);   // a factored kernel exists for this type
 bool offsets(int64_t qtype);    // its form has offsets (needs sum_rows)
+int offset_span(int64_t qtype); // elements per offset and per sum of x: 32, 16 (Q2_K), or 0 without offsets
 void matvec(const MatvecJob *jobs, int64_t n_jobs);
-// The AMX tier (cpu/amx_kernels.h): bfloat16 x, any M, jobs of one K; the caller has checked amx_ready().
+// The AMX tier (cpu/amx_kernels.h): bfloat16 x, any M, jobs of one K, types amx_supports(); the caller has checked
+// amx_ready().
+bool amx_supports(int64_t qtype);
 void matmul_amx(const MatvecJob *jobs, int64_t n_jobs);
 }
 #endif

@@ -4,8 +4,10 @@
 //
 // Factored form: a weight row is chunks of 32 elements (element 32g + j of chunk g); each type gives, per
 // chunk, the 32 codes q (small integers, exact in bfloat16, mapped from their bit fields by one vpermw /
-// vpermt2w table lookup), a scale vector a (lane i scales elements 2i and 2i + 1: one value for the chunk, or
-// two for Q6_K's 16-element sub-blocks) and, for Q4_K and Q5_K, an offset b per chunk: w = a * q + b.
+// vpermt2w table lookup, or for the IQ grid types rows of a bfloat16 copy of the grid with signs applied by
+// masks), a scale vector a (lane i scales elements 2i and 2i + 1: one value for the chunk, or two for
+// 16-element sub-blocks) and, for the offset types, an offset b per chunk (Q4_1, Q5_1, Q4_K, Q5_K) or per
+// 16-element sub-block (Q2_K, OFFSET_SPAN = 16): w = a * q + b.
 // Per output (row m, feature n), in this order:
 //   P_g   = the 16 lane sums of q[2i] * x[2i] + q[2i + 1] * x[2i + 1] over chunk g:
 //           bfloat16 x: vdpbf16ps from +0 (exact products, then +odd, +even; x below 2^-126 counts as zero and a
@@ -13,8 +15,11 @@
 //   acc[g mod 2] = fma(P_g, a_g, acc[g mod 2]), both accumulators from +0, in increasing g;
 //   ofs   = (offset types) 8 lanes, lane j mod 8 of chunk j: ofs = ofs - b_j * X_j, in increasing j, where X_j is
 //           the sum of x over chunk j (lanes x[i] + x[16 + i], then lanes i + 8, i + 4, i + 2, i + 1), computed
-//           once per call for each row of x and shared by every output feature;
-//   y = sum16(acc[0] + acc[1]) (lanes i + 8, i + 4, i + 2, i + 1) [+ sum8(ofs) (i + 4, i + 2, i + 1)] [+ bias].
+//           once per call for each row of x and shared by every output feature; with OFFSET_SPAN = 16, 16
+//           lanes, lane j mod 16 of sub-block j, X_j the sum over sub-block j (x[i] + x[8 + i], then i + 4,
+//           i + 2, i + 1);
+//   y = sum16(acc[0] + acc[1]) (lanes i + 8, i + 4, i + 2, i + 1) [+ sum8(ofs) (i + 4, i + 2, i + 1), or
+//       sum16(ofs) with OFFSET_SPAN = 16] [+ bias].
 // Rows never share a sum, and threads split output features only: batch-invariant and deterministic.
 #if defined(__clang__)
 #pragma clang fp contract(off)
@@ -65,9 +70,11 @@ struct IotaTable {
 struct ScaleTables {
     float half[65536];
     float e8m0[256];
+    float ue4m3[256];  // NVFP4's scale bytes, as its decode function reads them
     ScaleTables() {
         for (uint32_t i = 0; i < 65536; ++i) half[i] = _cvtsh_ss(uint16_t(i));
         for (uint32_t e = 0; e < 256; ++e) e8m0[e] = e8m0_to_fp32_half(e);
+        for (uint32_t e = 0; e < 256; ++e) ue4m3[e] = ue4m3_to_fp32_half(e);
     }
 };
 
@@ -81,6 +88,7 @@ inline const ScaleTables &scale_tables() {
 struct Tables {
     __m512i lo, hi;
     const ScaleTables *scales;
+    const uint16_t *grid = nullptr;  // IQ grid types: the grid's rows as bfloat16 words (BF16Grid)
 };
 
 // Keeps per-block scales in memory (the stack array just written): each chunk then takes its scale by a broadcast
@@ -97,6 +105,12 @@ inline __m512i nibbles_lo_hi(const uchar *q) {
 // 32 bytes as 32 words.
 inline __m512i widen32(const uchar *q) {
     return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(q)));
+}
+
+// Lanes 0-7 of chunk c: lane 2c of v (sub-block 2c's scale); lanes 8-15: lane 2c + 1 (sub-block 2c + 1).
+inline __m512 pair_scale(__m512 v, int c) {
+    const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
+    return _mm512_permutexvar_ps(idx, v);
 }
 
 // Per block: the chunk scales a (and offsets b), ready for chunk_scale. Types with one chunk per block keep a
@@ -219,10 +233,7 @@ struct Q6_K {
         const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b->scales));
         return {_mm512_mul_ps(_mm512_set1_ps(t.scales->half[b->d.bits]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s)))};
     }
-    static __m512 chunk_scale(const Scales &s, int c) {
-        const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
-        return _mm512_permutexvar_ps(idx, s.a);
-    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
     static __m512i codes(const Block *b, int c, const Tables &t) {
         const int h = c / 4, k = c % 4;
         const __m512i w = widen32(b->ql + 64 * h + 32 * (k % 2));
@@ -288,6 +299,565 @@ struct MXFP4 {
     static Tables tables() { return {bf16_table(kvalues_fp4, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
+// 2-bit codes of chunk c = 4h + g of a Q2_K / Q3_K / TQ2_0 block: (qs[32h + l] >> 2g) & 3, 16 bits each.
+inline __m512i k_crumbs(const uchar *qs, int c) {
+    return _mm512_and_si512(_mm512_srli_epi16(widen32(qs + 32 * (c / 4)), 2 * (c % 4)), _mm512_set1_epi16(3));
+}
+
+// Q3_K: chunk c = 4h + g: low 2 bits k_crumbs, high bit bit c of hmask[l]; q = low2 - 4 + 4 * high (table index
+// low2 + 4 * high). Scale of sub-block i: d * (sc_i - 32), sc_i 6 bits: low 4 from scales[i % 8] (low nibble for
+// i < 8, high for i >= 8), high 2 from (scales[8 + i % 4] >> 2 (i / 4)) & 3.
+struct Q3_K {
+    using Block = block_q3_k;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    struct Scales {
+        __m512 a;  // sub-block i's scale, i < 16
+    };
+    static Scales scales(const Block *b, const Tables &t) {
+        uint64_t lo;
+        uint32_t hi;
+        std::memcpy(&lo, b->scales, 8);
+        std::memcpy(&hi, b->scales + 8, 4);
+        const uint64_t h0 = uint64_t(hi & 0x03030303u) | uint64_t((hi >> 2) & 0x03030303u) << 32;
+        const uint64_t h1 = uint64_t((hi >> 4) & 0x03030303u) | uint64_t((hi >> 6) & 0x03030303u) << 32;
+        const uint64_t s0 = (lo & 0x0F0F0F0F0F0F0F0Full) | h0 << 4, s1 = ((lo >> 4) & 0x0F0F0F0F0F0F0F0Full) | h1 << 4;
+        const __m512i sc = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_set_epi64x(int64_t(s1), int64_t(s0))),
+                                            _mm512_set1_epi32(32));
+        return {_mm512_mul_ps(_mm512_set1_ps(t.scales->half[b->d.bits]), _mm512_cvtepi32_ps(sc))};
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        const __m512i low = k_crumbs(b->qs, c);
+        const __mmask32 high = _mm512_test_epi16_mask(widen32(b->hmask), _mm512_set1_epi16(int16_t(1 << c)));
+        return _mm512_permutexvar_epi16(_mm512_mask_add_epi16(low, high, low, _mm512_set1_epi16(4)), t.lo);
+    }
+    static Tables tables() {
+        static constexpr IotaTable<4, 8> v;
+        return {bf16_table(v.v, 8), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
+// Q2_K: codes k_crumbs (0..3); sub-block i: a = d * lo(scales[i]), offset -dmin * hi(scales[i]) (exact
+// products), one per 16 elements (OFFSET_SPAN).
+struct Q2_K {
+    using Block = block_q2_k;
+    static constexpr int QK = 256, CH = 8, OFFSET_SPAN = 16;
+    static constexpr bool OFFSET = true;
+    struct Scales {
+        __m512 a, b;  // sub-block i's scale and subtracted offset, i < 16
+    };
+    static Scales scales(const Block *b, const Tables &t) {
+        const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->scales)));
+        return {_mm512_mul_ps(_mm512_set1_ps(t.scales->half[b->d.bits]),
+                              _mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(0xF)))),
+                _mm512_mul_ps(_mm512_set1_ps(t.scales->half[b->dmin.bits]), _mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)))};
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return _mm512_permutexvar_epi16(k_crumbs(b->qs, c), t.lo); }
+    static Tables tables() {
+        static constexpr IotaTable<0, 4> v;
+        return {bf16_table(v.v, 4), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
+// TQ2_0: codes k_crumbs - 1, one scale d.
+struct TQ2_0 {
+    using Block = block_tq2_0;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    struct Scales {
+        const float *a;
+    };
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return _mm512_permutexvar_epi16(k_crumbs(b->qs, c), t.lo); }
+    static Tables tables() {
+        static constexpr IotaTable<1, 4> v;
+        return {bf16_table(v.v, 4), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
+// The 32-element legacy types: 4-bit codes as Q4_0 (Q5_0, Q5_1: plus bit j of the little-endian qh as the fifth
+// bit of element j), a = d; Q4_1 and Q5_1 add m (one offset per chunk).
+template <typename B>
+inline __m512i fifth_bit(const B *b, __m512i q) {
+    uint32_t qh;
+    std::memcpy(&qh, b->qh, 4);
+    return _mm512_mask_add_epi16(q, qh, q, _mm512_set1_epi16(16));
+}
+
+struct DScale {
+    const float *a;
+};
+
+// Q4_1, Q5_1: the subtracted offsets (-m) of blocks b[0..7] (lanes past `live` zero), from their m fields.
+template <typename B>
+inline __m256 minus_m8(const B *b, __mmask8 live) {
+    const __m256i at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(int(sizeof(B))));
+    const char *m = reinterpret_cast<const char *>(&b->m);  // 32 bits read from each m: m and the next field
+    const __m256i bits = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), live, at, m, 1);
+    return _mm256_xor_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(bits)), _mm256_set1_ps(-0.0f));
+}
+
+template <typename B, int FIRST, int COUNT>
+struct Legacy {
+    using Block = B;
+    static constexpr int QK = 32, CH = 1;
+    static Tables tables() {
+        static constexpr IotaTable<-FIRST, COUNT> v;
+        return {bf16_table(v.v, COUNT), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
+struct Q4_1 : Legacy<block_q4_1, 0, 16> {
+    static constexpr bool OFFSET = true;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m256 offsets8(const Block *b, __mmask8 live) { return minus_m8(b, live); }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
+};
+
+struct Q5_0 : Legacy<block_q5_0, -16, 32> {
+    static constexpr bool OFFSET = false;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int, const Tables &t) {
+        return _mm512_permutexvar_epi16(fifth_bit(b, nibbles_lo_hi(b->qs)), t.lo);
+    }
+};
+
+struct Q5_1 : Legacy<block_q5_1, 0, 32> {
+    static constexpr bool OFFSET = true;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m256 offsets8(const Block *b, __mmask8 live) { return minus_m8(b, live); }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int, const Tables &t) {
+        return _mm512_permutexvar_epi16(fifth_bit(b, nibbles_lo_hi(b->qs)), t.lo);
+    }
+};
+
+struct IQ4_NL {
+    using Block = block_iq4_nl;
+    static constexpr int QK = 32, CH = 1;
+    static constexpr bool OFFSET = false;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
+    static Tables tables() { return {bf16_table(kvalues_iq4nl, 16), _mm512_setzero_si512(), &scale_tables()}; }
+};
+
+// The IQ grid types: codes are grid values (small positive integers) with signs; the grids are copied once into
+// bfloat16 words (exact), so a chunk's codes are 4 rows of 8 (IQ2) or 8 rows of 4 (IQ3) loads, and the signs one
+// mask: bit j set negates element j (flips the bfloat16 sign bit).
+template <int ROWS, int W>
+struct BF16Grid {
+    alignas(64) uint16_t v[ROWS][W];
+    template <typename E>
+    explicit BF16Grid(const E (&grid)[ROWS][W]) {
+        for (int r = 0; r < ROWS; ++r) {
+            for (int j = 0; j < W; ++j) v[r][j] = uint16_t(as_type<uint32_t>(float(grid[r][j])) >> 16);
+        }
+    }
+};
+
+template <typename E, int ROWS, int W>
+inline Tables grid_tables(const E (&grid)[ROWS][W]) {
+    static const BF16Grid<ROWS, W> g(grid);  // one per grid: each grid_tables instantiation sees one array type
+    Tables t{_mm512_setzero_si512(), _mm512_setzero_si512(), &scale_tables()};
+    t.grid = &g.v[0][0];
+    return t;
+}
+
+// The 32 2-bit fields of 8 bytes, LSB first: word j = (p[j / 4] >> 2 (j % 4)) & 3 (Q2_0 codes, IQ2_S row bits).
+inline __m512i crumbs32(const uchar *p) {
+    const __m256i each4 = _mm256_shuffle_epi8(
+        _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))),
+        _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7));
+    const __m512i shifts = _mm512_set4_epi32(0x00060004, 0x00020000, 0x00060004, 0x00020000);
+    return _mm512_and_si512(_mm512_srlv_epi16(_mm512_cvtepu8_epi16(each4), shifts), _mm512_set1_epi16(3));
+}
+
+// The rows at byte offsets o0..o3 (16 per row) of an 8-wide bfloat16 grid: elements 0-7, 8-15, 16-23, 24-31.
+inline __m512i grid_rows8(const uint16_t *grid, uint32_t o0, uint32_t o1, uint32_t o2, uint32_t o3) {
+    const char *base = reinterpret_cast<const char *>(grid);
+    const auto row = [base](uint32_t o) { return _mm_load_si128(reinterpret_cast<const __m128i *>(base + o)); };
+    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(row(o0)), row(o1), 1);
+    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(row(o2)), row(o3), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+// Rows idx[0..7] (64-bit lanes) of a 4-wide bfloat16 grid.
+inline __m512i grid_rows4(const uint16_t *grid, __m512i idx) { return _mm512_i64gather_epi64(idx, grid, 8); }
+
+inline __m512i with_signs(__m512i codes, __mmask32 negative) {
+    return _mm512_xor_si512(codes, _mm512_maskz_mov_epi16(negative, _mm512_set1_epi16(int16_t(0x8000))));
+}
+
+// The sign masks of a block's 8 chunks: chunk c's 4 ksigns_iq2xs indices are the 7-bit fields of 64-bit lane c of
+// `words` at bit offsets `at` (bytes 0-3 of each lane); signs[c] is ksigns_iq2xs of them as one 32-bit mask: byte
+// l is index l with its parity as bit 7.
+struct Signs8 {
+    alignas(64) uint64_t m[8];
+    __mmask32 chunk(int c) const { return _load_mask32(reinterpret_cast<__mmask32 *>(const_cast<uint64_t *>(m + c))); }
+};
+
+inline void ksigns8(Signs8 &out, __m512i words, uint32_t at) {
+    const __m512i v = _mm512_and_si512(_mm512_multishift_epi64_epi8(_mm512_set1_epi64(int64_t(at)), words),
+                                       _mm512_set1_epi32(0x7F7F7F7F));
+    __m512i p = _mm512_xor_si512(v, _mm512_srli_epi16(v, 4));  // bit 0 of each byte: the byte's parity
+    p = _mm512_xor_si512(p, _mm512_srli_epi16(p, 2));
+    p = _mm512_xor_si512(p, _mm512_srli_epi16(p, 1));
+    _mm512_store_si512(out.m, _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(p, _mm512_set1_epi8(1)), 7)));
+    scales_in_memory(reinterpret_cast<const float *>(out.m));
+}
+
+// db = d * (0.5 + ls) * SCALE of 8 4-bit ls (IQ2_XXS, IQ3_XXS: one per chunk), in the decode functions' order.
+inline void iq_db8(float *a, float d, __m256 ls, float scale) {
+    _mm256_store_ps(a, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d), _mm256_add_ps(_mm256_set1_ps(0.5f), ls)),
+                                     _mm256_set1_ps(scale)));
+    scales_in_memory(a);
+}
+
+// IQ2_XS, IQ2_S: scales[g] low nibble for sub-block 2g, high for 2g + 1: db = d * (0.5 + s) * 0.25.
+inline __m512 iq2_db16(float d, const uchar *scales) {
+    const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(scales));
+    const __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0xF)), hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0xF));
+    const __m512 ls = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(d), _mm512_add_ps(_mm512_set1_ps(0.5f), ls)), _mm512_set1_ps(0.25f));
+}
+
+struct ChunkScales8 {
+    alignas(32) float a[8];
+};
+
+struct SignedChunkScales8 {  // IQ2_XXS
+    alignas(32) float a[8];
+    Signs8 signs;
+};
+
+// ksigns_iq2xs of four 7-bit indices (bits 7l..7l+6 of s) as one 32-bit mask, in scalar registers (IQ3_XXS: its
+// gathered grid rows would wait on the stores of Signs8).
+inline __mmask32 ksigns32(uint32_t s) {
+    const uint32_t v = _pdep_u32(s, 0x7F7F7F7Fu);
+    uint32_t p = v ^ (v >> 4);
+    p ^= p >> 2;
+    p ^= p >> 1;
+    return v | (p & 0x01010101u) << 7;
+}
+
+// A block's 32 grid rows (IQ2_XS, IQ2_S) as byte offsets into the bfloat16 grid, computed with vector
+// instructions once per block: each row then costs one scalar load.
+struct RowOffsets32 {
+    alignas(64) uint16_t o[32];
+    void set(__m512i rows) {
+        _mm512_store_si512(o, _mm512_slli_epi16(rows, 4));
+        scales_in_memory(reinterpret_cast<const float *>(o));
+    }
+};
+
+struct IQ2Scales16 {  // IQ2_XS, IQ2_S
+    __m512 a;  // sub-block i's scale, i < 16
+    RowOffsets32 rows;
+    Signs8 signs;  // IQ2_XS
+};
+
+// IQ2_XXS: chunk g is the u64 at qs[4g]: bytes 0-3 index rows, bits 32-59 hold 4 ksigns indices, 60-63 ls.
+struct IQ2_XXS {
+    using Block = block_iq2_xxs;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = SignedChunkScales8;
+    static Scales scales(const Block *b, const Tables &t) {
+        Scales s;
+        const __m512i w = _mm512_loadu_si512(b->qs);
+        iq_db8(s.a, t.scales->half[b->d.bits], _mm512_cvtepi64_ps(_mm512_srli_epi64(w, 60)), 0.25f);
+        ksigns8(s.signs, w, 0x35'2E'27'20u);  // bits 32, 39, 46, 53
+        return s;
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
+    static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
+        const uchar *r = reinterpret_cast<const uchar *>(b->qs + 4 * c);
+        return with_signs(grid_rows8(t.grid, r[0] * 16u, r[1] * 16u, r[2] * 16u, r[3] * 16u), s.signs.chunk(c));
+    }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
+    static Tables tables() { return grid_tables(iq2xxs_grid); }
+};
+
+// IQ2_XS: chunk g is 4 u16 words qs[4g + l]: bits 0-8 index a row, 9-15 a ksigns entry.
+struct IQ2_XS {
+    using Block = block_iq2_xs;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = IQ2Scales16;
+    static Scales scales(const Block *b, const Tables &t) {
+        Scales s;
+        s.a = iq2_db16(t.scales->half[b->d.bits], b->scales);
+        const __m512i w = _mm512_loadu_si512(b->qs);
+        s.rows.set(_mm512_and_si512(w, _mm512_set1_epi16(511)));
+        ksigns8(s.signs, w, 0x39'29'19'09u);  // bits 9, 25, 41, 57
+        return s;
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
+        const uint16_t *o = s.rows.o + 4 * c;
+        return with_signs(grid_rows8(t.grid, o[0], o[1], o[2], o[3]), s.signs.chunk(c));
+    }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
+    static Tables tables() { return grid_tables(iq2xs_grid); }
+};
+
+// IQ2_S: row l of chunk g: qs[4g + l] | ((qh[g] >> 2l) & 3) << 8; signs: the u32 at qs[32 + 4g].
+struct IQ2_S {
+    using Block = block_iq2_s;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = IQ2Scales16;
+    static Scales scales(const Block *b, const Tables &t) {
+        Scales s;
+        s.a = iq2_db16(t.scales->half[b->d.bits], b->scales);
+        // Row 4g + l: qs[4g + l] | ((qh[g] >> 2l) & 3) << 8.
+        s.rows.set(_mm512_or_si512(widen32(b->qs), _mm512_slli_epi16(crumbs32(b->qh), 8)));
+        return s;
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
+        const uint16_t *o = s.rows.o + 4 * c;
+        return with_signs(grid_rows8(t.grid, o[0], o[1], o[2], o[3]),
+                          _load_mask32(reinterpret_cast<__mmask32 *>(const_cast<uchar *>(b->qs + 32 + 4 * c))));
+    }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
+    static Tables tables() { return grid_tables(iq2s_grid); }
+};
+
+// IQ3_XXS: chunk g: rows qs[8g + k]; the u32 at qs[64 + 4g] holds 4 ksigns indices and ls (bits 28-31).
+struct IQ3_XXS {
+    using Block = block_iq3_xxs;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = ChunkScales8;
+    static Scales scales(const Block *b, const Tables &t) {
+        Scales s;
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b->qs + 64));
+        iq_db8(s.a, t.scales->half[b->d.bits], _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 28)), 0.5f);
+        return s;
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        uint32_t sw;
+        std::memcpy(&sw, b->qs + 64 + 4 * c, 4);
+        const __m512i idx = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b->qs + 8 * c)));
+        return with_signs(grid_rows4(t.grid, idx), ksigns32(sw));
+    }
+    static Tables tables() { return grid_tables(iq3xxs_grid); }
+};
+
+// IQ3_S: chunk g: rows qs[8g + k] | bit k of qh[g] << 8; signs: the u32 at signs[4g]; db = d * (1 + 2s), s the
+// nibble g of the u32 scales.
+struct IQ3_S {
+    using Block = block_iq3_s;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = ChunkScales8;
+    static Scales scales(const Block *b, const Tables &t) {
+        uint32_t sc;
+        std::memcpy(&sc, b->scales, 4);
+        const __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(sc)),
+                                                             _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                                           _mm256_set1_epi32(0xF));
+        const __m256 odd = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_slli_epi32(s, 1), _mm256_set1_epi32(1)));
+        Scales r;
+        _mm256_store_ps(r.a, _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), odd));
+        scales_in_memory(r.a);
+        return r;
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        uint32_t signs;
+        std::memcpy(&signs, b->signs + 4 * c, 4);
+        const __m512i low = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b->qs + 8 * c)));
+        const __m512i idx = _mm512_mask_or_epi64(low, __mmask8(b->qh[c]), low, _mm512_set1_epi64(256));
+        return with_signs(grid_rows4(t.grid, idx), signs);
+    }
+    static Tables tables() { return grid_tables(iq3s_grid); }
+};
+
+// Q1_0: chunk c is the bits of the u32 at qs[4c]: q = +1 where set, -1 where clear; a = d.
+struct Q1_0 {
+    using Block = block_q1_0;
+    static constexpr int QK = 128, CH = 4;
+    static constexpr bool OFFSET = false;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int c, const Tables &) {
+        uint32_t bits;
+        std::memcpy(&bits, b->qs + 4 * c, 4);
+        return _mm512_mask_blend_epi16(bits, _mm512_set1_epi16(int16_t(0xBF80)), _mm512_set1_epi16(0x3F80));
+    }
+    static Tables tables() { return {_mm512_setzero_si512(), _mm512_setzero_si512(), &scale_tables()}; }
+};
+
+// Q2_0: chunk c: element j is (qs[8c + j / 4] >> 2 (j % 4)) & 3, q = that - 1; a = d.
+struct Q2_0 {
+    using Block = block_q2_0;
+    static constexpr int QK = 64, CH = 2;
+    static constexpr bool OFFSET = false;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return _mm512_permutexvar_epi16(crumbs32(b->qs + 8 * c), t.lo); }
+    static Tables tables() {
+        static constexpr IotaTable<1, 4> v;
+        return {bf16_table(v.v, 4), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
+// NVFP4: chunk c is sub-blocks 2c and 2c + 1, bytes qs[16c ...]: elements 0-7 the low nibbles of bytes 0-7, 8-15
+// their high nibbles, 16-23 and 24-31 the same of bytes 8-15; codes kvalues_fp4 (doubled E2M1 values), a = the
+// UE4M3 scale as the decode function builds it (halved).
+struct NVFP4 {
+    using Block = block_nvfp4;
+    static constexpr int QK = 64, CH = 2;
+    static constexpr bool OFFSET = false;
+    struct Scales {
+        __m512 a;  // lanes 0-3: sub-block i's scale
+    };
+    static Scales scales(const Block *b, const Tables &t) {
+        uint32_t d;
+        std::memcpy(&d, b->d, 4);
+        const __m128i idx = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(int(d)));
+        return {_mm512_castps128_ps512(_mm_i32gather_ps(t.scales->ue4m3, idx, 4))};
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        const __m512i lo_hi = nibbles_lo_hi(b->qs + 16 * c);  // 128-bit lanes: lo 0-7, lo 8-15, hi 0-7, hi 8-15
+        return _mm512_permutexvar_epi16(_mm512_shuffle_i64x2(lo_hi, lo_hi, _MM_SHUFFLE(3, 1, 2, 0)), t.lo);
+    }
+    static Tables tables() { return {bf16_table(kvalues_fp4, 16), _mm512_setzero_si512(), &scale_tables()}; }
+};
+
+// IQ1_S, IQ1_M: w = dl * (grid + delta), grid -1/0/1, delta = -1/8 or +1/8 per row of 8 (IQ1_S: per chunk), is
+// (dl / 8) * (8 grid + 8 delta) rounded once (the same real product): a = dl / 8 (exact), codes 8 grid +- 1. Rows
+// r0..r3 of iq1s_grid; bit j of `negative` set: element j's delta is negative.
+inline __m512i iq1_codes(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3, __mmask32 negative, const Tables &t) {
+    const auto row = [](uint32_t r) {
+        long long v;
+        std::memcpy(&v, iq1s_grid[r], 8);
+        return v;
+    };
+    const __m512i g8 = _mm512_slli_epi16(_mm512_cvtepi8_epi16(_mm256_setr_epi64x(row(r0), row(r1), row(r2), row(r3))), 3);
+    const __m512i one = _mm512_set1_epi16(1);
+    const __m512i q = _mm512_mask_sub_epi16(_mm512_add_epi16(g8, one), negative, g8, one);
+    return _mm512_permutexvar_epi16(q, t.lo);  // -9..9: 5-bit two's complement indices
+}
+
+inline Tables iq1_tables() {
+    int v[32];
+    for (int k = 0; k < 32; ++k) v[k] = k < 16 ? k : k - 32;
+    return {bf16_table(v, 32), _mm512_setzero_si512(), &scale_tables()};
+}
+
+// IQ1_S: chunk g, h = qh[g]: rows qs[4g + l] | ((h >> 3l) & 7) << 8, dl = d * (2 ((h >> 12) & 7) + 1), bit 15 of h
+// the chunk's delta sign.
+struct IQ1_S {
+    using Block = block_iq1_s;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = ChunkScales8;
+    static Scales scales(const Block *b, const Tables &t) {
+        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qh)));
+        const __m256i odd = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 11), _mm256_set1_epi32(14)),
+                                             _mm256_set1_epi32(1));
+        const __m256 dl = _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), _mm256_cvtepi32_ps(odd));
+        Scales s;
+        _mm256_store_ps(s.a, _mm256_mul_ps(dl, _mm256_set1_ps(0.125f)));
+        scales_in_memory(s.a);
+        return s;
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        const uint32_t h = b->qh[c];
+        const uchar *q = b->qs + 4 * c;
+        return iq1_codes(q[0] | (h & 7) << 8, q[1] | (h & 0x38) << 5, q[2] | (h & 0x1C0) << 2, q[3] | (h & 0xE00) >> 1,
+                         __mmask32(0u - (h >> 15)), t);
+    }
+    static Tables tables() { return iq1_tables(); }
+};
+
+// IQ1_M: d is the half of the top nibbles of the 4 u16 scale words sc[0..3]; sub-block j: dl = d * (2 ((sc[j / 4]
+// >> 3 (j % 4)) & 7) + 1). Chunk g, row l: n = nibble l of the u16 at qh[2g]: row qs[4g + l] | (n & 7) << 8, n & 8
+// the row's delta sign.
+struct IQ1_M {
+    using Block = block_iq1_m;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    struct Scales {
+        __m512 a;  // sub-block j's dl / 8, j < 16
+    };
+    static Scales scales(const Block *b, const Tables &t) {
+        uint64_t sc;
+        std::memcpy(&sc, b->scales, 8);
+        const uint16_t dbits = uint16_t(_pext_u64(sc, 0xF000F000F000F000ull));
+        const __m512i words = _mm512_cvtepu16_epi32(_mm256_castsi128_si256(_mm_cvtsi64_si128(int64_t(sc))));
+        const __m512i each = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), words);
+        const __m512i s3 = _mm512_and_si512(_mm512_srlv_epi32(each, _mm512_set4_epi32(9, 6, 3, 0)), _mm512_set1_epi32(7));
+        const __m512 odd = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(s3, 1), _mm512_set1_epi32(1)));
+        return {_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(t.scales->half[dbits]), odd), _mm512_set1_ps(0.125f))};
+    }
+    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        uint16_t h;
+        std::memcpy(&h, b->qh + 2 * c, 2);
+        const uchar *q = b->qs + 4 * c;
+        const uint32_t negative = _pdep_u32(_pext_u32(h, 0x8888u), 0x01010101u) * 0xFFu;
+        return iq1_codes(q[0] | (h & 7) << 8, q[1] | (h & 0x70) << 4, q[2] | (h & 0x700), q[3] | (h & 0x7000) >> 4,
+                         negative, t);
+    }
+    static Tables tables() { return iq1_tables(); }
+};
+
+// TQ1_0: base-3 digits, digit n of byte x = (((x * 3^n) & 0xFF) * 3) >> 8, q = digit - 1, a = d. Chunk c < 5: digit
+// c of qs[0..31]; c = 5, 6: digits 2(c - 5) and 2(c - 5) + 1 of qs[32..47]; c = 7: digit 4 of qs[32..47], then
+// word 16 + 4n + m = digit n of qh[m].
+struct TQ1_0 {
+    using Block = block_tq1_0;
+    static constexpr int QK = 256, CH = 8;
+    static constexpr bool OFFSET = false;
+    using Scales = DScale;
+    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+    static __m512i codes(const Block *b, int c, const Tables &t) {
+        constexpr int16_t pow3[5] = {1, 3, 9, 27, 81};
+        __m512i x, pow;
+        if (c < 5) {
+            x = widen32(b->qs);
+            pow = _mm512_set1_epi16(pow3[c]);
+        } else {
+            const __m256i tail = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs + 32)));
+            if (c < 7) {
+                x = _mm512_inserti64x4(_mm512_castsi256_si512(tail), tail, 1);
+                pow = _mm512_inserti64x4(_mm512_set1_epi16(pow3[2 * (c - 5)]), _mm256_set1_epi16(pow3[2 * (c - 5) + 1]), 1);
+            } else {
+                uint32_t qh;
+                std::memcpy(&qh, b->qh, 4);
+                x = _mm512_inserti64x4(_mm512_castsi256_si512(tail), _mm256_cvtepu8_epi16(_mm_set1_epi32(int(qh))), 1);
+                pow = _mm512_inserti64x4(_mm512_set1_epi16(81), _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27), 1);
+            }
+        }
+        const __m512i frac = _mm512_and_si512(_mm512_mullo_epi16(x, pow), _mm512_set1_epi16(0xFF));
+        return _mm512_permutexvar_epi16(_mm512_srli_epi16(_mm512_mullo_epi16(frac, _mm512_set1_epi16(3)), 8), t.lo);
+    }
+    static Tables tables() {
+        static constexpr IotaTable<1, 3> v;
+        return {bf16_table(v.v, 3), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
 // The weight bytes PREFETCH_DISTANCE ahead of block b (the rows of a work item are consecutive): the hardware
 // prefetchers alone leave this loop waiting on DRAM when the weights are cold.
 constexpr int PREFETCH_DISTANCE = 2048;
@@ -333,6 +903,21 @@ inline void store_output(void *row, int64_t n, float y, OutKind kind) {
     }
 }
 
+// Elements per offset: 0 without offsets, else 32 (one per chunk) or the type's OFFSET_SPAN.
+template <typename F>
+constexpr int offset_span() {
+    if constexpr (!F::OFFSET) return 0;
+    else if constexpr (requires { F::OFFSET_SPAN; }) return F::OFFSET_SPAN;
+    else return 32;
+}
+
+// Chunk c's codes: from the block's Scales where the type takes some of its code bits there (sign masks).
+template <typename F>
+inline __m512i chunk_codes(const typename F::Block *b, int c, const Tables &t, const typename F::Scales &s) {
+    if constexpr (requires { F::codes(b, c, t, s); }) return F::codes(b, c, t, s);
+    else return F::codes(b, c, t);
+}
+
 // Feature n of R rows (x[r], sums[r], out[r]) of one job.
 template <typename F, bool BF16, int R>
 inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, const float *const *sums,
@@ -340,10 +925,12 @@ inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, 
     const typename F::Block *blocks = reinterpret_cast<const typename F::Block *>(job.w + n * job.row_bytes);
     const int64_t n_blocks = job.K / F::QK;
     constexpr int G = F::CH == 1 ? 2 : 1;  // blocks per step: chunk g's accumulator g % 2 is a constant
+    constexpr int SPAN = offset_span<F>();
     __m512 acc[R][2];
-    __m256 ofs[R];
+    __m256 ofs[R];     // SPAN 32: lane j mod 8 of chunk j
+    __m512 ofs16[R];   // SPAN 16: lane j mod 16 of sub-block j
     for (int r = 0; r < R; ++r) {
-        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        acc[r][0] = acc[r][1] = ofs16[r] = _mm512_setzero_ps();
         ofs[r] = _mm256_setzero_ps();
     }
     for (int64_t i0 = 0; i0 < n_blocks; i0 += G) {
@@ -354,7 +941,7 @@ inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, 
             prefetch_ahead(b);
             const typename F::Scales s = F::scales(b, table);
             for (int c = 0; c < F::CH; ++c) {
-                const __m512i q = F::codes(b, c, table);
+                const __m512i q = chunk_codes<F>(b, c, table, s);
                 const __m512 a = F::chunk_scale(s, c);
                 const int64_t g = i * F::CH + c;
                 for (int r = 0; r < R; ++r) {
@@ -362,14 +949,28 @@ inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, 
                                                                    acc[r][(bb * F::CH + c) % 2]);
                 }
             }
-            if constexpr (F::OFFSET) {
+            if constexpr (SPAN == 16) {
+                static_assert(F::QK == 256);
+                for (int r = 0; r < R; ++r) ofs16[r] = _mm512_fnmadd_ps(s.b, _mm512_loadu_ps(sums[r] + 16 * i), ofs16[r]);
+            } else if constexpr (SPAN == 32 && F::CH == 8) {
+                static_assert(F::CH == 8);
                 for (int r = 0; r < R; ++r) ofs[r] = _mm256_fnmadd_ps(s.b, _mm256_loadu_ps(sums[r] + 8 * i), ofs[r]);
             }
         }
     }
+    if constexpr (SPAN == 32 && F::CH == 1) {
+        // One-chunk blocks: offsets 8 blocks at a time from their fields (the row is in L1 by now); lanes past
+        // the last block add -(0 * 0), which changes no sum.
+        for (int64_t i = 0; i < n_blocks; i += 8) {
+            const __mmask8 live = __mmask8(n_blocks - i >= 8 ? 0xFF : (1u << (n_blocks - i)) - 1);
+            const __m256 bv = F::offsets8(blocks + i, live);
+            for (int r = 0; r < R; ++r) ofs[r] = _mm256_fnmadd_ps(bv, _mm256_maskz_loadu_ps(live, sums[r] + i), ofs[r]);
+        }
+    }
     for (int r = 0; r < R; ++r) {
         float y = sum16(_mm512_add_ps(acc[r][0], acc[r][1]));
-        if constexpr (F::OFFSET) y = y + sum8(ofs[r]);
+        if constexpr (SPAN == 16) y = y + sum16(ofs16[r]);
+        if constexpr (SPAN == 32) y = y + sum8(ofs[r]);
         if (job.bias) y = y + job.bias[n];
         store_output(out[r], n, y, job.out_kind);
     }
@@ -401,14 +1002,42 @@ FeatureFn pick(bool bf16) {
     return bf16 ? feature<F, true> : feature<F, false>;
 }
 
-// The types with a factored form (type id, struct); the AMX tier (amx_kernels.h) takes the same list.
-#define GGUF_MV_FACTORED_TYPES(X) \
-    X(2, Q4_0)                    \
-    X(8, Q8_0)                    \
-    X(12, Q4_K)                   \
-    X(13, Q5_K)                   \
-    X(14, Q6_K)                   \
-    X(23, IQ4_XS)                 \
+// Every type with a factored kernel: GGUF type id, struct.
+#define GGUF_MV_TYPES(X) \
+    X(2, Q4_0)           \
+    X(3, Q4_1)           \
+    X(6, Q5_0)           \
+    X(7, Q5_1)           \
+    X(8, Q8_0)           \
+    X(10, Q2_K)          \
+    X(11, Q3_K)          \
+    X(12, Q4_K)          \
+    X(13, Q5_K)          \
+    X(14, Q6_K)          \
+    X(16, IQ2_XXS)       \
+    X(17, IQ2_XS)        \
+    X(18, IQ3_XXS)       \
+    X(19, IQ1_S)         \
+    X(20, IQ4_NL)        \
+    X(21, IQ3_S)         \
+    X(22, IQ2_S)         \
+    X(23, IQ4_XS)        \
+    X(29, IQ1_M)         \
+    X(34, TQ1_0)         \
+    X(35, TQ2_0)         \
+    X(39, MXFP4)         \
+    X(40, NVFP4)         \
+    X(41, Q1_0)          \
+    X(42, Q2_0)
+
+// The types the AMX tier (amx_kernels.h) takes: one offset lane per chunk where there are offsets.
+#define GGUF_AMX_TYPES(X)\
+    X(2, Q4_0)        \
+    X(8, Q8_0)        \
+    X(12, Q4_K)       \
+    X(13, Q5_K)       \
+    X(14, Q6_K)       \
+    X(23, IQ4_XS)     \
     X(39, MXFP4)
 
 inline bool factored(int64_t qtype, FeatureFn *fn, Tables *table, bool bf16) {
@@ -417,7 +1046,7 @@ inline bool factored(int64_t qtype, FeatureFn *fn, Tables *table, bool bf16) {
     case ID:                 \
         if (fn) *fn = pick<T>(bf16), *table = T::tables(); \
         return true;
-        GGUF_MV_FACTORED_TYPES(GGUF_MV_CASE)
+        GGUF_MV_TYPES(GGUF_MV_CASE)
 #undef GGUF_MV_CASE
     }
     return false;
@@ -425,7 +1054,17 @@ inline bool factored(int64_t qtype, FeatureFn *fn, Tables *table, bool bf16) {
 
 bool supports(int64_t qtype) { return factored(qtype, nullptr, nullptr, false); }
 
-bool offsets(int64_t qtype) { return qtype == 12 || qtype == 13; }
+int offset_span(int64_t qtype) {
+    switch (qtype) {
+#define GGUF_MV_SPAN(ID, T) \
+    case ID: return offset_span<T>();
+        GGUF_MV_TYPES(GGUF_MV_SPAN)
+#undef GGUF_MV_SPAN
+    }
+    return 0;
+}
+
+bool offsets(int64_t qtype) { return offset_span(qtype) != 0; }
 
 void matvec(const MatvecJob *jobs, int64_t n_jobs) {
     constexpr int64_t FEATURES = 8;  // output features per work item

@@ -20,7 +20,7 @@ from gguf_dequant import testing
 from gguf_dequant.types import resolve
 
 from .hub import hub_kernel
-from .test_matvec_tier import AMX, FACTORED, ROW_LIMIT, U, bound_v2, model_matvec, packed
+from .test_matvec_tier import AMX, AMX_TYPES, ROW_LIMIT, U, bound_v2, model_matvec, packed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +36,7 @@ def amx_n(K: int, bias: bool = False) -> int:
 
 def takes_amx(name, x: torch.Tensor) -> bool:
     """Whether a linear / mul_mat_vec call with this x takes the AMX tier here."""
-    return AMX and x.dtype == torch.bfloat16 and resolve(name).name in FACTORED and x.shape[0] > ROW_LIMIT
+    return AMX and x.dtype == torch.bfloat16 and resolve(name).name in AMX_TYPES and x.shape[0] > ROW_LIMIT
 
 
 def amx_result(x: torch.Tensor, blocks: torch.Tensor, name, bias=None):
@@ -60,7 +60,7 @@ def check_bound(y: torch.Tensor, x, blocks, name, bias=None, what=""):
 
 
 @needs_amx
-@pytest.mark.parametrize("name", FACTORED)
+@pytest.mark.parametrize("name", AMX_TYPES)
 def test_bound_every_tier_size(name):
     """M = 1, 3, 8 (the mat-vec tier, bit for bit its model), 9, 64, 1100 (the AMX tier) against float64 within the
     AMX bound (wider than the mat-vec tier's); K of one and of several blocks."""
@@ -78,7 +78,7 @@ def test_bound_every_tier_size(name):
 
 
 @needs_amx
-@pytest.mark.parametrize("name", FACTORED)
+@pytest.mark.parametrize("name", AMX_TYPES)
 def test_bias_and_output_dtypes(name):
     """linear with a bias: float32 sum + bias, rounded once to bfloat16; within the bound before the rounding."""
     k = hub_kernel()
@@ -93,7 +93,7 @@ def test_bias_and_output_dtypes(name):
 
 
 @needs_amx
-@pytest.mark.parametrize("name", FACTORED)
+@pytest.mark.parametrize("name", AMX_TYPES)
 def test_batch_invariance_across_every_m(name):
     """A row's bits are the same in every slice of more than 8 rows, at any position (one order for every M > 8)."""
     k = hub_kernel()

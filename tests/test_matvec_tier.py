@@ -1,12 +1,13 @@
 """The CPU mat-vec tier (contract v2; README "Compute on packed weights", cpu/matvec_kernels.h): M <= 8 rows of
-``linear`` / ``mul_mat_vec`` and every ``mul_mat_id`` slot, on Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS and MXFP4, on
-CPUs with AVX512-BF16 (elsewhere those calls take the matrix kernels, whose order ``test_matmul.model_linear``
-pins).
+``linear`` / ``mul_mat_vec`` and every ``mul_mat_id`` slot, on every quantized type in ``FACTORED``, on CPUs with
+AVX512-BF16, AVX512-VBMI and BMI2 (elsewhere those calls take the matrix kernels, whose order
+``test_matmul.model_linear`` pins).
 
-Weights in factored form, per 32-element chunk: w = a * q (+ b for Q4_K / Q5_K). ``factors`` gets q, a and b from
-the decoded values of the blocks and of copies with a scale field zeroed (``d``, ``dmin``: facts of the layouts),
-or from the scale fields themselves; ``model_matvec`` computes the tier's order in numpy, exactly. On CPUs with AMX,
-M > 8 rows of bfloat16 x take the AMX tier (tests/test_amx_tier.py) instead of the matrix tier. Checked: bit
+Weights in factored form, per 32-element chunk: w = a * q (+ b for the offset types: per chunk, or per 16-element
+sub-block for Q2_K). ``factors`` gets q, a and b from the scale fields (facts of the layouts) and the decoded values
+of the blocks or of copies with an offset or scale field zeroed; ``model_matvec`` computes the tier's order in numpy,
+exactly. On CPUs with AMX, M > 8 rows of bfloat16 x on the types in ``AMX_TYPES`` take the AMX tier
+(tests/test_amx_tier.py) instead of the matrix tier. Checked: bit
 equality with that model, the bound ``|y - y_exact| <= c u B`` with ``B = sum_s (|a_s| sum |q x| + |b_s| sum |x|)``
 and ``n = ceil(K / 64) + 9`` (+ 1 with a bias), batch invariance for M <= 8, determinism across runs and thread
 counts, ``mul_mat_id`` slots, and subnormal activations (bfloat16 x below 2^-126 counts as zero; float32 x
@@ -26,26 +27,29 @@ from gguf_dequant.types import resolve
 from .hub import hub_kernel
 
 U = 2.0 ** -24
-FACTORED = ["Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4"]
+FACTORED = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS",
+            "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0",
+            "Q2_0"]
+AMX_TYPES = ["Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4"]  # cpu/matvec_kernels.h GGUF_AMX_TYPES
 ROW_LIMIT = 8  # MAX_GEMV_ROWS
 
 
-def _cpu_flags() -> str:
+def _cpu_flags() -> set:
     try:
-        return open("/proc/cpuinfo").read()
+        return set(open("/proc/cpuinfo").read().split())
     except OSError:
-        return ""
+        return set()
 
 
 def has_tier() -> bool:
-    """The mat-vec tier runs here: AVX512-BF16 and no instruction-set cap below it."""
-    return " avx512_bf16" in _cpu_flags() and os.environ.get("GGUF_DEQUANT_CPU_ISA", "") in ("", "default",
-                                                                                             "avx512bf16")
+    """The mat-vec tier runs here: AVX512-BF16, AVX512-VBMI, BMI2 and no instruction-set cap below it."""
+    return {"avx512_bf16", "avx512vbmi", "bmi2"} <= _cpu_flags() and os.environ.get("GGUF_DEQUANT_CPU_ISA", "") in (
+        "", "default", "avx512bf16")
 
 
 def has_amx() -> bool:
     """The AMX tier (tests/test_amx_tier.py) takes M > 8 rows of bfloat16 x here: AMX-TILE, AMX-BF16, no cap."""
-    return (has_tier() and " amx_tile" in _cpu_flags() and " amx_bf16" in _cpu_flags()
+    return (has_tier() and {"amx_tile", "amx_bf16"} <= _cpu_flags()
             and os.environ.get("GGUF_DEQUANT_CPU_ISA", "") in ("", "default"))
 
 
@@ -69,28 +73,95 @@ def _half(raw: np.ndarray, offset: int) -> np.ndarray:
     return raw[:, offset:offset + 2].copy().view(np.float16)[:, 0].astype(np.float64)
 
 
-def factors(blocks: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(q, a, b) of (N, row_bytes) blocks: q and a per element (N, K), b per 32-element chunk (N, K / 32) or
-    None; w = a * q (+ b) exactly, w the decoded value (up to its one rounding for Q4_K / Q5_K)."""
-    t = resolve(name)
-    n = blocks.shape[0]
-    raw = blocks.numpy().reshape(-1, t.block_bytes)
-    per_block = lambda v, elems: np.repeat(v.reshape(n, -1), elems, axis=1)  # noqa: E731
-    b = None
-    if t.name in ("Q4_0", "Q8_0"):
-        a = per_block(_half(raw, 0), 32)
-    elif t.name == "MXFP4":
-        a = per_block(np.ldexp(1.0, raw[:, 0].astype(np.int64) - 128), 32)
-    elif t.name == "IQ4_XS":
-        d = _half(raw, 0)
+def _u32(raw: np.ndarray, offset: int) -> np.ndarray:
+    return raw[:, offset:offset + 4].copy().view("<u4")[:, 0].astype(np.int64)
+
+
+def _iq_db(d: np.ndarray, ls: np.ndarray, scale: float) -> np.ndarray:
+    """d * (0.5 + ls) * scale in float32, the decode functions' order."""
+    return (d.astype(np.float32)[:, None] * (np.float32(0.5) + ls.astype(np.float32)) * np.float32(scale)).astype(
+        np.float64)
+
+
+# Where each offset type's offset field is (zeroed, the decoded values are a * q): Q4_1 / Q5_1's m, Q2_K's dmin.
+OFFSET_FIELD = {"Q4_1": (2, 4), "Q5_1": (2, 4), "Q2_K": (82, 84)}
+
+
+def _run_scales(raw: np.ndarray, name: str) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Per block: (scales of its runs, run length, offsets per run or None), from the fields (facts of the
+    layouts, formats.md); w = scale * q + offset."""
+    if name in ("Q4_0", "Q8_0", "Q5_0", "IQ4_NL"):
+        return _half(raw, 0)[:, None], 32, None
+    if name in ("Q4_1", "Q5_1"):
+        return _half(raw, 0)[:, None], 32, _half(raw, 2)[:, None]
+    if name == "MXFP4":
+        return np.ldexp(1.0, raw[:, :1].astype(np.int64) - 128), 32, None
+    if name == "Q1_0":
+        return _half(raw, 0)[:, None], 128, None
+    if name == "Q2_0":
+        return _half(raw, 0)[:, None], 64, None
+    if name == "TQ1_0":
+        return _half(raw, 52)[:, None], 256, None
+    if name in ("IQ1_S", "IQ1_M"):  # a = dl / 8 (codes 8 grid +- 1)
+        if name == "IQ1_S":
+            d = _half(raw, 0)
+            h = raw[:, 34:50].copy().view("<u2").astype(np.int64)
+            s = ((h >> 12) & 7)[:, :, None].repeat(2, axis=2).reshape(len(raw), 16)
+        else:
+            sc = raw[:, 48:56].copy().view("<u2").astype(np.int64)
+            bits = (sc[:, 0] >> 12) | ((sc[:, 1] >> 8) & 0xF0) | ((sc[:, 2] >> 4) & 0xF00) | (sc[:, 3] & 0xF000)
+            d = bits.astype(np.uint16).view(np.float16).astype(np.float64)
+            j = np.arange(16)
+            s = (sc[:, j // 4] >> (3 * (j % 4))) & 7
+        dl = d.astype(np.float32)[:, None] * (2 * s + 1).astype(np.float32)
+        return dl.astype(np.float64) / 8, 16, None
+    if name == "TQ2_0":
+        return _half(raw, 64)[:, None], 256, None
+    if name == "IQ4_XS":
         sh = raw[:, 2].astype(np.int64) | raw[:, 3].astype(np.int64) << 8
         sl = raw[:, 4:8].astype(np.int64)
         g = np.arange(8)
         ls = ((sl[:, g // 2] >> (4 * (g % 2))) & 0xF) | (((sh[:, None] >> (2 * g)) & 3) << 4)
-        a = per_block(d[:, None] * (ls - 32), 32)
-    elif t.name == "Q6_K":
-        a = per_block(_half(raw, 208)[:, None] * raw[:, 192:208].view(np.int8), 16)
-    else:  # Q4_K, Q5_K: a from the codes set to 1 with dmin = 0, b from d = 0
+        return _half(raw, 0)[:, None] * (ls - 32), 32, None
+    if name == "Q6_K":
+        return _half(raw, 208)[:, None] * raw[:, 192:208].view(np.int8), 16, None
+    if name == "Q3_K":
+        sc = raw[:, 96:108].astype(np.int64)
+        i = np.arange(16)
+        lo = np.where(i < 8, sc[:, i % 8] & 0xF, sc[:, i % 8] >> 4)
+        hi = (sc[:, 8 + i % 4] >> (2 * (i // 4))) & 3
+        return _half(raw, 108)[:, None] * ((lo | hi << 4) - 32), 16, None
+    if name == "Q2_K":
+        sc = raw[:, 0:16].astype(np.int64)
+        return _half(raw, 80)[:, None] * (sc & 0xF), 16, -_half(raw, 82)[:, None] * (sc >> 4)
+    if name == "IQ2_XXS":
+        ls = np.stack([_u32(raw, 2 + 8 * g + 4) >> 28 for g in range(8)], axis=1)
+        return _iq_db(_half(raw, 0), ls, 0.25), 32, None
+    if name in ("IQ2_XS", "IQ2_S"):
+        sc = raw[:, 66:74] if name == "IQ2_XS" else raw[:, 74:82]
+        ls = np.stack([sc & 0xF, sc >> 4], axis=2).reshape(len(raw), 16)
+        return _iq_db(_half(raw, 0), ls, 0.25), 16, None
+    if name == "IQ3_XXS":
+        ls = np.stack([_u32(raw, 66 + 4 * g) >> 28 for g in range(8)], axis=1)
+        return _iq_db(_half(raw, 0), ls, 0.5), 32, None
+    if name == "NVFP4":  # the decoded values with every code 2 (nibbles 0x2): 2 * scale
+        twos = raw.copy()
+        twos[:, 4:] = 0x22
+        return reference.dequantize(torch.from_numpy(twos), name).double().numpy()[:, ::16] / 2, 16, None
+    if name == "IQ3_S":
+        s = (_u32(raw, 106)[:, None] >> (4 * np.arange(8))) & 0xF
+        return (_half(raw, 0).astype(np.float32)[:, None] * (1 + 2 * s).astype(np.float32)).astype(np.float64), 32, None
+    raise KeyError(name)
+
+
+def factors(blocks: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(q, a, b) of (N, row_bytes) blocks: q and a per element (N, K), b per offset run (N, K / run) or None;
+    w = a * q (+ b) exactly, w the decoded value (up to its one rounding for the offset types)."""
+    t = resolve(name)
+    n = blocks.shape[0]
+    raw = blocks.numpy().reshape(-1, t.block_bytes)
+    per_block = lambda v, elems: np.repeat(v.reshape(n, -1), elems, axis=1)  # noqa: E731
+    if t.name in ("Q4_K", "Q5_K"):  # a from the codes set to 1 with dmin = 0, b from d = 0
         qs, qh = (16, None) if t.name == "Q4_K" else (48, (16, 48))
         ones = raw.copy()
         ones[:, 2:4] = 0
@@ -106,7 +177,17 @@ def factors(blocks: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np
         b = reference.dequantize(torch.from_numpy(no_d.reshape(n, -1)), name).double().numpy()[:, ::32]
         q = np.divide(w_a, a, out=np.zeros_like(a), where=a != 0)
         return q, a, b
-    w = reference.dequantize(blocks, name).double().numpy()
+    scales, run, offsets = _run_scales(raw, t.name)
+    a = per_block(scales, run)
+    if offsets is None:
+        w = reference.dequantize(blocks, name).double().numpy()
+        b = None
+    else:
+        no_offset = raw.copy()
+        lo, hi = OFFSET_FIELD[t.name]
+        no_offset[:, lo:hi] = 0
+        w = reference.dequantize(torch.from_numpy(no_offset.reshape(n, -1)), name).double().numpy()
+        b = offsets.reshape(n, -1)
     q = np.divide(w, a, out=np.zeros_like(a), where=a != 0)
     return q, a, b
 
@@ -139,11 +220,14 @@ def model_matvec(x: torch.Tensor, blocks: torch.Tensor, name: str, bias: torch.T
     for g in range(c):
         acc[g % 2] = fma32(p[:, :, g], lane_scale[:, :, g], acc[g % 2])
     y = tree(acc[0] + acc[1])
-    if b is not None:
-        sums = tree(x.reshape(m, c, 32)[..., :16] + x.reshape(m, c, 32)[..., 16:])  # (M, C)
-        ofs = np.zeros((m, qc.shape[1], 8), np.float32)
-        for g in range(c):
-            ofs[..., g % 8] = fma32(b[None, :, g].astype(np.float32), sums[:, None, g], ofs[..., g % 8])
+    if b is not None:  # runs of 32 elements (8 lanes) or 16 (Q2_K: 16 lanes)
+        runs = b.shape[1]
+        span, lanes = k // runs, 8 if k // runs == 32 else 16
+        xr = x.reshape(m, runs, span)
+        sums = tree(xr[..., :span // 2] + xr[..., span // 2:])  # (M, runs)
+        ofs = np.zeros((m, qc.shape[1], lanes), np.float32)
+        for g in range(runs):
+            ofs[..., g % lanes] = fma32(b[None, :, g].astype(np.float32), sums[:, None, g], ofs[..., g % lanes])
         y = y + tree(ofs)
     if bias is not None:
         y = y + bias.float().numpy()
@@ -158,7 +242,7 @@ def bound_v2(x: torch.Tensor, blocks: torch.Tensor, name: str, bias=None):
     exact = x64 @ w.T
     mag = np.abs(x64) @ np.abs(a * q).T
     if b is not None:
-        mag = mag + np.abs(x64) @ np.repeat(np.abs(b), 32, axis=1).T
+        mag = mag + np.abs(x64) @ np.repeat(np.abs(b), x.shape[-1] // b.shape[1], axis=1).T
     n = math.ceil(x.shape[-1] / 64) + 9
     if bias is not None:
         exact, mag, n = exact + bias.double().numpy(), mag + np.abs(bias.double().numpy()), n + 1
@@ -172,7 +256,8 @@ def packed(name: str, n: int, k: int, seed: int):
 
 
 def k_values(name: str) -> list[int]:
-    return [256, 512, 4096] if resolve(name).block_elems == 256 else [32, 96, 2048]
+    be = resolve(name).block_elems
+    return [256, 512, 4096] if be == 256 else [be, 13 * be if be <= 64 else 3 * be, 2048]
 
 
 @needs_tier
@@ -201,6 +286,27 @@ def test_order_and_bound(name, dtype):
 
 
 @needs_tier
+@pytest.mark.parametrize("name", FACTORED)
+def test_every_byte_value(name):
+    """Codes and scales of every value of every block byte: 256 one-block rows, byte p of row j = (j + 97 p) mod
+    256 (scale fields then made finite), against the model bit for bit and float64 within the bound."""
+    from gguf_dequant.blocks import finite_scales
+
+    k = hub_kernel()
+    t = resolve(name)
+    j, p = np.arange(256)[:, None], np.arange(t.block_bytes)[None, :]
+    raw = finite_scales(((j + 97 * p) % 256).astype(np.uint8), t)
+    blocks = torch.from_numpy(raw)
+    gen = torch.Generator().manual_seed(5)
+    for dtype in (torch.bfloat16, torch.float32):
+        x = torch.randn(1, t.block_elems, generator=gen).to(dtype)
+        y = k.mul_mat_vec(blocks, x, t.id, 256)
+        testing.assert_bits_equal(y, torch.from_numpy(model_matvec(x, blocks, name)), f"{name} {dtype}")
+        exact, mag, c = bound_v2(x, blocks, name)
+        assert (np.abs(y.double().numpy() - exact) <= c * U * mag).all()
+
+
+@needs_tier
 @pytest.mark.parametrize("name", ["Q4_K", "Q6_K", "MXFP4"])
 def test_both_tiers_inside_their_bounds(name):
     """M = 1, 3, 8, 9, 64 against float64: the mat-vec tier within its bound, the matrix tier within its own."""
@@ -216,7 +322,7 @@ def test_both_tiers_inside_their_bounds(name):
             y = k.mul_mat_vec(blocks, x[:M], resolve(name).id, 24).double().numpy()
             if M <= ROW_LIMIT:
                 exact, mag, c = bound_v2(x[:M], blocks, name)
-            elif AMX and dtype == torch.bfloat16:  # the AMX tier (test_amx_tier.py)
+            elif AMX and dtype == torch.bfloat16 and name in AMX_TYPES:  # the AMX tier (test_amx_tier.py)
                 from .test_amx_tier import amx_n
 
                 exact, mag, _ = bound_v2(x[:M], blocks, name)
