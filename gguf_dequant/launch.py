@@ -108,6 +108,8 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "Q5_K": (16, 4, 4, True),
     "Q6_K": (16, 4, 4, False),
     "IQ4_XS": (16, 4, 4, False),
+    "Q2_K": (16, 4, 4, True),
+    "Q3_K": (16, 4, 4, False),
 }
 
 

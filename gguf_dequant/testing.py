@@ -148,6 +148,25 @@ def _factored_codes(name, raw):
         ls = ((blocks[:, 4 + g // 2].astype(np.int32) >> (4 * (g % 2))) & 0xF) | (((scales_h[:, None] >> (2 * g)) & 3) << 4)
         a = np.broadcast_to((_halves(blocks, 0)[:, None] * (ls - 32).astype(np.float32))[:, :, None], q.shape)
         o = np.zeros(q.shape, np.float32)
+    elif name in ("Q2_K", "Q3_K"):  # element 128h + 32g + l: bits 2g of qs[32h + l]; sub-block e / 16
+        start = 16 if name == "Q2_K" else 32
+        qs = blocks[:, start:start + 64].astype(np.int32).reshape(-1, 2, 1, 32)
+        q = (qs >> (2 * np.arange(4)).reshape(1, 1, 4, 1)) & 3  # (n, h, g, l)
+        i = np.arange(16)
+        if name == "Q2_K":
+            sc = blocks[:, 0:16].astype(np.int32)
+            a = _halves(blocks, 80)[:, None] * (sc & 0xF).astype(np.float32)
+            o = -(_halves(blocks, 82)[:, None] * (sc >> 4).astype(np.float32))
+        else:  # high bit: bit 4h + g of hmask[l]; q = low2 + 4 high - 4; scales stored + 32
+            high = (blocks[:, None, None, 0:32].astype(np.int32) >> (4 * np.arange(2).reshape(1, 2, 1, 1)
+                                                                      + np.arange(4).reshape(1, 1, 4, 1))) & 1
+            q = q + 4 * high - 4
+            s = blocks[:, 96:108].astype(np.int32)
+            lo = np.where(i < 8, s[:, i % 8] & 0xF, s[:, i % 8] >> 4)
+            sc = lo | (((s[:, 8 + i % 4] >> (2 * (i // 4))) & 3) << 4)
+            a = _halves(blocks, 108)[:, None] * (sc - 32).astype(np.float32)
+            o = np.zeros(a.shape, np.float32)
+        a, o = (np.broadcast_to(v[:, :, None], (len(blocks), 16, 16)) for v in (a, o))
     else:
         raise KeyError(name)
     return tuple(np.ascontiguousarray(v, np.float32).reshape(n, -1) for v in (q, a, o))

@@ -172,6 +172,12 @@ inline void gguf_mv_accumulate(gguf_decode_core<B, QK, S>, device const uchar *w
     }
 }
 
+// Four bytes at p as a little-endian word, for blocks only 2-byte aligned: two 16-bit loads.
+GGUF_MV_INLINE uint gguf_mv_word(device const uchar *p) {
+    device const ushort *w = reinterpret_cast<device const ushort *>(p);
+    return uint(w[0]) | (uint(w[1]) << 16);
+}
+
 // A type without a value table looked up by shuffles (gguf_mv_table): no entry.
 template <typename B>
 GGUF_MV_INLINE float gguf_mv_table(device const B *, ushort) {

@@ -57,6 +57,8 @@
 #define GGUF_MV_LAYOUT_q5_k 16, 4, 4, 1
 #define GGUF_MV_LAYOUT_q6_k 16, 4, 4, 0
 #define GGUF_MV_LAYOUT_iq4_xs 16, 4, 4, 0
+#define GGUF_MV_LAYOUT_q2_k 16, 4, 4, 1
+#define GGUF_MV_LAYOUT_q3_k 16, 4, 4, 0
 
 // Per-type constants, for use inside the kernel files.
 #define GGUF_QK_f32 1

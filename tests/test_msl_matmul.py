@@ -142,6 +142,8 @@ MV_QUADS = {
     "Q5_K": lambda p, j: 64 * j + 4 * p,
     "Q6_K": lambda p, j: 64 * j + 4 * p,
     "IQ4_XS": lambda p, j: 64 * j + 4 * p,
+    "Q2_K": lambda p, j: 64 * j + 4 * p,
+    "Q3_K": lambda p, j: 64 * j + 4 * p,
 }
 
 
