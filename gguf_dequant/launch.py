@@ -110,6 +110,10 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "IQ4_XS": (16, 4, 4, False),
     "Q2_K": (16, 4, 4, True),
     "Q3_K": (16, 4, 4, False),
+    "Q4_1": (8, 1, 1, True),
+    "Q5_0": (8, 1, 1, False),
+    "Q5_1": (8, 1, 1, True),
+    "IQ4_NL": (8, 1, 1, False),
 }
 
 

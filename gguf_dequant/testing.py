@@ -148,6 +148,21 @@ def _factored_codes(name, raw):
         ls = ((blocks[:, 4 + g // 2].astype(np.int32) >> (4 * (g % 2))) & 0xF) | (((scales_h[:, None] >> (2 * g)) & 3) << 4)
         a = np.broadcast_to((_halves(blocks, 0)[:, None] * (ls - 32).astype(np.float32))[:, :, None], q.shape)
         o = np.zeros(q.shape, np.float32)
+    elif name in ("Q4_1", "Q5_0", "Q5_1", "IQ4_NL"):  # element j < 16: low nibble of qs[j], j + 16: high nibble
+        start = {"Q4_1": 4, "Q5_0": 6, "Q5_1": 8, "IQ4_NL": 2}[name]
+        qs = blocks[:, start:start + 16].astype(np.int32)
+        q = np.concatenate([qs & 0xF, qs >> 4], axis=1)
+        if name in ("Q5_0", "Q5_1"):  # bit j of the little-endian qh: element j's fifth bit
+            qh = blocks[:, start - 4:start].copy().view("<u4").astype(np.int64)
+            q = q | (((qh >> np.arange(32)) & 1) << 4).astype(np.int32)
+        if name == "IQ4_NL":
+            from .tables import kvalues_iq4nl
+
+            q = np.asarray(kvalues_iq4nl(), np.int32)[q]
+        q = q - 16 if name == "Q5_0" else q
+        a = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape)
+        o = (np.broadcast_to(_halves(blocks, 2)[:, None], q.shape) if name in ("Q4_1", "Q5_1")
+             else np.zeros(q.shape, np.float32))
     elif name in ("Q2_K", "Q3_K"):  # element 128h + 32g + l: bits 2g of qs[32h + l]; sub-block e / 16
         start = 16 if name == "Q2_K" else 32
         qs = blocks[:, start:start + 64].astype(np.int32).reshape(-1, 2, 1, 32)

@@ -59,6 +59,10 @@
 #define GGUF_MV_LAYOUT_iq4_xs 16, 4, 4, 0
 #define GGUF_MV_LAYOUT_q2_k 16, 4, 4, 1
 #define GGUF_MV_LAYOUT_q3_k 16, 4, 4, 0
+#define GGUF_MV_LAYOUT_q4_1 8, 1, 1, 1
+#define GGUF_MV_LAYOUT_q5_0 8, 1, 1, 0
+#define GGUF_MV_LAYOUT_q5_1 8, 1, 1, 1
+#define GGUF_MV_LAYOUT_iq4_nl 8, 1, 1, 0
 
 // Per-type constants, for use inside the kernel files.
 #define GGUF_QK_f32 1

@@ -25,6 +25,7 @@ pytestmark = [
 NMSE_MUL_MAT = 5e-4  # test_mul_mat / test_mul_mat_id::max_nmse_err
 NMSE_DEFAULT = 1e-7  # test_case::max_nmse_err (test_get_rows keeps it)
 MAT_VEC_TYPES = ["q4_0", "q8_0", "q4_K", "q5_K", "q6_K", "iq4_xs", "mxfp4", "f16"]
+MAT_VEC_TYPES += ["q4_1", "q5_0", "q5_1", "q2_K", "q3_K", "iq4_nl", "tq2_0", "q1_0", "q2_0"]  # non-IQ-grid types
 
 
 def nmse(ref: np.ndarray, got: np.ndarray) -> float:

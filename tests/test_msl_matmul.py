@@ -144,6 +144,10 @@ MV_QUADS = {
     "IQ4_XS": lambda p, j: 64 * j + 4 * p,
     "Q2_K": lambda p, j: 64 * j + 4 * p,
     "Q3_K": lambda p, j: 64 * j + 4 * p,
+    "Q4_1": lambda p, j: 4 * p,
+    "Q5_0": lambda p, j: 4 * p,
+    "Q5_1": lambda p, j: 4 * p,
+    "IQ4_NL": lambda p, j: 4 * p,
 }
 
 
