@@ -114,6 +114,11 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "Q5_0": (8, 1, 1, False),
     "Q5_1": (8, 1, 1, True),
     "IQ4_NL": (8, 1, 1, False),
+    "NVFP4": (8, 2, 1, False),
+    "Q1_0": (8, 4, 1, False),
+    "Q2_0": (8, 2, 1, False),
+    "TQ1_0": (16, 4, 1, False),
+    "TQ2_0": (16, 4, 1, False),
 }
 
 

@@ -163,6 +163,35 @@ def _factored_codes(name, raw):
         a = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape)
         o = (np.broadcast_to(_halves(blocks, 2)[:, None], q.shape) if name in ("Q4_1", "Q5_1")
              else np.zeros(q.shape, np.float32))
+    elif name in ("Q1_0", "Q2_0", "TQ2_0"):  # bits per element, LSB first (TQ2_0: as Q2_K's low bits); d
+        bits = {"Q1_0": 1, "Q2_0": 2, "TQ2_0": 2}[name]
+        if name == "TQ2_0":
+            qs = blocks[:, 0:64].astype(np.int32).reshape(-1, 2, 1, 32)
+            codes = (qs >> (2 * np.arange(4)).reshape(1, 1, 4, 1)) & 3
+        else:
+            qs = blocks[:, 2:18].astype(np.int32)
+            codes = (qs[:, :, None] >> (bits * np.arange(8 // bits))) & ((1 << bits) - 1)
+        q = codes.reshape(len(blocks), -1)
+        q = 2 * q - 1 if name == "Q1_0" else q - 1
+        a = np.broadcast_to(_halves(blocks, 64 if name == "TQ2_0" else 0)[:, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
+    elif name == "TQ1_0":
+        from .reference.tq1_0 import digit_table
+
+        b = blocks[:, 0:52].astype(np.int64)
+        off = 256 * np.arange(5).reshape(1, 5, 1)
+        idx = np.concatenate([(b[:, None, 0:32] + off).reshape(-1, 160), (b[:, None, 32:48] + off).reshape(-1, 80),
+                              (b[:, None, 48:52] + off[:, 0:4]).reshape(-1, 16)], axis=1)
+        q = digit_table()[idx]
+        a, o = np.broadcast_to(_halves(blocks, 52)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name == "NVFP4":  # sub-block s: low nibbles of qs[8s ..] -> 16s + 0..7, high -> 16s + 8..15
+        from .reference.nvfp4 import ue4m3_values
+        from .tables import kvalues_fp4
+
+        qs = blocks[:, 4:36].astype(np.int32).reshape(-1, 4, 1, 8)
+        q = np.asarray(kvalues_fp4(), np.float32)[(qs >> np.array([0, 4]).reshape(1, 1, 2, 1)) & 0xF].reshape(-1, 4, 16)
+        a = np.broadcast_to(ue4m3_values()[blocks[:, 0:4]][:, :, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
     elif name in ("Q2_K", "Q3_K"):  # element 128h + 32g + l: bits 2g of qs[32h + l]; sub-block e / 16
         start = 16 if name == "Q2_K" else 32
         qs = blocks[:, start:start + 64].astype(np.int32).reshape(-1, 2, 1, 32)

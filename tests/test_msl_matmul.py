@@ -148,6 +148,11 @@ MV_QUADS = {
     "Q5_0": lambda p, j: 4 * p,
     "Q5_1": lambda p, j: 4 * p,
     "IQ4_NL": lambda p, j: 4 * p,
+    "NVFP4": lambda p, j: 16 * (p // 2) + 8 * j + 4 * (p % 2),
+    "Q1_0": lambda p, j: 32 * j + 4 * p,
+    "Q2_0": lambda p, j: 32 * j + 4 * p,
+    "TQ1_0": lambda p, j: 64 * j + 4 * p,
+    "TQ2_0": lambda p, j: 64 * j + 4 * p,
 }
 
 
