@@ -32,10 +32,11 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_q1_0 *b, ushort part, float
                                   thread float *a, thread float *o) {
 #pragma unroll
     for (uint j = 0; j < 4; ++j) {
-        // +-1.0 built from bits: the sign bit set where the element's bit is clear
-        const uint clear = ~(uint(b->qs[4 * j + part / 2]) >> (4 * (part % 2)));
-        q[j] = as_type<float4>(uint4(clear << 31, (clear >> 1) << 31, (clear >> 2) << 31, (clear >> 3) << 31) |
-                               0x3F800000u);
+        // The nibble's bits one per byte (x * 0x00204081 copies them to bits 0, 8, 16, 24 without overlap),
+        // then each byte 0x01 (bit set) or 0xFF (clear): the signed codes +-1.
+        const uint nibble = (uint(b->qs[4 * j + part / 2]) >> (4 * (part % 2))) & 0xFu;
+        const uint clear = ((nibble * 0x00204081u) & 0x01010101u) ^ 0x01010101u;
+        q[j] = float4(as_type<char4>((clear * 0xFEu) | 0x01010101u));
     }
     a[0] = float(b->d);
     o[0] = 0.0f;

@@ -33,7 +33,12 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_q2_0 *b, ushort part, float
                                   thread float *a, thread float *o) {
 #pragma unroll
     for (uint j = 0; j < 2; ++j) {
-        q[j] = float4((uint4(b->qs[8 * j + part]) >> uint4(0, 2, 4, 6)) & 3u) - 1.0f;
+        // the byte's four 2-bit codes one per byte (fields 0, 1 | 2, 3 apart first, then each pair), minus 1
+        // per byte as (c + 0x7F) ^ 0x80 (no carries): signed bytes
+        const uint x = b->qs[8 * j + part];
+        const uint pairs = (x | (x << 12)) & 0x000F000Fu;
+        const uint codes = (pairs | (pairs << 6)) & 0x03030303u;
+        q[j] = float4(as_type<char4>((codes + 0x7F7F7F7Fu) ^ 0x80808080u));
     }
     a[0] = float(b->d);
     o[0] = 0.0f;

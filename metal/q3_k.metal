@@ -55,7 +55,7 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_q3_k *b, ushort part, float
             const uint j = 2 * h + t;
             const uint g = 2 * t + hi;
             const uint bits = ((low >> (2 * g)) & 0x03030303u) | (((high >> (4 * h + g)) & 0x01010101u) << 2);
-            q[j] = float4(as_type<uchar4>(bits)) - 4.0f;
+            q[j] = float4(as_type<char4>((bits + 0x7C7C7C7Cu) ^ 0x80808080u));  // bits - 4 per byte, no carries
             const uint sc = ((sc_lo[t] >> (4 * h)) & 0xF) | (((sc_hi >> (2 * j)) & 3) << 4);
             a[j] = d * float(int(sc) - 32);
             o[j] = 0.0f;

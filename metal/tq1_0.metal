@@ -54,11 +54,14 @@ GGUF_MV_INLINE uint gguf_mv_pow3(uint n) {
 }
 
 // Digit n (pow3 = 3^n) of each byte of w, minus 1: the codes of 4 elements. Two bytes at a time, in 16-bit
-// fields (bytes 0, 2 and 1, 3): a byte times 3^n (<= 81) and its low 8 bits times 3 fit a field.
+// fields (bytes 0, 2 and 1, 3): a byte times 3^n (<= 81) and its low 8 bits times 3 fit a field, whose bits
+// 8, 9 are then the digit. The digits go back to their bytes, and t - 1 = (t + 0x7F) ^ 0x80 per byte (no
+// carries) as signed bytes.
 GGUF_MV_INLINE float4 gguf_mv_trits(uint w, uint pow3) {
     const uint even = (((w & 0x00FF00FFu) * pow3) & 0x00FF00FFu) * 3u;
     const uint odd = ((((w >> 8) & 0x00FF00FFu) * pow3) & 0x00FF00FFu) * 3u;
-    return float4(int4(uint4((even >> 8) & 3u, (odd >> 8) & 3u, even >> 24, odd >> 24)) - 1);
+    const uint digits = ((even >> 8) & 0x00030003u) | (odd & 0x03000300u);
+    return float4(as_type<char4>((digits + 0x7F7F7F7Fu) ^ 0x80808080u));
 }
 
 // The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 1 run, no

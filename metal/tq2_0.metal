@@ -34,7 +34,9 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_tq2_0 *b, ushort part, floa
         const uint w = gguf_mv_word(b->qs + 32 * h + 4 * (part % 8));
 #pragma unroll
         for (uint t = 0; t < 2; ++t) {
-            q[2 * h + t] = float4(as_type<uchar4>((w >> (2 * (2 * t + hi))) & 0x03030303u)) - 1.0f;
+            // code - 1 per byte as (code + 0x7F) ^ 0x80 (no carries): signed bytes
+            const uint codes = (w >> (2 * (2 * t + hi))) & 0x03030303u;
+            q[2 * h + t] = float4(as_type<char4>((codes + 0x7F7F7F7Fu) ^ 0x80808080u));
         }
     }
     a[0] = float(b->d);
