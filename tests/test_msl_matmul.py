@@ -615,10 +615,10 @@ def test_ubsan_build():
 
 
 def test_error_constant_follows_the_tree():
-    # The decode-exact mat-vec order, Q2_K (16-element sub-blocks), K = 4096: 256 sub-blocks -> 8 per lane =
+    # The decode-exact mat-vec order, IQ1_M (32-element sub-blocks), K = 4096: 128 sub-blocks -> 4 per lane =
     # 128 fmas, + 31 for simd_sum in any order (+ 1 for the bias).
-    assert launch.matvec_error_constant("Q2_K", 4096) == 159
-    assert launch.matvec_error_constant("Q2_K", 4096, bias=True) == 160
+    assert launch.matvec_error_constant("IQ1_M", 4096) == 159
+    assert launch.matvec_error_constant("IQ1_M", 4096, bias=True) == 160
     # The factored mat-vec order, Q4_K at K = 4096: a run of 4 elements (4 roundings), 16 blocks over 2 per
     # step = 8 blocks per lane, each 4 runs of 2 fmas = 64, + 31 for simd_sum, + 1 for the decoded weight
     # fl(a q + o); Q8_0: 4 + 128 blocks / 4 per step * 1 run * 1 fma = 32, + 31, no offset.
