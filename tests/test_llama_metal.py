@@ -227,6 +227,6 @@ def test_bad_arguments_name_the_problem():
     with pytest.raises(ValueError, match="rows of 288 bytes"):
         llama_metal.mul_mv("q4_K", raw, activations((1, 512), seed=0))
     with pytest.raises(ValueError, match="launches"):
-        llama_metal.mul_mv("q2_K", raw, activations((1, 256), seed=0))
+        llama_metal.mul_mv("tq1_0", raw, activations((1, 256), seed=0))  # no Metal mat-vec in llama.cpp
     with pytest.raises(ValueError, match=r"ids must lie in \[0, 1\)"):
         llama_metal.mul_mm_id("q4_K", raw[None], activations((32, 256), seed=0), np.ones((32, 1), np.int32))
