@@ -117,6 +117,17 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "IQ3_S": (16, 4, 2, False),
     "IQ1_S": (16, 4, 2, False),
     "IQ1_M": (16, 4, 2, False),
+    "Q2_K": (16, 4, 4, True),
+    "Q3_K": (16, 4, 4, False),
+    "Q4_1": (8, 1, 1, True),
+    "Q5_0": (8, 1, 1, False),
+    "Q5_1": (8, 1, 1, True),
+    "IQ4_NL": (8, 1, 1, False),
+    "NVFP4": (8, 2, 1, False),
+    "Q1_0": (8, 4, 1, False),
+    "Q2_0": (8, 2, 1, False),
+    "TQ1_0": (16, 4, 1, False),
+    "TQ2_0": (16, 4, 1, False),
 }
 
 

@@ -217,6 +217,69 @@ def _factored_codes(name, raw):
         q = (8 * grid("iq1s")[rows] + (1 - 2 * negative)[..., None]).reshape(-1, 16, 16)
         a = np.broadcast_to(((d * (2 * k + 1).astype(np.float32)) * np.float32(0.125))[:, :, None], q.shape)
         o = np.zeros(q.shape, np.float32)
+    elif name in ("Q4_1", "Q5_0", "Q5_1", "IQ4_NL"):  # element j < 16: low nibble of qs[j], j + 16: high nibble
+        start = {"Q4_1": 4, "Q5_0": 6, "Q5_1": 8, "IQ4_NL": 2}[name]
+        qs = blocks[:, start:start + 16].astype(np.int32)
+        q = np.concatenate([qs & 0xF, qs >> 4], axis=1)
+        if name in ("Q5_0", "Q5_1"):  # bit j of the little-endian qh: element j's fifth bit
+            qh = blocks[:, start - 4:start].copy().view("<u4").astype(np.int64)
+            q = q | (((qh >> np.arange(32)) & 1) << 4).astype(np.int32)
+        if name == "IQ4_NL":
+            from .tables import kvalues_iq4nl
+
+            q = np.asarray(kvalues_iq4nl(), np.int32)[q]
+        q = q - 16 if name == "Q5_0" else q
+        a = np.broadcast_to(_halves(blocks, 0)[:, None], q.shape)
+        o = (np.broadcast_to(_halves(blocks, 2)[:, None], q.shape) if name in ("Q4_1", "Q5_1")
+             else np.zeros(q.shape, np.float32))
+    elif name in ("Q1_0", "Q2_0", "TQ2_0"):  # bits per element, LSB first (TQ2_0: as Q2_K's low bits); d
+        bits = {"Q1_0": 1, "Q2_0": 2, "TQ2_0": 2}[name]
+        if name == "TQ2_0":
+            qs = blocks[:, 0:64].astype(np.int32).reshape(-1, 2, 1, 32)
+            codes = (qs >> (2 * np.arange(4)).reshape(1, 1, 4, 1)) & 3
+        else:
+            qs = blocks[:, 2:18].astype(np.int32)
+            codes = (qs[:, :, None] >> (bits * np.arange(8 // bits))) & ((1 << bits) - 1)
+        q = codes.reshape(len(blocks), -1)
+        q = 2 * q - 1 if name == "Q1_0" else q - 1
+        a = np.broadcast_to(_halves(blocks, 64 if name == "TQ2_0" else 0)[:, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
+    elif name == "TQ1_0":
+        from .reference.tq1_0 import digit_table
+
+        b = blocks[:, 0:52].astype(np.int64)
+        off = 256 * np.arange(5).reshape(1, 5, 1)
+        idx = np.concatenate([(b[:, None, 0:32] + off).reshape(-1, 160), (b[:, None, 32:48] + off).reshape(-1, 80),
+                              (b[:, None, 48:52] + off[:, 0:4]).reshape(-1, 16)], axis=1)
+        q = digit_table()[idx]
+        a, o = np.broadcast_to(_halves(blocks, 52)[:, None], q.shape), np.zeros(q.shape, np.float32)
+    elif name == "NVFP4":  # sub-block s: low nibbles of qs[8s ..] -> 16s + 0..7, high -> 16s + 8..15
+        from .reference.nvfp4 import ue4m3_values
+        from .tables import kvalues_fp4
+
+        qs = blocks[:, 4:36].astype(np.int32).reshape(-1, 4, 1, 8)
+        q = np.asarray(kvalues_fp4(), np.float32)[(qs >> np.array([0, 4]).reshape(1, 1, 2, 1)) & 0xF].reshape(-1, 4, 16)
+        a = np.broadcast_to(ue4m3_values()[blocks[:, 0:4]][:, :, None], q.shape)
+        o = np.zeros(q.shape, np.float32)
+    elif name in ("Q2_K", "Q3_K"):  # element 128h + 32g + l: bits 2g of qs[32h + l]; sub-block e / 16
+        start = 16 if name == "Q2_K" else 32
+        qs = blocks[:, start:start + 64].astype(np.int32).reshape(-1, 2, 1, 32)
+        q = (qs >> (2 * np.arange(4)).reshape(1, 1, 4, 1)) & 3  # (n, h, g, l)
+        i = np.arange(16)
+        if name == "Q2_K":
+            sc = blocks[:, 0:16].astype(np.int32)
+            a = _halves(blocks, 80)[:, None] * (sc & 0xF).astype(np.float32)
+            o = -(_halves(blocks, 82)[:, None] * (sc >> 4).astype(np.float32))
+        else:  # high bit: bit 4h + g of hmask[l]; q = low2 + 4 high - 4; scales stored + 32
+            high = (blocks[:, None, None, 0:32].astype(np.int32) >> (4 * np.arange(2).reshape(1, 2, 1, 1)
+                                                                      + np.arange(4).reshape(1, 1, 4, 1))) & 1
+            q = q + 4 * high - 4
+            s = blocks[:, 96:108].astype(np.int32)
+            lo = np.where(i < 8, s[:, i % 8] & 0xF, s[:, i % 8] >> 4)
+            sc = lo | (((s[:, 8 + i % 4] >> (2 * (i // 4))) & 3) << 4)
+            a = _halves(blocks, 108)[:, None] * (sc - 32).astype(np.float32)
+            o = np.zeros(a.shape, np.float32)
+        a, o = (np.broadcast_to(v[:, :, None], (len(blocks), 16, 16)) for v in (a, o))
     else:
         raise KeyError(name)
     return tuple(np.ascontiguousarray(v, np.float32).reshape(n, -1) for v in (q, a, o))

@@ -57,6 +57,16 @@ TYPES = {
     "iq3_s": (21, 256, 110),
     "iq2_s": (22, 256, 82),
     "iq1_m": (29, 256, 56),
+    # the other non-IQ-grid types llama.cpp's Metal mat-vec has (not TQ1_0, NVFP4)
+    "q4_1": (3, 32, 20),
+    "q5_0": (6, 32, 22),
+    "q5_1": (7, 32, 24),
+    "q2_K": (10, 256, 84),
+    "q3_K": (11, 256, 110),
+    "iq4_nl": (20, 32, 18),
+    "tq2_0": (35, 256, 66),
+    "q1_0": (41, 128, 18),
+    "q2_0": (42, 64, 18),
 }
 # ggml-metal-ops.cpp ggml_metal_op_mul_mat: the small-batch kernel_mul_mv_ext types and their row ranges
 EXT_ROWS = {"q4_0": (2, 8), "q8_0": (2, 8), "mxfp4": (2, 8),
@@ -66,7 +76,7 @@ MAP0_NE20 = (1, 2, 4, 5, 6, 8, 10, 16, 22)  # kernel_mul_mm_id_map0_ne20_* insta
 FC_MUL_MV, FC_MUL_MM = 600, 700  # ggml-metal-impl.h
 # Kernels in which every simdgroup stores the same lookup table to the same threadgroup words before the
 # barrier: a write-write race on identical values that the harness's race check reports; they run without it.
-IDENTICAL_VALUE_RACES = {f"kernel_mul_mv{id_}_{t}_f32" for id_ in ("", "_id") for t in ("iq4_xs", "mxfp4")}
+IDENTICAL_VALUE_RACES = {f"kernel_mul_mv{id_}_{t}_f32" for id_ in ("", "_id") for t in ("iq4_xs", "mxfp4", "iq4_nl")}
 MAX_THREADS = 1024  # the pipelines' maxTotalThreadsPerThreadgroup assumed for get_rows' nth (Apple GPUs: 1024)
 
 
@@ -75,6 +85,8 @@ def _mv_geometry(t: str, k: int) -> tuple[int, int, int]:
     ggml-metal-impl.h)."""
     table = {"q4_0": (2, 4, 0), "q8_0": (4, 2, 32 * 4 * 2), "mxfp4": (2, 2, 32 * 4), "q4_K": (2, 2, 0),
              "q5_K": (2, 1, 0), "q6_K": (2, 2, 0), "iq4_xs": (2, 2, 32 * 4)}
+    table |= {"q4_1": (2, 4, 0), "q5_0": (2, 4, 0), "q5_1": (2, 4, 0), "q2_K": (2, 4, 0), "q3_K": (2, 2, 0),
+              "iq4_nl": (2, 2, 32 * 4), "tq2_0": (2, 4, 0), "q1_0": (2, 8, 0), "q2_0": (2, 8, 0)}
     # the IQ grid types: N_SG 2, N_R0 4, their grids (and sign table) staged in threadgroup memory
     iq_smem = {"iq2_xxs": 256 * 8 + 128, "iq2_xs": 512 * 8 + 128, "iq3_xxs": 256 * 4 + 128, "iq3_s": 512 * 4,
                "iq2_s": 0, "iq1_s": 0, "iq1_m": 0}

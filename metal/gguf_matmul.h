@@ -172,6 +172,18 @@ inline void gguf_mv_accumulate(gguf_decode_core<B, QK, S>, device const uchar *w
     }
 }
 
+// Four bytes at p as a little-endian word, for blocks only 2-byte aligned: two 16-bit loads.
+GGUF_MV_INLINE uint gguf_mv_word(device const uchar *p) {
+    device const ushort *w = reinterpret_cast<device const ushort *>(p);
+    return uint(w[0]) | (uint(w[1]) << 16);
+}
+
+// Q5_0 and Q5_1: bits 4p .. 4p + 3 of qh, one per byte, moved to bit 4 of each: the fifth bits of elements
+// 4p .. 4p + 3 (x * 0x00204081 places copies of the 4 bits at 0, 7, 14, 21 without overlap, so no carries).
+GGUF_MV_INLINE uint gguf_mv_fifth_bits(uint qh, ushort part) {
+    return ((((qh >> (4 * part)) & 0xFu) * 0x00204081u) & 0x01010101u) << 4;
+}
+
 // A type without a value table looked up by shuffles (gguf_mv_table): no entry.
 template <typename B>
 GGUF_MV_INLINE float gguf_mv_table(device const B *, ushort) {

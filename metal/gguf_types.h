@@ -66,6 +66,17 @@
 #define GGUF_MV_LAYOUT_iq3_s 16, 4, 2, 0
 #define GGUF_MV_LAYOUT_iq1_s 16, 4, 2, 0
 #define GGUF_MV_LAYOUT_iq1_m 16, 4, 2, 0
+#define GGUF_MV_LAYOUT_q2_k 16, 4, 4, 1
+#define GGUF_MV_LAYOUT_q3_k 16, 4, 4, 0
+#define GGUF_MV_LAYOUT_q4_1 8, 1, 1, 1
+#define GGUF_MV_LAYOUT_q5_0 8, 1, 1, 0
+#define GGUF_MV_LAYOUT_q5_1 8, 1, 1, 1
+#define GGUF_MV_LAYOUT_iq4_nl 8, 1, 1, 0
+#define GGUF_MV_LAYOUT_nvfp4 8, 2, 1, 0
+#define GGUF_MV_LAYOUT_q1_0 8, 4, 1, 0
+#define GGUF_MV_LAYOUT_q2_0 8, 2, 1, 0
+#define GGUF_MV_LAYOUT_tq1_0 16, 4, 1, 0
+#define GGUF_MV_LAYOUT_tq2_0 16, 4, 1, 0
 
 // Per-type constants, for use inside the kernel files.
 #define GGUF_QK_f32 1

@@ -22,5 +22,23 @@ inline void dequantize_q5_0(device const block_q5_0 *b, ushort sub, thread float
     }
 }
 
+#ifdef GGUF_METAL_MATMUL
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 8 lanes per block, 1 quad, 1 run, no
+// offset): w = a q with q the 5-bit value minus 16 and a = d, the exact product dequantize_q5_0 computes.
+// Part p holds elements 4p .. 4p + 3: nibbles of qs bytes 4(p % 4) .. (low for p < 4, high for p >= 4),
+// fifth bits 4p .. 4p + 3 of qh (gguf_mv_fifth_bits); blocks are 2-byte aligned (gguf_mv_word).
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_q5_0 *, ushort part, uint) {
+    return 4 * part;
+}
+
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q5_0 *b, ushort part, float, thread float4 *q,
+                                  thread float *a, thread float *o) {
+    const uint nibbles = (gguf_mv_word(b->qs + 4 * (part % 4)) >> (4 * (part / 4))) & 0x0F0F0F0Fu;
+    q[0] = float4(as_type<uchar4>(nibbles | gguf_mv_fifth_bits(gguf_mv_word(b->qh), part))) - 16.0f;
+    a[0] = float(b->d);
+    o[0] = 0.0f;
+}
+#endif
+
 GGUF_DEQUANT_KERNELS(q5_0)
-GGUF_MATMUL_KERNELS(q5_0)
+GGUF_MATMUL_FACTORED_KERNELS(q5_0)

@@ -23,5 +23,25 @@ inline void dequantize_q5_1(device const block_q5_1 *b, ushort sub, thread float
     }
 }
 
+#ifdef GGUF_METAL_MATMUL
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 8 lanes per block, 1 quad, 1 run, with
+// offset): w = a q + o with q the 5-bit value, a = d and o = m, as dequantize_q5_1 computes it (q d exact,
+// one rounding of the sum). Part p holds elements 4p .. 4p + 3, as Q5_0's (gguf_mv_fifth_bits); blocks are
+// 4-byte aligned (24 bytes): 32-bit loads.
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_q5_1 *, ushort part, uint) {
+    return 4 * part;
+}
+
+GGUF_MV_INLINE void gguf_mv_codes(device const block_q5_1 *b, ushort part, float, thread float4 *q,
+                                  thread float *a, thread float *o) {
+    const uint qs = *reinterpret_cast<device const uint *>(b->qs + 4 * (part % 4));
+    const uint qh = *reinterpret_cast<device const uint *>(b->qh);
+    const float2 dm = float2(*reinterpret_cast<device const half2 *>(&b->d));
+    q[0] = float4(as_type<uchar4>(((qs >> (4 * (part / 4))) & 0x0F0F0F0Fu) | gguf_mv_fifth_bits(qh, part)));
+    a[0] = dm.x;
+    o[0] = dm.y;
+}
+#endif
+
 GGUF_DEQUANT_KERNELS(q5_1)
-GGUF_MATMUL_KERNELS(q5_1)
+GGUF_MATMUL_FACTORED_KERNELS(q5_1)

@@ -33,14 +33,9 @@ inline void dequantize_q6_k(device const block_q6_k *b, ushort sub, thread float
 // dequantize_q6_k computes. Quad j of part p holds elements e = 64j + 4p .. + 3: half h = j / 2, k =
 // 2(j % 2) + p / 8, l = 4(p % 8) ..: low bits from ql bytes 64h + 32(p / 8) + 4(p % 8) .. (nibble j % 2),
 // high bits from qh bytes 32h + 4(p % 8) .. (bits 2k, 2k + 1); sub-block 4j + p / 4. Blocks are 2-byte
-// aligned: 16-bit loads.
+// aligned: 16-bit loads (gguf_mv_word).
 GGUF_MV_INLINE uint gguf_mv_quad(device const block_q6_k *, ushort part, uint j) {
     return 64 * j + 4 * part;
-}
-
-GGUF_MV_INLINE uint gguf_mv_word(device const uchar *p) {
-    device const ushort *w = reinterpret_cast<device const ushort *>(p);
-    return uint(w[0]) | (uint(w[1]) << 16);
 }
 
 GGUF_MV_INLINE void gguf_mv_codes(device const block_q6_k *b, ushort part, float, thread float4 *q,

@@ -47,5 +47,46 @@ inline void dequantize_tq1_0(device const block_tq1_0 *b, ushort sub, thread flo
     }
 }
 
+#ifdef GGUF_METAL_MATMUL
+// 3^n for a digit n in 0..4, without a run-time indexed array.
+GGUF_MV_INLINE uint gguf_mv_pow3(uint n) {
+    return n == 0 ? 1u : n == 1 ? 3u : n == 2 ? 9u : n == 3 ? 27u : 81u;
+}
+
+// Digit n (pow3 = 3^n) of each byte of w, minus 1: the codes of 4 elements. Two bytes at a time, in 16-bit
+// fields (bytes 0, 2 and 1, 3): a byte times 3^n (<= 81) and its low 8 bits times 3 fit a field, whose bits
+// 8, 9 are then the digit. The digits go back to their bytes, and t - 1 = (t + 0x7F) ^ 0x80 per byte (no
+// carries) as signed bytes.
+GGUF_MV_INLINE float4 gguf_mv_trits(uint w, uint pow3) {
+    const uint even = (((w & 0x00FF00FFu) * pow3) & 0x00FF00FFu) * 3u;
+    const uint odd = ((((w >> 8) & 0x00FF00FFu) * pow3) & 0x00FF00FFu) * 3u;
+    const uint digits = ((even >> 8) & 0x00030003u) | (odd & 0x03000300u);
+    return float4(as_type<char4>((digits + 0x7F7F7F7Fu) ^ 0x80808080u));
+}
+
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 1 run, no
+// offset): w = a q with q = t - 1 and a = d, the exact product dequantize_tq1_0 computes. Quad j of part p
+// holds elements e = 64j + 4p .. + 3, read from 4 bytes at one digit: e < 160 (j < 2, or j = 2 and p < 8):
+// qs bytes 4(p % 8) .., digit e / 32; 160 <= e < 240: qs bytes 32 + 4(p % 4) .., digit (e - 160) / 16;
+// e >= 240 (j = 3, p >= 12): the qh bytes, digit p - 12. Blocks are 2-byte aligned (gguf_mv_word).
+GGUF_MV_INLINE uint gguf_mv_quad(device const block_tq1_0 *, ushort part, uint j) {
+    return 64 * j + 4 * part;
+}
+
+GGUF_MV_INLINE void gguf_mv_codes(device const block_tq1_0 *b, ushort part, float, thread float4 *q,
+                                  thread float *a, thread float *o) {
+    const uint hi = part / 8;
+    const uint first = gguf_mv_word(b->qs + 4 * (part % 8));
+    const uint second = gguf_mv_word(b->qs + 32 + 4 * (part % 4));
+    q[0] = gguf_mv_trits(first, gguf_mv_pow3(hi));
+    q[1] = gguf_mv_trits(first, gguf_mv_pow3(2 + hi));
+    // (the word and digit chosen first, so each quad's digits are computed once)
+    q[2] = gguf_mv_trits(hi ? second : first, gguf_mv_pow3(hi ? (part % 8) / 4 : 4));
+    q[3] = gguf_mv_trits(part < 12 ? second : gguf_mv_word(b->qh), gguf_mv_pow3(part < 12 ? 2 + part / 4 : part - 12));
+    a[0] = float(b->d);
+    o[0] = 0.0f;
+}
+#endif
+
 GGUF_DEQUANT_KERNELS(tq1_0)
-GGUF_MATMUL_KERNELS(tq1_0)
+GGUF_MATMUL_FACTORED_KERNELS(tq1_0)

@@ -25,6 +25,7 @@ pytestmark = [
 NMSE_MUL_MAT = 5e-4  # test_mul_mat / test_mul_mat_id::max_nmse_err
 NMSE_DEFAULT = 1e-7  # test_case::max_nmse_err (test_get_rows keeps it)
 MAT_VEC_TYPES = ["q4_0", "q8_0", "q4_K", "q5_K", "q6_K", "iq4_xs", "mxfp4", "f16"]
+MAT_VEC_TYPES += ["q4_1", "q5_0", "q5_1", "q2_K", "q3_K", "iq4_nl", "tq2_0", "q1_0", "q2_0"]  # non-IQ-grid types
 
 
 def nmse(ref: np.ndarray, got: np.ndarray) -> float:
@@ -236,6 +237,6 @@ def test_bad_arguments_name_the_problem():
     with pytest.raises(ValueError, match="rows of 288 bytes"):
         llama_metal.mul_mv("q4_K", raw, activations((1, 512), seed=0))
     with pytest.raises(ValueError, match="launches"):
-        llama_metal.mul_mv("q2_K", raw, activations((1, 256), seed=0))
+        llama_metal.mul_mv("tq1_0", raw, activations((1, 256), seed=0))  # no Metal mat-vec in llama.cpp
     with pytest.raises(ValueError, match=r"ids must lie in \[0, 1\)"):
         llama_metal.mul_mm_id("q4_K", raw[None], activations((32, 256), seed=0), np.ones((32, 1), np.int32))

@@ -149,6 +149,17 @@ MV_QUADS = {
     "IQ3_S": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
     "IQ1_S": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
     "IQ1_M": lambda p, j: 128 * (j // 2) + 8 * p + 4 * (j % 2),
+    "Q2_K": lambda p, j: 64 * j + 4 * p,
+    "Q3_K": lambda p, j: 64 * j + 4 * p,
+    "Q4_1": lambda p, j: 4 * p,
+    "Q5_0": lambda p, j: 4 * p,
+    "Q5_1": lambda p, j: 4 * p,
+    "IQ4_NL": lambda p, j: 4 * p,
+    "NVFP4": lambda p, j: 16 * (p // 2) + 8 * j + 4 * (p % 2),
+    "Q1_0": lambda p, j: 32 * j + 4 * p,
+    "Q2_0": lambda p, j: 32 * j + 4 * p,
+    "TQ1_0": lambda p, j: 64 * j + 4 * p,
+    "TQ2_0": lambda p, j: 64 * j + 4 * p,
 }
 
 
@@ -611,10 +622,10 @@ def test_ubsan_build():
 
 
 def test_error_constant_follows_the_tree():
-    # The decode-exact mat-vec order, Q2_K (16-element sub-blocks), K = 4096: 256 sub-blocks -> 8 per lane =
+    # The decode-exact mat-vec order, IQ1_M (32-element sub-blocks), K = 4096: 128 sub-blocks -> 4 per lane =
     # 128 fmas, + 31 for simd_sum in any order (+ 1 for the bias).
-    assert launch.matvec_error_constant("Q2_K", 4096) == 159
-    assert launch.matvec_error_constant("Q2_K", 4096, bias=True) == 160
+    assert launch.matvec_error_constant("F16", 4096) == 159
+    assert launch.matvec_error_constant("F16", 4096, bias=True) == 160
     # The factored mat-vec order, Q4_K at K = 4096: a run of 8 elements (8 roundings), 16 blocks over 2 per
     # step = 8 blocks per lane, each 2 runs of 2 fmas = 32, + 31 for simd_sum, + 1 for the decoded weight
     # fl(a q + o); Q8_0: 4 + 128 blocks / 4 per step * 1 run * 1 fma = 32, + 31, no offset; Q4_0: runs of 8,
