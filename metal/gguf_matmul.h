@@ -414,17 +414,163 @@ template <typename CORE, typename X, typename T>
     gguf_mm_store<R>(acc, mr, rows, n0, uint(N), bias, has_bias != 0, out + ulong(m0) * N, lane);
 }
 
+// The matrix tier's weight tile: rows n0 .. n0 + GGUF_MM_ROWS - 1, elements k0 .. k0 + GGUF_MM_K - 1 of K,
+// written to wt[(kk) * GGUF_MM_ROWS + r] as float32 (the decoded values, exactly; +0 past K). Rows past N
+// may hold anything: column r of the tile only reaches output column n0 + r, which is not stored. Two ways,
+// by the mat-vec tier's order type: the decode function per sub-block (every type), or, for the factored
+// types, the type's factored access read as coalesced words (consecutive lanes take consecutive parts of a
+// block), w = a q (+ o): the same product and, with an offset, the same one rounding as the decode function.
+// STEP: which GGUF_MM_K elements of a block a step takes when a block is longer (a compile-time index, so
+// the quads of the other steps are never read).
+template <uint STEP, typename B, int QK, int S, typename CORE>
+inline void gguf_mm_weights(CORE, device const uchar *w, uint n0, uint N, uint k, uint k0, threadgroup float *wt,
+                            ushort tid) {
+    constexpr uint NT = GGUF_MM_ROWS;
+    constexpr uint SUBS = GGUF_MM_K / S;  // sub-blocks of a row per step
+    static_assert(GGUF_MM_K % S == 0 && STEP == 0, "a step holds whole sub-blocks");
+    const ulong bpr = ulong(k / QK) * sizeof(B);
+    for (uint q = tid; q < NT * SUBS; q += GGUF_MM_THREADS) {
+        const uint r = q / SUBS;
+        const uint j = q % SUBS;
+        const uint s = k0 / S + j;
+        float v[S];
+#pragma unroll
+        for (uint e = 0; e < S; ++e) {
+            v[e] = 0.0f;
+        }
+        if (n0 + r < N && s * S < k) {
+            gguf_mm_decode(reinterpret_cast<device const B *>(w + ulong(n0 + r) * bpr), s, k, v);
+        }
+#pragma unroll
+        for (uint e = 0; e < S; ++e) {
+            wt[(j * S + e) * NT + r] = v[e];
+        }
+    }
+}
+
+// Steps of GGUF_MM_K per unrolled group of gguf_mm_tile's K loop: a factored block longer than a step is
+// taken in QK / GGUF_MM_K steps, each reading only its own quads.
+template <typename CORE>
+constexpr uint gguf_mm_steps(CORE) {
+    return 1;
+}
+template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
+constexpr uint gguf_mm_steps(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>) {
+    return QK > GGUF_MM_K ? QK / GGUF_MM_K : 1;
+}
+
+// The factored tile: a step holds BPS whole blocks (QK <= GGUF_MM_K), or the quads STEP * QPS .. of each part
+// (the types' layouts put quad j of part p at element 4 (PARTS j + p), so a step of GGUF_MM_K elements is
+// QPS consecutive quads of every part). Every lane runs the same iterations (gguf_mv_codes may shuffle);
+// a block past K is read clamped and written as +0.
+template <uint STEP, typename B, int QK, int S, int PARTS, int QUADS, int RUNS, int OFFSET>
+inline void gguf_mm_weights(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
+                            uint n0, uint N, uint k, uint k0, threadgroup float *wt, ushort tid) {
+    constexpr uint NT = GGUF_MM_ROWS;
+    constexpr uint BPS = QK < GGUF_MM_K ? GGUF_MM_K / QK : 1;        // blocks per step
+    constexpr uint QPS = QK < GGUF_MM_K ? QUADS : QUADS * GGUF_MM_K / QK;  // quads per part per step
+    constexpr uint QPR = QUADS / RUNS;
+    constexpr uint ITEMS = NT * BPS * PARTS;
+    static_assert(ITEMS % GGUF_MM_THREADS == 0 && QPS > 0, "every lane takes the same number of parts");
+    constexpr uint RSTEP = GGUF_MM_THREADS / (PARTS * BPS);  // rows between a thread's items
+    static_assert(GGUF_MM_THREADS % (PARTS * BPS) == 0, "a thread keeps its part and block");
+    const uint nb = k / QK;
+    const ulong bpr = ulong(nb) * sizeof(B);
+    const ushort part = tid % PARTS;
+    const uint bi = (tid / PARTS) % BPS;
+    const uint r0 = tid / (PARTS * BPS);
+    const uint b = k0 / QK + bi;
+    const bool live = BPS == 1 || b < nb;  // with one block per step, k0 < k puts it inside the row
+    device const B *block = reinterpret_cast<device const B *>(w + ulong(n0) * bpr) + (BPS == 1 ? b : min(b, nb - 1));
+    const float table = gguf_mv_table(block, ushort(tid % GGUF_SIMD_WIDTH));
+    const uint last = N - 1 - n0;  // the tile's last row inside the matrix
+#pragma unroll
+    for (uint t = 0; t < ITEMS / GGUF_MM_THREADS; ++t) {
+        const uint r = r0 + t * RSTEP;
+        float4 q[QUADS];
+        float a[RUNS];
+        float o[RUNS];
+        gguf_mv_codes(block + min(r, last) * nb, part, table, q, a, o);
+#pragma unroll
+        for (uint jq = 0; jq < QPS; ++jq) {
+            const uint j = STEP * QPS + jq;
+            // A block past K: its codes scaled by +0 (finite, whatever the clamped block holds), against x = +0.
+            const float scale = BPS == 1 || live ? a[j / QPR] : 0.0f;
+            const float4 v = OFFSET ? scale * q[j] + (BPS == 1 || live ? o[j / QPR] : 0.0f) : scale * q[j];
+            threadgroup float *dst = wt + (bi * QK + gguf_mv_quad(block, part, j) - STEP * GGUF_MM_K) * NT + r;
+            dst[0] = v.x;
+            dst[NT] = v.y;
+            dst[2 * NT] = v.z;
+            dst[3 * NT] = v.w;
+        }
+    }
+}
+
 // The matrix tier: a tile of GGUF_MM_ROWS (64) weight rows x 32 activation rows with simdgroup 8x8 float
 // matrices. Per step of GGUF_MM_K (64) elements of K the threadgroup decodes the weight tile into threadgroup
-// memory as float32 (exact: the decoded values), transposed ([k][n]), and stages the x tile as float32 ([m][k],
-// exact widening); elements past K are +0 on both sides. Simdgroup g owns the 16 x rows 16 (g / 2) .. and the
-// 32 weight rows 32 (g % 2) ..: 2 x 4 accumulators held in registers across the whole K loop, each step of 8
-// elements one simdgroup_multiply_accumulate per accumulator, in increasing k. The results go through
-// threadgroup memory (reusing the weight tile) to coalesced stores: out[orow[m], n0 + n] = round(acc + bias),
-// for the rows m < mr. x row m of the tile is x[xrow[m]]. Every thread of the group calls it (barriers).
+// memory as float32 (exact: the decoded values; gguf_mm_weights), transposed ([k][n]), and stages the x tile
+// as float32 ([m][k], exact widening); elements past K are +0 on both sides. Simdgroup g owns the 16 x rows
+// 16 (g / 2) .. and the 32 weight rows 32 (g % 2) ..: 2 x 4 accumulators held in registers across the whole K
+// loop, each step of 8 elements one simdgroup_multiply_accumulate per accumulator, in increasing k. The
+// results go through threadgroup memory (reusing the weight tile) to coalesced stores:
+// out[orow[m], n0 + n] = round(acc + bias), for the rows m < mr. x row m of the tile is x[xrow[m]]. Every
+// thread of the group calls it (barriers).
 #define GGUF_MM_XROWS (GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS)  // activation rows of a tile
 
-template <typename B, int QK, int S, typename X, typename T>
+// One step of GGUF_MM_K elements from k0: the weight and x tiles, then 8 multiply-accumulates of 8 x 8 x 8
+// per accumulator (acc[4 i + j]: x rows sm + 8 i .., weight rows sn + 8 j ..), in increasing k.
+template <uint STEP, typename B, int QK, int S, typename CORE, typename X>
+inline void gguf_mm_step(device const uchar *w, uint n0, uint N, uint k, uint k0, device const X *x,
+                         threadgroup const uint *xrow, uint mr, threadgroup float *wt, threadgroup float *xt,
+                         ushort tid, uint sm, uint sn, thread simdgroup_float8x8 *acc) {
+    constexpr uint NT = GGUF_MM_ROWS;
+    constexpr uint MT = GGUF_MM_XROWS;
+    constexpr uint KT = GGUF_MM_K;
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous step's (or the caller's) reads are done
+    gguf_mm_weights<STEP, B, QK, S>(CORE(), w, n0, N, k, k0, wt, tid);
+    if (k % 4 == 0) {  // x rows as 4-vectors (the rows are then 4-element aligned)
+        constexpr uint QUADS_PER_ROW = KT / 4;
+        const uint kk = 4 * (tid % QUADS_PER_ROW);
+#pragma unroll
+        for (uint t = 0; t < MT * QUADS_PER_ROW / GGUF_MM_THREADS; ++t) {
+            const uint m = tid / QUADS_PER_ROW + t * (GGUF_MM_THREADS / QUADS_PER_ROW);
+            float4 v = float4(0.0f);
+            if (m < mr && k0 + kk < k) {
+                v = float4(*reinterpret_cast<device const vec<X, 4> *>(x + ulong(xrow[m]) * k + k0 + kk));
+            }
+            *reinterpret_cast<threadgroup float4 *>(xt + m * KT + kk) = v;
+        }
+    } else {
+        for (uint q = tid; q < MT * KT; q += GGUF_MM_THREADS) {
+            const uint m = q / KT;
+            const uint kk = q % KT;
+            xt[q] = m < mr && k0 + kk < k ? float(x[ulong(xrow[m]) * k + k0 + kk]) : 0.0f;
+        }
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+#pragma unroll
+    for (uint k8 = 0; k8 < KT; k8 += 8) {
+        simdgroup_float8x8 a[2];
+        simdgroup_float8x8 b[4];
+#pragma unroll
+        for (uint i = 0; i < 2; ++i) {
+            simdgroup_load(a[i], xt + (sm + 8 * i) * KT + k8, KT);
+        }
+#pragma unroll
+        for (uint j = 0; j < 4; ++j) {
+            simdgroup_load(b[j], wt + k8 * NT + sn + 8 * j, NT);
+        }
+#pragma unroll
+        for (uint i = 0; i < 2; ++i) {
+#pragma unroll
+            for (uint j = 0; j < 4; ++j) {
+                simdgroup_multiply_accumulate(acc[4 * i + j], a[i], b[j], acc[4 * i + j]);
+            }
+        }
+    }
+}
+
+template <typename B, int QK, int S, typename CORE, typename X, typename T>
 inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device const X *x,
                          threadgroup const uint *xrow, threadgroup const uint *orow, uint mr,
                          device const float *bias, bool has_bias, device T *out, threadgroup float *wt,
@@ -433,63 +579,28 @@ inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device 
     constexpr uint MT = GGUF_MM_XROWS;
     constexpr uint KT = GGUF_MM_K;
     constexpr uint THREADS = GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH;
-    constexpr uint SUBS = KT / S;  // sub-blocks of a row per step
-    static_assert(KT % S == 0 && MT <= KT, "the output tile reuses the weight tile");
-    const ulong bpr = ulong(k / QK) * sizeof(B);
+    constexpr uint STEPS = gguf_mm_steps(CORE());
+    static_assert(MT <= KT, "the output tile reuses the weight tile");
+    static_assert(STEPS == 1 || STEPS == 2 || STEPS == 4, "a block is 1, 2 or 4 steps");
     const uint sm = (sg / 2) * 16;  // this simdgroup's x rows and weight rows within the tile
     const uint sn = (sg % 2) * 32;
-    simdgroup_float8x8 acc[2][4];
+    simdgroup_float8x8 acc[8];
 #pragma unroll
-    for (uint i = 0; i < 2; ++i) {
-#pragma unroll
-        for (uint j = 0; j < 4; ++j) {
-            acc[i][j] = make_filled_simdgroup_matrix<float, 8>(0.0f);
-        }
+    for (uint i = 0; i < 8; ++i) {
+        acc[i] = make_filled_simdgroup_matrix<float, 8>(0.0f);
     }
-    for (uint k0 = 0; k0 < k; k0 += KT) {
-        threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous step's (or the caller's) reads are done
-        for (uint q = tid; q < NT * SUBS; q += THREADS) {
-            const uint r = q / SUBS;
-            const uint j = q % SUBS;
-            const uint s = k0 / S + j;
-            float v[S];
-#pragma unroll
-            for (uint e = 0; e < S; ++e) {
-                v[e] = 0.0f;
-            }
-            if (n0 + r < N && s * S < k) {
-                gguf_mm_decode(reinterpret_cast<device const B *>(w + ulong(n0 + r) * bpr), s, k, v);
-            }
-#pragma unroll
-            for (uint e = 0; e < S; ++e) {
-                wt[(j * S + e) * NT + r] = v[e];
-            }
+    // With STEPS > 1, k is a multiple of KT * STEPS (= QK): every step of a group is below k.
+    for (uint k0 = 0; k0 < k; k0 += KT * STEPS) {
+        gguf_mm_step<0, B, QK, S, CORE>(w, n0, N, k, k0, x, xrow, mr, wt, xt, tid, sm, sn, acc);
+        if (STEPS > 1) {
+            gguf_mm_step<STEPS / 2 ? 1 : 0, B, QK, S, CORE>(w, n0, N, k, k0 + KT, x, xrow, mr, wt, xt, tid, sm, sn,
+                                                              acc);
         }
-        for (uint q = tid; q < MT * KT; q += THREADS) {
-            const uint m = q / KT;
-            const uint kk = q % KT;
-            xt[q] = m < mr && k0 + kk < k ? float(x[ulong(xrow[m]) * k + k0 + kk]) : 0.0f;
-        }
-        threadgroup_barrier(mem_flags::mem_threadgroup);
-#pragma unroll
-        for (uint k8 = 0; k8 < KT; k8 += 8) {
-            simdgroup_float8x8 a[2];
-            simdgroup_float8x8 b[4];
-#pragma unroll
-            for (uint i = 0; i < 2; ++i) {
-                simdgroup_load(a[i], xt + (sm + 8 * i) * KT + k8, KT);
-            }
-#pragma unroll
-            for (uint j = 0; j < 4; ++j) {
-                simdgroup_load(b[j], wt + k8 * NT + sn + 8 * j, NT);
-            }
-#pragma unroll
-            for (uint i = 0; i < 2; ++i) {
-#pragma unroll
-                for (uint j = 0; j < 4; ++j) {
-                    simdgroup_multiply_accumulate(acc[i][j], a[i], b[j], acc[i][j]);
-                }
-            }
+        if (STEPS > 2) {
+            gguf_mm_step<STEPS / 4 ? 2 : 0, B, QK, S, CORE>(w, n0, N, k, k0 + 2 * KT, x, xrow, mr, wt, xt, tid, sm,
+                                                              sn, acc);
+            gguf_mm_step<STEPS / 4 ? 3 : 0, B, QK, S, CORE>(w, n0, N, k, k0 + 3 * KT, x, xrow, mr, wt, xt, tid, sm,
+                                                              sn, acc);
         }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -497,7 +608,7 @@ inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device 
     for (uint i = 0; i < 2; ++i) {
 #pragma unroll
         for (uint j = 0; j < 4; ++j) {
-            simdgroup_store(acc[i][j], wt + (sm + 8 * i) * NT + sn + 8 * j, NT);
+            simdgroup_store(acc[4 * i + j], wt + (sm + 8 * i) * NT + sn + 8 * j, NT);
         }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -515,7 +626,7 @@ inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device 
 }
 
 // More rows than the mat-vec tier takes: a tile of 64 weight rows x 32 rows of x per threadgroup.
-template <typename B, int QK, int S, typename X, typename T>
+template <typename B, int QK, int S, typename CORE, typename X, typename T>
 [[max_total_threads_per_threadgroup(GGUF_MM_THREADS)]] kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
     threadgroup float wt[GGUF_MM_K * GGUF_MM_ROWS];  // [k][n] per step; at the end, the output tile [m][n]
     threadgroup float xt[GGUF_MM_XROWS * GGUF_MM_K];  // [m][k]
@@ -524,7 +635,7 @@ template <typename B, int QK, int S, typename X, typename T>
     if (tid < GGUF_MM_XROWS) {
         rows[tid] = m0 + tid;
     }
-    gguf_mm_tile<B, QK, S, X, T>(w, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, rows, rows,
+    gguf_mm_tile<B, QK, S, CORE, X, T>(w, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, rows, rows,
                                  min(uint(M) - m0, GGUF_MM_XROWS), bias, has_bias != 0, out, wt, xt, tid, sg);
 }
 
@@ -604,7 +715,7 @@ template <typename B>
     }
 }
 
-template <typename B, int QK, int S, typename X>
+template <typename B, int QK, int S, typename CORE, typename X>
 [[max_total_threads_per_threadgroup(GGUF_MM_THREADS)]] kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
     threadgroup float wt[GGUF_MM_K * GGUF_MM_ROWS];
     threadgroup float xt[GGUF_MM_XROWS * GGUF_MM_K];
@@ -622,7 +733,7 @@ template <typename B, int QK, int S, typename X>
             xrow[tid] = (slot / uint(U)) * uint(Ux) + (slot % uint(U)) % uint(Ux);
             orow[tid] = slot;
         }
-        gguf_mm_tile<B, QK, S, X, float>(w + ulong(e) * N * bpr, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, xrow,
+        gguf_mm_tile<B, QK, S, CORE, X, float>(w + ulong(e) * N * bpr, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, xrow,
                                          orow, mr, nullptr, false, out, wt, xt, tid, sg);
     }
 }
@@ -632,13 +743,13 @@ template <typename B, int QK, int S, typename X>
     template [[host_name("mul_mv_" #NAME "_" #XN "_" #TN)]] kernel void                          \
     kernel_mul_mv<CORE, X, T>(GGUF_MM_PARAMS(X, T));                                             \
     template [[host_name("mul_mm_" #NAME "_" #XN "_" #TN)]] kernel void                          \
-    kernel_mul_mm<B, QK, S, X, T>(GGUF_MM_PARAMS(X, T));
+    kernel_mul_mm<B, QK, S, CORE, X, T>(GGUF_MM_PARAMS(X, T));
 
 #define GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, CORE, XN, X)                                     \
     template [[host_name("mul_mv_id_" #NAME "_" #XN)]] kernel void                               \
     kernel_mul_mv_id<B, QK, CORE, X>(GGUF_MV_ID_PARAMS(X));                                      \
     template [[host_name("mul_mm_id_" #NAME "_" #XN)]] kernel void                               \
-    kernel_mul_mm_id<B, QK, S, X>(GGUF_MM_ID_PARAMS(X));
+    kernel_mul_mm_id<B, QK, S, CORE, X>(GGUF_MM_ID_PARAMS(X));
 
 #define GGUF_MATMUL_ID_MAP_INSTANCE(NAME, B)                                                     \
     template [[host_name("mul_mm_id_map_" #NAME)]] kernel void kernel_mul_mm_id_map<B>(          \
