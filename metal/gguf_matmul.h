@@ -33,11 +33,11 @@
 //                            decodes each of its sub-blocks (factored: reads each block part's codes)
 //                            once into registers and applies it to every activation row of the tile
 //                            (weights read once per 8 rows).
-//   mul_mm_<type>_<X>_<T>    the matrix tier: a 64 x 32 tile per threadgroup with simdgroup matrices
+//   mul_mm_<type>_<X>_<T>    the matrix tier: a 64 x 64 tile per threadgroup with simdgroup matrices
 //                            (gguf_mm_tile below).
 //   mul_mv_id_<type>_<X>     out[t, u] = W[ids[t, u]] @ x[t, u % Ux], float32, up to 8 tokens: grid y = T * U
 //                            slots, each a one-row mul_mv on the expert chosen on the GPU (the mat-vec tier).
-//   mul_mm_id_map_<type>,    more tokens: the slots listed per expert on the GPU, then 64 x 32 tiles over each
+//   mul_mm_id_map_<type>,    more tokens: the slots listed per expert on the GPU, then 64 x 64 tiles over each
 //   mul_mm_id_<type>_<X>     expert's slots (the matrix tier); no host sort or sync.
 //                            Both: an id outside [0, E) reads nothing and its output row is NaN.
 // Buffers: 0 = weight bytes, 1 = x, 2 = bias (float32; any buffer when has_bias == 0) or ids (int32),
@@ -415,7 +415,7 @@ template <typename CORE, typename X, typename T>
 }
 
 // The matrix tier's weight tile: rows n0 .. n0 + GGUF_MM_ROWS - 1, elements k0 .. k0 + GGUF_MM_K - 1 of K,
-// written to wt[(kk) * GGUF_MM_ROWS + r] as float32 (the decoded values, exactly; +0 past K). Rows past N
+// written to wt[kk * GGUF_MM_ROWS + r] as float32 (the decoded values, exactly; +0 past K). Rows past N
 // may hold anything: column r of the tile only reaches output column n0 + r, which is not stored. Two ways,
 // by the mat-vec tier's order type: the decode function per sub-block (every type), or, for the factored
 // types, the type's factored access read as coalesced words (consecutive lanes take consecutive parts of a
@@ -459,33 +459,31 @@ constexpr uint gguf_mm_steps(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSE
     return QK > GGUF_MM_K ? QK / GGUF_MM_K : 1;
 }
 
-// The factored tile: a step holds BPS whole blocks (QK <= GGUF_MM_K), or the quads STEP * QPS .. of each part
-// (the types' layouts put quad j of part p at element 4 (PARTS j + p), so a step of GGUF_MM_K elements is
-// QPS consecutive quads of every part). Every lane runs the same iterations (gguf_mv_codes may shuffle);
-// a block past K is read clamped and written as +0.
+// The factored tile. The types' layouts put quad j of part p at element 4 (PARTS j + p) of its block
+// (gguf_mv_quad), so the CPS = GGUF_MM_K / 4 quads of a step (a block holds at least that many) are QPS
+// consecutive quads of every part, or one quad of PPS consecutive parts. A thread keeps its part and takes
+// rows r0, r0 + RSTEP, ...; every lane runs the same iterations (gguf_mv_codes may shuffle).
 template <uint STEP, typename B, int QK, int S, int PARTS, int QUADS, int RUNS, int OFFSET>
 inline void gguf_mm_weights(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
                             uint n0, uint N, uint k, uint k0, threadgroup float *wt, ushort tid) {
     constexpr uint NT = GGUF_MM_ROWS;
-    constexpr uint BPS = QK < GGUF_MM_K ? GGUF_MM_K / QK : 1;        // blocks per step
-    constexpr uint QPS = QK < GGUF_MM_K ? QUADS : QUADS * GGUF_MM_K / QK;  // quads per part per step
+    constexpr uint CPS = GGUF_MM_K / 4;
+    constexpr uint PPS = PARTS < CPS ? PARTS : CPS;  // parts per step
+    constexpr uint QPS = CPS / PPS;                  // quads per part and step
+    constexpr uint J0 = STEP * CPS / PARTS;          // the step's first quad and part within its block
+    constexpr uint P0 = STEP * CPS % PARTS;
     constexpr uint QPR = QUADS / RUNS;
-    constexpr uint ITEMS = NT * BPS * PARTS;
-    static_assert(ITEMS % GGUF_MM_THREADS == 0 && QPS > 0, "every lane takes the same number of parts");
-    constexpr uint RSTEP = GGUF_MM_THREADS / (PARTS * BPS);  // rows between a thread's items
-    static_assert(GGUF_MM_THREADS % (PARTS * BPS) == 0, "a thread keeps its part and block");
+    constexpr uint RSTEP = GGUF_MM_THREADS / PPS;
+    static_assert(QK >= GGUF_MM_K && PPS * QPS == CPS && GGUF_MM_THREADS % PPS == 0 && NT % RSTEP == 0,
+                  "a step is whole quads of one block, shared evenly by the threads");
     const uint nb = k / QK;
-    const ulong bpr = ulong(nb) * sizeof(B);
-    const ushort part = tid % PARTS;
-    const uint bi = (tid / PARTS) % BPS;
-    const uint r0 = tid / (PARTS * BPS);
-    const uint b = k0 / QK + bi;
-    const bool live = BPS == 1 || b < nb;  // with one block per step, k0 < k puts it inside the row
-    device const B *block = reinterpret_cast<device const B *>(w + ulong(n0) * bpr) + (BPS == 1 ? b : min(b, nb - 1));
+    const ushort part = P0 + tid % PPS;
+    const uint r0 = tid / PPS;
+    device const B *block = reinterpret_cast<device const B *>(w + ulong(n0) * nb * sizeof(B)) + k0 / QK;
     const float table = gguf_mv_table(block, ushort(tid % GGUF_SIMD_WIDTH));
     const uint last = N - 1 - n0;  // the tile's last row inside the matrix
 #pragma unroll
-    for (uint t = 0; t < ITEMS / GGUF_MM_THREADS; ++t) {
+    for (uint t = 0; t < NT / RSTEP; ++t) {
         const uint r = r0 + t * RSTEP;
         float4 q[QUADS];
         float a[RUNS];
@@ -493,11 +491,9 @@ inline void gguf_mm_weights(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET
         gguf_mv_codes(block + min(r, last) * nb, part, table, q, a, o);
 #pragma unroll
         for (uint jq = 0; jq < QPS; ++jq) {
-            const uint j = STEP * QPS + jq;
-            // A block past K: its codes scaled by +0 (finite, whatever the clamped block holds), against x = +0.
-            const float scale = BPS == 1 || live ? a[j / QPR] : 0.0f;
-            const float4 v = OFFSET ? scale * q[j] + (BPS == 1 || live ? o[j / QPR] : 0.0f) : scale * q[j];
-            threadgroup float *dst = wt + (bi * QK + gguf_mv_quad(block, part, j) - STEP * GGUF_MM_K) * NT + r;
+            const uint j = J0 + jq;
+            const float4 v = OFFSET ? a[j / QPR] * q[j] + o[j / QPR] : a[j / QPR] * q[j];
+            threadgroup float *dst = wt + (gguf_mv_quad(block, part, j) - STEP * GGUF_MM_K) * NT + r;
             dst[0] = v.x;
             dst[NT] = v.y;
             dst[2 * NT] = v.z;
@@ -506,37 +502,65 @@ inline void gguf_mm_weights(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET
     }
 }
 
-// The matrix tier: a tile of GGUF_MM_ROWS (64) weight rows x 32 activation rows with simdgroup 8x8 float
-// matrices. Per step of GGUF_MM_K (64) elements of K the threadgroup decodes the weight tile into threadgroup
-// memory as float32 (exact: the decoded values; gguf_mm_weights), transposed ([k][n]), and stages the x tile
-// as float32 ([m][k], exact widening); elements past K are +0 on both sides. Simdgroup g owns the 16 x rows
-// 16 (g / 2) .. and the 32 weight rows 32 (g % 2) ..: 2 x 4 accumulators held in registers across the whole K
-// loop, each step of 8 elements one simdgroup_multiply_accumulate per accumulator, in increasing k. The
-// results go through threadgroup memory (reusing the weight tile) to coalesced stores:
-// out[orow[m], n0 + n] = round(acc + bias), for the rows m < mr. x row m of the tile is x[xrow[m]]. Every
-// thread of the group calls it (barriers).
-#define GGUF_MM_XROWS (GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS)  // activation rows of a tile
+// The matrix tier: a tile of GGUF_MM_ROWS (64) weight rows x MT (GGUF_MM_X_ROWS, 64) activation rows with
+// simdgroup 8x8 float matrices. Per step of GGUF_MM_K (32) elements
+// of K the threadgroup decodes the weight tile into threadgroup memory as float32 (exact: the decoded
+// values; gguf_mm_weights), transposed ([k][n]), and stages the x tile as float32 ([m][k], exact widening);
+// elements past K are +0 on both sides; x rows past mr hold anything finite or not (tile row m reaches only
+// output row m, which is not stored). Simdgroup g owns the MT / 2 x rows (MT / 2) (g / 2) .. and the 32
+// weight rows 32 (g % 2) ..: MT / 16 x 4 accumulators held in registers across the whole K loop, each step of
+// 8 elements one simdgroup_multiply_accumulate per accumulator, in increasing k. The results go through
+// threadgroup memory (reusing the tiles) to coalesced stores: out[orow[m], n0 + n] = round(acc + bias), for
+// the rows m < mr. x row m of the tile is x[xrow[m]]. Every thread of the group calls it (barriers).
+#define GGUF_MM_XQ (GGUF_MM_K / 4)  // 4-vectors per x row of a step
+#define GGUF_MM_TILE_FLOATS(MT) \
+    (GGUF_MM_K * (GGUF_MM_ROWS + (MT)) > (MT) * GGUF_MM_ROWS ? GGUF_MM_K * (GGUF_MM_ROWS + (MT)) : (MT) * GGUF_MM_ROWS)
 
-// One step of GGUF_MM_K elements from k0: the weight and x tiles, then 8 multiply-accumulates of 8 x 8 x 8
-// per accumulator (acc[4 i + j]: x rows sm + 8 i .., weight rows sn + 8 j ..), in increasing k.
-template <uint STEP, typename B, int QK, int S, typename CORE, typename X>
+// The multiply-accumulates of one step: per 8 elements of k, acc[4 i + j] += x rows sm + 8 i .. times weight
+// rows sn + 8 j ..; PARTIAL: only the 8-row blocks that hold a row below mr (uniform over the simdgroup).
+template <uint MT, bool PARTIAL>
+inline void gguf_mm_mma(threadgroup const float *wt, threadgroup const float *xt, uint sm, uint sn, uint mr,
+                        thread simdgroup_float8x8 *acc) {
+#pragma unroll
+    for (uint k8 = 0; k8 < GGUF_MM_K; k8 += 8) {
+        simdgroup_float8x8 b[4];
+#pragma unroll
+        for (uint j = 0; j < 4; ++j) {
+            simdgroup_load(b[j], wt + k8 * GGUF_MM_ROWS + sn + 8 * j, GGUF_MM_ROWS);
+        }
+#pragma unroll
+        for (uint i = 0; i < MT / 16; ++i) {
+            if (!PARTIAL || sm + 8 * i < mr) {
+                simdgroup_float8x8 a;
+                simdgroup_load(a, xt + (sm + 8 * i) * GGUF_MM_K + k8, GGUF_MM_K);
+#pragma unroll
+                for (uint j = 0; j < 4; ++j) {
+                    simdgroup_multiply_accumulate(acc[4 * i + j], a, b[j], acc[4 * i + j]);
+                }
+            }
+        }
+    }
+}
+
+// One step of GGUF_MM_K elements from k0: the weight and x tiles, then GGUF_MM_K / 8 multiply-accumulates of
+// 8 x 8 x 8 per accumulator (acc[4 i + j]: x rows sm + 8 i .., weight rows sn + 8 j ..), in increasing k.
+// xoff: when k is a multiple of 4, where this thread's 4-vectors of x sit (gguf_mm_tile).
+template <uint STEP, uint MT, typename B, int QK, int S, typename CORE, typename X>
 inline void gguf_mm_step(device const uchar *w, uint n0, uint N, uint k, uint k0, device const X *x,
-                         threadgroup const uint *xrow, uint mr, threadgroup float *wt, threadgroup float *xt,
-                         ushort tid, uint sm, uint sn, thread simdgroup_float8x8 *acc) {
-    constexpr uint NT = GGUF_MM_ROWS;
-    constexpr uint MT = GGUF_MM_XROWS;
+                         threadgroup const uint *xrow, thread const ulong *xoff, uint mr, threadgroup float *wt,
+                         threadgroup float *xt, ushort tid, uint sm, uint sn, thread simdgroup_float8x8 *acc) {
     constexpr uint KT = GGUF_MM_K;
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous step's (or the caller's) reads are done
     gguf_mm_weights<STEP, B, QK, S>(CORE(), w, n0, N, k, k0, wt, tid);
-    if (k % 4 == 0) {  // x rows as 4-vectors (the rows are then 4-element aligned)
-        constexpr uint QUADS_PER_ROW = KT / 4;
-        const uint kk = 4 * (tid % QUADS_PER_ROW);
+    if (k % 4 == 0) {
+        const uint kk = 4 * (tid % GGUF_MM_XQ);
+        const bool inside = k0 + kk < k;
 #pragma unroll
-        for (uint t = 0; t < MT * QUADS_PER_ROW / GGUF_MM_THREADS; ++t) {
-            const uint m = tid / QUADS_PER_ROW + t * (GGUF_MM_THREADS / QUADS_PER_ROW);
+        for (uint t = 0; t < MT * GGUF_MM_XQ / GGUF_MM_THREADS; ++t) {
+            const uint m = tid / GGUF_MM_XQ + t * (GGUF_MM_THREADS / GGUF_MM_XQ);
             float4 v = float4(0.0f);
-            if (m < mr && k0 + kk < k) {
-                v = float4(*reinterpret_cast<device const vec<X, 4> *>(x + ulong(xrow[m]) * k + k0 + kk));
+            if (inside) {
+                v = float4(*reinterpret_cast<device const vec<X, 4> *>(x + xoff[t] + k0));
             }
             *reinterpret_cast<threadgroup float4 *>(xt + m * KT + kk) = v;
         }
@@ -548,75 +572,82 @@ inline void gguf_mm_step(device const uchar *w, uint n0, uint N, uint k, uint k0
         }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-#pragma unroll
-    for (uint k8 = 0; k8 < KT; k8 += 8) {
-        simdgroup_float8x8 a[2];
-        simdgroup_float8x8 b[4];
-#pragma unroll
-        for (uint i = 0; i < 2; ++i) {
-            simdgroup_load(a[i], xt + (sm + 8 * i) * KT + k8, KT);
-        }
-#pragma unroll
-        for (uint j = 0; j < 4; ++j) {
-            simdgroup_load(b[j], wt + k8 * NT + sn + 8 * j, NT);
-        }
-#pragma unroll
-        for (uint i = 0; i < 2; ++i) {
-#pragma unroll
-            for (uint j = 0; j < 4; ++j) {
-                simdgroup_multiply_accumulate(acc[4 * i + j], a[i], b[j], acc[4 * i + j]);
-            }
-        }
+    if (sm + MT / 2 <= mr) {
+        gguf_mm_mma<MT, false>(wt, xt, sm, sn, mr, acc);
+    } else if (sm < mr) {  // a partly filled tile: 8-row blocks past mr reach no stored output
+        gguf_mm_mma<MT, true>(wt, xt, sm, sn, mr, acc);
     }
 }
 
-template <typename B, int QK, int S, typename CORE, typename X, typename T>
+// tile: GGUF_MM_TILE_FLOATS(MT) floats (the weight tile, then the x tile; at the end the output tile).
+template <uint MT, typename B, int QK, int S, typename CORE, typename X, typename T>
 inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device const X *x,
                          threadgroup const uint *xrow, threadgroup const uint *orow, uint mr,
-                         device const float *bias, bool has_bias, device T *out, threadgroup float *wt,
-                         threadgroup float *xt, ushort tid, ushort sg) {
+                         device const float *bias, bool has_bias, device T *out, threadgroup float *tile,
+                         ushort tid, ushort sg) {
     constexpr uint NT = GGUF_MM_ROWS;
-    constexpr uint MT = GGUF_MM_XROWS;
     constexpr uint KT = GGUF_MM_K;
-    constexpr uint THREADS = GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH;
+    constexpr uint AI = MT / 16;
     constexpr uint STEPS = gguf_mm_steps(CORE());
-    static_assert(MT <= KT, "the output tile reuses the weight tile");
-    static_assert(STEPS == 1 || STEPS == 2 || STEPS == 4, "a block is 1, 2 or 4 steps");
-    const uint sm = (sg / 2) * 16;  // this simdgroup's x rows and weight rows within the tile
+    static_assert(MT % 16 == 0 && GGUF_MM_SIMDGROUPS == 4 && NT == 64, "2 x 2 simdgroups of MT / 2 x 32");
+    static_assert(STEPS == 1 || STEPS == 2 || STEPS == 4 || STEPS == 8, "a block is 1, 2, 4 or 8 steps");
+    threadgroup float *wt = tile;
+    threadgroup float *xt = tile + KT * NT;
+    const uint sm = (sg / 2) * (MT / 2);  // this simdgroup's x rows and weight rows within the tile
     const uint sn = (sg % 2) * 32;
-    simdgroup_float8x8 acc[8];
+    simdgroup_float8x8 acc[4 * AI];
 #pragma unroll
-    for (uint i = 0; i < 8; ++i) {
+    for (uint i = 0; i < 4 * AI; ++i) {
         acc[i] = make_filled_simdgroup_matrix<float, 8>(0.0f);
     }
-    // With STEPS > 1, k is a multiple of KT * STEPS (= QK): every step of a group is below k.
+    // With k a multiple of 4, this thread stages the 4-vectors 4 (tid % XQ) .. of x rows tid / XQ + t * 128 / XQ
+    // of each step; a row past mr reads row mr - 1 instead (tile row m reaches only output row m, not stored).
+    ulong xoff[MT * GGUF_MM_XQ / GGUF_MM_THREADS];
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the caller's xrow is written
+#pragma unroll
+    for (uint t = 0; t < MT * GGUF_MM_XQ / GGUF_MM_THREADS; ++t) {
+        const uint m = tid / GGUF_MM_XQ + t * (GGUF_MM_THREADS / GGUF_MM_XQ);
+        xoff[t] = ulong(xrow[min(m, mr - 1)]) * k + 4 * (tid % GGUF_MM_XQ);
+    }
+    // With STEPS > 1, k is a multiple of KT * STEPS (= QK): every step of a group is below k. The steps of a
+    // group are written out so that each has its compile-time index.
     for (uint k0 = 0; k0 < k; k0 += KT * STEPS) {
-        gguf_mm_step<0, B, QK, S, CORE>(w, n0, N, k, k0, x, xrow, mr, wt, xt, tid, sm, sn, acc);
+        gguf_mm_step<0, MT, B, QK, S, CORE>(w, n0, N, k, k0, x, xrow, xoff, mr, wt, xt, tid, sm, sn, acc);
         if (STEPS > 1) {
-            gguf_mm_step<STEPS / 2 ? 1 : 0, B, QK, S, CORE>(w, n0, N, k, k0 + KT, x, xrow, mr, wt, xt, tid, sm, sn,
-                                                              acc);
+            gguf_mm_step<STEPS / 2 ? 1 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + KT, x, xrow, xoff, mr, wt, xt, tid, sm,
+                                                                  sn, acc);
         }
         if (STEPS > 2) {
-            gguf_mm_step<STEPS / 4 ? 2 : 0, B, QK, S, CORE>(w, n0, N, k, k0 + 2 * KT, x, xrow, mr, wt, xt, tid, sm,
-                                                              sn, acc);
-            gguf_mm_step<STEPS / 4 ? 3 : 0, B, QK, S, CORE>(w, n0, N, k, k0 + 3 * KT, x, xrow, mr, wt, xt, tid, sm,
-                                                              sn, acc);
+            gguf_mm_step<STEPS / 4 ? 2 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 2 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+            gguf_mm_step<STEPS / 4 ? 3 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 3 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+        }
+        if (STEPS > 4) {
+            gguf_mm_step<STEPS / 8 ? 4 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 4 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+            gguf_mm_step<STEPS / 8 ? 5 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 5 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+            gguf_mm_step<STEPS / 8 ? 6 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 6 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+            gguf_mm_step<STEPS / 8 ? 7 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 7 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
         }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
 #pragma unroll
-    for (uint i = 0; i < 2; ++i) {
+    for (uint i = 0; i < AI; ++i) {
 #pragma unroll
         for (uint j = 0; j < 4; ++j) {
-            simdgroup_store(acc[4 * i + j], wt + (sm + 8 * i) * NT + sn + 8 * j, NT);
+            simdgroup_store(acc[4 * i + j], tile + (sm + 8 * i) * NT + sn + 8 * j, NT);
         }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (uint q = tid; q < MT * NT; q += THREADS) {
+    for (uint q = tid; q < MT * NT; q += GGUF_MM_THREADS) {
         const uint m = q / NT;
         const uint n = q % NT;
         if (m < mr && n0 + n < N) {
-            float v = wt[q];
+            float v = tile[q];
             if (has_bias) {
                 v = v + bias[n0 + n];
             }
@@ -625,18 +656,18 @@ inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device 
     }
 }
 
-// More rows than the mat-vec tier takes: a tile of 64 weight rows x 32 rows of x per threadgroup.
+// More rows than the mat-vec tier takes: a tile of 64 weight rows x 64 rows of x per threadgroup.
 template <typename B, int QK, int S, typename CORE, typename X, typename T>
 [[max_total_threads_per_threadgroup(GGUF_MM_THREADS)]] kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
-    threadgroup float wt[GGUF_MM_K * GGUF_MM_ROWS];  // [k][n] per step; at the end, the output tile [m][n]
-    threadgroup float xt[GGUF_MM_XROWS * GGUF_MM_K];  // [m][k]
-    threadgroup uint rows[GGUF_MM_XROWS];
-    const uint m0 = tg.y * GGUF_MM_XROWS;
-    if (tid < GGUF_MM_XROWS) {
+    threadgroup float tile[GGUF_MM_TILE_FLOATS(GGUF_MM_X_ROWS)];
+    threadgroup uint rows[GGUF_MM_X_ROWS];
+    const uint m0 = tg.y * GGUF_MM_X_ROWS;
+    if (tid < GGUF_MM_X_ROWS) {
         rows[tid] = m0 + tid;
     }
-    gguf_mm_tile<B, QK, S, CORE, X, T>(w, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, rows, rows,
-                                 min(uint(M) - m0, GGUF_MM_XROWS), bias, has_bias != 0, out, wt, xt, tid, sg);
+    gguf_mm_tile<GGUF_MM_X_ROWS, B, QK, S, CORE, X, T>(w, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, rows, rows,
+                                                       min(uint(M) - m0, GGUF_MM_X_ROWS), bias, has_bias != 0,
+                                                       out, tile, tid, sg);
 }
 
 // Mixture of experts. Slot i = (t, u) = (i / U, i % U) of ids (T, U): out[i] = W[ids[i]] @ x[t, u % Ux].
@@ -685,9 +716,9 @@ template <typename B, int QK, typename CORE, typename X>
 // kernel_mul_mm_id_map (grid E groups of one simdgroup): group e lists the slots routed to expert e in
 //   increasing slot order, map[E + e * n_slots + j], j < map[e] = their count (a ballot per 32 ids), and group
 //   0 also writes the NaN rows of slots whose id is outside [0, E);
-// kernel_mul_mm_id (grid (N / 64, E, Z)): the group (x, e, z) takes the windows z, z + Z, ... of 32 of expert
-//   e's slots (one window when no token repeats an expert and Z = ceil(T / 32)) and computes their 64 x 32
-//   tile with gguf_mm_tile, x rows gathered by slot. So each expert's weights are decoded once per 32 of its
+// kernel_mul_mm_id (grid (N / 64, E, Z)): the group (x, e, z) takes the windows z, z + Z, ... of 64 of expert
+//   e's slots (one window when no token repeats an expert and Z = ceil(T / 64)) and computes their 64 x 64
+//   tile with gguf_mm_tile, x rows gathered by slot. So each expert's weights are decoded once per 64 of its
 //   slots, and a slot gets the bits of a row of the matrix tier on its expert.
 template <typename B>
 [[max_total_threads_per_threadgroup(GGUF_SIMD_WIDTH)]] kernel void kernel_mul_mm_id_map(
@@ -717,24 +748,24 @@ template <typename B>
 
 template <typename B, int QK, int S, typename CORE, typename X>
 [[max_total_threads_per_threadgroup(GGUF_MM_THREADS)]] kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
-    threadgroup float wt[GGUF_MM_K * GGUF_MM_ROWS];
-    threadgroup float xt[GGUF_MM_XROWS * GGUF_MM_K];
-    threadgroup uint xrow[GGUF_MM_XROWS];
-    threadgroup uint orow[GGUF_MM_XROWS];
+    constexpr uint MT = GGUF_MM_X_ROWS;
+    threadgroup float tile[GGUF_MM_TILE_FLOATS(MT)];
+    threadgroup uint xrow[MT];
+    threadgroup uint orow[MT];
     const uint e = tg.y;
     const uint count = map[e];
     const device uint *slots = map + E + ulong(e) * n_slots;
     const ulong bpr = ulong(K / QK) * sizeof(B);
-    for (uint w0 = tg.z * GGUF_MM_XROWS; w0 < count; w0 += groups.z * GGUF_MM_XROWS) {
-        const uint mr = min(count - w0, GGUF_MM_XROWS);
+    for (uint w0 = tg.z * MT; w0 < count; w0 += groups.z * MT) {
+        const uint mr = min(count - w0, MT);
         threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous window's rows are read
-        if (tid < GGUF_MM_XROWS) {
+        if (tid < MT) {
             const uint slot = tid < mr ? slots[w0 + tid] : 0u;
             xrow[tid] = (slot / uint(U)) * uint(Ux) + (slot % uint(U)) % uint(Ux);
             orow[tid] = slot;
         }
-        gguf_mm_tile<B, QK, S, CORE, X, float>(w + ulong(e) * N * bpr, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, xrow,
-                                         orow, mr, nullptr, false, out, wt, xt, tid, sg);
+        gguf_mm_tile<MT, B, QK, S, CORE, X, float>(w + ulong(e) * N * bpr, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x,
+                                                   xrow, orow, mr, nullptr, false, out, tile, tid, sg);
     }
 }
 
