@@ -80,10 +80,12 @@ MV_SIMDGROUPS = 2    # mul_mv / mul_mv_id: simdgroups per threadgroup ...
 MV_ROWS = 4          # ... each owning this many weight rows (sharing the x values a lane loads) below
 MV_WIDE_M = 2        # this many rows of x (one row, and every mul_mv_id slot: twice the simdgroups to hide DRAM
 MV_WIDE_ROWS = 8     # latency), from it this many (x loaded once per 8 weight rows). An output's order is the same.
-MM_SIMDGROUPS = 4    # mul_mm: simdgroups per threadgroup; the tile holds MM_SIMDGROUPS * MATMUL_X_ROWS x rows ...
-MM_ROWS = 64         # ... and this many weight rows (each simdgroup: 16 x rows by 32 weight rows) ...
-MM_K = 64            # ... decoded into threadgroup memory this many elements of K at a time (24 KiB with the x
-                     # tile: 2 groups per core; 32 would fit 5, but each decode load would touch twice the lines)
+MM_SIMDGROUPS = 4    # mul_mm / mul_mm_id: simdgroups per threadgroup (2 x 2, each MM_X_ROWS / 2 x rows by 32 weight rows)
+MM_ROWS = 64         # weight rows of a tile ...
+MM_X_ROWS = 64       # ... x rows of a tile (mul_mm_id: a window of one expert's slots); the weight tile's decode is
+                     # shared by this many rows, and 8-row blocks past the last row are skipped ...
+MM_K = 32            # ... decoded into threadgroup memory this many elements of K at a time (16 KiB of tiles: 3 groups
+                     # per core; the factored types' tile loads touch 1-2 lines per row whatever the step)
 MV_THREADS = MV_SIMDGROUPS * SIMD_WIDTH  # the kernels' [[max_total_threads_per_threadgroup]]
 MM_THREADS = MM_SIMDGROUPS * SIMD_WIDTH
 # Additions of simd_sum on one lane's path: 5 (log2 32) for a tree; Apple does not document its order, so
@@ -155,7 +157,7 @@ def matvec_error_constant(qtype, k: int, bias: bool = False) -> int:
 
 def matmul_kernel(m_rows: int) -> str:
     """``"mv"`` (the mat-vec tier, weights read once per MATMUL_X_ROWS rows) or ``"mm"`` (the matrix tier:
-    simdgroup matrices on a 64 x 32 tile) for M rows."""
+    simdgroup matrices on a 64 x 64 tile) for M rows."""
     return "mv" if m_rows <= MATMUL_X_ROWS else "mm"
 
 
@@ -171,8 +173,7 @@ def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, 
     if kind == "mv":
         return kind, (-(-n_out // (MV_SIMDGROUPS * mv_rows(m_rows))), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH
     if kind == "mm":
-        rows = MM_SIMDGROUPS * MATMUL_X_ROWS
-        return kind, (-(-n_out // MM_ROWS), -(-m_rows // rows)), MM_SIMDGROUPS * SIMD_WIDTH
+        return kind, (-(-n_out // MM_ROWS), -(-m_rows // MM_X_ROWS)), MM_THREADS
     raise ValueError(f"unknown matmul kernel kind {kind!r}")
 
 
@@ -181,14 +182,13 @@ def mul_mat_id_grid(n_tokens: int, n_used: int, n_out: int, n_experts: int,
     """(kernel kind, threadgroups (x, y, z), threads per threadgroup) of mul_mat_id with ids (T, U):
     ``"mv_id"`` up to MATMUL_X_ROWS tokens (the mat-vec tier: a threadgroup row per slot, a slot gets the
     bits of a one-row mul_mv on its expert), else ``"mm_id"`` (the matrix tier: after mul_mat_id_map_grid's
-    launch, 64 x 32 tiles over each expert's slots, grid (N tiles, E, ceil(T / 32)); a slot gets the bits of
+    launch, 64 x 64 tiles over each expert's slots, grid (N tiles, E, ceil(T / 64)); a slot gets the bits of
     a mul_mm row on its expert)."""
     kind = kind or ("mv_id" if n_tokens <= MATMUL_X_ROWS else "mm_id")
     if kind == "mv_id":
         return kind, (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), n_tokens * n_used, 1), MV_SIMDGROUPS * SIMD_WIDTH
     if kind == "mm_id":
-        rows = MM_SIMDGROUPS * MATMUL_X_ROWS
-        return kind, (-(-n_out // MM_ROWS), max(n_experts, 1), -(-n_tokens // rows)), MM_SIMDGROUPS * SIMD_WIDTH
+        return kind, (-(-n_out // MM_ROWS), max(n_experts, 1), -(-n_tokens // MM_X_ROWS)), MM_THREADS
     raise ValueError(f"unknown mul_mat_id kernel kind {kind!r}")
 
 

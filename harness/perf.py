@@ -371,13 +371,16 @@ def report_moe_dequant_calibration(chips: list[Chip], quick: bool, log=print) ->
             x = rng.standard_normal((t, k)).astype(np.float32)
             used = len(np.unique(ids)) * w3[0].nbytes
             start = time.time()
-            trs = ours_mul_mat_id(qtype, w3, x, ids, 16 if t == 1 else 8)
+            # Most of a T = 512 grid's groups are idle (windows past an expert's slots), so a few evenly spread
+            # samples land on one or two busy groups and swing the time by up to 1.8x: trace many.
+            sampled = 16 if t == 1 else 512
+            trs = ours_mul_mat_id(qtype, w3, x, ids, sampled)
             o = _combine([model(a, main, th) for a, th in trs])
             ours_read = sum(max(r for r, _ in a.dram.values()) for a, _ in trs)  # the weights: the most read
             ll, llama_read = None, None
             if why is None:
                 try:
-                    trs = llama_traces("mul_mat_id", qtype, w3, x, ids, groups_traced=16 if t == 1 else 8)
+                    trs = llama_traces("mul_mat_id", qtype, w3, x, ids, groups_traced=sampled)
                     ll = _combine([model(a, main, th) for a, th in trs])
                     llama_read = sum(max(r for r, _ in a.dram.values()) for a, _ in trs)
                 except Exception as ex:  # noqa: BLE001
@@ -487,7 +490,8 @@ def main(argv=None) -> int:
         "harness (harness/trace.py: every device/constant/threadgroup access matched across the 32 lanes of its "
         "simdgroup, unique DRAM bytes, executed instructions by class from basic-block counts) and takes the largest "
         "of DRAM, L1, issue and threadgroup-memory time. Big launches trace a sample of their threadgroups (16 at "
-        "M <= 8, 8 at M = 32, 4 at M = 512, spread evenly over the grid) and extrapolate.\n",
+        "M <= 8, 8 at M = 32, 4 at M = 512, 512 for mul_mat_id at T = 512; spread evenly over the grid) and "
+        "extrapolate.\n",
         f"Chips: " + "; ".join(f"{c.name} {c.cores} cores at {c.ghz} GHz, {c.dram_gbs:.0f} GB/s" for c in chips) + ".\n",
         "llama.cpp: " + ("its own Metal kernels (`ggml-metal/kernels/*.metal` of llama-cpp-python 0.3.36), run in the "
                          "harness with only the scripted edits of harness/llama_metal.py and its host code's geometry."

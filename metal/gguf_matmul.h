@@ -33,11 +33,11 @@
 //                            decodes each of its sub-blocks (factored: reads each block part's codes)
 //                            once into registers and applies it to every activation row of the tile
 //                            (weights read once per 8 rows).
-//   mul_mm_<type>_<X>_<T>    the matrix tier: a 64 x 32 tile per threadgroup with simdgroup matrices
+//   mul_mm_<type>_<X>_<T>    the matrix tier: a 64 x 64 tile per threadgroup with simdgroup matrices
 //                            (gguf_mm_tile below).
 //   mul_mv_id_<type>_<X>     out[t, u] = W[ids[t, u]] @ x[t, u % Ux], float32, up to 8 tokens: grid y = T * U
 //                            slots, each a one-row mul_mv on the expert chosen on the GPU (the mat-vec tier).
-//   mul_mm_id_map_<type>,    more tokens: the slots listed per expert on the GPU, then 64 x 32 tiles over each
+//   mul_mm_id_map_<type>,    more tokens: the slots listed per expert on the GPU, then 64 x 64 tiles over each
 //   mul_mm_id_<type>_<X>     expert's slots (the matrix tier); no host sort or sync.
 //                            Both: an id outside [0, E) reads nothing and its output row is NaN.
 // Buffers: 0 = weight bytes, 1 = x, 2 = bias (float32; any buffer when has_bias == 0) or ids (int32),
@@ -546,98 +546,240 @@ template <typename CORE, typename X, typename T>
     }
 }
 
-// The matrix tier: a tile of GGUF_MM_ROWS (64) weight rows x 32 activation rows with simdgroup 8x8 float
-// matrices. Per step of GGUF_MM_K (64) elements of K the threadgroup decodes the weight tile into threadgroup
-// memory as float32 (exact: the decoded values), transposed ([k][n]), and stages the x tile as float32 ([m][k],
-// exact widening); elements past K are +0 on both sides. Simdgroup g owns the 16 x rows 16 (g / 2) .. and the
-// 32 weight rows 32 (g % 2) ..: 2 x 4 accumulators held in registers across the whole K loop, each step of 8
-// elements one simdgroup_multiply_accumulate per accumulator, in increasing k. The results go through
-// threadgroup memory (reusing the weight tile) to coalesced stores: out[orow[m], n0 + n] = round(acc + bias),
-// for the rows m < mr. x row m of the tile is x[xrow[m]]. Every thread of the group calls it (barriers).
-#define GGUF_MM_XROWS (GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS)  // activation rows of a tile
-
-template <typename B, int QK, int S, typename X, typename T>
-inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device const X *x,
-                         threadgroup const uint *xrow, threadgroup const uint *orow, uint mr,
-                         device const float *bias, bool has_bias, device T *out, threadgroup float *wt,
-                         threadgroup float *xt, ushort tid, ushort sg) {
+// The matrix tier's weight tile: rows n0 .. n0 + GGUF_MM_ROWS - 1, elements k0 .. k0 + GGUF_MM_K - 1 of K,
+// written to wt[kk * GGUF_MM_ROWS + r] as float32 (the decoded values, exactly; +0 past K). Rows past N
+// may hold anything: column r of the tile only reaches output column n0 + r, which is not stored. Two ways,
+// by the mat-vec tier's order type: the decode function per sub-block (every type), or, for the factored
+// types, the type's factored access read as coalesced words (consecutive lanes take consecutive parts of a
+// block), w = a q (+ o): the same product and, with an offset, the same one rounding as the decode function.
+// STEP: which GGUF_MM_K elements of a block a step takes when a block is longer (a compile-time index, so
+// the quads of the other steps are never read).
+template <uint STEP, typename B, int QK, int S, typename CORE>
+inline void gguf_mm_weights(CORE, device const uchar *w, uint n0, uint N, uint k, uint k0, threadgroup float *wt,
+                            ushort tid) {
     constexpr uint NT = GGUF_MM_ROWS;
-    constexpr uint MT = GGUF_MM_XROWS;
-    constexpr uint KT = GGUF_MM_K;
-    constexpr uint THREADS = GGUF_MM_SIMDGROUPS * GGUF_SIMD_WIDTH;
-    constexpr uint SUBS = KT / S;  // sub-blocks of a row per step
-    static_assert(KT % S == 0 && MT <= KT, "the output tile reuses the weight tile");
+    constexpr uint SUBS = GGUF_MM_K / S;  // sub-blocks of a row per step
+    static_assert(GGUF_MM_K % S == 0 && STEP == 0, "a step holds whole sub-blocks");
     const ulong bpr = ulong(k / QK) * sizeof(B);
-    const uint sm = (sg / 2) * 16;  // this simdgroup's x rows and weight rows within the tile
-    const uint sn = (sg % 2) * 32;
-    simdgroup_float8x8 acc[2][4];
+    for (uint q = tid; q < NT * SUBS; q += GGUF_MM_THREADS) {
+        const uint r = q / SUBS;
+        const uint j = q % SUBS;
+        const uint s = k0 / S + j;
+        float v[S];
 #pragma unroll
-    for (uint i = 0; i < 2; ++i) {
+        for (uint e = 0; e < S; ++e) {
+            v[e] = 0.0f;
+        }
+        if (n0 + r < N && s * S < k) {
+            gguf_mm_decode(reinterpret_cast<device const B *>(w + ulong(n0 + r) * bpr), s, k, v);
+        }
 #pragma unroll
-        for (uint j = 0; j < 4; ++j) {
-            acc[i][j] = make_filled_simdgroup_matrix<float, 8>(0.0f);
+        for (uint e = 0; e < S; ++e) {
+            wt[(j * S + e) * NT + r] = v[e];
         }
     }
-    for (uint k0 = 0; k0 < k; k0 += KT) {
-        threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous step's (or the caller's) reads are done
-        for (uint q = tid; q < NT * SUBS; q += THREADS) {
-            const uint r = q / SUBS;
-            const uint j = q % SUBS;
-            const uint s = k0 / S + j;
-            float v[S];
+}
+
+// Steps of GGUF_MM_K per unrolled group of gguf_mm_tile's K loop: a factored block longer than a step is
+// taken in QK / GGUF_MM_K steps, each reading only its own quads.
+template <typename CORE>
+constexpr uint gguf_mm_steps(CORE) {
+    return 1;
+}
+template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
+constexpr uint gguf_mm_steps(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>) {
+    return QK > GGUF_MM_K ? QK / GGUF_MM_K : 1;
+}
+
+// The factored tile. The types' layouts put quad j of part p at element 4 (PARTS j + p) of its block
+// (gguf_mv_quad), so the CPS = GGUF_MM_K / 4 quads of a step (a block holds at least that many) are QPS
+// consecutive quads of every part, or one quad of PPS consecutive parts. A thread keeps its part and takes
+// rows r0, r0 + RSTEP, ...; every lane runs the same iterations (gguf_mv_codes may shuffle).
+template <uint STEP, typename B, int QK, int S, int PARTS, int QUADS, int RUNS, int OFFSET>
+inline void gguf_mm_weights(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
+                            uint n0, uint N, uint k, uint k0, threadgroup float *wt, ushort tid) {
+    constexpr uint NT = GGUF_MM_ROWS;
+    constexpr uint CPS = GGUF_MM_K / 4;
+    constexpr uint PPS = PARTS < CPS ? PARTS : CPS;  // parts per step
+    constexpr uint QPS = CPS / PPS;                  // quads per part and step
+    constexpr uint J0 = STEP * CPS / PARTS;          // the step's first quad and part within its block
+    constexpr uint P0 = STEP * CPS % PARTS;
+    constexpr uint QPR = QUADS / RUNS;
+    constexpr uint RSTEP = GGUF_MM_THREADS / PPS;
+    static_assert(QK >= GGUF_MM_K && PPS * QPS == CPS && GGUF_MM_THREADS % PPS == 0 && NT % RSTEP == 0,
+                  "a step is whole quads of one block, shared evenly by the threads");
+    const uint nb = k / QK;
+    const ushort part = P0 + tid % PPS;
+    const uint r0 = tid / PPS;
+    device const B *block = reinterpret_cast<device const B *>(w + ulong(n0) * nb * sizeof(B)) + k0 / QK;
+    const float table = gguf_mv_table(block, ushort(tid % GGUF_SIMD_WIDTH));
+    const uint last = N - 1 - n0;  // the tile's last row inside the matrix
 #pragma unroll
-            for (uint e = 0; e < S; ++e) {
-                v[e] = 0.0f;
-            }
-            if (n0 + r < N && s * S < k) {
-                gguf_mm_decode(reinterpret_cast<device const B *>(w + ulong(n0 + r) * bpr), s, k, v);
-            }
+    for (uint t = 0; t < NT / RSTEP; ++t) {
+        const uint r = r0 + t * RSTEP;
+        float4 q[QUADS];
+        float a[RUNS];
+        float o[RUNS];
+        gguf_mv_codes(block + min(r, last) * nb, part, table, q, a, o);
 #pragma unroll
-            for (uint e = 0; e < S; ++e) {
-                wt[(j * S + e) * NT + r] = v[e];
-            }
+        for (uint jq = 0; jq < QPS; ++jq) {
+            const uint j = J0 + jq;
+            const float4 v = OFFSET ? a[j / QPR] * q[j] + o[j / QPR] : a[j / QPR] * q[j];
+            threadgroup float *dst = wt + (gguf_mv_quad(block, part, j) - STEP * GGUF_MM_K) * NT + r;
+            dst[0] = v.x;
+            dst[NT] = v.y;
+            dst[2 * NT] = v.z;
+            dst[3 * NT] = v.w;
         }
-        for (uint q = tid; q < MT * KT; q += THREADS) {
-            const uint m = q / KT;
-            const uint kk = q % KT;
-            xt[q] = m < mr && k0 + kk < k ? float(x[ulong(xrow[m]) * k + k0 + kk]) : 0.0f;
+    }
+}
+
+// The matrix tier: a tile of GGUF_MM_ROWS (64) weight rows x MT (GGUF_MM_X_ROWS, 64) activation rows with
+// simdgroup 8x8 float matrices. Per step of GGUF_MM_K (32) elements
+// of K the threadgroup decodes the weight tile into threadgroup memory as float32 (exact: the decoded
+// values; gguf_mm_weights), transposed ([k][n]), and stages the x tile as float32 ([m][k], exact widening);
+// elements past K are +0 on both sides; x rows past mr hold anything finite or not (tile row m reaches only
+// output row m, which is not stored). Simdgroup g owns the MT / 2 x rows (MT / 2) (g / 2) .. and the 32
+// weight rows 32 (g % 2) ..: MT / 16 x 4 accumulators held in registers across the whole K loop, each step of
+// 8 elements one simdgroup_multiply_accumulate per accumulator, in increasing k. The results go through
+// threadgroup memory (reusing the tiles) to coalesced stores: out[orow[m], n0 + n] = round(acc + bias), for
+// the rows m < mr. x row m of the tile is x[xrow[m]]. Every thread of the group calls it (barriers).
+#define GGUF_MM_XQ (GGUF_MM_K / 4)  // 4-vectors per x row of a step
+#define GGUF_MM_TILE_FLOATS(MT) \
+    (GGUF_MM_K * (GGUF_MM_ROWS + (MT)) > (MT) * GGUF_MM_ROWS ? GGUF_MM_K * (GGUF_MM_ROWS + (MT)) : (MT) * GGUF_MM_ROWS)
+
+// The multiply-accumulates of one step: per 8 elements of k, acc[4 i + j] += x rows sm + 8 i .. times weight
+// rows sn + 8 j ..; PARTIAL: only the 8-row blocks that hold a row below mr (uniform over the simdgroup).
+template <uint MT, bool PARTIAL>
+inline void gguf_mm_mma(threadgroup const float *wt, threadgroup const float *xt, uint sm, uint sn, uint mr,
+                        thread simdgroup_float8x8 *acc) {
+#pragma unroll
+    for (uint k8 = 0; k8 < GGUF_MM_K; k8 += 8) {
+        simdgroup_float8x8 b[4];
+#pragma unroll
+        for (uint j = 0; j < 4; ++j) {
+            simdgroup_load(b[j], wt + k8 * GGUF_MM_ROWS + sn + 8 * j, GGUF_MM_ROWS);
         }
-        threadgroup_barrier(mem_flags::mem_threadgroup);
 #pragma unroll
-        for (uint k8 = 0; k8 < KT; k8 += 8) {
-            simdgroup_float8x8 a[2];
-            simdgroup_float8x8 b[4];
-#pragma unroll
-            for (uint i = 0; i < 2; ++i) {
-                simdgroup_load(a[i], xt + (sm + 8 * i) * KT + k8, KT);
-            }
-#pragma unroll
-            for (uint j = 0; j < 4; ++j) {
-                simdgroup_load(b[j], wt + k8 * NT + sn + 8 * j, NT);
-            }
-#pragma unroll
-            for (uint i = 0; i < 2; ++i) {
+        for (uint i = 0; i < MT / 16; ++i) {
+            if (!PARTIAL || sm + 8 * i < mr) {
+                simdgroup_float8x8 a;
+                simdgroup_load(a, xt + (sm + 8 * i) * GGUF_MM_K + k8, GGUF_MM_K);
 #pragma unroll
                 for (uint j = 0; j < 4; ++j) {
-                    simdgroup_multiply_accumulate(acc[i][j], a[i], b[j], acc[i][j]);
+                    simdgroup_multiply_accumulate(acc[4 * i + j], a, b[j], acc[4 * i + j]);
                 }
             }
         }
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
+}
+
+// One step of GGUF_MM_K elements from k0: the weight and x tiles, then GGUF_MM_K / 8 multiply-accumulates of
+// 8 x 8 x 8 per accumulator (acc[4 i + j]: x rows sm + 8 i .., weight rows sn + 8 j ..), in increasing k.
+// xoff: when k is a multiple of 4, where this thread's 4-vectors of x sit (gguf_mm_tile).
+template <uint STEP, uint MT, typename B, int QK, int S, typename CORE, typename X>
+inline void gguf_mm_step(device const uchar *w, uint n0, uint N, uint k, uint k0, device const X *x,
+                         threadgroup const uint *xrow, thread const ulong *xoff, uint mr, threadgroup float *wt,
+                         threadgroup float *xt, ushort tid, uint sm, uint sn, thread simdgroup_float8x8 *acc) {
+    constexpr uint KT = GGUF_MM_K;
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous step's (or the caller's) reads are done
+    gguf_mm_weights<STEP, B, QK, S>(CORE(), w, n0, N, k, k0, wt, tid);
+    if (k % 4 == 0) {
+        const uint kk = 4 * (tid % GGUF_MM_XQ);
+        const bool inside = k0 + kk < k;
 #pragma unroll
-    for (uint i = 0; i < 2; ++i) {
-#pragma unroll
-        for (uint j = 0; j < 4; ++j) {
-            simdgroup_store(acc[i][j], wt + (sm + 8 * i) * NT + sn + 8 * j, NT);
+        for (uint t = 0; t < MT * GGUF_MM_XQ / GGUF_MM_THREADS; ++t) {
+            const uint m = tid / GGUF_MM_XQ + t * (GGUF_MM_THREADS / GGUF_MM_XQ);
+            float4 v = float4(0.0f);
+            if (inside) {
+                v = float4(*reinterpret_cast<device const vec<X, 4> *>(x + xoff[t] + k0));
+            }
+            *reinterpret_cast<threadgroup float4 *>(xt + m * KT + kk) = v;
+        }
+    } else {
+        for (uint q = tid; q < MT * KT; q += GGUF_MM_THREADS) {
+            const uint m = q / KT;
+            const uint kk = q % KT;
+            xt[q] = m < mr && k0 + kk < k ? float(x[ulong(xrow[m]) * k + k0 + kk]) : 0.0f;
         }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (uint q = tid; q < MT * NT; q += THREADS) {
+    if (sm + MT / 2 <= mr) {
+        gguf_mm_mma<MT, false>(wt, xt, sm, sn, mr, acc);
+    } else if (sm < mr) {  // a partly filled tile: 8-row blocks past mr reach no stored output
+        gguf_mm_mma<MT, true>(wt, xt, sm, sn, mr, acc);
+    }
+}
+
+// tile: GGUF_MM_TILE_FLOATS(MT) floats (the weight tile, then the x tile; at the end the output tile).
+template <uint MT, typename B, int QK, int S, typename CORE, typename X, typename T>
+inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device const X *x,
+                         threadgroup const uint *xrow, threadgroup const uint *orow, uint mr,
+                         device const float *bias, bool has_bias, device T *out, threadgroup float *tile,
+                         ushort tid, ushort sg) {
+    constexpr uint NT = GGUF_MM_ROWS;
+    constexpr uint KT = GGUF_MM_K;
+    constexpr uint AI = MT / 16;
+    constexpr uint STEPS = gguf_mm_steps(CORE());
+    static_assert(MT % 16 == 0 && GGUF_MM_SIMDGROUPS == 4 && NT == 64, "2 x 2 simdgroups of MT / 2 x 32");
+    static_assert(STEPS == 1 || STEPS == 2 || STEPS == 4 || STEPS == 8, "a block is 1, 2, 4 or 8 steps");
+    threadgroup float *wt = tile;
+    threadgroup float *xt = tile + KT * NT;
+    const uint sm = (sg / 2) * (MT / 2);  // this simdgroup's x rows and weight rows within the tile
+    const uint sn = (sg % 2) * 32;
+    simdgroup_float8x8 acc[4 * AI];
+#pragma unroll
+    for (uint i = 0; i < 4 * AI; ++i) {
+        acc[i] = make_filled_simdgroup_matrix<float, 8>(0.0f);
+    }
+    // With k a multiple of 4, this thread stages the 4-vectors 4 (tid % XQ) .. of x rows tid / XQ + t * 128 / XQ
+    // of each step; a row past mr reads row mr - 1 instead (tile row m reaches only output row m, not stored).
+    ulong xoff[MT * GGUF_MM_XQ / GGUF_MM_THREADS];
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the caller's xrow is written
+#pragma unroll
+    for (uint t = 0; t < MT * GGUF_MM_XQ / GGUF_MM_THREADS; ++t) {
+        const uint m = tid / GGUF_MM_XQ + t * (GGUF_MM_THREADS / GGUF_MM_XQ);
+        xoff[t] = ulong(xrow[min(m, mr - 1)]) * k + 4 * (tid % GGUF_MM_XQ);
+    }
+    // With STEPS > 1, k is a multiple of KT * STEPS (= QK): every step of a group is below k. The steps of a
+    // group are written out so that each has its compile-time index.
+    for (uint k0 = 0; k0 < k; k0 += KT * STEPS) {
+        gguf_mm_step<0, MT, B, QK, S, CORE>(w, n0, N, k, k0, x, xrow, xoff, mr, wt, xt, tid, sm, sn, acc);
+        if (STEPS > 1) {
+            gguf_mm_step<STEPS / 2 ? 1 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + KT, x, xrow, xoff, mr, wt, xt, tid, sm,
+                                                                  sn, acc);
+        }
+        if (STEPS > 2) {
+            gguf_mm_step<STEPS / 4 ? 2 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 2 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+            gguf_mm_step<STEPS / 4 ? 3 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 3 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+        }
+        if (STEPS > 4) {
+            gguf_mm_step<STEPS / 8 ? 4 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 4 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+            gguf_mm_step<STEPS / 8 ? 5 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 5 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+            gguf_mm_step<STEPS / 8 ? 6 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 6 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+            gguf_mm_step<STEPS / 8 ? 7 : 0, MT, B, QK, S, CORE>(w, n0, N, k, k0 + 7 * KT, x, xrow, xoff, mr, wt, xt, tid,
+                                                                  sm, sn, acc);
+        }
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+#pragma unroll
+    for (uint i = 0; i < AI; ++i) {
+#pragma unroll
+        for (uint j = 0; j < 4; ++j) {
+            simdgroup_store(acc[4 * i + j], tile + (sm + 8 * i) * NT + sn + 8 * j, NT);
+        }
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    for (uint q = tid; q < MT * NT; q += GGUF_MM_THREADS) {
         const uint m = q / NT;
         const uint n = q % NT;
         if (m < mr && n0 + n < N) {
-            float v = wt[q];
+            float v = tile[q];
             if (has_bias) {
                 v = v + bias[n0 + n];
             }
@@ -646,18 +788,18 @@ inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device 
     }
 }
 
-// More rows than the mat-vec tier takes: a tile of 64 weight rows x 32 rows of x per threadgroup.
-template <typename B, int QK, int S, typename X, typename T>
+// More rows than the mat-vec tier takes: a tile of 64 weight rows x 64 rows of x per threadgroup.
+template <typename B, int QK, int S, typename CORE, typename X, typename T>
 [[max_total_threads_per_threadgroup(GGUF_MM_THREADS)]] kernel void kernel_mul_mm(GGUF_MM_PARAMS(X, T)) {
-    threadgroup float wt[GGUF_MM_K * GGUF_MM_ROWS];  // [k][n] per step; at the end, the output tile [m][n]
-    threadgroup float xt[GGUF_MM_XROWS * GGUF_MM_K];  // [m][k]
-    threadgroup uint rows[GGUF_MM_XROWS];
-    const uint m0 = tg.y * GGUF_MM_XROWS;
-    if (tid < GGUF_MM_XROWS) {
+    threadgroup float tile[GGUF_MM_TILE_FLOATS(GGUF_MM_X_ROWS)];
+    threadgroup uint rows[GGUF_MM_X_ROWS];
+    const uint m0 = tg.y * GGUF_MM_X_ROWS;
+    if (tid < GGUF_MM_X_ROWS) {
         rows[tid] = m0 + tid;
     }
-    gguf_mm_tile<B, QK, S, X, T>(w, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, rows, rows,
-                                 min(uint(M) - m0, GGUF_MM_XROWS), bias, has_bias != 0, out, wt, xt, tid, sg);
+    gguf_mm_tile<GGUF_MM_X_ROWS, B, QK, S, CORE, X, T>(w, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, rows, rows,
+                                                       min(uint(M) - m0, GGUF_MM_X_ROWS), bias, has_bias != 0,
+                                                       out, tile, tid, sg);
 }
 
 // Mixture of experts. Slot i = (t, u) = (i / U, i % U) of ids (T, U): out[i] = W[ids[i]] @ x[t, u % Ux].
@@ -708,9 +850,9 @@ template <typename B, int QK, typename CORE, typename X>
 // kernel_mul_mm_id_map (grid E groups of one simdgroup): group e lists the slots routed to expert e in
 //   increasing slot order, map[E + e * n_slots + j], j < map[e] = their count (a ballot per 32 ids), and group
 //   0 also writes the NaN rows of slots whose id is outside [0, E);
-// kernel_mul_mm_id (grid (N / 64, E, Z)): the group (x, e, z) takes the windows z, z + Z, ... of 32 of expert
-//   e's slots (one window when no token repeats an expert and Z = ceil(T / 32)) and computes their 64 x 32
-//   tile with gguf_mm_tile, x rows gathered by slot. So each expert's weights are decoded once per 32 of its
+// kernel_mul_mm_id (grid (N / 64, E, Z)): the group (x, e, z) takes the windows z, z + Z, ... of 64 of expert
+//   e's slots (one window when no token repeats an expert and Z = ceil(T / 64)) and computes their 64 x 64
+//   tile with gguf_mm_tile, x rows gathered by slot. So each expert's weights are decoded once per 64 of its
 //   slots, and a slot gets the bits of a row of the matrix tier on its expert.
 template <typename B>
 [[max_total_threads_per_threadgroup(GGUF_SIMD_WIDTH)]] kernel void kernel_mul_mm_id_map(
@@ -738,26 +880,26 @@ template <typename B>
     }
 }
 
-template <typename B, int QK, int S, typename X>
+template <typename B, int QK, int S, typename CORE, typename X>
 [[max_total_threads_per_threadgroup(GGUF_MM_THREADS)]] kernel void kernel_mul_mm_id(GGUF_MM_ID_PARAMS(X)) {
-    threadgroup float wt[GGUF_MM_K * GGUF_MM_ROWS];
-    threadgroup float xt[GGUF_MM_XROWS * GGUF_MM_K];
-    threadgroup uint xrow[GGUF_MM_XROWS];
-    threadgroup uint orow[GGUF_MM_XROWS];
+    constexpr uint MT = GGUF_MM_X_ROWS;
+    threadgroup float tile[GGUF_MM_TILE_FLOATS(MT)];
+    threadgroup uint xrow[MT];
+    threadgroup uint orow[MT];
     const uint e = tg.y;
     const uint count = map[e];
     const device uint *slots = map + E + ulong(e) * n_slots;
     const ulong bpr = ulong(K / QK) * sizeof(B);
-    for (uint w0 = tg.z * GGUF_MM_XROWS; w0 < count; w0 += groups.z * GGUF_MM_XROWS) {
-        const uint mr = min(count - w0, GGUF_MM_XROWS);
+    for (uint w0 = tg.z * MT; w0 < count; w0 += groups.z * MT) {
+        const uint mr = min(count - w0, MT);
         threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous window's rows are read
-        if (tid < GGUF_MM_XROWS) {
+        if (tid < MT) {
             const uint slot = tid < mr ? slots[w0 + tid] : 0u;
             xrow[tid] = (slot / uint(U)) * uint(Ux) + (slot % uint(U)) % uint(Ux);
             orow[tid] = slot;
         }
-        gguf_mm_tile<B, QK, S, X, float>(w + ulong(e) * N * bpr, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x, xrow,
-                                         orow, mr, nullptr, false, out, wt, xt, tid, sg);
+        gguf_mm_tile<MT, B, QK, S, CORE, X, float>(w + ulong(e) * N * bpr, tg.x * GGUF_MM_ROWS, uint(N), uint(K), x,
+                                                   xrow, orow, mr, nullptr, false, out, tile, tid, sg);
     }
 }
 
@@ -766,13 +908,13 @@ template <typename B, int QK, int S, typename X>
     template [[host_name("mul_mv_" #NAME "_" #XN "_" #TN)]] kernel void                          \
     kernel_mul_mv<CORE, X, T>(GGUF_MM_PARAMS(X, T));                                             \
     template [[host_name("mul_mm_" #NAME "_" #XN "_" #TN)]] kernel void                          \
-    kernel_mul_mm<B, QK, S, X, T>(GGUF_MM_PARAMS(X, T));
+    kernel_mul_mm<B, QK, S, CORE, X, T>(GGUF_MM_PARAMS(X, T));
 
 #define GGUF_MATMUL_ID_INSTANCE(NAME, B, QK, S, CORE, XN, X)                                     \
     template [[host_name("mul_mv_id_" #NAME "_" #XN)]] kernel void                               \
     kernel_mul_mv_id<B, QK, CORE, X>(GGUF_MV_ID_PARAMS(X));                                      \
     template [[host_name("mul_mm_id_" #NAME "_" #XN)]] kernel void                               \
-    kernel_mul_mm_id<B, QK, S, X>(GGUF_MM_ID_PARAMS(X));
+    kernel_mul_mm_id<B, QK, S, CORE, X>(GGUF_MM_ID_PARAMS(X));
 
 #define GGUF_MATMUL_ID_MAP_INSTANCE(NAME, B)                                                     \
     template [[host_name("mul_mm_id_map_" #NAME)]] kernel void kernel_mul_mm_id_map<B>(          \

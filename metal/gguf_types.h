@@ -47,7 +47,8 @@
 #define GGUF_MV_WIDE_ROWS 8u
 #define GGUF_MM_SIMDGROUPS 4u
 #define GGUF_MM_ROWS 64u
-#define GGUF_MM_K 64u
+#define GGUF_MM_X_ROWS 64u
+#define GGUF_MM_K 32u
 // Literal threads per threadgroup, for [[max_total_threads_per_threadgroup(n)]].
 #define GGUF_MV_THREADS 64
 #define GGUF_MM_THREADS 128

@@ -108,7 +108,7 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
     const bool mv = M <= int64_t(GGUF_MATMUL_X_ROWS);
     const int64_t mv_rows = M >= int64_t(GGUF_MV_WIDE_M) ? GGUF_MV_WIDE_ROWS : GGUF_MV_ROWS;  // launch.mv_rows
     const int64_t groups_x = mv ? ceil_div(N, GGUF_MV_SIMDGROUPS * mv_rows) : ceil_div(N, GGUF_MM_ROWS);
-    const int64_t groups_y = mv ? ceil_div(M, GGUF_MATMUL_X_ROWS) : ceil_div(M, GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS);
+    const int64_t groups_y = mv ? ceil_div(M, GGUF_MATMUL_X_ROWS) : ceil_div(M, GGUF_MM_X_ROWS);
     const NSUInteger threads = (mv ? GGUF_MV_SIMDGROUPS : GGUF_MM_SIMDGROUPS) * GGUF_SIMD_WIDTH;
     check_grid(groups_x, groups_y);
 
@@ -155,7 +155,7 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
                             MTLSizeMake(NSUInteger(groups_x), NSUInteger(T * U), 1), threads);
         return;
     }
-    // The matrix tier: the slots listed per expert on the GPU (launch.mul_mat_id_map_grid), then 64 x 32 tiles
+    // The matrix tier: the slots listed per expert on the GPU (launch.mul_mat_id_map_grid), then 64 x 64 tiles
     // over each expert's slots (launch.mul_mat_id_grid).
     const int64_t slots = T * U;
     check_grid(std::max<int64_t>(E, 1), ceil_div(N, GGUF_MM_ROWS));
@@ -171,6 +171,6 @@ void gguf_mul_mat_id_out(const at::Tensor &x_in, const at::Tensor &blocks_in, co
     const std::string name = std::string("mul_mm_id_") + type.name + "_" + dtype_suffix(x.scalar_type());
     encode_threadgroups(launchable_pipeline(device, name, threads), tensors, scalars,
                         MTLSizeMake(NSUInteger(ceil_div(N, GGUF_MM_ROWS)), NSUInteger(std::max<int64_t>(E, 1)),
-                                    NSUInteger(ceil_div(T, GGUF_MM_SIMDGROUPS * GGUF_MATMUL_X_ROWS))),
+                                    NSUInteger(ceil_div(T, GGUF_MM_X_ROWS))),
                         threads);
 }

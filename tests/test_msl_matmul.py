@@ -487,12 +487,13 @@ def test_error_bound_of_the_order_at_model_sizes(name):
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_batch_invariance(name):
-    """Within each tier (mul_mv: M <= 8; mul_mm: M > 8, across tiles of 32 rows) a row's bits do not depend
-    on M or on its position."""
+    """Within each tier (mul_mv: M <= 8; mul_mm: M > 8, across tiles of launch.MM_X_ROWS rows) a row's bits do
+    not depend on M or on its position."""
     rng = np.random.default_rng(abs(hash(name) + 2) % 2**32)
     k = k_values(name)[0] * 3
     raw, _ = weights(name, 6, k, rng)
-    x = activations(40, k, torch.bfloat16, rng)
+    m = launch.MM_X_ROWS + 8
+    x = activations(m, k, torch.bfloat16, rng)
     full = run_linear(name, raw, x, out_dtype=torch.float32)  # mul_mm, two tiles of rows
     eight = run_linear(name, raw, x[:8], out_dtype=torch.float32)  # mul_mv
     perm = torch.from_numpy(rng.permutation(8)[:6])
@@ -501,9 +502,9 @@ def test_batch_invariance(name):
     for r in (0, 7):
         one = run_linear(name, raw, x[r:r + 1], out_dtype=torch.float32)
         testing.assert_bits_equal(one[0], eight[r], f"{name}: row {r} alone vs in M=8")
-    perm = torch.from_numpy(rng.permutation(40)[:12])
+    perm = torch.from_numpy(rng.permutation(m)[:12])
     testing.assert_bits_equal(run_linear(name, raw, x[perm], out_dtype=torch.float32), full[perm],
-                              f"{name}: M=12 (permuted) vs M=40")
+                              f"{name}: M=12 (permuted) vs M={m}")
 
 
 def expert_weights(name, n_exp, n, k, rng):
@@ -548,7 +549,7 @@ def test_mul_mat_id(name):
 
 @pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "IQ2_S", "F32"])
 def test_mul_mm_id_windows_and_groups(name):
-    """More than 32 slots per expert (several windows, a token repeating an expert: more windows than the
+    """More than MM_X_ROWS (64) slots per expert (several windows, a token repeating an expert: more windows than the
     grid's z), some ids invalid."""
     rng = np.random.default_rng(17)
     n_exp, n, k = 3, 70, k_values(name)[0]
@@ -556,7 +557,7 @@ def test_mul_mm_id_windows_and_groups(name):
     n_tok, n_used = 40, 4
     ids = rng.integers(-1, n_exp + 1, size=(n_tok, n_used))
     ids[:, 1:3] = 1  # every token routes two slots to expert 1: 80+ slots, more than the grid's 2 windows
-    assert (ids == 1).sum() > 32 * launch.mul_mat_id_grid(n_tok, n_used, n, n_exp)[1][2]
+    assert (ids == 1).sum() > launch.MM_X_ROWS * launch.mul_mat_id_grid(n_tok, n_used, n, n_exp)[1][2]
     x3 = activations(n_tok, k, torch.float16, rng).reshape(n_tok, 1, k)
     got = run_mul_mat_id(name, raw3, x3, ids, schedule="reverse")
     check_slots(name, got, ids, raw3, w3, x3.float().numpy(), 1, "mm_id")
@@ -643,9 +644,11 @@ def test_error_constant_follows_the_tree():
     assert launch.matmul_grid(1, 20) == ("mv", (3, 1), 64)  # 4 weight rows per simdgroup at M = 1 ...
     assert launch.matmul_grid(2, 20) == ("mv", (2, 1), 64)  # ... 8 from M = 2 (launch.mv_rows)
     assert launch.matmul_grid(9, 7) == ("mm", (1, 1), 128)
-    assert launch.matmul_grid(33, 130) == ("mm", (3, 2), 128)
+    assert launch.matmul_grid(64, 130) == ("mm", (3, 1), 128)
+    assert launch.matmul_grid(65, 130) == ("mm", (3, 2), 128)
     assert launch.mul_mat_id_grid(1, 8, 7, 64) == ("mv_id", (1, 8, 1), 64)
-    assert launch.mul_mat_id_grid(40, 8, 7, 64) == ("mm_id", (1, 64, 2), 128)
+    assert launch.mul_mat_id_grid(64, 8, 7, 64) == ("mm_id", (1, 64, 1), 128)
+    assert launch.mul_mat_id_grid(65, 8, 7, 64) == ("mm_id", (1, 64, 2), 128)
     assert launch.mul_mat_id_map_grid(40, 8, 64) == (64, 32, 64 + 64 * 320)
 
 

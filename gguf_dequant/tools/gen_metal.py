@@ -36,7 +36,7 @@ def types_header() -> str:
         lines.append("")
     lines.append("// Matmul launch geometry (launch.py; metal/gguf_matmul.h).")
     for name in ("SIMD_WIDTH", "MATMUL_X_ROWS", "MV_SIMDGROUPS", "MV_ROWS", "MV_WIDE_M", "MV_WIDE_ROWS", "MM_SIMDGROUPS",
-                 "MM_ROWS", "MM_K"):
+                 "MM_ROWS", "MM_X_ROWS", "MM_K"):
         lines.append(f"#define GGUF_{name} {getattr(launch, name)}u")
     lines.append("// Literal threads per threadgroup, for [[max_total_threads_per_threadgroup(n)]].")
     for name in ("MV_THREADS", "MM_THREADS"):
