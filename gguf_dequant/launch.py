@@ -65,9 +65,8 @@ def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[
 # Contract v2: two tiers, each with one summation order per output y[m, n] that depends on nothing but K and
 # the type, so a row's bits never depend on M within its tier, on its position or on the other rows.
 # Mat-vec tier (mul_mv, M <= MATMUL_X_ROWS; mul_mv_id for up to MATMUL_X_ROWS tokens): the factored order of
-# MV_FACTORED below for those types; for the others the decode-exact order: the weight row is cut into
-# ns = ceil(K / S) sub-blocks of S = ELEMS_PER_THREAD[type] elements (the float types: S = MV_FLOAT_SUB,
-# shorter last sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and accumulates
+# MV_FACTORED below for the quantized types; for the float types the decode-exact order: the weight row is cut
+# into ns = ceil(K / S) sub-blocks of S = MV_FLOAT_SUB elements (a shorter last sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and accumulates
 # acc = fma(w, x, acc) from +0 in that order (elements in order within a sub-block); then simd_sum over the
 # 32 lanes; then + bias[n] in float32 when given; then one rounding to the output dtype.
 # Matrix tier (mul_mm, M > MATMUL_X_ROWS; mul_mm_id for more tokens): K is padded with zeros to a multiple
@@ -131,6 +130,12 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "TQ1_0": (16, 4, 1, False),
     "TQ2_0": (16, 4, 1, False),
 }
+
+# The factored types whose matrix-tier weight tile is read through the factored access (coalesced words; see
+# gguf_mm_weights in metal/gguf_matmul.h): quad j of part p at element 4 (PARTS j + p) of its block, and no
+# table staged in threadgroup memory (tests/test_msl_matmul.py checks the layouts). The others decode sub-blocks.
+MM_FACTORED = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q6_K", "IQ4_NL", "MXFP4", "Q1_0",
+                         "Q2_0", "TQ1_0", "TQ2_0"})
 
 
 # The float types' mat-vec tier: the decode-exact order with sub-blocks of this many elements (one vector of

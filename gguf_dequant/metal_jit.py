@@ -48,7 +48,7 @@ def kernel_files() -> list[Path]:
 
 def source(matmul: bool = False, qtype=None) -> str:
     """The kernel files (only ``qtype``'s with a type) in one translation unit, our headers inlined once each;
-    without ``matmul`` the GGUF_MATMUL_KERNELS lines expand to nothing."""
+    without ``matmul`` the GGUF_MATMUL_*_KERNELS lines expand to nothing."""
     return _source(matmul, None if qtype is None else types.kernel_file_name(qtype))
 
 

@@ -273,5 +273,5 @@ __attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, l
 
 #endif
 
-// Compute on packed weights: GGUF_MATMUL_KERNELS(<type>) after each decode function.
+// Compute on packed weights: GGUF_MATMUL_FACTORED_KERNELS(<type>) after each decode function.
 #include "gguf_matmul.h"

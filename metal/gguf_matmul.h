@@ -1,19 +1,18 @@
 // Compute on packed weights (Metal): y = x @ W^T (+ bias) and the mixture-of-experts form, for every type.
 //
-// Each <type>.metal file ends with GGUF_MATMUL_KERNELS(<type>) (float.metal: GGUF_MATMUL_FLOAT_KERNELS),
-// which instantiates the kernel templates below over the type's own decode function
-// dequantize_<type>(block, sub, y) -- the one definition of the format -- or, for the types with a factored
-// form (launch.MV_FACTORED), GGUF_MATMUL_FACTORED_KERNELS(<type>): the same, with the mat-vec tier on the
-// factored access its file defines next to the decode function (gguf_mv_quad, gguf_mv_codes; see
-// gguf_mv_accumulate for gguf_factored_core). Launch geometry (the GGUF_MV_* and GGUF_MM_* constants) is
-// described once in gguf_dequant/launch.py and generated into gguf_types.h.
+// Each quantized type's <type>.metal file ends with GGUF_MATMUL_FACTORED_KERNELS(<type>) (float.metal:
+// GGUF_MATMUL_FLOAT_KERNELS), which instantiates the kernel templates below: the mat-vec tier on the factored
+// access the file defines next to its decode function (gguf_mv_quad, gguf_mv_codes; see gguf_mv_accumulate for
+// gguf_factored_core), the matrix tier on that access too (launch.MM_FACTORED) or on the decode function
+// dequantize_<type>(block, sub, y) -- the one definition of the format. Launch geometry (the GGUF_MV_* and
+// GGUF_MM_* constants) is described once in gguf_dequant/launch.py and generated into gguf_types.h.
 //
 // Two tiers (contract v2): mat-vec (mul_mv for M <= 8, mul_mv_id for up to 8 tokens) and matrix (mul_mm,
 // mul_mm_id). Within a tier one order, so a row's result never depends on M, on its position in the batch or
 // on the other slots of mul_mat_id; the tiers differ in bits. The mat-vec tier's orders: the factored order
-// (gguf_mv_accumulate for gguf_factored_core) for the types with a factored form, else the decode-exact order:
-//   A weight row of K elements is cut into NS = ceil(K / S) sub-blocks of S = GGUF_SUB_<type> elements
-//   (the decode unit; the float types use S = 8 and a shorter last sub-block). Lane l (0..31) of a
+// (gguf_mv_accumulate for gguf_factored_core) for the quantized types, and for the float types:
+//   A weight row of K elements is cut into NS = ceil(K / S) sub-blocks of S = launch.MV_FLOAT_SUB elements
+//   (a shorter last one). Lane l (0..31) of a
 //   simdgroup owns the sub-blocks s = l, l + 32, l + 64, ... and accumulates, in that order and within a
 //   sub-block in element order, acc = fma(w_k, x_k, acc) starting from acc = +0. Then y = simd_sum(acc)
 //   over the 32 lanes, then y + bias[n] (one f32 addition, only when a bias is given), then one rounding
@@ -50,9 +49,6 @@
 
 // The CPU backend has its own matmul (cpu/), and the run-time path's dequantize-only library has none:
 // the per-type lines expand to nothing there (unless the CPU build defines the macros first).
-#ifndef GGUF_MATMUL_KERNELS
-#define GGUF_MATMUL_KERNELS(NAME)
-#endif
 #ifndef GGUF_MATMUL_FLOAT_KERNELS
 #define GGUF_MATMUL_FLOAT_KERNELS(NAME, IN)
 #endif
@@ -68,7 +64,7 @@
 #define GGUF_MV_INLINE inline __attribute__((always_inline))
 
 // Sub-block s of a weight row into y: one overload per weight type. A quantized type's comes with its
-// GGUF_MATMUL_KERNELS line (found by argument-dependent lookup on its block type); the float types' are
+// GGUF_MATMUL_FACTORED_KERNELS line (found by argument-dependent lookup on its block type); the float types' are
 // declared here, for the kernel templates to see, and defined by GGUF_MATMUL_FLOAT_KERNELS in float.metal
 // over its gguf_load (elements 8s .. min(8s + 8, K)).
 inline void gguf_mm_decode(device const float *row, uint s, uint K, thread float *y);
@@ -83,25 +79,6 @@ float4 gguf_mv_load4(device const half *p);
 #if GGUF_BFLOAT
 float4 gguf_mv_load4(device const bfloat *p);
 #endif
-
-// Elements in sub-block s: S, except the last sub-block of a float row (QK == 1) when S does not divide K.
-template <int QK, int S>
-inline uint gguf_sub_count(uint s, uint K) {
-    if (QK == 1) {
-        return min(uint(S), K - s * S);
-    }
-    return S;
-}
-
-// acc = fma(w[j * WS], x[j], acc) for j = 0 .. count - 1, in order (count is the constant S after
-// inlining, except for the last sub-block of a float row).
-template <uint WS, typename WP, typename XP>
-inline float gguf_fma_chain(WP w, XP x, uint count, float acc) {
-    for (uint j = 0; j < count; ++j) {
-        acc = fma(w[j * WS], float(x[j]), acc);
-    }
-    return acc;
-}
 
 // Reduce acc[r][m] over the simdgroup and write out[orow[m], n0 + r] (+ bias) for the weight rows that
 // exist. Every lane calls simd_sum for the same (r, m) sequence: mr is uniform across the simdgroup.
@@ -123,54 +100,11 @@ inline void gguf_mm_store(thread const float *acc, uint mr, thread const uint *o
     }
 }
 
-// The mat-vec tier's two orders, as tag types that select gguf_mv_accumulate's overload: the decode-exact
-// order (every type: sub-blocks decoded to float32, one fma per element) and the factored order (the types
-// of launch.MV_FACTORED, whose file defines gguf_mv_quad and gguf_mv_codes).
-template <typename B, int QK, int S>
-struct gguf_decode_core {};
+// The mat-vec tier's orders, as tag types that select gguf_mv_accumulate's overload: the factored order (every
+// quantized type: launch.MV_FACTORED, whose file defines gguf_mv_quad and gguf_mv_codes) and, below, the float
+// types' order (gguf_float_core).
 template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
 struct gguf_factored_core {};
-
-// One simdgroup: weight rows n0 .. n0 + R - 1 (those < N) against activation rows x[xrow[m]] (row
-// stride K), m < mr, accumulated into acc[r * GGUF_MATMUL_X_ROWS + m] by this lane's sub-blocks.
-template <uint R, typename B, int QK, int S, typename X>
-inline void gguf_mv_accumulate(gguf_decode_core<B, QK, S>, device const uchar *w, uint n0, uint N, uint K,
-                               device const X *x, thread const uint *xrow, uint mr, ushort lane,
-                               thread float *acc, threadgroup const uint *) {
-    const ulong bpr = ulong(K / QK) * sizeof(B);
-    const uint ns = (K + S - 1) / S;
-    for (uint s = lane; s < ns; s += GGUF_SIMD_WIDTH) {
-        const uint count = gguf_sub_count<QK, S>(s, K);
-        if (mr == 1) {
-            // One activation row (decoding, one mul_mat_id slot): read its sub-block once for all R rows.
-            float xs[S];
-            device const X *xr = x + ulong(xrow[0]) * K + s * S;
-            for (uint j = 0; j < count; ++j) {
-                xs[j] = float(xr[j]);
-            }
-            for (uint r = 0; r < R; ++r) {
-                if (n0 + r < N) {
-                    float v[S];
-                    gguf_mm_decode(reinterpret_cast<device const B *>(w + ulong(n0 + r) * bpr), s, K, v);
-                    acc[r * GGUF_MATMUL_X_ROWS] = gguf_fma_chain<1>(v, xs, count, acc[r * GGUF_MATMUL_X_ROWS]);
-                }
-            }
-            continue;
-        }
-        for (uint r = 0; r < R; ++r) {
-            if (n0 + r < N) {
-                float v[S];
-                gguf_mm_decode(reinterpret_cast<device const B *>(w + ulong(n0 + r) * bpr), s, K, v);
-                thread float *a = acc + r * GGUF_MATMUL_X_ROWS;
-                for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-                    if (m < mr) {
-                        a[m] = gguf_fma_chain<1>(v, x + ulong(xrow[m]) * K + s * S, count, a[m]);
-                    }
-                }
-            }
-        }
-    }
-}
 
 // Four bytes at p as a little-endian word, for blocks only 2-byte aligned: two 16-bit loads.
 GGUF_MV_INLINE uint gguf_mv_word(device const uchar *p) {
@@ -546,6 +480,32 @@ template <typename CORE, typename X, typename T>
     }
 }
 
+// Whether the matrix tier reads a factored type's tile through its factored access (gguf_mm_weights below):
+// launch.MM_FACTORED, the layouts whose quad j of part p sits at element 4 (PARTS j + p) of the block and whose
+// codes need no staged table (GGUF_MATMUL_FACTORED_KERNELS specialises it); else the decode function.
+template <typename B>
+struct gguf_mm_factored {
+    enum { value = 0 };
+};
+struct gguf_decoded_tile {};  // the tile reader that calls the decode function
+template <bool C, typename T, typename F>
+struct gguf_select {
+    typedef T type;
+};
+template <typename T, typename F>
+struct gguf_select<false, T, F> {
+    typedef F type;
+};
+template <typename CORE>
+struct gguf_mm_reader {
+    typedef gguf_decoded_tile type;
+};
+template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
+struct gguf_mm_reader<gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>> {
+    typedef typename gguf_select<gguf_mm_factored<B>::value, gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>,
+                                 gguf_decoded_tile>::type type;
+};
+
 // The matrix tier's weight tile: rows n0 .. n0 + GGUF_MM_ROWS - 1, elements k0 .. k0 + GGUF_MM_K - 1 of K,
 // written to wt[kk * GGUF_MM_ROWS + r] as float32 (the decoded values, exactly; +0 past K). Rows past N
 // may hold anything: column r of the tile only reaches output column n0 + r, which is not stored. Two ways,
@@ -588,7 +548,7 @@ constexpr uint gguf_mm_steps(CORE) {
 }
 template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
 constexpr uint gguf_mm_steps(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>) {
-    return QK > GGUF_MM_K ? QK / GGUF_MM_K : 1;
+    return gguf_mm_factored<B>::value && QK > GGUF_MM_K ? QK / GGUF_MM_K : 1;
 }
 
 // The factored tile. The types' layouts put quad j of part p at element 4 (PARTS j + p) of its block
@@ -683,7 +643,7 @@ inline void gguf_mm_step(device const uchar *w, uint n0, uint N, uint k, uint k0
                          threadgroup float *xt, ushort tid, uint sm, uint sn, thread simdgroup_float8x8 *acc) {
     constexpr uint KT = GGUF_MM_K;
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous step's (or the caller's) reads are done
-    gguf_mm_weights<STEP, B, QK, S>(CORE(), w, n0, N, k, k0, wt, tid);
+    gguf_mm_weights<STEP, B, QK, S>(typename gguf_mm_reader<CORE>::type(), w, n0, N, k, k0, wt, tid);
     if (k % 4 == 0) {
         const uint kk = 4 * (tid % GGUF_MM_XQ);
         const bool inside = k0 + kk < k;
@@ -941,15 +901,14 @@ template <typename B, int QK, int S, typename CORE, typename X>
         constexpr uint SUBS = GGUF_QK_##NAME / GGUF_SUB_##NAME;                                  \
         dequantize_##NAME(row + s / SUBS, ushort(s % SUBS), y);                                  \
     }
-#define GGUF_MATMUL_KERNELS(NAME)                                                                \
-    GGUF_MM_DECODE(NAME)                                                                         \
-    typedef gguf_decode_core<block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME> gguf_core_##NAME;    \
-    GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME, gguf_core_##NAME)
-
 // A quantized type with a factored form (launch.MV_FACTORED): its file defines gguf_mv_quad and
 // gguf_mv_codes; the mat-vec tier uses them, mul_mm the decode function.
 #define GGUF_MATMUL_FACTORED_KERNELS(NAME)                                                       \
     GGUF_MM_DECODE(NAME)                                                                         \
+    template <>                                                                                  \
+    struct gguf_mm_factored<block_##NAME> {                                                      \
+        enum { value = GGUF_MM_FACTORED_##NAME };                                                \
+    };                                                                                           \
     typedef gguf_factored_core<block_##NAME, GGUF_QK_##NAME, GGUF_MV_LAYOUT_##NAME> gguf_core_##NAME; \
     GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME, gguf_core_##NAME)
 

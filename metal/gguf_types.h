@@ -78,6 +78,32 @@
 #define GGUF_MV_LAYOUT_q2_0 8, 2, 1, 0
 #define GGUF_MV_LAYOUT_tq1_0 16, 4, 1, 0
 #define GGUF_MV_LAYOUT_tq2_0 16, 4, 1, 0
+// Whether the matrix tier reads the type's weight tile through the factored access (launch.MM_FACTORED).
+#define GGUF_MM_FACTORED_q4_0 1
+#define GGUF_MM_FACTORED_q8_0 1
+#define GGUF_MM_FACTORED_mxfp4 1
+#define GGUF_MM_FACTORED_q4_k 0
+#define GGUF_MM_FACTORED_q5_k 0
+#define GGUF_MM_FACTORED_q6_k 1
+#define GGUF_MM_FACTORED_iq4_xs 0
+#define GGUF_MM_FACTORED_iq2_xxs 0
+#define GGUF_MM_FACTORED_iq3_xxs 0
+#define GGUF_MM_FACTORED_iq2_xs 0
+#define GGUF_MM_FACTORED_iq2_s 0
+#define GGUF_MM_FACTORED_iq3_s 0
+#define GGUF_MM_FACTORED_iq1_s 0
+#define GGUF_MM_FACTORED_iq1_m 0
+#define GGUF_MM_FACTORED_q2_k 1
+#define GGUF_MM_FACTORED_q3_k 1
+#define GGUF_MM_FACTORED_q4_1 1
+#define GGUF_MM_FACTORED_q5_0 1
+#define GGUF_MM_FACTORED_q5_1 1
+#define GGUF_MM_FACTORED_iq4_nl 1
+#define GGUF_MM_FACTORED_nvfp4 0
+#define GGUF_MM_FACTORED_q1_0 1
+#define GGUF_MM_FACTORED_q2_0 1
+#define GGUF_MM_FACTORED_tq1_0 1
+#define GGUF_MM_FACTORED_tq2_0 1
 
 // Per-type constants, for use inside the kernel files.
 #define GGUF_QK_f32 1

@@ -219,6 +219,15 @@ def kernel_model(name, kind, raw, w, x, bias=None, order="butterfly", mma_order=
     return model(w, x, launch.matmul_sub_elems(name), bias, order)
 
 
+def test_matrix_tier_reads_factored_tiles_only_where_the_layout_allows():
+    """gguf_mm_weights reads a step's quads as consecutive quads of consecutive parts: launch.MM_FACTORED holds
+    exactly the factored types whose quad j of part p is element 4 (PARTS j + p) and that stage no table."""
+    fits = {name for name, (parts, quads, _, _) in launch.MV_FACTORED.items()
+            if all(MV_QUADS[name](p, j) == 4 * (parts * j + p) for p in range(parts) for j in range(quads))
+            and not name.startswith(("IQ1", "IQ2", "IQ3"))}
+    assert launch.MM_FACTORED == fits
+
+
 @pytest.mark.parametrize("name", list(launch.MV_FACTORED))
 def test_factored_codes_are_the_decoded_weights(name):
     """The factored form against dequantize for every value of every byte of a block (the other bytes
