@@ -132,10 +132,12 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
 }
 
 # The factored types whose matrix-tier weight tile is read through the factored access (coalesced words; see
-# gguf_mm_weights in metal/gguf_matmul.h): quad j of part p at element 4 (PARTS j + p) of its block, and no
-# table staged in threadgroup memory (tests/test_msl_matmul.py checks the layouts). The others decode sub-blocks.
-MM_FACTORED = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q6_K", "IQ4_NL", "MXFP4", "Q1_0",
-                         "Q2_0", "TQ1_0", "TQ2_0"})
+# gguf_mm_weights in metal/gguf_matmul.h): no table staged in threadgroup memory, and quad j of part p at element
+# 4 (PG QUADS (p / PG) + PG j + p % PG) of its block, PG = MM_PART_GROUP.get(type, PARTS) parts per group
+# (tests/test_msl_matmul.py checks the layouts). The others decode sub-blocks.
+MM_FACTORED = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL",
+                         "IQ4_XS", "MXFP4", "Q1_0", "Q2_0", "TQ1_0", "TQ2_0"})
+MM_PART_GROUP = {"Q4_K": 4, "Q5_K": 4, "IQ4_XS": 4}
 
 
 # The float types' mat-vec tier: the decode-exact order with sub-blocks of this many elements (one vector of

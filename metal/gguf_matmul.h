@@ -481,11 +481,11 @@ template <typename CORE, typename X, typename T>
 }
 
 // Whether the matrix tier reads a factored type's tile through its factored access (gguf_mm_weights below):
-// launch.MM_FACTORED, the layouts whose quad j of part p sits at element 4 (PARTS j + p) of the block and whose
-// codes need no staged table (GGUF_MATMUL_FACTORED_KERNELS specialises it); else the decode function.
+// launch.MM_FACTORED, the layouts of launch.MM_PART_GROUP's form (see gguf_mm_weights) whose codes need no
+// staged table (GGUF_MATMUL_FACTORED_KERNELS specialises it); else the decode function.
 template <typename B>
 struct gguf_mm_factored {
-    enum { value = 0 };
+    enum { value = 0, part_group = 1 };
 };
 struct gguf_decoded_tile {};  // the tile reader that calls the decode function
 template <bool C, typename T, typename F>
@@ -551,22 +551,27 @@ constexpr uint gguf_mm_steps(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSE
     return gguf_mm_factored<B>::value && QK > GGUF_MM_K ? QK / GGUF_MM_K : 1;
 }
 
-// The factored tile. The types' layouts put quad j of part p at element 4 (PARTS j + p) of its block
-// (gguf_mv_quad), so the CPS = GGUF_MM_K / 4 quads of a step (a block holds at least that many) are QPS
-// consecutive quads of every part, or one quad of PPS consecutive parts. A thread keeps its part and takes
+// The factored tile. The types' layouts (launch.MM_PART_GROUP) put quad j of part p at element
+// 4 (GQ (p / PG) + PG j + p % PG) of its block (gguf_mv_quad; GQ = PG QUADS: groups of PG parts), so the
+// CPS = GGUF_MM_K / 4 quads of a step (a group holds a multiple of that many) are QPS consecutive quads of PG
+// consecutive parts, or one quad of PPS consecutive parts. A thread keeps its part and takes
 // rows r0, r0 + RSTEP, ...; every lane runs the same iterations (gguf_mv_codes may shuffle).
 template <uint STEP, typename B, int QK, int S, int PARTS, int QUADS, int RUNS, int OFFSET>
 inline void gguf_mm_weights(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
                             uint n0, uint N, uint k, uint k0, threadgroup float *wt, ushort tid) {
     constexpr uint NT = GGUF_MM_ROWS;
     constexpr uint CPS = GGUF_MM_K / 4;
-    constexpr uint PPS = PARTS < CPS ? PARTS : CPS;  // parts per step
+    constexpr uint PG = gguf_mm_factored<B>::part_group;
+    constexpr uint GQ = PG * QUADS;                  // quads per group of PG parts
+    constexpr uint PPS = PG < CPS ? PG : CPS;        // parts per step
     constexpr uint QPS = CPS / PPS;                  // quads per part and step
-    constexpr uint J0 = STEP * CPS / PARTS;          // the step's first quad and part within its block
-    constexpr uint P0 = STEP * CPS % PARTS;
+    constexpr uint C0 = STEP * CPS % GQ;             // the step's first quad within its group
+    constexpr uint J0 = C0 / PG;                     // the step's first quad and part within its block
+    constexpr uint P0 = STEP * CPS / GQ * PG + C0 % PG;
     constexpr uint QPR = QUADS / RUNS;
     constexpr uint RSTEP = GGUF_MM_THREADS / PPS;
-    static_assert(QK >= GGUF_MM_K && PPS * QPS == CPS && GGUF_MM_THREADS % PPS == 0 && NT % RSTEP == 0,
+    static_assert(QK >= GGUF_MM_K && PPS * QPS == CPS && GQ % CPS == 0 && GGUF_MM_THREADS % PPS == 0 &&
+                      NT % RSTEP == 0,
                   "a step is whole quads of one block, shared evenly by the threads");
     const uint nb = k / QK;
     const ushort part = P0 + tid % PPS;
@@ -907,7 +912,7 @@ template <typename B, int QK, int S, typename CORE, typename X>
     GGUF_MM_DECODE(NAME)                                                                         \
     template <>                                                                                  \
     struct gguf_mm_factored<block_##NAME> {                                                      \
-        enum { value = GGUF_MM_FACTORED_##NAME };                                                \
+        enum { value = GGUF_MM_FACTORED_##NAME, part_group = GGUF_MM_PART_GROUP_##NAME };        \
     };                                                                                           \
     typedef gguf_factored_core<block_##NAME, GGUF_QK_##NAME, GGUF_MV_LAYOUT_##NAME> gguf_core_##NAME; \
     GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME, gguf_core_##NAME)

@@ -221,11 +221,15 @@ def kernel_model(name, kind, raw, w, x, bias=None, order="butterfly", mma_order=
 
 def test_matrix_tier_reads_factored_tiles_only_where_the_layout_allows():
     """gguf_mm_weights reads a step's quads as consecutive quads of consecutive parts: launch.MM_FACTORED holds
-    exactly the factored types whose quad j of part p is element 4 (PARTS j + p) and that stage no table."""
-    fits = {name for name, (parts, quads, _, _) in launch.MV_FACTORED.items()
-            if all(MV_QUADS[name](p, j) == 4 * (parts * j + p) for p in range(parts) for j in range(quads))
-            and not name.startswith(("IQ1", "IQ2", "IQ3"))}
-    assert launch.MM_FACTORED == fits
+    exactly the factored types that stage no table and whose quad j of part p is element 4 (PG QUADS (p / PG) +
+    PG j + p % PG), PG = launch.MM_PART_GROUP.get(type, PARTS)."""
+    def fits(name, parts, quads):
+        pg = launch.MM_PART_GROUP.get(name, parts)
+        return all(MV_QUADS[name](p, j) == 4 * (pg * quads * (p // pg) + pg * j + p % pg)
+                   for p in range(parts) for j in range(quads))
+
+    assert launch.MM_FACTORED == {name for name, (parts, quads, _, _) in launch.MV_FACTORED.items()
+                                  if fits(name, parts, quads) and not name.startswith(("IQ1", "IQ2", "IQ3"))}
 
 
 @pytest.mark.parametrize("name", list(launch.MV_FACTORED))

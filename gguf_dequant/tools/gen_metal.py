@@ -46,8 +46,9 @@ def types_header() -> str:
         n = name.lower()
         lines.append(f"#define GGUF_MV_LAYOUT_{n} {parts}, {quads}, {runs}, {int(offset)}")
     lines.append("// Whether the matrix tier reads the type's weight tile through the factored access (launch.MM_FACTORED).")
-    for name in launch.MV_FACTORED:
+    for name, (parts, *_) in launch.MV_FACTORED.items():
         lines.append(f"#define GGUF_MM_FACTORED_{name.lower()} {int(name in launch.MM_FACTORED)}")
+        lines.append(f"#define GGUF_MM_PART_GROUP_{name.lower()} {launch.MM_PART_GROUP.get(name, parts)}")
     lines.append("")
     lines.append("// Per-type constants, for use inside the kernel files.")
     for t in SUPPORTED.values():
