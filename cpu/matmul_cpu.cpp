@@ -89,6 +89,16 @@ bool matvec_tier(int64_t qtype) {
 #endif
 }
 
+// Whether M > 8 rows of bfloat16 x take the AMX tier: AMX granted and an AMX kernel for the type.
+bool amx_tier(int64_t qtype) {
+#if defined(__x86_64__)
+    return best_isa() == Isa::amx && gguf_mv_avx512bf16::amx_supports(qtype);
+#else
+    (void)qtype;
+    return false;
+#endif
+}
+
 // x (rows, K) as the mat-vec tier reads it (MatvecJob): bfloat16 as given, anything else as float32 (exact)
 // with each chunk of 32 stored as its even then its odd elements; and, for types with offsets, the sum of
 // each run of `span` (32 or 16) elements (lanes x[i] + x[span / 2 + i], then pairwise down to one lane).
@@ -203,8 +213,7 @@ void gguf_linear_out(const at::Tensor &x, const at::Tensor &blocks_in, int64_t q
     if (M == 0 || N == 0) return;
     const at::Tensor blocks = aligned_blocks(blocks_in, qtype);
     // M > 8 rows of bfloat16 x on AMX: the AMX tier (matrix tier's place; one order for every M > 8).
-    const bool amx = M > kMatvecRows && x.scalar_type() == at::kBFloat16 && best_isa() == Isa::amx &&
-                     gguf_mv_avx512bf16::amx_supports(qtype);
+    const bool amx = M > kMatvecRows && x.scalar_type() == at::kBFloat16 && amx_tier(qtype);
     if ((M <= kMatvecRows || amx) && matvec_tier(qtype)) {
         std::vector<int64_t> x_index(M);
         std::vector<void *> out_rows(M);
