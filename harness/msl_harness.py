@@ -973,10 +973,11 @@ def kernel_file(qtype) -> Path:
     return METAL / kernel_file_name(qtype)
 
 
-def dequantize(qtype, raw_bytes, dtype=None, *, ubsan: bool = False, flush: str = "end", path=None):
+def dequantize(qtype, raw_bytes, dtype=None, *, ubsan: bool = False, flush: str = "end", path=None,
+               defines=None):
     """Run ``dequantize_<type>_{f32,f16,bf16}`` over exactly ``launch.grid(qtype, n)``; returns a flat
     torch tensor. Asserts that every output element was written. ``path`` overrides the kernel file
-    (e.g. the run-time Metal path's single-source file)."""
+    (e.g. the run-time Metal path's single-source file); ``defines`` as for :func:`compile`."""
     import torch
 
     from gguf_dequant import launch
@@ -993,7 +994,7 @@ def dequantize(qtype, raw_bytes, dtype=None, *, ubsan: bool = False, flush: str 
     n = src.size // t.block_bytes * t.block_elems
     out = np.empty(n, np_dtype)
     if n:
-        lib = compile(path or kernel_file(t), ubsan=ubsan)
+        lib = compile(path or kernel_file(t), ubsan=ubsan, defines=defines)
         threads, group = launch.grid(t, n)
         name = f"dequantize_{t.name.lower()}_{suffix}"
         res = lib.dispatch_threads(name, [src, out, np.uint64(n)], threads, group, flush=flush)
