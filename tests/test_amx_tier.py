@@ -20,7 +20,7 @@ from gguf_dequant import testing
 from gguf_dequant.types import resolve
 
 from .hub import hub_kernel
-from .test_matvec_tier import AMX, AMX_TYPES, ROW_LIMIT, U, bound_v2, model_matvec, packed
+from .test_matvec_tier import AMX, AMX_TYPES, ROW_LIMIT, assert_same_bits_across_threads, U, bound_v2, model_matvec, packed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,20 +111,7 @@ def test_batch_invariance_across_every_m(name):
 
 @needs_amx
 def test_determinism_across_runs_and_thread_counts():
-    k = hub_kernel()
-    before = torch.get_num_threads()
-    try:
-        for name in ("Q4_K", "Q6_K", "Q8_0"):
-            blocks = packed(name, 300, 1024, seed=4)
-            x = torch.randn(40, 1024).to(torch.bfloat16)
-            results = []
-            for threads in (1, 2, 1, 2):
-                torch.set_num_threads(threads)
-                results.append(k.linear(x, blocks, name))
-            for r in results[1:]:
-                testing.assert_bits_equal(r, results[0], f"{name} threads")
-    finally:
-        torch.set_num_threads(before)
+    assert_same_bits_across_threads(("Q4_K", "Q6_K", "Q8_0"), 40)
 
 
 @needs_amx

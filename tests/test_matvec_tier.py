@@ -351,14 +351,14 @@ def test_batch_invariance_within_the_tier(name):
         testing.assert_bits_equal(k.linear(x[perm], blocks, name), full[perm], "permuted rows")
 
 
-@needs_tier
-def test_determinism_across_runs_and_thread_counts():
+def assert_same_bits_across_threads(names, rows: int) -> None:
+    """linear on ``rows`` rows of bfloat16 x gives the same bits on 1 and 2 threads, run after run."""
     k = hub_kernel()
     before = torch.get_num_threads()
     try:
-        for name in ("Q4_K", "IQ4_XS"):
+        for name in names:
             blocks = packed(name, 300, 1024, seed=4)
-            x = torch.randn(5, 1024).to(torch.bfloat16)
+            x = torch.randn(rows, 1024).to(torch.bfloat16)
             results = []
             for threads in (1, 2, 1, 2):
                 torch.set_num_threads(threads)
@@ -367,6 +367,11 @@ def test_determinism_across_runs_and_thread_counts():
                 testing.assert_bits_equal(r, results[0], f"{name} threads")
     finally:
         torch.set_num_threads(before)
+
+
+@needs_tier
+def test_determinism_across_runs_and_thread_counts():
+    assert_same_bits_across_threads(("Q4_K", "IQ4_XS"), 5)
 
 
 @needs_tier
