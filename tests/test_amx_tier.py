@@ -20,7 +20,8 @@ from gguf_dequant import testing
 from gguf_dequant.types import resolve
 
 from .hub import hub_kernel
-from .test_matvec_tier import AMX, AMX_TYPES, ROW_LIMIT, assert_same_bits_across_threads, U, bound_v2, model_matvec, packed
+from .test_matvec_tier import (AMX, AMX_TYPES, ROW_LIMIT,
+                               assert_same_bits_across_threads, U, bound_v2, model_matvec, packed)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
