@@ -45,19 +45,9 @@ echo "build_llama: built in $(( $(date +%s) - start )) s"
 
 # 3. Install the libraries (with their version symlinks; the build sets an RPATH to the build tree, so
 #    the test loads the dependencies explicitly from LIBDIR first) and the public header.
-mkdir -p "$LIBDIR" "$CACHE/include"
-for lib in libggml-base libggml-cpu libggml libllama; do
-    BUILT=$(find "$BUILD" -name "$lib.$SO" | head -n 1)
-    if [ -z "$BUILT" ]; then
-        echo "build_llama: $lib.$SO was not produced" >&2
-        exit 1
-    fi
-    if [ "$SO" = so ]; then
-        cp -P "$(dirname "$BUILT")/$lib".so* "$LIBDIR/"
-    else
-        cp -P "$(dirname "$BUILT")/$lib"*.dylib "$LIBDIR/"
-    fi
-done
+source "$ROOT/tools/install_libs.sh"
+install_libs build_llama "$BUILD" "$LIBDIR" libggml-base libggml-cpu libggml libllama
+mkdir -p "$CACHE/include"
 cp "$TOP/vendor/llama.cpp/include/llama.h" "$CACHE/include/"
 echo "build_llama: installed into $LIBDIR:"
 ls -l "$LIBDIR"

@@ -58,15 +58,8 @@ cmake --build "$BUILD" --target ggml-cpu -j"${LLAMA_JOBS:-2}" >"$CACHE/build.log
 }
 echo "build_llama_native: built in $(( $(date +%s) - start )) s"
 
-mkdir -p "$LIBDIR"
-for lib in libggml-base libggml-cpu; do
-    BUILT=$(find "$BUILD" -name "$lib.so" | head -n 1)
-    if [ -z "$BUILT" ]; then
-        echo "build_llama_native: $lib.so was not produced" >&2
-        exit 1
-    fi
-    cp -P "$(dirname "$BUILT")/$lib".so* "$LIBDIR/"
-done
+source "$ROOT/tools/install_libs.sh"
+install_libs build_llama_native "$BUILD" "$LIBDIR" libggml-base libggml-cpu
 echo "$CPU_ID" >"$CACHE/cpu-id"
 echo "build_llama_native: installed into $LIBDIR:"
 ls -l "$LIBDIR"
