@@ -503,7 +503,7 @@ inline __m512i with_signs(__m512i codes, __mmask32 negative) {
 // l is index l with its parity as bit 7.
 struct Signs8 {
     alignas(64) uint64_t m[8];
-    __mmask32 chunk(int c) const { return _load_mask32(reinterpret_cast<__mmask32 *>(const_cast<uint64_t *>(m + c))); }
+    __mmask32 chunk(int c) const { return __mmask32(m[c]); }
 };
 
 inline void ksigns8(Signs8 &out, __m512i words, uint32_t at) {
@@ -627,8 +627,9 @@ struct IQ2_S {
     static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
     static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
         const uint16_t *o = s.rows.o + 4 * c;
-        return with_signs(grid_rows8(t.grid, o[0], o[1], o[2], o[3]),
-                          _load_mask32(reinterpret_cast<__mmask32 *>(const_cast<uchar *>(b->qs + 32 + 4 * c))));
+        uint32_t signs;  // 4 bytes at offset 34 + 4c of an 82-byte block: unaligned, so memcpy, not a mask load
+        std::memcpy(&signs, b->qs + 32 + 4 * c, 4);
+        return with_signs(grid_rows8(t.grid, o[0], o[1], o[2], o[3]), __mmask32(signs));
     }
     static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq2s_grid); }

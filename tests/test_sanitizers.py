@@ -10,6 +10,8 @@ import pytest
 
 from gguf_dequant import local_build
 
+from .test_matvec_tier import AMX, TIER
+
 ROOT = Path(__file__).resolve().parents[1]
 SANITIZE_ROOT = ROOT / ".cache" / "sanitize"
 FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
@@ -24,24 +26,30 @@ def _runtime(name: str) -> str:
 
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None, reason="no C++ compiler")
-def test_sanitized_cpu_backend_runs_the_fuzz_cleanly():
+def test_sanitized_cpu_backend_runs_the_fuzz_cleanly(tmp_path):
     preload = f"{_runtime('libasan.so')} {_runtime('libubsan.so')}"
     variant = local_build.build(ROOT, extra_flags=FLAGS, out_root=SANITIZE_ROOT, quiet=True)
     [so] = variant.glob("*.so")
     symbols = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=True).stdout
     assert "__asan_report" in symbols and "__ubsan_handle" in symbols, "the library is not instrumented"
-    # GGUF_DEQUANT_CPU_ISA=avx512bf16: without the AMX tier. Under the sanitizer runtimes a process that has the AMX
-    # tile state exits with status 1 and no report in test_fuzz_shapes_against_the_model (not yet understood; the
-    # AMX tier's own tests run unsanitized in tests/test_amx_tier.py).
-    env = dict(os.environ, GGUF_DEQUANT_BUILD_DIR=str(SANITIZE_ROOT), LD_PRELOAD=preload, GGUF_DEQUANT_CPU_ISA="avx512bf16",
-               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1",
+    # The sanitizer reports go to files: inside pytest's fd capture a report written to stderr is lost when the
+    # sanitizer ends the process (exit status 1 and nothing else).
+    logs = tmp_path / "report"
+    env = dict(os.environ, GGUF_DEQUANT_BUILD_DIR=str(SANITIZE_ROOT), LD_PRELOAD=preload,
+               ASAN_OPTIONS=f"detect_leaks=0:abort_on_error=1:log_path={logs}",
+               UBSAN_OPTIONS=f"print_stacktrace=1:log_path={logs}",
                GGUF_HYPOTHESIS_EXAMPLES=os.environ.get("GGUF_HYPOTHESIS_EXAMPLES", "30"))
+    # Every byte value of every type through the SIMD tiers this CPU has (the fuzz samples types at random).
+    tiers = (["tests/test_matvec_tier.py::test_every_byte_value"] if TIER else []) + (
+        ["tests/test_amx_tier.py::test_bound_every_tier_size"] if AMX else [])
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_hub_package.py",
-         "tests/test_matmul.py", "-k", "parity or misaligned or out_parameter or get_rows or concurrent or legacy "
-         "or earlier or fuzz or empty or BadInput or mul_mat_id"],
+         "tests/test_matmul.py", *tiers, "-k", "parity or misaligned or out_parameter or get_rows or concurrent "
+         "or legacy or earlier or fuzz or empty or BadInput or mul_mat_id or every_byte_value or every_tier_size"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    reports = "".join(f.read_text()[:4000] for f in sorted(tmp_path.glob("report*")))
     output = proc.stdout + proc.stderr
+    assert not reports, reports
     assert proc.returncode == 0, output[-5000:]
     assert "AddressSanitizer" not in output and "runtime error" not in output, output[-5000:]
     assert " passed" in output and "skipped" not in output.splitlines()[-1], output[-2000:]
