@@ -9,6 +9,7 @@ with a bias), ``u = 2^-24``. Where the mat-vec tier runs (AVX512-BF16: M <= 8 an
 factored types), ``expected`` takes its model and bound from ``test_matvec_tier``.
 """
 
+import itertools
 import os
 import subprocess
 import sys
@@ -293,6 +294,10 @@ def test_empty_inputs():
     assert k.mul_mat_id(blocks[None], torch.zeros(0, 64), torch.zeros(0, 2, dtype=torch.int32), 2, 5).shape == (0, 2, 5)
     y = k.linear(torch.randn(2, 0), torch.zeros(3, 0, dtype=torch.uint8), "F32", torch.ones(3))
     assert torch.equal(y, torch.ones(2, 3))
+    for m, dtype in itertools.product((1, 8, 9, 64), (torch.float32, torch.bfloat16)):  # K = 0 in every tier
+        for bias in (None, torch.ones(3)):
+            y = k.linear(torch.randn(m, 0).to(dtype), torch.zeros(3, 0, dtype=torch.uint8), "Q4_K", bias)
+            assert torch.equal(y, (torch.zeros if bias is None else torch.ones)(m, 3, dtype=dtype)), (m, dtype, bias)
 
 
 def test_leading_dimensions_and_noncontiguous_x():
