@@ -300,6 +300,17 @@ def test_linear_routing(kernel, monkeypatch, dtype):
         assert ((y.double() - exact).abs() <= bound * scale).all(), (rows, (y.double() - exact).abs().max())
 
 
+def test_routing_table_is_the_measurement():
+    """LINEAR_MAX_ROWS holds the "linear wins up to M" column of benchmarks/LINEAR_ROUTING.md (types at 8 absent)."""
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "LINEAR_ROUTING.md").read_text()
+    measured = {torch.bfloat16: {}, torch.float32: {}}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 3 and cells[1] in ("bf16", "f32") and int(cells[-1]) > integration.MAX_GEMV_ROWS:
+            measured[torch.bfloat16 if cells[1] == "bf16" else torch.float32][cells[0]] = int(cells[-1])
+    assert measured[torch.bfloat16] and measured == integration.LINEAR_MAX_ROWS
+
+
 @pytest.mark.mps
 def test_packed_on_mps(gguf_files):
     """The same route on a Mac: the packed model on MPS against transformers' float32 dense path on the CPU."""
