@@ -4,8 +4,9 @@ Two routes, one per GGUF loader transformers has:
 
 - **Packed path** (transformers' new loader; architectures ``lfm2``, ``qwen35``, ``qwen35moe`` in 5.23/5.24):
   weights stay as GGUF blocks in ``GgufLinear`` / ``GgufEmbedding`` / ``GgufExperts`` modules, which call a GGUF
-  kernel. :func:`install_kernel` makes that kernel this package's Hub kernel, so ``mul_mat_vec``, ``mul_mat_id``,
-  ``dequantize`` and ``get_rows`` run here, on CPU and MPS alike::
+  kernel. :func:`install_kernel` makes that kernel this package's Hub kernel, so ``mul_mat_id``, ``dequantize`` and
+  ``get_rows`` run here, on CPU and MPS alike, and gives ``GgufLinear`` a forward on the kernel's ``linear`` (up to
+  :func:`linear_max_rows` rows; one ``dequantize`` + ``F.linear`` above)::
 
       from gguf_dequant.integrations.transformers import install_kernel
       install_kernel()            # or install_kernel(kernels.get_kernel("kernels-community/gguf-dequant", version=1))
@@ -162,8 +163,8 @@ def install_kernel(kernel=None, *, device="cpu"):
             blocks.GGML_NAME[tid] = t.name
             added.add(tid)
     forward = _installed.get("forward", layers.GgufLinear.forward)
-    if hasattr(module, "linear"):
-        layers.GgufLinear.forward = _linear_forward(module, gk, wrapper, forward)
+    # a kernel without `linear` (another GGUF kernel) keeps transformers' forward on its mul_mat_vec
+    layers.GgufLinear.forward = _linear_forward(module, gk, wrapper, forward) if hasattr(module, "linear") else forward
     gk._gguf_kernel = wrapper
     gk.kernel_can_read = kernel_can_read
     _installed.update(kernel_can_read=original, types=added, forward=forward)
