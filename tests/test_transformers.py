@@ -450,3 +450,18 @@ def test_uninstall_restores_transformers(kernel):
     integration.uninstall_kernel()
     assert gk._gguf_kernel is None and gk.kernel_can_read is original and dequant.GGML_BLOCK == blocks
     assert GgufLinear.forward is forward
+
+
+def test_kernel_without_linear_keeps_transformers_forward(kernel):
+    """Another GGUF kernel (the ops transformers calls, no linear): GgufLinear keeps transformers' forward."""
+    from transformers.integrations.gguf.utils import GgufLinear
+
+    integration.uninstall_kernel()
+    forward = GgufLinear.forward
+    integration.install_kernel(kernel)
+    assert GgufLinear.forward is not forward
+    other = types.SimpleNamespace(**{op: getattr(kernel, op) for op in integration.KERNEL_OPS}, __name__="other")
+    integration.install_kernel(other)
+    assert GgufLinear.forward is forward
+    integration.uninstall_kernel()
+    assert GgufLinear.forward is forward
