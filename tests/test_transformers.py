@@ -42,7 +42,9 @@ from .transformers_models import build, builders_missing  # noqa: E402
 
 PACKED_FTYPES = ["Q8_0", "Q4_K_M", "Q3_K_M", "IQ4_XS", "Q5_0"]  # Q5_0: a type transformers does not list
 UNLISTED = {"Q5_0"}
-PROMPTS = {"short": 5, "long": 12}  # <= 8 rows: linear; > 8 rows: linear or dequantize + matmul (the routing table)
+# <= 8 rows: linear; 12: linear or dequantize + matmul (the routing table); 100: dequantize + matmul (above every
+# entry of the table), bit for bit transformers' dense float32 model
+PROMPTS = {"short": 5, "long": 12, "prefill": 100}
 F32_BOUND = 1e-4
 
 
