@@ -28,6 +28,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,7 +42,9 @@ from .transformers_models import build, builders_missing  # noqa: E402
 
 PACKED_FTYPES = ["Q8_0", "Q4_K_M", "Q3_K_M", "IQ4_XS", "Q5_0"]  # Q5_0: a type transformers does not list
 UNLISTED = {"Q5_0"}
-PROMPTS = {"short": 5, "long": 12}  # <= 8 rows: mul_mat_vec; > 8 rows: dequantize + matmul
+# <= 8 rows: linear; 12: linear or dequantize + matmul (the routing table); 100: dequantize + matmul (above every
+# entry of the table), bit for bit transformers' dense float32 model
+PROMPTS = {"short": 5, "long": 12, "prefill": 100}
 F32_BOUND = 1e-4
 
 
@@ -54,7 +57,7 @@ def gguf_files():
 class CountingKernel(types.SimpleNamespace):
     """The Hub package module as transformers sees it, counting calls of the ops transformers makes."""
 
-    OPS = ("mul_mat_vec", "mul_mat_id", "dequantize", "get_rows")
+    OPS = ("linear", "mul_mat_vec", "mul_mat_id", "dequantize", "get_rows")
 
     def __init__(self, module):
         calls = collections.Counter()
@@ -121,6 +124,12 @@ def _module_counts(model) -> collections.Counter:
     return collections.Counter(type(m).__name__ for m in model.modules())
 
 
+def _routed(model, rows: int, dtype) -> int:
+    """How many of the model's GgufLinear layers compute ``rows`` rows with the kernel's linear (CPU)."""
+    return sum(rows <= integration.linear_max_rows(m.ggml_type, dtype)
+               for m in model.modules() if type(m).__name__ == "GgufLinear")
+
+
 @pytest.fixture(scope="module")
 def lfm2_models(gguf_files, kernel):
     """Per quantization: the float32 dense reference, transformers' bfloat16 fallback and the packed models."""
@@ -155,12 +164,15 @@ def test_packed_lfm2(lfm2_models, kernel, ftype, dtype):
     for prompt, n in PROMPTS.items():
         ids = _prompt(n)
         got = _logits(model, ids, kernel)
-        # every packed layer went through the kernel: gemv for <= 8 rows, the kernel's dequantize above
+        # every packed layer went through the kernel: linear up to its routing limit, the kernel's dequantize above
+        routed = _routed(model, n, dtype)
         assert kernel.calls["get_rows"] == 1, dict(kernel.calls)
-        assert kernel.calls["mul_mat_vec" if n <= 8 else "dequantize"] == n_linear, (prompt, dict(kernel.calls))
+        assert (kernel.calls["linear"], kernel.calls["dequantize"]) == (routed, n_linear - routed), \
+            (prompt, dict(kernel.calls))
+        assert kernel.calls["mul_mat_vec"] == 0, dict(kernel.calls)
         ref = _logits(dense, ids)
         assert got.shape == ref.shape
-        if dtype == torch.float32 and n > 8:
+        if dtype == torch.float32 and routed == 0:
             # this kernel's exact dequantization feeds the same torch matmul as transformers' dense model
             assert torch.equal(got, ref), f"{ftype} {prompt}: max |d| {(got - ref).abs().max().item()}"
         elif dtype == torch.float32:
@@ -169,7 +181,7 @@ def test_packed_lfm2(lfm2_models, kernel, ftype, dtype):
         else:
             theirs = _logits(lfm2_models(ftype, "dense-bf16"), ids)
             ours_rms, theirs_rms = _rms(got - ref), _rms(theirs - ref)
-            if ftype in UNLISTED and n > 8:
+            if ftype in UNLISTED and routed == 0:
                 # transformers has no fallback of its own here: "dense" is this kernel's bf16 weights (rounded once)
                 # in a bf16 matmul, which is exactly what the packed path does above MAX_GEMV_ROWS
                 assert ours_rms == theirs_rms, f"{ftype} {prompt}: {ours_rms} vs {theirs_rms}"
@@ -222,8 +234,8 @@ def test_packed_generate(lfm2_models, kernel, ftype):
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False)
     assert out.shape == (1, 6 + 16) and torch.equal(out[:, :6], ids)
-    # one forward per new token, each through every packed layer with a gemv (the prompt's too: 6 rows)
-    assert kernel.calls["mul_mat_vec"] >= 16 * n_linear, dict(kernel.calls)
+    # one forward per new token, each through every packed layer with linear (the prompt's too: 6 rows)
+    assert kernel.calls["linear"] >= 16 * n_linear, dict(kernel.calls)
 
 
 @pytest.mark.parametrize("ftype", ["Q4_K_M", "Q8_0"])
@@ -245,6 +257,62 @@ def test_packed_moe_uses_mul_mat_id(gguf_files, kernel, ftype):
         assert err <= F32_BOUND * ref.abs().max().item(), f"{ftype} {prompt}: max |d| {err}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_linear_routing(kernel, monkeypatch, dtype):
+    """Which path GgufLinear.forward takes, and that each computes x @ W.T + bias: the kernel's linear up to
+    linear_max_rows (MAX_GEMV_ROWS, or the routing table's entry), above it one dequantize + F.linear, and for a
+    weight larger than transformers' unpacking chunk transformers' own chunked forward."""
+    from transformers.integrations.gguf import kernels as gk
+    from transformers.integrations.gguf.utils import GgufLinear
+
+    from gguf_dequant.testing import random_blocks
+
+    n, k, q4_k = 64, 512, 12
+    layer = GgufLinear(k, n, q4_k, bias=True)
+    layer.weight.data.copy_(torch.from_numpy(random_blocks("Q4_K", n * k // 256, np.random.default_rng(0))
+                                             .reshape(n, -1)))
+    layer.bias.data.copy_(torch.randn(n))
+    layer = layer.to(dtype)  # the weight stays uint8; the bias takes the model's dtype, as transformers loads it
+    integration.install_kernel(kernel)
+    w = kernel.dequantize(layer.weight, q4_k, n, k, torch.float32).double()
+    monkeypatch.setitem(integration.LINEAR_MAX_ROWS, dtype, {"Q4_K": 16})
+    assert integration.linear_max_rows(q4_k, dtype) == 16
+    assert integration.linear_max_rows(q4_k, torch.float16) == integration.linear_max_rows(14, dtype) == 8
+    assert integration.linear_max_rows(q4_k, dtype, "mps") == 8
+    perm = torch.randperm(k, generator=torch.Generator().manual_seed(1))
+    cases = [(3, None, {"linear": 1}), (16, None, {"linear": 1}), (17, None, {"dequantize": 1}),
+             (5, perm, {"linear": 1}), (40, perm, {"dequantize": 1}),
+             (40, None, {"dequantize": 2}, n * k - 1)]  # transformers' forward: two chunks of rows
+    for rows, permutation, expected, *chunk in cases:
+        monkeypatch.setattr(gk, "DEQUANT_CHUNK_ELEMS", chunk[0] if chunk else 64 << 20)
+        layer.input_permutation = permutation
+        x = torch.randn(rows, k).reshape(2, rows // 2, k) if rows % 2 == 0 else torch.randn(1, rows, k)
+        x = x.to(dtype)
+        kernel.calls.clear()
+        with torch.no_grad():
+            y = layer(x)
+        assert dict(kernel.calls) == expected, (rows, dict(kernel.calls))
+        assert y.shape == (*x.shape[:-1], n) and y.dtype == dtype
+        xs = (x if permutation is None else x[..., permutation]).double()
+        b = layer.bias.double()
+        exact, scale = xs @ w.T + b, xs.abs() @ w.abs().T + b.abs()
+        # float32: any summation order is within (K + 2) unit roundoffs of sum |w x| + |b|; bfloat16 rounds x's
+        # products' result (and, dequantized, the weights) to 8 bits
+        bound = (k + 2) * 2.0**-24 if dtype == torch.float32 else 2.0**-7
+        assert ((y.double() - exact).abs() <= bound * scale).all(), (rows, (y.double() - exact).abs().max())
+
+
+def test_routing_table_is_the_measurement():
+    """LINEAR_MAX_ROWS holds the "linear wins up to M" column of benchmarks/LINEAR_ROUTING.md (types at 8 absent)."""
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "LINEAR_ROUTING.md").read_text()
+    measured = {torch.bfloat16: {}, torch.float32: {}}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 3 and cells[1] in ("bf16", "f32") and int(cells[-1]) > integration.MAX_GEMV_ROWS:
+            measured[torch.bfloat16 if cells[1] == "bf16" else torch.float32][cells[0]] = int(cells[-1])
+    assert measured[torch.bfloat16] and measured == integration.LINEAR_MAX_ROWS
+
+
 @pytest.mark.mps
 def test_packed_on_mps(gguf_files):
     """The same route on a Mac: the packed model on MPS against transformers' float32 dense path on the CPU."""
@@ -258,7 +326,7 @@ def test_packed_on_mps(gguf_files):
     for n in PROMPTS.values():
         ids = _prompt(n)
         got = _logits(model, ids.to("mps"), kernel).cpu()
-        assert kernel.calls["mul_mat_vec" if n <= 8 else "dequantize"] > 0, dict(kernel.calls)
+        assert kernel.calls["linear" if n <= 8 else "dequantize"] > 0, dict(kernel.calls)
         ref = _logits(dense, ids)
         assert (got - ref).abs().max().item() <= F32_BOUND * ref.abs().max().item()
     integration.uninstall_kernel()
@@ -372,11 +440,30 @@ def test_kernel_without_fused_ops_is_refused(kernel):
 def test_uninstall_restores_transformers(kernel):
     from transformers.integrations.gguf import dequant, kernels as gk
 
+    from transformers.integrations.gguf.utils import GgufLinear
+
     integration.uninstall_kernel()
-    original, blocks = gk.kernel_can_read, dict(dequant.GGML_BLOCK)
+    original, blocks, forward = gk.kernel_can_read, dict(dequant.GGML_BLOCK), GgufLinear.forward
     integration.install_kernel(kernel)
-    assert gk._gguf_kernel is not None and gk.kernel_can_read is not original
+    integration.install_kernel(kernel)  # twice: uninstall still restores transformers' own functions
+    assert gk._gguf_kernel is not None and gk.kernel_can_read is not original and GgufLinear.forward is not forward
     assert 6 in dequant.GGML_BLOCK and 6 not in blocks  # Q5_0
     assert gk.kernel_can_read(torch.empty(1, dtype=torch.uint8))
     integration.uninstall_kernel()
     assert gk._gguf_kernel is None and gk.kernel_can_read is original and dequant.GGML_BLOCK == blocks
+    assert GgufLinear.forward is forward
+
+
+def test_kernel_without_linear_keeps_transformers_forward(kernel):
+    """Another GGUF kernel (the ops transformers calls, no linear): GgufLinear keeps transformers' forward."""
+    from transformers.integrations.gguf.utils import GgufLinear
+
+    integration.uninstall_kernel()
+    forward = GgufLinear.forward
+    integration.install_kernel(kernel)
+    assert GgufLinear.forward is not forward
+    other = types.SimpleNamespace(**{op: getattr(kernel, op) for op in integration.KERNEL_OPS}, __name__="other")
+    integration.install_kernel(other)
+    assert GgufLinear.forward is forward
+    integration.uninstall_kernel()
+    assert GgufLinear.forward is forward

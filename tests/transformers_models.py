@@ -90,6 +90,12 @@ SPECS = {
         vocab_size=65536, hidden_size=1024, intermediate_size=4608, num_hidden_layers=16, num_attention_heads=16,
         num_key_value_heads=8, max_position_embeddings=4096, block_auto_adjust_ff_dim=False,
         layer_types=_lfm2_layers(16, 3), tie_word_embeddings=True), pre="lfm2", dtype="bfloat16", std=0.02),
+    # Qwen3.5-0.8B's shape (gated delta-net linear attention, 3 of every 4 layers) with LFM2-350M's vocabulary size.
+    "qwen35-0.8b": Spec("qwen35-0.8b", "Qwen3_5TextConfig", dict(
+        vocab_size=65536, hidden_size=1024, intermediate_size=3584, num_hidden_layers=24, num_attention_heads=8,
+        num_key_value_heads=2, head_dim=256, linear_num_key_heads=16, linear_num_value_heads=16,
+        linear_key_head_dim=128, linear_value_head_dim=128, max_position_embeddings=4096,
+        tie_word_embeddings=True), pre="qwen35", dtype="bfloat16", std=0.02, convert_args=("--no-mtp",)),
     "llama-2b": Spec("llama-2b", "LlamaConfig", dict(
         vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_hidden_layers=26, num_attention_heads=16,
         num_key_value_heads=8, max_position_embeddings=4096, tie_word_embeddings=False),

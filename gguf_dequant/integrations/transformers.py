@@ -4,8 +4,9 @@ Two routes, one per GGUF loader transformers has:
 
 - **Packed path** (transformers' new loader; architectures ``lfm2``, ``qwen35``, ``qwen35moe`` in 5.23/5.24):
   weights stay as GGUF blocks in ``GgufLinear`` / ``GgufEmbedding`` / ``GgufExperts`` modules, which call a GGUF
-  kernel. :func:`install_kernel` makes that kernel this package's Hub kernel, so ``mul_mat_vec``, ``mul_mat_id``,
-  ``dequantize`` and ``get_rows`` run here, on CPU and MPS alike::
+  kernel. :func:`install_kernel` makes that kernel this package's Hub kernel, so ``mul_mat_id``, ``dequantize`` and
+  ``get_rows`` run here, on CPU and MPS alike, and gives ``GgufLinear`` a forward on the kernel's ``linear`` (up to
+  :func:`linear_max_rows` rows; one ``dequantize`` + ``F.linear`` above)::
 
       from gguf_dequant.integrations.transformers import install_kernel
       install_kernel()            # or install_kernel(kernels.get_kernel("kernels-community/gguf-dequant", version=1))
@@ -42,10 +43,12 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from ..types import SUPPORTED
 from . import check_library
 
 __all__ = ["install_kernel", "uninstall_kernel", "load_kernel", "fast_gguf_load", "check_transformers",
-           "TransformersIntegrationError", "TRANSFORMERS_VERSIONS", "KERNEL_OPS"]
+           "TransformersIntegrationError", "TRANSFORMERS_VERSIONS", "KERNEL_OPS", "LINEAR_MAX_ROWS",
+           "linear_max_rows"]
 
 # [first, last) transformers releases whose GGUF internals this module was written against (5.23.0 and 5.24.0 have
 # byte-identical GGUF code; 5.24.0 is the tested pin).
@@ -54,6 +57,8 @@ TRANSFORMERS_VERSIONS = ("5.23.0", "5.25.0")
 KERNEL_OPS = ("mul_mat_vec", "dequantize", "get_rows", "mul_mat_id", "GEMV_TYPES")
 
 _PACKED = "transformers.integrations.gguf.kernels"
+_LAYERS = "transformers.integrations.gguf.utils"
+_LAYERS_NAMES = ("GgufLinear",)
 _PACKED_NAMES = ("_gguf_kernel", "GgufKernel", "get_gguf_kernel", "kernel_can_read", "MAX_GEMV_ROWS")
 _BLOCKS = "transformers.integrations.gguf.dequant"
 _BLOCKS_NAMES = ("GGML_BLOCK", "GGML_NAME")
@@ -74,7 +79,34 @@ def check_transformers(module: str | None = None, names: tuple = ()) -> object |
 
 # ------------------------------------------------------------------------------------------- packed path
 
-_installed: dict = {}  # what install_kernel changed: {"kernel_can_read": original function, "types": added ids}
+_installed: dict = {}  # what install_kernel changed: {"kernel_can_read": original function, "types": added ids,
+#                        "forward": GgufLinear's original forward}
+
+MAX_GEMV_ROWS = 8  # transformers' GgufLinear takes its mat-vec up to this many rows, dequantize + matmul above
+
+# On CPU, GgufLinear computes prompts of up to this many rows with the kernel's `linear` (on the packed blocks),
+# and more rows as transformers does (dequantize to x's dtype, then a torch matmul), per x dtype and GGML type;
+# types and dtypes not listed switch at MAX_GEMV_ROWS. Measured (benchmarks/LINEAR_ROUTING.md, one thread, an
+# LFM2-350M feed-forward block): each entry is the largest M measured (16, 32, 64, 128, 512) up to which `linear`
+# took at most 1/1.1 of the time at every measured M (at a load average of 10 the 32/64 entries move by a step
+# between runs). bfloat16 x above 8 rows runs on the AMX tier for the types listed (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K,
+# IQ4_XS, MXFP4) and on the float32 matrix kernel for the others, which loses to a bfloat16 GEMM from 16 rows on;
+# float32 x runs on the float32 matrix kernel against a float32 GEMM. No type wins at 128 rows, F16 and BF16
+# weights not even at 16. Edit an entry when a kernel tier changes (e.g. a faster AMX tier).
+LINEAR_MAX_ROWS: dict = {
+    torch.bfloat16: {"Q4_0": 32, "Q8_0": 64, "Q4_K": 16, "Q5_K": 32, "Q6_K": 32, "IQ4_XS": 32, "MXFP4": 64},
+    torch.float32: {"Q4_0": 32, "MXFP4": 32, "IQ2_XXS": 32, "IQ3_S": 32,
+                    **dict.fromkeys(("Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+                                     "IQ4_NL", "IQ4_XS"), 64)},
+}
+
+
+def linear_max_rows(ggml_type: int, dtype: torch.dtype, device_type: str = "cpu") -> int:
+    """The most rows of x for which GgufLinear uses the kernel's ``linear`` (see :data:`LINEAR_MAX_ROWS`; the
+    table is measured on CPU, so other devices switch at MAX_GEMV_ROWS)."""
+    if device_type != "cpu" or ggml_type not in SUPPORTED:
+        return MAX_GEMV_ROWS
+    return max(MAX_GEMV_ROWS, LINEAR_MAX_ROWS.get(dtype, {}).get(SUPPORTED[ggml_type].name, 0))
 
 
 def load_kernel(device="cpu"):
@@ -98,6 +130,7 @@ def install_kernel(kernel=None, *, device="cpu"):
     """
     gk = check_transformers(_PACKED, _PACKED_NAMES)
     blocks = check_transformers(_BLOCKS, _BLOCKS_NAMES)
+    layers = check_transformers(_LAYERS, _LAYERS_NAMES)
     module = kernel if kernel is not None else load_kernel(device)
     missing = [op for op in KERNEL_OPS if not hasattr(module, op)]
     if missing:
@@ -122,8 +155,6 @@ def install_kernel(kernel=None, *, device="cpu"):
 
     # transformers' reader refuses a file holding a quantized type its own table lacks (Q5_0, Q5_1, MXFP4, NVFP4,
     # TQ*, Q1_0, Q2_0); the kernel computes on all of them, so the table gets their block sizes.
-    from ..types import SUPPORTED
-
     added = _installed.get("types", set())
     for tid in sorted(int(t) for t in module.GEMV_TYPES):
         t = SUPPORTED.get(tid)
@@ -131,10 +162,38 @@ def install_kernel(kernel=None, *, device="cpu"):
             blocks.GGML_BLOCK[tid] = (t.block_elems, t.block_bytes)
             blocks.GGML_NAME[tid] = t.name
             added.add(tid)
+    forward = _installed.get("forward", layers.GgufLinear.forward)
+    # a kernel without `linear` (another GGUF kernel) keeps transformers' forward on its mul_mat_vec
+    layers.GgufLinear.forward = _linear_forward(module, gk, wrapper, forward) if hasattr(module, "linear") else forward
     gk._gguf_kernel = wrapper
     gk.kernel_can_read = kernel_can_read
-    _installed.update(kernel_can_read=original, types=added)
+    _installed.update(kernel_can_read=original, types=added, forward=forward)
     return wrapper
+
+
+def _linear_forward(module, gk, wrapper, transformers_forward):
+    """GgufLinear.forward on the kernel's ``linear``: x in its own dtype straight to the result in that dtype (no
+    float32 result and cast, as transformers' mat-vec path makes; bias added in float32 before the one rounding),
+    for up to :func:`linear_max_rows` rows; more rows: the weight dequantized to x's dtype once, then ``F.linear``
+    (transformers' path without its result copy), or transformers' own forward for a weight too large to unpack at
+    once or when another kernel has been installed since."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if gk._gguf_kernel is not wrapper:
+            return transformers_forward(self, x)
+        flat = x.reshape(-1, self.in_features)
+        rows = flat.shape[0]
+        if self.input_permutation is not None:
+            flat = flat.index_select(1, self.input_permutation)
+        if rows <= linear_max_rows(self.ggml_type, flat.dtype, flat.device.type):
+            out = module.linear(flat, self.weight, self.ggml_type, self.bias)
+        elif self.out_features * self.in_features <= getattr(gk, "DEQUANT_CHUNK_ELEMS", 0):
+            weight = module.dequantize(self.weight, self.ggml_type, self.out_features, self.in_features, flat.dtype)
+            out = torch.nn.functional.linear(flat, weight, None if self.bias is None else self.bias.to(flat.dtype))
+        else:
+            return transformers_forward(self, x)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    return forward
 
 
 def uninstall_kernel() -> None:
@@ -143,6 +202,8 @@ def uninstall_kernel() -> None:
     blocks = importlib.import_module(_BLOCKS)
     if "kernel_can_read" in _installed:
         gk.kernel_can_read = _installed.pop("kernel_can_read")
+    if "forward" in _installed:
+        importlib.import_module(_LAYERS).GgufLinear.forward = _installed.pop("forward")
     for tid in _installed.pop("types", ()):
         blocks.GGML_BLOCK.pop(tid, None)
         blocks.GGML_NAME.pop(tid, None)
@@ -239,7 +300,6 @@ def _load_tensors(legacy, path, parsed: dict, model, dtype, backend) -> None:
     from tqdm.auto import tqdm
 
     from .. import dequantize
-    from ..types import SUPPORTED
 
     reader = gguf.GGUFReader(path)
     architecture = legacy.read_field(reader, "general.architecture")[0]
