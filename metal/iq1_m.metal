@@ -50,14 +50,14 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_iq1_m *, ushort part, uint j
     return 128 * (j / 2) + 8 * part + 4 * (j % 2);
 }
 
-// Staged (16 KiB): the grid as gguf_stage_iq1_grid writes it.
+// Staged (16 KiB): the grid as iq1s_staged holds it (see gguf_iq1_codes).
 template <>
 struct gguf_mv_stage_words<block_iq1_m> {
     enum { value = 2048 * 2 };
 };
 
 GGUF_MV_INLINE void gguf_mv_stage(device const block_iq1_m *, threadgroup uint *stage, ushort tid, ushort threads) {
-    gguf_stage_iq1_grid(&iq1s_grid[0][0], stage, tid, threads);
+    gguf_stage_grid(&iq1s_staged[0][0], 2048 * 8, stage, tid, threads);
 }
 
 GGUF_MV_INLINE gguf_mv_staged gguf_mv_staged_table(device const block_iq1_m *, ushort lane,
