@@ -911,9 +911,20 @@ template <typename B, int QK, int S, typename CORE, typename X>
     GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME, gguf_core_##NAME)
 
 // A float type: the weights are IN elements, widened by float.metal's gguf_load.
+// (With K a multiple of 4, a whole sub-block is read as 4-vectors, gguf_mv_load4: the same values.)
 #define GGUF_MATMUL_FLOAT_KERNELS(NAME, IN)                                                      \
     inline void gguf_mm_decode(device const IN *row, uint s, uint K, thread float *y) {          \
         const uint first = s * GGUF_SUB_##NAME;                                                  \
+        if (K % 4 == 0 && first + GGUF_SUB_##NAME <= K) {                                        \
+            for (uint j = 0; j < GGUF_SUB_##NAME; j += 4) {                                      \
+                const float4 v = gguf_mv_load4(row + first + j);                                 \
+                y[j] = v.x;                                                                      \
+                y[j + 1] = v.y;                                                                  \
+                y[j + 2] = v.z;                                                                  \
+                y[j + 3] = v.w;                                                                  \
+            }                                                                                    \
+            return;                                                                              \
+        }                                                                                        \
         const uint count = min(uint(GGUF_SUB_##NAME), K - first);                                \
         for (uint j = 0; j < count; ++j) {                                                       \
             y[j] = gguf_load(row + first + j);                                                   \
