@@ -84,7 +84,8 @@ def main(argv=None) -> int:
         us, pct, lim = BEFORE.get(qtype, ("–", "–", "–"))
         theirs = (f"{ll.seconds * 1e6:.1f} | {100 * ll.dram_fraction:.0f}% | {ll.limiter} | "
                   f"{ll.seconds / o.seconds:.2f}x" if ll else "– | – | – | –")
-        rows[qtype] = (f"| {qtype} | {us} | {pct}% | {lim} | {o.seconds * 1e6:.1f} | {100 * o.dram_fraction:.0f}% | "
+        pct = "–" if pct == "–" else f"{pct}%"
+        rows[qtype] = (f"| {qtype} | {us} | {pct} | {lim} | {o.seconds * 1e6:.1f} | {100 * o.dram_fraction:.0f}% | "
                        f"{o.limiter} | {theirs} | {100 * ours['M3 Max'].dram_fraction:.0f}% | "
                        f"{100 * ours['M4 Max'].dram_fraction:.0f}% |")
         print(rows[qtype], flush=True)
