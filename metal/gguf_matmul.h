@@ -178,10 +178,9 @@ GGUF_MV_INLINE float4 gguf_signed_bytes(uint values, uint negate) {
     return float4(as_type<char4>((values ^ negate) + (negate & 0x01010101u)));
 }
 
-// IQ1_S / IQ1_M stage iq1s_grid (values -1, 0, 1) as bytes 8 g + 128 (each in 120..136; gguf_tables.h's
-// iq1s_staged, so staging is a copy by gguf_stage_grid), so that gguf_iq1_codes makes 8 g + 1 or 8 g - 1 of
-// four of them with one addition (no carry or borrow between bytes) and an exclusive or.
-// Four codes 8 (g + delta) = 8 g +- 1 of staged bytes 8 g + 128 (negative: delta = -1/8), as floats.
+// IQ1_S / IQ1_M: four codes 8 (g + delta) = 8 g +- 1 (negative: delta = -1/8), as floats, of iq1s_grid values
+// g (-1, 0, 1) staged as bytes 8 g + 128 (each in 120..136; gguf_tables.h's iq1s_staged, copied by
+// gguf_stage_grid): one addition (no carry or borrow between bytes) and an exclusive or.
 GGUF_MV_INLINE float4 gguf_iq1_codes(uint staged, bool negative) {
     return float4(as_type<char4>((staged + (negative ? 0xFEFEFEFFu : 0x01010101u)) ^ 0x80808080u));
 }

@@ -37,8 +37,10 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_q1_0 *b, ushort part, float
 #pragma unroll
     for (uint j = 0; j < 4; ++j) {
         const uint byte = qs[4 * j];
-        q[j] = float4(copysign(1.0f, as_type<float>(byte << top)), copysign(1.0f, as_type<float>(byte << (top - 1))),
-                      copysign(1.0f, as_type<float>(byte << (top - 2))), copysign(1.0f, as_type<float>(byte << (top - 3))));
+#pragma unroll
+        for (uint i = 0; i < 4; ++i) {
+            q[j][i] = copysign(1.0f, as_type<float>(byte << (top - i)));
+        }
     }
     a[0] = -float(b->d);
     o[0] = 0.0f;

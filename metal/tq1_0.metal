@@ -66,7 +66,7 @@ GGUF_MV_INLINE uint gguf_mv_trit_field(uint fields, uint pow3) {
 GGUF_MV_INLINE float4 gguf_mv_trits(uint even, uint odd, uint pow3) {
     const char4 e = as_type<char4>(gguf_mv_trit_field(even, pow3));
     const char4 o = as_type<char4>(gguf_mv_trit_field(odd, pow3));
-    return float4(e.y, o.y, e.w, o.w);
+    return float4(float(e.y), float(o.y), float(e.w), float(o.w));
 }
 
 // The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 1 run, no
@@ -80,7 +80,7 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_tq1_0 *, ushort part, uint j
 
 GGUF_MV_INLINE void gguf_mv_codes(device const block_tq1_0 *b, ushort part, float, thread float4 *q,
                                   thread float *a, thread float *o) {
-    // Every lane loads the same three words (no branches): its first qs word (quads 0, 1, and 2 for p < 8),
+    // Every lane loads three words (no branches): its first qs word (quads 0, 1, and 2 for p < 8),
     // qs bytes 32 + 4 (p % 4) .. (quad 2 for p >= 8, quad 3 for p < 12) and, for quad 3, those bytes again or
     // the qh bytes (p >= 12).
     const uint hi = part / 8;
