@@ -241,8 +241,9 @@ def _factored_codes(name, raw):
             qs = blocks[:, 2:18].astype(np.int32)
             codes = (qs[:, :, None] >> (bits * np.arange(8 // bits))) & ((1 << bits) - 1)
         q = codes.reshape(len(blocks), -1)
-        q = 2 * q - 1 if name == "Q1_0" else q - 1
+        q = 1 - 2 * q if name == "Q1_0" else q - 1  # Q1_0: the kernel's -1 for a set bit, with a = -d
         a = np.broadcast_to(_halves(blocks, 64 if name == "TQ2_0" else 0)[:, None], q.shape)
+        a = -a if name == "Q1_0" else a
         o = np.zeros(q.shape, np.float32)
     elif name == "TQ1_0":
         from .reference.tq1_0 import digit_table

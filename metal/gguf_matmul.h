@@ -85,7 +85,9 @@ float4 gguf_mv_load4(device const bfloat *p);
 template <uint R, typename T>
 inline void gguf_mm_store(thread const float *acc, uint mr, thread const uint *orow, uint n0, uint N,
                           device const float *bias, bool has_bias, device T *out, ushort lane) {
+#pragma unroll
     for (uint r = 0; r < R; ++r) {
+#pragma unroll
         for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
             if (m < mr) {
                 float v = simd_sum(acc[r * GGUF_MATMUL_X_ROWS + m]);
@@ -176,19 +178,9 @@ GGUF_MV_INLINE float4 gguf_signed_bytes(uint values, uint negate) {
     return float4(as_type<char4>((values ^ negate) + (negate & 0x01010101u)));
 }
 
-// IQ1_S / IQ1_M: iq1s_grid (values -1, 0, 1) staged as bytes 8 g + 128 (each in 120..136), so that
-// gguf_iq1_codes makes 8 g + 1 or 8 g - 1 of four of them with one addition (no carry or borrow between
-// bytes) and an exclusive or.
-GGUF_MV_INLINE void gguf_stage_iq1_grid(constant const int8_t *grid, threadgroup uint *stage, ushort tid,
-                                        ushort threads) {
-    constant const uint4 *from = reinterpret_cast<constant const uint4 *>(grid);
-    threadgroup uint4 *to = reinterpret_cast<threadgroup uint4 *>(stage);
-    for (uint i = tid; i < 2048 * 8 / 16; i += threads) {
-        to[i] = ((from[i] << 3) & 0xF8F8F8F8u) ^ 0x80808080u;  // 8 g per byte, then + 128
-    }
-}
-
-// Four codes 8 (g + delta) = 8 g +- 1 of staged bytes 8 g + 128 (negative: delta = -1/8), as floats.
+// IQ1_S / IQ1_M: four codes 8 (g + delta) = 8 g +- 1 (negative: delta = -1/8), as floats, of iq1s_grid values
+// g (-1, 0, 1) staged as bytes 8 g + 128 (each in 120..136; gguf_tables.h's iq1s_staged, copied by
+// gguf_stage_grid): one addition (no carry or borrow between bytes) and an exclusive or.
 GGUF_MV_INLINE float4 gguf_iq1_codes(uint staged, bool negative) {
     return float4(as_type<char4>((staged + (negative ? 0xFEFEFEFFu : 0x01010101u)) ^ 0x80808080u));
 }
@@ -918,9 +910,20 @@ template <typename B, int QK, int S, typename CORE, typename X>
     GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME, gguf_core_##NAME)
 
 // A float type: the weights are IN elements, widened by float.metal's gguf_load.
+// (With K a multiple of 4, a whole sub-block is read as 4-vectors, gguf_mv_load4: the same values.)
 #define GGUF_MATMUL_FLOAT_KERNELS(NAME, IN)                                                      \
     inline void gguf_mm_decode(device const IN *row, uint s, uint K, thread float *y) {          \
         const uint first = s * GGUF_SUB_##NAME;                                                  \
+        if (K % 4 == 0 && first + GGUF_SUB_##NAME <= K) {                                        \
+            for (uint j = 0; j < GGUF_SUB_##NAME; j += 4) {                                      \
+                const float4 v = gguf_mv_load4(row + first + j);                                 \
+                y[j] = v.x;                                                                      \
+                y[j + 1] = v.y;                                                                  \
+                y[j + 2] = v.z;                                                                  \
+                y[j + 3] = v.w;                                                                  \
+            }                                                                                    \
+            return;                                                                              \
+        }                                                                                        \
         const uint count = min(uint(GGUF_SUB_##NAME), K - first);                                \
         for (uint j = 0; j < count; ++j) {                                                       \
             y[j] = gguf_load(row + first + j);                                                   \

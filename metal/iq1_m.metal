@@ -50,14 +50,14 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_iq1_m *, ushort part, uint j
     return 128 * (j / 2) + 8 * part + 4 * (j % 2);
 }
 
-// Staged (16 KiB): the grid as gguf_stage_iq1_grid writes it.
+// Staged (16 KiB): the grid as iq1s_staged holds it (see gguf_iq1_codes).
 template <>
 struct gguf_mv_stage_words<block_iq1_m> {
     enum { value = 2048 * 2 };
 };
 
 GGUF_MV_INLINE void gguf_mv_stage(device const block_iq1_m *, threadgroup uint *stage, ushort tid, ushort threads) {
-    gguf_stage_iq1_grid(&iq1s_grid[0][0], stage, tid, threads);
+    gguf_stage_grid(&iq1s_staged[0][0], 2048 * 8, stage, tid, threads);
 }
 
 GGUF_MV_INLINE gguf_mv_staged gguf_mv_staged_table(device const block_iq1_m *, ushort lane,
@@ -68,20 +68,25 @@ GGUF_MV_INLINE gguf_mv_staged gguf_mv_staged_table(device const block_iq1_m *, u
 GGUF_MV_INLINE void gguf_mv_codes(device const block_iq1_m *b, ushort part, gguf_mv_staged table,
                                   thread float4 *q, thread float *a, thread float *o) {
     const uint2 sc = *reinterpret_cast<device const uint2 *>(b->scales);  // u16 words sc[0..3]
-    // d's half bits: the top nibbles of sc[0..3], in order
-    const uint dbits = ((sc.x >> 12) & 0x000Fu) | ((sc.x >> 24) & 0x00F0u) | ((sc.y >> 4) & 0x0F00u) |
-                       ((sc.y >> 16) & 0xF000u);
+    // d's half bits: the top nibbles of sc[0..3], in order (each word's two top nibbles moved together; the
+    // bits that land above bit 15 fall off in the 16-bit value)
+    const uint top_x = sc.x & 0xF000F000u, top_y = sc.y & 0xF000F000u;
+    const uint dbits = (top_x >> 12) | (top_x >> 24) | (top_y >> 4) | (top_y >> 16);
     const float d8 = float(as_type<half>(ushort(dbits))) * 0.125f;  // dl / 8 = (d / 8) (2k + 1), exactly
     const uint l = part % 4;
+    // the lane's bytes as pointers with constant offsets per run (one address computation per block)
+    device const uchar *qs = b->qs + part;
+    device const uchar *qh = b->qh + part / 2;
 #pragma unroll
     for (uint u = 0; u < 2; ++u) {
         const uint g = 4 * u + part / 4;
-        const uint n = (uint(b->qh[8 * u + part / 2]) >> (4 * (part % 2))) & 0xF;
-        const uint2 values = gguf_staged_pair(table.words, uint(b->qs[16 * u + part]) | ((n & 7) << 8));
-        const bool negative = (n & 8) != 0;
+        // the qh nibble's 3 index bits moved straight to bits 8..10, its bit 3 tested in place
+        const uint nibbles = qh[8 * u];
+        const uint2 values = gguf_staged_pair(table.words, uint(qs[16 * u]) | ((nibbles << (8 - 4 * (part % 2))) & 0x700));
+        const bool negative = (nibbles & (8u << (4 * (part % 2)))) != 0;
         q[2 * u] = gguf_iq1_codes(values.x, negative);
         q[2 * u + 1] = gguf_iq1_codes(values.y, negative);
-        const uint word = (g / 2) < 2 ? sc.x : sc.y;  // sc[g / 2] in bits 16 (g / 2 % 2) ..
+        const uint word = u == 0 ? sc.x : sc.y;  // sc[g / 2] in bits 16 (g / 2 % 2) ..
         const uint k = (word >> (16 * ((g / 2) % 2) + 6 * (g % 2) + 3 * (l / 2))) & 7;
         a[u] = d8 * float(2 * k + 1);
         o[u] = 0.0f;

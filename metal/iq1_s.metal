@@ -37,14 +37,14 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_iq1_s *, ushort part, uint j
     return 128 * (j / 2) + 8 * part + 4 * (j % 2);
 }
 
-// Staged (16 KiB): the grid as gguf_stage_iq1_grid writes it.
+// Staged (16 KiB): the grid as iq1s_staged holds it (see gguf_iq1_codes).
 template <>
 struct gguf_mv_stage_words<block_iq1_s> {
     enum { value = 2048 * 2 };
 };
 
 GGUF_MV_INLINE void gguf_mv_stage(device const block_iq1_s *, threadgroup uint *stage, ushort tid, ushort threads) {
-    gguf_stage_iq1_grid(&iq1s_grid[0][0], stage, tid, threads);
+    gguf_stage_grid(&iq1s_staged[0][0], 2048 * 8, stage, tid, threads);
 }
 
 GGUF_MV_INLINE gguf_mv_staged gguf_mv_staged_table(device const block_iq1_s *, ushort lane,
@@ -56,10 +56,13 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_iq1_s *b, ushort part, gguf
                                   thread float4 *q, thread float *a, thread float *o) {
     const float d8 = float(b->d) * 0.125f;  // dl / 8 = (d / 8) (2k + 1), exactly
     const uint l = part % 4;
+    // the lane's bytes as pointers with constant offsets per run (one address computation per block)
+    device const uchar *qs = b->qs + part;
+    device const ushort *qh = b->qh + part / 4;
 #pragma unroll
     for (uint u = 0; u < 2; ++u) {
-        const uint h = b->qh[4 * u + part / 4];
-        const uint2 values = gguf_staged_pair(table.words, uint(b->qs[16 * u + part]) | (((h >> (3 * l)) & 7) << 8));
+        const uint h = qh[4 * u];
+        const uint2 values = gguf_staged_pair(table.words, uint(qs[16 * u]) | (((h >> (3 * l)) & 7) << 8));
         const bool negative = (h & 0x8000u) != 0;
         q[2 * u] = gguf_iq1_codes(values.x, negative);
         q[2 * u + 1] = gguf_iq1_codes(values.y, negative);

@@ -21,24 +21,28 @@ inline void dequantize_q1_0(device const block_q1_0 *b, ushort sub, thread float
 
 #ifdef GGUF_METAL_MATMUL
 // The factored form of the mat-vec tier (launch.MV_FACTORED: 8 lanes per block, 4 quads, 1 run, no
-// offset): w = a q with q = +-1 and a = d, dequantize_q1_0's +-d (d times -1 is its negation, up to a NaN's
-// sign). Quad j of part p holds elements 32j + 4p .. + 3 (8 lanes read 32 contiguous x values per quad): bits
-// 4(p % 2) .. of qs byte 4j + p / 2.
+// offset): w = a q with q = -1 where the bit is set, else +1, and a = -d: dequantize_q1_0's +-d (-d times
+// -1 is d; d times -1 is its negation, up to a NaN's sign). Quad j of part p holds elements 32j + 4p .. + 3
+// (8 lanes read 32 contiguous x values per quad): bits 4(p % 2) .. of qs byte 4j + p / 2.
 GGUF_MV_INLINE uint gguf_mv_quad(device const block_q1_0 *, ushort part, uint j) {
     return 32 * j + 4 * part;
 }
 
 GGUF_MV_INLINE void gguf_mv_codes(device const block_q1_0 *b, ushort part, float, thread float4 *q,
                                   thread float *a, thread float *o) {
+    // Element i's bit shifted to bit 31, the sign of +-1 (copysign reads that bit only): two instructions
+    // per code, no conversion (the bits above 31 fall off; those below are ignored).
+    const uint top = 31 - 4 * (part % 2);
+    device const uchar *qs = b->qs + part / 2;
 #pragma unroll
     for (uint j = 0; j < 4; ++j) {
-        // The nibble's bits one per byte (x * 0x00204081 copies them to bits 0, 8, 16, 24 without overlap),
-        // then each byte 0x01 (bit set) or 0xFF (clear): the signed codes +-1.
-        const uint nibble = (uint(b->qs[4 * j + part / 2]) >> (4 * (part % 2))) & 0xFu;
-        const uint clear = ((nibble * 0x00204081u) & 0x01010101u) ^ 0x01010101u;
-        q[j] = float4(as_type<char4>((clear * 0xFEu) | 0x01010101u));
+        const uint byte = qs[4 * j];
+#pragma unroll
+        for (uint i = 0; i < 4; ++i) {
+            q[j][i] = copysign(1.0f, as_type<float>(byte << (top - i)));
+        }
     }
-    a[0] = float(b->d);
+    a[0] = -float(b->d);
     o[0] = 0.0f;
 }
 #endif

@@ -48,20 +48,25 @@ inline void dequantize_tq1_0(device const block_tq1_0 *b, ushort sub, thread flo
 }
 
 #ifdef GGUF_METAL_MATMUL
-// 3^n for a digit n in 0..4, without a run-time indexed array.
+// 3^n for a digit n in 0..4, from n's bits (selects and multiplications, no table: a lane's powers are
+// loop-invariant and stay in registers).
 GGUF_MV_INLINE uint gguf_mv_pow3(uint n) {
-    return n == 0 ? 1u : n == 1 ? 3u : n == 2 ? 9u : n == 3 ? 27u : 81u;
+    return (n & 1 ? 3u : 1u) * (n & 2 ? 9u : 1u) * (n & 4 ? 81u : 1u);
 }
 
-// Digit n (pow3 = 3^n) of each byte of w, minus 1: the codes of 4 elements. Two bytes at a time, in 16-bit
-// fields (bytes 0, 2 and 1, 3): a byte times 3^n (<= 81) and its low 8 bits times 3 fit a field, whose bits
-// 8, 9 are then the digit. The digits go back to their bytes, and t - 1 = (t + 0x7F) ^ 0x80 per byte (no
-// carries) as signed bytes.
-GGUF_MV_INLINE float4 gguf_mv_trits(uint w, uint pow3) {
-    const uint even = (((w & 0x00FF00FFu) * pow3) & 0x00FF00FFu) * 3u;
-    const uint odd = ((((w >> 8) & 0x00FF00FFu) * pow3) & 0x00FF00FFu) * 3u;
-    const uint digits = ((even >> 8) & 0x00030003u) | (odd & 0x03000300u);
-    return float4(as_type<char4>((digits + 0x7F7F7F7Fu) ^ 0x80808080u));
+// Digit n (pow3 = 3^n) of each byte of a word, minus 1: the codes of 4 elements, from the word's bytes 0, 2
+// (even = w & 0x00FF00FF) and 1, 3 (odd = (w >> 8) & 0x00FF00FF) in 16-bit fields. Per field, a byte times
+// 3^n (<= 81), its low 8 bits times 3: bits 8, 9 hold the digit t and bits 0..7 stay below 768, so adding
+// 0x7F00 sets the field's high byte to t + 0x7F without a carry out, and ^ 0x8000 makes it t - 1 as a signed
+// byte. The codes are read from those high bytes (bytes 1, 3 of each word): no repacking.
+GGUF_MV_INLINE uint gguf_mv_trit_field(uint fields, uint pow3) {
+    return ((((fields * pow3) & 0x00FF00FFu) * 3u) + 0x7F007F00u) ^ 0x80008000u;
+}
+
+GGUF_MV_INLINE float4 gguf_mv_trits(uint even, uint odd, uint pow3) {
+    const char4 e = as_type<char4>(gguf_mv_trit_field(even, pow3));
+    const char4 o = as_type<char4>(gguf_mv_trit_field(odd, pow3));
+    return float4(float(e.y), float(o.y), float(e.w), float(o.w));
 }
 
 // The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 1 run, no
@@ -75,14 +80,21 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_tq1_0 *, ushort part, uint j
 
 GGUF_MV_INLINE void gguf_mv_codes(device const block_tq1_0 *b, ushort part, float, thread float4 *q,
                                   thread float *a, thread float *o) {
+    // Every lane loads three words (no branches): its first qs word (quads 0, 1, and 2 for p < 8),
+    // qs bytes 32 + 4 (p % 4) .. (quad 2 for p >= 8, quad 3 for p < 12) and, for quad 3, those bytes again or
+    // the qh bytes (p >= 12).
     const uint hi = part / 8;
+    device const uchar *tail = b->qs + 32 + 4 * (part % 4);
     const uint first = gguf_mv_word(b->qs + 4 * (part % 8));
-    const uint second = gguf_mv_word(b->qs + 32 + 4 * (part % 4));
-    q[0] = gguf_mv_trits(first, gguf_mv_pow3(hi));
-    q[1] = gguf_mv_trits(first, gguf_mv_pow3(2 + hi));
-    // (the word and digit chosen first, so each quad's digits are computed once)
-    q[2] = gguf_mv_trits(hi ? second : first, gguf_mv_pow3(hi ? (part % 8) / 4 : 4));
-    q[3] = gguf_mv_trits(part < 12 ? second : gguf_mv_word(b->qh), gguf_mv_pow3(part < 12 ? 2 + part / 4 : part - 12));
+    const uint second = gguf_mv_word(tail);
+    const uint last = gguf_mv_word(part < 12 ? tail : b->qh);
+    const uint first_even = first & 0x00FF00FFu, first_odd = (first >> 8) & 0x00FF00FFu;
+    const uint third = hi ? second : first;
+    const uint last_even = last & 0x00FF00FFu, last_odd = (last >> 8) & 0x00FF00FFu;
+    q[0] = gguf_mv_trits(first_even, first_odd, gguf_mv_pow3(hi));
+    q[1] = gguf_mv_trits(first_even, first_odd, gguf_mv_pow3(2 + hi));
+    q[2] = gguf_mv_trits(third & 0x00FF00FFu, (third >> 8) & 0x00FF00FFu, gguf_mv_pow3(hi ? (part % 8) / 4 : 4));
+    q[3] = gguf_mv_trits(last_even, last_odd, gguf_mv_pow3(part < 12 ? 2 + part / 4 : part - 12));
     a[0] = float(b->d);
     o[0] = 0.0f;
 }
