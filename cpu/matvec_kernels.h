@@ -5,8 +5,8 @@
 // Factored form: a weight row is chunks of 32 elements (element 32g + j of chunk g); each type gives, per
 // chunk, the 32 codes q (small integers, exact in bfloat16, mapped from their bit fields by one vpermw /
 // vpermt2w table lookup, or for the IQ grid types rows of a bfloat16 copy of the grid with signs applied by
-// masks, IQ1_S and IQ1_M's with their delta applied), a scale vector a (lane i scales elements 2i and 2i + 1: one value for the chunk, or two for
-// 16-element sub-blocks) and, for the offset types, an offset b per chunk (Q4_1, Q5_1, Q4_K, Q5_K) or per
+// masks, IQ1_S and IQ1_M's with their delta applied), a scale vector a (lane i scales elements 2i and 2i + 1:
+// one value for the chunk, or two for 16-element sub-blocks) and, for the offset types, an offset b per chunk (Q4_1, Q5_1, Q4_K, Q5_K) or per
 // 16-element sub-block (Q2_K, OFFSET_SPAN = 16): w = a * q + b.
 // Per output (row m, feature n), in this order:
 //   P_g   = the 16 lane sums of q[2i] * x[2i] + q[2i + 1] * x[2i + 1] over chunk g:
