@@ -6,8 +6,8 @@
 // chunk, the 32 codes q (small integers, exact in bfloat16, mapped from their bit fields by one vpermw /
 // vpermt2w table lookup, or for the IQ grid types rows of a bfloat16 copy of the grid with signs applied by
 // masks, IQ1_S and IQ1_M's with their delta applied), a scale vector a (lane i scales elements 2i and 2i + 1:
-// one value for the chunk, or two for 16-element sub-blocks) and, for the offset types, an offset b per chunk (Q4_1, Q5_1, Q4_K, Q5_K) or per
-// 16-element sub-block (Q2_K, OFFSET_SPAN = 16): w = a * q + b.
+// one value for the chunk, or two for 16-element sub-blocks) and, for the offset types, an offset b per chunk
+// (Q4_1, Q5_1, Q4_K, Q5_K) or per 16-element sub-block (Q2_K, OFFSET_SPAN = 16): w = a * q + b.
 // Per output (row m, feature n), in this order:
 //   P_g   = the 16 lane sums of q[2i] * x[2i] + q[2i + 1] * x[2i + 1] over chunk g:
 //           bfloat16 x: vdpbf16ps from +0 (exact products, then +odd, +even; x below 2^-126 counts as zero and a
@@ -825,7 +825,8 @@ struct IQ1_S {
         scales_in_memory(s.a);
         // Word 4g + l: qs[4g + l] | ((h >> 3l) & 7) << 8 | (h >> 15) << 11, h = qh[g].
         const __m512i each = _mm512_permutexvar_epi16(
-            _mm512_set_epi16(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+            _mm512_set_epi16(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4,
+                             3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
             _mm512_castsi128_si512(qh));
         const __m512i high = _mm512_slli_epi16(
             _mm512_and_si512(_mm512_srlv_epi16(each, _mm512_set4_epi32(0x00090006, 0x00030000, 0x00090006, 0x00030000)),
@@ -836,7 +837,9 @@ struct IQ1_S {
         return s;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
-    static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) { return iq1_chunk_codes(t, s.rows, c); }
+    static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) {
+        return iq1_chunk_codes(t, s.rows, c);
+    }
     static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return iq1_tables(); }
 };
@@ -870,7 +873,9 @@ struct IQ1_M {
         return s;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
-    static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) { return iq1_chunk_codes(t, s.rows, c); }
+    static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) {
+        return iq1_chunk_codes(t, s.rows, c);
+    }
     static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return iq1_tables(); }
 };
