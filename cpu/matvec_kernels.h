@@ -5,9 +5,9 @@
 // Factored form: a weight row is chunks of 32 elements (element 32g + j of chunk g); each type gives, per
 // chunk, the 32 codes q (small integers, exact in bfloat16, mapped from their bit fields by one vpermw /
 // vpermt2w table lookup, or for the IQ grid types rows of a bfloat16 copy of the grid with signs applied by
-// masks), a scale vector a (lane i scales elements 2i and 2i + 1: one value for the chunk, or two for
-// 16-element sub-blocks) and, for the offset types, an offset b per chunk (Q4_1, Q5_1, Q4_K, Q5_K) or per
-// 16-element sub-block (Q2_K, OFFSET_SPAN = 16): w = a * q + b.
+// masks, IQ1_S and IQ1_M's with their delta applied), a scale vector a (lane i scales elements 2i and 2i + 1:
+// one value for the chunk, or two for 16-element sub-blocks) and, for the offset types, an offset b per chunk
+// (Q4_1, Q5_1, Q4_K, Q5_K) or per 16-element sub-block (Q2_K, OFFSET_SPAN = 16): w = a * q + b.
 // Per output (row m, feature n), in this order:
 //   P_g   = the 16 lane sums of q[2i] * x[2i] + q[2i + 1] * x[2i + 1] over chunk g:
 //           bfloat16 x: vdpbf16ps from +0 (exact products, then +odd, +even; x below 2^-126 counts as zero and a
@@ -100,6 +100,17 @@ inline __m512i nibbles_lo_hi(const uchar *q) {
     const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q)));
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(w, _mm256_set1_epi16(0xF))),
                               _mm256_srli_epi16(w, 4), 1);
+}
+
+// As nibbles_lo_hi, from a broadcast load: byte j % 16 into word j (vpermb), then shifted right by 4 for j >= 16.
+inline __m512i nibbles_lo_hi_vpermb(const uchar *q) {
+    const __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q)));
+    const __m512i at = _mm512_set_epi64(0x0F0F0E0E0D0D0C0Cll, 0x0B0B0A0A09090808ll, 0x0707060605050404ll,
+                                        0x0303020201010000ll, 0x0F0F0E0E0D0D0C0Cll, 0x0B0B0A0A09090808ll,
+                                        0x0707060605050404ll, 0x0303020201010000ll);
+    constexpr long long S = 0x0004000400040004ll;
+    const __m512i shift = _mm512_set_epi64(S, S, S, S, 0, 0, 0, 0);
+    return _mm512_and_si512(_mm512_srlv_epi16(_mm512_permutexvar_epi8(at, v), shift), _mm512_set1_epi16(0xF));
 }
 
 // 32 bytes as 32 words.
@@ -436,7 +447,7 @@ struct Q5_1 : Legacy<block_q5_1, 0, 32> {
     static __m256 offsets8(const Block *b, __mmask8 live) { return minus_m8(b, live); }
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) {
-        return _mm512_permutexvar_epi16(fifth_bit(b, nibbles_lo_hi(b->qs)), t.lo);
+        return _mm512_permutexvar_epi16(fifth_bit(b, nibbles_lo_hi_vpermb(b->qs)), t.lo);
     }
 };
 
@@ -494,25 +505,23 @@ inline __m512i grid_rows8(const uint16_t *grid, uint32_t o0, uint32_t o1, uint32
 // Rows idx[0..7] (64-bit lanes) of a 4-wide bfloat16 grid.
 inline __m512i grid_rows4(const uint16_t *grid, __m512i idx) { return _mm512_i64gather_epi64(idx, grid, 8); }
 
+// Adding 0x8000 to a bfloat16 word flips its sign bit: one masked add.
 inline __m512i with_signs(__m512i codes, __mmask32 negative) {
-    return _mm512_xor_si512(codes, _mm512_maskz_mov_epi16(negative, _mm512_set1_epi16(int16_t(0x8000))));
+    return _mm512_mask_add_epi16(codes, negative, codes, _mm512_set1_epi16(int16_t(0x8000)));
 }
 
 // The sign masks of a block's 8 chunks: chunk c's 4 ksigns_iq2xs indices are the 7-bit fields of 64-bit lane c of
-// `words` at bit offsets `at` (bytes 0-3 of each lane); signs[c] is ksigns_iq2xs of them as one 32-bit mask: byte
-// l is index l with its parity as bit 7.
+// `words` at bit offsets `at` (bytes 0-3 of each lane); signs[c] is ksigns_iq2xs of them as one 32-bit mask (one
+// vpermt2b on the 128-byte table, which reads 7 bits of each index byte).
 struct Signs8 {
     alignas(64) uint64_t m[8];
     __mmask32 chunk(int c) const { return __mmask32(m[c]); }
 };
 
 inline void ksigns8(Signs8 &out, __m512i words, uint32_t at) {
-    const __m512i v = _mm512_and_si512(_mm512_multishift_epi64_epi8(_mm512_set1_epi64(int64_t(at)), words),
-                                       _mm512_set1_epi32(0x7F7F7F7F));
-    __m512i p = _mm512_xor_si512(v, _mm512_srli_epi16(v, 4));  // bit 0 of each byte: the byte's parity
-    p = _mm512_xor_si512(p, _mm512_srli_epi16(p, 2));
-    p = _mm512_xor_si512(p, _mm512_srli_epi16(p, 1));
-    _mm512_store_si512(out.m, _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(p, _mm512_set1_epi8(1)), 7)));
+    const __m512i idx = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(int64_t(at)), words);
+    _mm512_store_si512(out.m, _mm512_permutex2var_epi8(_mm512_loadu_si512(ksigns_iq2xs), idx,
+                                                       _mm512_loadu_si512(ksigns_iq2xs + 64)));
     scales_in_memory(reinterpret_cast<const float *>(out.m));
 }
 
@@ -726,41 +735,77 @@ struct NVFP4 {
     static constexpr int QK = 64, CH = 2;
     static constexpr bool OFFSET = false;
     struct Scales {
-        __m512 a;  // lanes 0-3: sub-block i's scale
+        const float *ue4m3;  // ScaleTables::ue4m3
+        uint32_t d;          // the block's 4 scale bytes
     };
     static Scales scales(const Block *b, const Tables &t) {
-        uint32_t d;
-        std::memcpy(&d, b->d, 4);
-        const __m128i idx = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(int(d)));
-        return {_mm512_castps128_ps512(_mm_i32gather_ps(t.scales->ue4m3, idx, 4))};
+        Scales s{t.scales->ue4m3, 0};
+        std::memcpy(&s.d, b->d, 4);
+        return s;
     }
-    static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
+    // Lanes 0-7: sub-block 2c's scale, 8-15: 2c + 1's; two broadcast loads from the table (the second merged).
+    static __m512 chunk_scale(const Scales &s, int c) {
+        const __m512 lo = _mm512_set1_ps(s.ue4m3[(s.d >> 16 * c) & 0xFF]);
+        return _mm512_mask_broadcastss_ps(lo, 0xFF00, _mm_load_ss(s.ue4m3 + ((s.d >> (16 * c + 8)) & 0xFF)));
+    }
+    // Byte (j / 16) 8 + j % 8 of the chunk into word j (vpermb), shifted right by 4 for the high nibbles; vpermw
+    // reads 5 bits of each word and the table holds kvalues_fp4 twice, so bit 4 need not be cleared.
     static __m512i codes(const Block *b, int c, const Tables &t) {
-        const __m512i lo_hi = nibbles_lo_hi(b->qs + 16 * c);  // 128-bit lanes: lo 0-7, lo 8-15, hi 0-7, hi 8-15
-        return _mm512_permutexvar_epi16(_mm512_shuffle_i64x2(lo_hi, lo_hi, _MM_SHUFFLE(3, 1, 2, 0)), t.lo);
+        const __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs + 16 * c)));
+        const __m512i at = _mm512_set_epi64(0x0F0F0E0E0D0D0C0Cll, 0x0B0B0A0A09090808ll, 0x0F0F0E0E0D0D0C0Cll,
+                                            0x0B0B0A0A09090808ll, 0x0707060605050404ll, 0x0303020201010000ll,
+                                            0x0707060605050404ll, 0x0303020201010000ll);
+        constexpr long long S = 0x0004000400040004ll;
+        const __m512i shift = _mm512_set_epi64(S, S, 0, 0, S, S, 0, 0);
+        return _mm512_permutexvar_epi16(_mm512_srlv_epi16(_mm512_permutexvar_epi8(at, q), shift), t.lo);
     }
-    static Tables tables() { return {bf16_table(kvalues_fp4, 16), _mm512_setzero_si512(), &scale_tables()}; }
+    static Tables tables() {
+        int v[32];
+        for (int k = 0; k < 32; ++k) v[k] = kvalues_fp4[k % 16];
+        return {bf16_table(v, 32), _mm512_setzero_si512(), &scale_tables()};
+    }
 };
 
 // IQ1_S, IQ1_M: w = dl * (grid + delta), grid -1/0/1, delta = -1/8 or +1/8 per row of 8 (IQ1_S: per chunk), is
-// (dl / 8) * (8 grid + 8 delta) rounded once (the same real product): a = dl / 8 (exact), codes 8 grid +- 1. Rows
-// r0..r3 of iq1s_grid; bit j of `negative` set: element j's delta is negative.
-inline __m512i iq1_codes(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3, __mmask32 negative, const Tables &t) {
-    const auto row = [](uint32_t r) {
-        long long v;
-        std::memcpy(&v, iq1s_grid[r], 8);
-        return v;
-    };
-    const __m512i g8 = _mm512_slli_epi16(_mm512_cvtepi8_epi16(_mm256_setr_epi64x(row(r0), row(r1), row(r2), row(r3))), 3);
-    const __m512i one = _mm512_set1_epi16(1);
-    const __m512i q = _mm512_mask_sub_epi16(_mm512_add_epi16(g8, one), negative, g8, one);
-    return _mm512_permutexvar_epi16(q, t.lo);  // -9..9: 5-bit two's complement indices
-}
+// (dl / 8) * (8 grid + 8 delta) rounded once (the same real product): a = dl / 8 (exact), codes 8 grid +- 1.
+// The codes come from a bfloat16 copy of iq1s_grid with the delta applied, one row per (delta sign, grid row):
+// row n + 2048 s holds 8 grid[n] + 1 (s = 0) or 8 grid[n] - 1 (s = 1), so a row of 8 codes is one 16-byte load
+// (64 KiB: the table lives in L2, which the row loads of a chunk overlap).
+struct IQ1Rows {
+    alignas(64) uint16_t v[2][2048][8];
+    IQ1Rows() {
+        for (int neg = 0; neg < 2; ++neg) {
+            for (int r = 0; r < 2048; ++r) {
+                for (int j = 0; j < 8; ++j) {
+                    const float q = float(8 * int(iq1s_grid[r][j]) + (neg ? -1 : 1));
+                    v[neg][r][j] = uint16_t(as_type<uint32_t>(q) >> 16);
+                }
+            }
+        }
+    }
+};
 
 inline Tables iq1_tables() {
-    int v[32];
-    for (int k = 0; k < 32; ++k) v[k] = k < 16 ? k : k - 32;
-    return {bf16_table(v, 32), _mm512_setzero_si512(), &scale_tables()};
+    static const IQ1Rows rows;
+    Tables t{_mm512_setzero_si512(), _mm512_setzero_si512(), &scale_tables()};
+    t.grid = &rows.v[0][0][0];
+    return t;
+}
+
+// A block's rows (IQ1Rows indices n + 2048 s) as byte offsets, and its scales.
+struct IQ1SScales {
+    alignas(32) float a[8];  // chunk g's dl / 8
+    RowOffsets32 rows;
+};
+
+struct IQ1MScales {
+    __m512 a;  // sub-block j's dl / 8, j < 16
+    RowOffsets32 rows;
+};
+
+inline __m512i iq1_chunk_codes(const Tables &t, const RowOffsets32 &rows, int c) {
+    const uint16_t *o = rows.o + 4 * c;
+    return grid_rows8(t.grid, o[0], o[1], o[2], o[3]);
 }
 
 // IQ1_S: chunk g, h = qh[g]: rows qs[4g + l] | ((h >> 3l) & 7) << 8, dl = d * (2 ((h >> 12) & 7) + 1), bit 15 of h
@@ -769,37 +814,45 @@ struct IQ1_S {
     using Block = block_iq1_s;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    using Scales = ChunkScales8;
+    using Scales = IQ1SScales;
     static Scales scales(const Block *b, const Tables &t) {
-        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qh)));
+        const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qh));
+        const __m256i h = _mm256_cvtepu16_epi32(qh);
         const __m256i odd = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 11), _mm256_set1_epi32(14)),
                                              _mm256_set1_epi32(1));
         const __m256 dl = _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), _mm256_cvtepi32_ps(odd));
         Scales s;
         _mm256_store_ps(s.a, _mm256_mul_ps(dl, _mm256_set1_ps(0.125f)));
         scales_in_memory(s.a);
+        // Word 4g + l: qs[4g + l] | ((h >> 3l) & 7) << 8 | (h >> 15) << 11, h = qh[g].
+        const __m512i each = _mm512_permutexvar_epi16(
+            _mm512_set_epi16(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4,
+                             3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+            _mm512_castsi128_si512(qh));
+        const __m512i high = _mm512_slli_epi16(
+            _mm512_and_si512(_mm512_srlv_epi16(each, _mm512_set4_epi32(0x00090006, 0x00030000, 0x00090006, 0x00030000)),
+                             _mm512_set1_epi16(7)),
+            8);
+        const __m512i sign = _mm512_and_si512(_mm512_srli_epi16(each, 4), _mm512_set1_epi16(0x0800));
+        s.rows.set(_mm512_ternarylogic_epi32(widen32(b->qs), high, sign, 0xFE));  // a | b | c
         return s;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
-    static __m512i codes(const Block *b, int c, const Tables &t) {
-        const uint32_t h = b->qh[c];
-        const uchar *q = b->qs + 4 * c;
-        return iq1_codes(q[0] | (h & 7) << 8, q[1] | (h & 0x38) << 5, q[2] | (h & 0x1C0) << 2, q[3] | (h & 0xE00) >> 1,
-                         __mmask32(0u - (h >> 15)), t);
+    static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) {
+        return iq1_chunk_codes(t, s.rows, c);
     }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return iq1_tables(); }
 };
 
 // IQ1_M: d is the half of the top nibbles of the 4 u16 scale words sc[0..3]; sub-block j: dl = d * (2 ((sc[j / 4]
 // >> 3 (j % 4)) & 7) + 1). Chunk g, row l: n = nibble l of the u16 at qh[2g]: row qs[4g + l] | (n & 7) << 8, n & 8
-// the row's delta sign.
+// the row's delta sign (so qs[4g + l] | n << 8 is the IQ1Rows index).
 struct IQ1_M {
     using Block = block_iq1_m;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    struct Scales {
-        __m512 a;  // sub-block j's dl / 8, j < 16
-    };
+    using Scales = IQ1MScales;
     static Scales scales(const Block *b, const Tables &t) {
         uint64_t sc;
         std::memcpy(&sc, b->scales, 8);
@@ -808,17 +861,23 @@ struct IQ1_M {
         const __m512i each = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), words);
         const __m512i s3 = _mm512_and_si512(_mm512_srlv_epi32(each, _mm512_set4_epi32(9, 6, 3, 0)), _mm512_set1_epi32(7));
         const __m512 odd = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(s3, 1), _mm512_set1_epi32(1)));
-        return {_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(t.scales->half[dbits]), odd), _mm512_set1_ps(0.125f))};
+        Scales s;
+        s.a = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(t.scales->half[dbits]), odd), _mm512_set1_ps(0.125f));
+        // Word j: qs[j] | n_j << 8, n_j = nibble j % 2 of qh[j / 2]: that byte into the high byte of word j, then
+        // shifted right by 4 for odd j.
+        const __m512i qh = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qh)));
+        const __m512i at = _mm512_set_epi64(0x0F000F000E000E00ll, 0x0D000D000C000C00ll, 0x0B000B000A000A00ll,
+                                            0x0900090008000800ll, 0x0700070006000600ll, 0x0500050004000400ll,
+                                            0x0300030002000200ll, 0x0100010000000000ll);
+        const __m512i n = _mm512_srlv_epi16(_mm512_permutexvar_epi8(at, qh), _mm512_set1_epi32(0x00040000));
+        s.rows.set(_mm512_ternarylogic_epi32(n, widen32(b->qs), _mm512_set1_epi16(0x0F00), 0xEC));  // (a & c) | b
+        return s;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
-    static __m512i codes(const Block *b, int c, const Tables &t) {
-        uint16_t h;
-        std::memcpy(&h, b->qh + 2 * c, 2);
-        const uchar *q = b->qs + 4 * c;
-        const uint32_t negative = _pdep_u32(_pext_u32(h, 0x8888u), 0x01010101u) * 0xFFu;
-        return iq1_codes(q[0] | (h & 7) << 8, q[1] | (h & 0x70) << 4, q[2] | (h & 0x700), q[3] | (h & 0x7000) >> 4,
-                         negative, t);
+    static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) {
+        return iq1_chunk_codes(t, s.rows, c);
     }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return iq1_tables(); }
 };
 
