@@ -99,19 +99,19 @@ bool amx_tier(int64_t qtype) {
 #endif
 }
 
-// x (rows, K) as the mat-vec tier reads it (MatvecJob): bfloat16 as given, anything else as float32 (exact)
-// with each chunk of 32 stored as its even then its odd elements; and, for types with offsets, the sum of
-// each run of `span` (32 or 16) elements (lanes x[i] + x[span / 2 + i], then pairwise down to one lane).
+// x (rows, K) as the mat-vec tier reads it (MatvecJob): float32 (exact) with each chunk of 32 stored as its even
+// then its odd elements, or for the AMX tier bfloat16 as given; and, for types with offsets, the sum of each run
+// of `span` (32 or 16) elements (lanes x[i] + x[span / 2 + i], then pairwise down to one lane).
 struct MatvecX {
     at::Tensor x, sums;
     bool bf16;
 };
 
-MatvecX matvec_x(const at::Tensor &x_in, int span) {
+MatvecX matvec_x(const at::Tensor &x_in, int span, bool amx) {
     const bool sums = span != 0;
     const int64_t rows = x_in.size(0), K = x_in.size(1), chunks = K / 32;
     MatvecX r;
-    r.bf16 = x_in.scalar_type() == at::kBFloat16;
+    r.bf16 = amx;
     const at::Tensor xf = r.bf16 && !sums ? at::Tensor() : x_in.to(at::kFloat).contiguous();
     if (r.bf16) {
         r.x = x_in.contiguous();
@@ -151,7 +151,7 @@ void run_matvec(const at::Tensor &x2d, const std::vector<int64_t> &x_index, cons
 #if defined(__x86_64__)
     const int span = gguf_mv_avx512bf16::offset_span(qtype);
     const bool offsets = span != 0;
-    const MatvecX mx = matvec_x(x2d, span);
+    const MatvecX mx = matvec_x(x2d, span, amx);
     const size_t elem = mx.bf16 ? 2 : 4;
     std::vector<const void *> xs(x_index.size());
     std::vector<const float *> sums(offsets ? x_index.size() : 0);

@@ -1,5 +1,5 @@
-// The mat-vec tier of the CPU matmul (contract v2, README "Compute on packed weights"): rows of x one at a
-// time through a fixed order, for M <= 8 rows (linear, mul_mat_vec) and every mul_mat_id slot, on the types
+// The mat-vec tier of the CPU matmul (contract v2, README "Compute on packed weights"): each row of x through a
+// fixed order, for M <= 8 rows (linear, mul_mat_vec) and every mul_mat_id slot, on the types
 // with a factored form below, on CPUs with AVX-512 BW and AVX512-BF16. Included once, by matvec_avx512bf16.cpp.
 //
 // Factored form: a weight row is chunks of 32 elements (element 32g + j of chunk g); each type gives, per
@@ -8,18 +8,20 @@
 // masks, IQ1_S and IQ1_M's with their delta applied), a scale vector a (lane i scales elements 2i and 2i + 1:
 // one value for the chunk, or two for 16-element sub-blocks) and, for the offset types, an offset b per chunk
 // (Q4_1, Q5_1, Q4_K, Q5_K) or per 16-element sub-block (Q2_K, OFFSET_SPAN = 16): w = a * q + b.
-// Per output (row m, feature n), in this order:
-//   P_g   = the 16 lane sums of q[2i] * x[2i] + q[2i + 1] * x[2i + 1] over chunk g:
-//           bfloat16 x: vdpbf16ps from +0 (exact products, then +odd, +even; x below 2^-126 counts as zero and a
-//           lane sum below 2^-126 flushes to zero);  float32 x: fma(q_odd, x_odd, q_even * x_even);
-//   acc[g mod 2] = fma(P_g, a_g, acc[g mod 2]), both accumulators from +0, in increasing g;
+// Per output (row m, feature n), in this order (x float32: bfloat16 and float16 x are converted exactly, once per
+// call):
+//   w_g   = a_g * q_g, float32, exact (scale and code have at most 24 significant bits together, every type);
+//   acc   = fma(w_g[2i + 1], x[2i + 1], fma(w_g[2i], x[2i], acc)) in lane i, over chunks g in increasing order,
+//           from +0 (one accumulator: 2 * K / 32 roundings per lane);
 //   ofs   = (offset types) 8 lanes, lane j mod 8 of chunk j: ofs = ofs - b_j * X_j, in increasing j, where X_j is
 //           the sum of x over chunk j (lanes x[i] + x[16 + i], then lanes i + 8, i + 4, i + 2, i + 1), computed
 //           once per call for each row of x and shared by every output feature; with OFFSET_SPAN = 16, 16
 //           lanes, lane j mod 16 of sub-block j, X_j the sum over sub-block j (x[i] + x[8 + i], then i + 4,
 //           i + 2, i + 1);
-//   y = sum16(acc[0] + acc[1]) (lanes i + 8, i + 4, i + 2, i + 1) [+ sum8(ofs) (i + 4, i + 2, i + 1), or
-//       sum16(ofs) with OFFSET_SPAN = 16] [+ bias].
+//   y = sum16(acc) (lanes i + 8, i + 4, i + 2, i + 1) [+ sum8(ofs) (i + 4, i + 2, i + 1), or sum16(ofs) with
+//       OFFSET_SPAN = 16] [+ bias].
+// Each chunk's w is decoded once and applied to every row (float32 FMAs: two per 32 weights and row, where a
+// vdpbf16ps of the codes plus a scale FMA cost four times one FMA here).
 // Rows never share a sum, and threads split output features only: batch-invariant and deterministic.
 #if defined(__clang__)
 #pragma clang fp contract(off)
@@ -918,13 +920,13 @@ struct TQ1_0 {
     }
 };
 
-// The weight bytes PREFETCH_DISTANCE ahead of block b (the rows of a work item are consecutive): the hardware
+// The weight bytes `distance` ahead of block b (the rows of a work item are consecutive): the hardware
 // prefetchers alone leave this loop waiting on DRAM when the weights are cold.
 constexpr int PREFETCH_DISTANCE = 2048;
 
 template <typename B>
-inline void prefetch_ahead(const B *b) {
-    const char *p = reinterpret_cast<const char *>(b) + PREFETCH_DISTANCE;
+inline void prefetch_ahead(const B *b, int64_t distance = PREFETCH_DISTANCE) {
+    const char *p = reinterpret_cast<const char *>(b) + distance;
     for (int off = 0; off < int(sizeof(B)); off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
 }
 
@@ -941,18 +943,16 @@ inline float sum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
 
-// P_g for one row: bfloat16 x (32 values of chunk g) or float32 x (the chunk's 16 even then 16 odd values).
-template <bool BF16>
-inline __m512 chunk_dot(__m512i codes, const void *x, int64_t g) {
-    if constexpr (BF16) {
-        const __m512i xv = _mm512_loadu_si512(static_cast<const uint16_t *>(x) + 32 * g);
-        return _mm512_dpbf16_ps(_mm512_setzero_ps(), __m512bh(codes), __m512bh(xv));
-    } else {
-        const float *xg = static_cast<const float *>(x) + 32 * g;
-        const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(codes, 16));
-        const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(codes, _mm512_set1_epi32(int(0xFFFF0000u))));
-        return _mm512_fmadd_ps(odd, _mm512_loadu_ps(xg + 16), _mm512_mul_ps(even, _mm512_loadu_ps(xg)));
-    }
+// Chunk g's weights a * q as float32, exact (every type's scale times code has at most 24 significant bits):
+// lane i of `even` is element 2i, lane i of `odd` element 2i + 1 (x's float32 layout, MatvecJob).
+struct ChunkWeights {
+    __m512 even, odd;
+};
+
+inline ChunkWeights chunk_weights(__m512i codes, __m512 a) {
+    const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(codes, 16));
+    const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(codes, _mm512_set1_epi32(int(0xFFFF0000u))));
+    return {_mm512_mul_ps(a, even), _mm512_mul_ps(a, odd)};
 }
 
 inline void store_output(void *row, int64_t n, float y, OutKind kind) {
@@ -978,89 +978,157 @@ inline __m512i chunk_codes(const typename F::Block *b, int c, const Tables &t, c
     else return F::codes(b, c, t);
 }
 
-// Feature n of R rows (x[r], sums[r], out[r]) of one job.
-template <typename F, bool BF16, int R>
-inline void rows_feature(const MatvecJob &job, int64_t n, const void *const *x, const float *const *sums,
-                         void *const *out, const Tables &table) {
-    const typename F::Block *blocks = reinterpret_cast<const typename F::Block *>(job.w + n * job.row_bytes);
-    const int64_t n_blocks = job.K / F::QK;
-    constexpr int G = F::CH == 1 ? 2 : 1;  // blocks per step: chunk g's accumulator g % 2 is a constant
+constexpr int64_t FEATURES = 8;  // output features per work item
+
+// Elements of K per pass over a work item's features: R rows of float32 x (16 KB) stay in L1 from feature to
+// feature; one pass (all of K) for 1 or 2 rows.
+template <int R>
+constexpr int64_t pass_elems() {
+    return R <= 2 ? int64_t(1) << 40 : R <= 4 ? 1024 : 512;
+}
+
+// One feature's running sums for R rows, carried from pass to pass.
+template <int R>
+struct FeatureSums {
+    alignas(64) float acc[R][16];
+    alignas(64) float ofs[R][16];  // SPAN 32: lane j mod 8 of chunk j; SPAN 16: lane j mod 16 of sub-block j
+};
+
+// Blocks [i0, i1) of features n0 .. n0 + NF - 1 (sums fs[0 .. NF - 1]) for R rows (x[r], sums[r]): each chunk's
+// weights are decoded once and applied to every row; the features only interleave (each one's sums are its own).
+template <typename F, int R, int NF>
+inline void rows_features(const MatvecJob &job, int64_t n0, int64_t i0, int64_t i1, const float *const *x,
+                          const float *const *sums, FeatureSums<R> *fs, int64_t ahead, const Tables &table) {
+    using Block = typename F::Block;
     constexpr int SPAN = offset_span<F>();
-    __m512 acc[R][2];
-    __m256 ofs[R];     // SPAN 32: lane j mod 8 of chunk j
-    __m512 ofs16[R];   // SPAN 16: lane j mod 16 of sub-block j
-    for (int r = 0; r < R; ++r) {
-        acc[r][0] = acc[r][1] = ofs16[r] = _mm512_setzero_ps();
-        ofs[r] = _mm256_setzero_ps();
+    const Block *rows[NF];
+    __m512 acc[R][NF];
+#pragma GCC unroll 8
+    for (int f = 0; f < NF; ++f) {
+        rows[f] = reinterpret_cast<const Block *>(job.w + (n0 + f) * job.row_bytes);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[r][f] = _mm512_load_ps(fs[f].acc[r]);
     }
-    for (int64_t i0 = 0; i0 < n_blocks; i0 += G) {
-        for (int bb = 0; bb < G; ++bb) {
-            const int64_t i = i0 + bb;
-            if (G > 1 && i >= n_blocks) break;
-            const typename F::Block *b = blocks + i;
-            prefetch_ahead(b);
-            const typename F::Scales s = F::scales(b, table);
-            for (int c = 0; c < F::CH; ++c) {
-                const __m512i q = chunk_codes<F>(b, c, table, s);
-                const __m512 a = F::chunk_scale(s, c);
-                const int64_t g = i * F::CH + c;
-                for (int r = 0; r < R; ++r) {
-                    acc[r][(bb * F::CH + c) % 2] = _mm512_fmadd_ps(chunk_dot<BF16>(q, x[r], g), a,
-                                                                   acc[r][(bb * F::CH + c) % 2]);
+    for (int64_t i = i0; i < i1; ++i) {
+        typename F::Scales s[NF];
+#pragma GCC unroll 8
+        for (int f = 0; f < NF; ++f) {
+            prefetch_ahead(rows[f] + i, ahead);
+            s[f] = F::scales(rows[f] + i, table);
+        }
+#pragma GCC unroll 8
+        for (int c = 0; c < F::CH; ++c) {
+            const int64_t g = i * F::CH + c;
+            ChunkWeights w[NF];
+#pragma GCC unroll 8
+            for (int f = 0; f < NF; ++f) w[f] = chunk_weights(chunk_codes<F>(rows[f] + i, c, table, s[f]), F::chunk_scale(s[f], c));
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) {
+                const __m512 even = _mm512_loadu_ps(x[r] + 32 * g), odd = _mm512_loadu_ps(x[r] + 32 * g + 16);
+#pragma GCC unroll 8
+                for (int f = 0; f < NF; ++f) {
+                    acc[r][f] = _mm512_fmadd_ps(w[f].odd, odd, _mm512_fmadd_ps(w[f].even, even, acc[r][f]));
                 }
             }
-            if constexpr (SPAN == 16) {
-                static_assert(F::QK == 256);
-                for (int r = 0; r < R; ++r) ofs16[r] = _mm512_fnmadd_ps(s.b, _mm512_loadu_ps(sums[r] + 16 * i), ofs16[r]);
-            } else if constexpr (SPAN == 32 && F::CH == 8) {
-                static_assert(F::CH == 8);
-                for (int r = 0; r < R; ++r) ofs[r] = _mm256_fnmadd_ps(s.b, _mm256_loadu_ps(sums[r] + 8 * i), ofs[r]);
+        }
+        if constexpr (SPAN == 16) {
+            static_assert(F::QK == 256);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) {
+                const __m512 xs = _mm512_loadu_ps(sums[r] + 16 * i);
+#pragma GCC unroll 8
+                for (int f = 0; f < NF; ++f) {
+                    float *o = fs[f].ofs[r];
+                    _mm512_store_ps(o, _mm512_fnmadd_ps(s[f].b, xs, _mm512_load_ps(o)));
+                }
+            }
+        } else if constexpr (SPAN == 32 && F::CH == 8) {
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) {
+                const __m256 xs = _mm256_loadu_ps(sums[r] + 8 * i);
+#pragma GCC unroll 8
+                for (int f = 0; f < NF; ++f) {
+                    float *o = fs[f].ofs[r];
+                    _mm256_store_ps(o, _mm256_fnmadd_ps(s[f].b, xs, _mm256_load_ps(o)));
+                }
             }
         }
     }
     if constexpr (SPAN == 32 && F::CH == 1) {
-        // One-chunk blocks: offsets 8 blocks at a time from their fields (the row is in L1 by now); lanes past
-        // the last block add -(0 * 0), which changes no sum.
-        for (int64_t i = 0; i < n_blocks; i += 8) {
-            const __mmask8 live = __mmask8(n_blocks - i >= 8 ? 0xFF : (1u << (n_blocks - i)) - 1);
-            const __m256 bv = F::offsets8(blocks + i, live);
-            for (int r = 0; r < R; ++r) ofs[r] = _mm256_fnmadd_ps(bv, _mm256_maskz_loadu_ps(live, sums[r] + i), ofs[r]);
+        // One-chunk blocks: offsets 8 blocks at a time from their fields (the rows are in L1 by now; i0 is a
+        // multiple of 8); lanes past the last block add -(0 * 0), which changes no sum.
+        for (int64_t i = i0; i < i1; i += 8) {
+            const __mmask8 live = __mmask8(i1 - i >= 8 ? 0xFF : (1u << (i1 - i)) - 1);
+            for (int f = 0; f < NF; ++f) {
+                const __m256 bv = F::offsets8(rows[f] + i, live);
+                for (int r = 0; r < R; ++r) {
+                    const __m256 xs = _mm256_maskz_loadu_ps(live, sums[r] + i);
+                    float *o = fs[f].ofs[r];
+                    _mm256_store_ps(o, _mm256_fnmadd_ps(bv, xs, _mm256_load_ps(o)));
+                }
+            }
         }
     }
-    for (int r = 0; r < R; ++r) {
-        float y = sum16(_mm512_add_ps(acc[r][0], acc[r][1]));
-        if constexpr (SPAN == 16) y = y + sum16(ofs16[r]);
-        if constexpr (SPAN == 32) y = y + sum8(ofs[r]);
-        if (job.bias) y = y + job.bias[n];
-        store_output(out[r], n, y, job.out_kind);
+#pragma GCC unroll 8
+    for (int f = 0; f < NF; ++f) {
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) _mm512_store_ps(fs[f].acc[r], acc[r][f]);
     }
 }
 
-template <typename F, bool BF16>
-void feature(const MatvecJob &job, int64_t n, const Tables &table) {
+// Features [n0, n1) (at most FEATURES) of R rows: passes of pass_elems<R>() elements of K over all of them, NF
+// features at a time (enough independent sums to hide the FMA latency at small R, few enough to keep R * NF
+// accumulators in registers), the rest one at a time.
+template <typename F, int R>
+inline void rows_range(const MatvecJob &job, int64_t n0, int64_t n1, const float *const *x, const float *const *s,
+                       void *const *o, const Tables &table) {
+    constexpr int NF = R <= 2 ? 4 : 2;
+    constexpr int SPAN = offset_span<F>();
+    constexpr int64_t PASS_BLOCKS = std::max<int64_t>(1, pass_elems<R>() / F::QK);
+    static_assert(F::CH > 1 || PASS_BLOCKS % 8 == 0);
+    FeatureSums<R> fs[FEATURES] = {};
+    const int64_t n_blocks = job.K / F::QK;
+    // Prefetch the same bytes of the rows that come next: the next NF features in one pass, else the next work
+    // item's (all rows of a group advance together, so bytes ahead in a row are being read already).
+    const int64_t ahead = (PASS_BLOCKS >= n_blocks ? NF : FEATURES) * job.row_bytes;
+    for (int64_t i0 = 0; i0 < n_blocks; i0 += PASS_BLOCKS) {
+        const int64_t i1 = std::min(n_blocks, i0 + PASS_BLOCKS);
+        int64_t n = n0;
+        for (; n + NF <= n1; n += NF) rows_features<F, R, NF>(job, n, i0, i1, x, s, fs + (n - n0), ahead, table);
+        for (; n < n1; ++n) rows_features<F, R, 1>(job, n, i0, i1, x, s, fs + (n - n0), ahead, table);
+    }
+    for (int64_t n = n0; n < n1; ++n) {
+        const FeatureSums<R> &f = fs[n - n0];
+        for (int r = 0; r < R; ++r) {
+            float y = sum16(_mm512_load_ps(f.acc[r]));
+            if constexpr (SPAN == 16) y = y + sum16(_mm512_load_ps(f.ofs[r]));
+            if constexpr (SPAN == 32) y = y + sum8(_mm256_load_ps(f.ofs[r]));
+            if (job.bias) y = y + job.bias[n];
+            store_output(o[r], n, y, job.out_kind);
+        }
+    }
+}
+
+template <typename F>
+void features(const MatvecJob &job, int64_t n0, int64_t n1, const Tables &table) {
     for (int64_t m = 0; m < job.M; m += 8) {
-        const void *const *x = job.x_rows + m;
+        const float *const *x = reinterpret_cast<const float *const *>(job.x_rows + m);
         const float *const *s = job.sum_rows ? job.sum_rows + m : nullptr;
         void *const *o = job.out_rows + m;
         switch (std::min<int64_t>(8, job.M - m)) {
-            case 1: rows_feature<F, BF16, 1>(job, n, x, s, o, table); break;
-            case 2: rows_feature<F, BF16, 2>(job, n, x, s, o, table); break;
-            case 3: rows_feature<F, BF16, 3>(job, n, x, s, o, table); break;
-            case 4: rows_feature<F, BF16, 4>(job, n, x, s, o, table); break;
-            case 5: rows_feature<F, BF16, 5>(job, n, x, s, o, table); break;
-            case 6: rows_feature<F, BF16, 6>(job, n, x, s, o, table); break;
-            case 7: rows_feature<F, BF16, 7>(job, n, x, s, o, table); break;
-            default: rows_feature<F, BF16, 8>(job, n, x, s, o, table); break;
+            case 1: rows_range<F, 1>(job, n0, n1, x, s, o, table); break;
+            case 2: rows_range<F, 2>(job, n0, n1, x, s, o, table); break;
+            case 3: rows_range<F, 3>(job, n0, n1, x, s, o, table); break;
+            case 4: rows_range<F, 4>(job, n0, n1, x, s, o, table); break;
+            case 5: rows_range<F, 5>(job, n0, n1, x, s, o, table); break;
+            case 6: rows_range<F, 6>(job, n0, n1, x, s, o, table); break;
+            case 7: rows_range<F, 7>(job, n0, n1, x, s, o, table); break;
+            default: rows_range<F, 8>(job, n0, n1, x, s, o, table); break;
         }
     }
 }
 
-using FeatureFn = void (*)(const MatvecJob &, int64_t, const Tables &);
-
-template <typename F>
-FeatureFn pick(bool bf16) {
-    return bf16 ? feature<F, true> : feature<F, false>;
-}
+using FeaturesFn = void (*)(const MatvecJob &, int64_t, int64_t, const Tables &);
 
 // Every type with a factored kernel: GGUF type id, struct.
 #define GGUF_MV_TYPES(X) \
@@ -1100,11 +1168,11 @@ FeatureFn pick(bool bf16) {
     X(23, IQ4_XS)     \
     X(39, MXFP4)
 
-inline bool factored(int64_t qtype, FeatureFn *fn, Tables *table, bool bf16) {
+inline bool factored(int64_t qtype, FeaturesFn *fn, Tables *table) {
     switch (qtype) {
 #define GGUF_MV_CASE(ID, T) \
     case ID:                 \
-        if (fn) *fn = pick<T>(bf16), *table = T::tables(); \
+        if (fn) *fn = features<T>, *table = T::tables(); \
         return true;
         GGUF_MV_TYPES(GGUF_MV_CASE)
 #undef GGUF_MV_CASE
@@ -1112,7 +1180,7 @@ inline bool factored(int64_t qtype, FeatureFn *fn, Tables *table, bool bf16) {
     return false;
 }
 
-bool supports(int64_t qtype) { return factored(qtype, nullptr, nullptr, false); }
+bool supports(int64_t qtype) { return factored(qtype, nullptr, nullptr); }
 
 int offset_span(int64_t qtype) {
     switch (qtype) {
@@ -1127,12 +1195,11 @@ int offset_span(int64_t qtype) {
 bool offsets(int64_t qtype) { return offset_span(qtype) != 0; }
 
 void matvec(const MatvecJob *jobs, int64_t n_jobs) {
-    constexpr int64_t FEATURES = 8;  // output features per work item
     std::vector<int64_t> first(n_jobs + 1, 0);
-    std::vector<FeatureFn> fns(n_jobs);
+    std::vector<FeaturesFn> fns(n_jobs);
     std::vector<Tables> tables(n_jobs);
     for (int64_t i = 0; i < n_jobs; ++i) {
-        factored(jobs[i].qtype, &fns[i], &tables[i], jobs[i].x_bf16);
+        factored(jobs[i].qtype, &fns[i], &tables[i]);
         first[i + 1] = first[i] + (jobs[i].N + FEATURES - 1) / FEATURES;
     }
     at::parallel_for(0, first[n_jobs], 1, [&](int64_t u0, int64_t u1) {
@@ -1140,7 +1207,7 @@ void matvec(const MatvecJob *jobs, int64_t n_jobs) {
         for (int64_t u = u0; u < u1; ++u) {
             while (u >= first[i + 1]) ++i;
             const int64_t n0 = (u - first[i]) * FEATURES, n1 = std::min(jobs[i].N, n0 + FEATURES);
-            for (int64_t n = n0; n < n1; ++n) fns[i](jobs[i], n, tables[i]);
+            fns[i](jobs[i], n0, n1, tables[i]);
         }
     });
 }
