@@ -119,7 +119,6 @@ struct Q4_0 {
     using Block = block_q4_0;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
-    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     struct Scales {
         const float *a;
     };
@@ -287,7 +286,6 @@ struct MXFP4 {
     using Block = block_mxfp4;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
-    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     struct Scales {
         const float *a;
     };
@@ -1029,16 +1027,6 @@ FeatureFn pick(bool bf16) {
     X(40, NVFP4)         \
     X(41, Q1_0)          \
     X(42, Q2_0)
-
-// The types the AMX tier (amx_kernels.h) takes: one offset lane per chunk where there are offsets.
-#define GGUF_AMX_TYPES(X)\
-    X(2, Q4_0)        \
-    X(8, Q8_0)        \
-    X(12, Q4_K)       \
-    X(13, Q5_K)       \
-    X(14, Q6_K)       \
-    X(23, IQ4_XS)     \
-    X(39, MXFP4)
 
 inline bool factored(int64_t qtype, FeatureFn *fn, Tables *table, bool bf16) {
     switch (qtype) {
