@@ -411,7 +411,14 @@ void run_scaled(std::vector<Job> &jbs, const Tables &table) {
     X(2, Q4_0)                  \
     X(6, Q5_0)                  \
     X(11, Q3_K)                 \
+    X(16, IQ2_XXS)              \
+    X(17, IQ2_XS)               \
+    X(18, IQ3_XXS)              \
+    X(19, IQ1_S)                \
     X(20, IQ4_NL)               \
+    X(21, IQ3_S)                \
+    X(22, IQ2_S)                \
+    X(29, IQ1_M)                \
     X(34, TQ1_0)                \
     X(35, TQ2_0)                \
     X(39, MXFP4)                \

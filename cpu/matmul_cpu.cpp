@@ -212,8 +212,9 @@ void gguf_linear_out(const at::Tensor &x, const at::Tensor &blocks_in, int64_t q
     const int64_t M = x.size(0), K = x.size(1), N = blocks_in.size(0);
     if (M == 0 || N == 0) return;
     const at::Tensor blocks = aligned_blocks(blocks_in, qtype);
-    // M > 8 rows of bfloat16 x on AMX: the AMX tier (matrix tier's place; one order for every M > 8).
-    const bool amx = M > kMatvecRows && x.scalar_type() == at::kBFloat16 && amx_tier(qtype);
+    // M > 8 rows of bfloat16 x on AMX: the AMX tier (matrix tier's place; one order for every M > 8). K = 0 has no
+    // chunk to run it, so the other tiers write its zeros (+ bias).
+    const bool amx = M > kMatvecRows && K > 0 && x.scalar_type() == at::kBFloat16 && amx_tier(qtype);
     if ((M <= kMatvecRows || amx) && matvec_tier(qtype)) {
         std::vector<int64_t> x_index(M);
         std::vector<void *> out_rows(M);

@@ -31,8 +31,8 @@ needs_amx = pytest.mark.skipif(not AMX, reason="the AMX tier needs AMX-BF16 (and
 
 # The types of the parts order (cpu/amx_kernels.h GGUF_AMX_PARTS_TYPES) and their bfloat16 parts per weight; the
 # other AMX types take the scaled order.
-PARTS = {"Q4_0": 2, "Q5_0": 2, "Q3_K": 3, "IQ4_NL": 3, "TQ1_0": 2, "TQ2_0": 2, "MXFP4": 1, "NVFP4": 1, "Q1_0": 2,
-         "Q2_0": 2}
+PARTS = {"Q4_0": 2, "Q5_0": 2, "Q3_K": 3, "IQ2_XXS": 3, "IQ2_XS": 3, "IQ3_XXS": 3, "IQ1_S": 3, "IQ4_NL": 3,
+         "IQ3_S": 3, "IQ2_S": 3, "IQ1_M": 3, "TQ1_0": 2, "TQ2_0": 2, "MXFP4": 1, "NVFP4": 1, "Q1_0": 2, "Q2_0": 2}
 
 
 def amx_n(name, K: int, bias: bool = False) -> int:
@@ -222,3 +222,23 @@ def test_parts_order_adds_c_once():
     x[:, 0], x[:, 32:] = 1, 2.0 ** -25
     y = k.mul_mat_vec(blocks, x.to(torch.bfloat16), t.id, 16)
     assert (y == 1 + 2.0 ** -20).all(), y[0, :4]
+
+
+@needs_amx
+@pytest.mark.parametrize("name", ["Q4_0", "Q8_0"])
+def test_k_zero_writes_zeros_and_bias(name):
+    """K = 0 with more than 8 rows: zeros (+ bias) as in every tier. The AMX kernels have no chunk to run, so such
+    calls leave them; before, the output stayed unwritten (stale memory: seen under ASan, whose allocator does not
+    hand out zeroed memory). A freed buffer of NaN just before the call makes stale memory likely here too."""
+    k = hub_kernel()
+    blocks = torch.zeros(5, 0, dtype=torch.uint8)
+    x = torch.zeros(12, 0, dtype=torch.bfloat16)
+    bias = torch.randn(5, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    for b in (None, bias):
+        stale = torch.full((12, 5), float("nan"), dtype=torch.bfloat16)
+        del stale
+        want = torch.zeros(12, 5, dtype=torch.bfloat16) if b is None else b.expand(12, 5)
+        testing.assert_bits_equal(k.linear(x, blocks, name, b), want, f"{name} linear bias={b is not None}")
+    stale = torch.full((12, 5), float("nan"))
+    del stale
+    testing.assert_bits_equal(k.mul_mat_vec(blocks, x, resolve(name).id, 5), torch.zeros(12, 5), f"{name} mul_mat_vec")
