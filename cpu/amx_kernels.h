@@ -1,12 +1,12 @@
 // The AMX tier of the CPU matmul (contract v2, README "Compute on packed weights"): M > 8 rows of bfloat16 x
 // (linear, mul_mat_vec; the mat-vec tier keeps M <= 8 and every mul_mat_id slot, where it is faster), on the
 // factored types of matvec_kernels.h, on CPUs with AMX-TILE and AMX-BF16 whose kernel grants the tile state.
-// Included once, after matvec_kernels.h, by matvec_avx512bf16.cpp. The kernel itself takes any M (jobs as the
-// mat-vec tier's).
+// Included once, after matvec_kernels.h, by matvec_avx512bf16.cpp. The kernels themselves take any M. Two orders,
+// each type in one (GGUF_AMX_SCALED_TYPES, GGUF_AMX_PARTS_TYPES), whichever was faster for it:
 //
-// Weights are the A tile (16 output features x 32 codes of one chunk, the codes of F::codes: exact in bfloat16),
-// x the B tile (16 pairs of K x up to 16 rows of x, built once per call). Per output (row m, feature n), in this
-// order, whatever M, the rows beside m, the tiling or the thread count:
+// Scaled order: weights are the A tile (16 output features x 32 codes of one chunk, the codes of F::codes: exact
+// in bfloat16), x the B tile (16 pairs of K x up to 16 rows of x, built once per call). Per output (row m,
+// feature n), in this order, whatever M, the rows beside m, the tiling or the thread count:
 //   P     = TDPBF16PS of the chunk's 32 (or, for types with 16-element scales, each half's 16) products from +0
 //           (x below 2^-126 counts as zero; the hardware's order of the float32 additions inside one
 //           instruction is not specified beyond round-to-nearest-even and flushing to zero: see the bound);
@@ -14,6 +14,15 @@
 //   acc   = fnmadd(b, X, acc) after each chunk's fma for offset types, X = the chunk's sum of x (as the mat-vec
 //           tier computes it);
 //   y     = acc [+ bias].
+//
+// Parts order (types without offsets whose scaled weight v = a * q, F::chunk_scale times F::codes in one float32
+// product, has at most 16 significant bits, or 24 for types with no AMX order otherwise): the A tiles hold v as
+// Parts<F> bfloat16 parts, each the next 8 significant bits of v (truncation: the parts sum to v exactly), so the
+// tiles accumulate across all of K with no per-chunk scale work:
+//   C     = +0, then for chunk g = 0, 1, ... and each part p (high first): C = TDPBF16PS(C, part p of chunk g,
+//           x of chunk g) (exact products; x and weight parts below 2^-126 count as zero; the hardware adds C
+//           once to the instruction's sum of products, probed: see the bound);
+//   y     = C [+ bias].
 #include <type_traits>
 
 namespace gguf_mv_avx512bf16 {
@@ -40,7 +49,7 @@ struct alignas(64) TileConfig {
     uint8_t rows[16];
 };
 
-// Tiles 0, 1: A (16 features x 32 codes, or 16 for types with 16-element scales); 2, 3: B (16 or 8 pairs x 16
+// Scaled order: tiles 0, 1: A (16 features x 32 codes, or 16 for types with 16-element scales); 2, 3: B (16 or 8 pairs x 16
 // rows of x); 4, 5: C (16 features x 16 rows). Two of each: one step's product runs while the previous one is
 // drained.
 inline void configure(bool half) {
@@ -54,7 +63,16 @@ inline void configure(bool half) {
     _tile_loadconfig(&cfg);
 }
 
-// One job's x as B tiles of 16 rows of x (zero rows pad the last): per tile t and chunk g, 16 pairs x 16 rows, word
+// Parts order: tiles 0-3: C (16 features x 16 rows of x) of feature groups 0, 0, 1, 1 by x tiles 0, 1, 0, 1;
+// 4, 5: A (16 features x 16 pairs) of groups 0, 1; 6, 7: B (16 pairs x 16 rows) of x tiles 0, 1.
+inline void configure_parts() {
+    TileConfig cfg{};
+    cfg.palette = 1;
+    for (int i = 0; i < 8; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;
+    _tile_loadconfig(&cfg);
+}
+
+// One job's x as B tiles of 16 rows of x (zero rows pad the last, and a zero tile an odd count): per tile t and chunk g, 16 pairs x 16 rows, word
 // bx[((t * chunks + g) * 16 + k) * 16 + r] = elements 32g + 2k, 32g + 2k + 1 of row 16t + r; for offset types the
 // chunk sums xs[(t * chunks + g) * 16 + r]. Tile rows are 64 bytes apart whatever M: narrower strides make the
 // tile loads and stores 3 times slower here.
@@ -63,8 +81,7 @@ struct Job {
     int64_t tiles, chunks, groups;
     std::vector<uint32_t> bx;
     std::vector<float> xs;
-    std::vector<Vec> acc;     // per (group, tile): 16 vectors carried between passes
-    bool half;                // the type has 16-element scales
+    std::vector<Vec> acc;     // per (group, tile): 16 vectors (parts order: a C tile) carried between passes
 };
 
 // The per-pass weights of one group of 16 features: per chunk, 16 rows of 32 codes, and the scales a (a2: the
@@ -176,35 +193,40 @@ void tile_pass(const Weights &wt, const uint32_t *bx, const float *xs, int64_t g
     for (int n = 0; n < 16; ++n) _mm512_store_ps(carried[n].v, acc[n]);
 }
 
+// y = acc [+ bias] of one group and tile of x (acc[n]: feature n's 16 rows), rows below M and features below N.
+inline void store(const MatvecJob &job, int64_t group, int64_t t, const Vec *acc) {
+    const int64_t n0 = group * FEATURES;
+    if (n0 >= job.N) return;
+    // Row r of the output: lane r of the 16 accumulators, gathered.
+    const int features = int(std::min<int64_t>(FEATURES, job.N - n0));
+    const __mmask16 valid = __mmask16((1u << features) - 1);
+    const __m512i lane_r = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32(16));
+    const __m512 bias = job.bias ? _mm512_maskz_loadu_ps(valid, job.bias + n0) : _mm512_setzero_ps();
+    for (int64_t r = 0; r < 16 && t * 16 + r < job.M; ++r) {
+        __m512 y = _mm512_i32gather_ps(lane_r, acc[0].v + r, 4);
+        if (job.bias) y = _mm512_add_ps(y, bias);
+        void *row = job.out_rows[t * 16 + r];
+        if (job.out_kind == OutKind::f32) {
+            _mm512_mask_storeu_ps(static_cast<float *>(row) + n0, valid, y);
+        } else {
+            alignas(64) float v[16];
+            _mm512_store_ps(v, y);
+            for (int n = 0; n < features; ++n) store_output(row, n0 + n, v[n], job.out_kind);
+        }
+    }
+}
+
 // One group's pass over chunks [g0, g1) for every tile of the job: acc from +0 (first pass) or carried, then
 // carried or (last pass) stored with the bias.
 template <bool HALF, bool OFS>
 void group_pass(Job &jb, int64_t group, const Weights &wt, int64_t g0, int64_t g1) {
     const MatvecJob &job = *jb.job;
-    const int64_t n0 = group * FEATURES;
     for (int64_t t = 0; t < jb.tiles; ++t) {
         Vec *acc = &jb.acc[(group * jb.tiles + t) * 16];
         tile_pass<HALF, OFS>(wt, jb.bx.data() + t * jb.chunks * 256, OFS ? jb.xs.data() + t * jb.chunks * 16 : nullptr,
                              g0, g1, acc);
-        if (g1 < jb.chunks) continue;
-        // Row r of the output: lane r of the 16 accumulators, gathered.
-        const int features = int(std::min<int64_t>(FEATURES, job.N - n0));
-        const __mmask16 valid = __mmask16((1u << features) - 1);
-        const __m512i lane_r = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                  _mm512_set1_epi32(16));
-        const __m512 bias = job.bias ? _mm512_maskz_loadu_ps(valid, job.bias + n0) : _mm512_setzero_ps();
-        for (int64_t r = 0; r < 16 && t * 16 + r < job.M; ++r) {
-            __m512 y = _mm512_i32gather_ps(lane_r, acc[0].v + r, 4);
-            if (job.bias) y = _mm512_add_ps(y, bias);
-            void *row = job.out_rows[t * 16 + r];
-            if (job.out_kind == OutKind::f32) {
-                _mm512_mask_storeu_ps(static_cast<float *>(row) + n0, valid, y);
-            } else {
-                alignas(64) float v[16];
-                _mm512_store_ps(v, y);
-                for (int n = 0; n < features; ++n) store_output(row, n0 + n, v[n], job.out_kind);
-            }
-        }
+        if (g1 == jb.chunks) store(job, group, t, acc);
     }
 }
 
@@ -214,28 +236,215 @@ void group(Job &jb, int64_t group, int64_t g0, int64_t g1, const Tables &table, 
     group_pass<ScaleElems<F>::value == 16, F::OFFSET>(jb, group, wt, g0, g1);
 }
 
-using GroupFn = void (*)(Job &, int64_t, int64_t, int64_t, const Tables &, Weights &);
+// The parts order.
 
-inline void amx_factored(int64_t qtype, GroupFn *fn, Tables *table, bool *half) {
-    switch (qtype) {
-#define GGUF_AMX_CASE(ID, T) \
-    case ID: *fn = group<T>, *table = T::tables(), *half = ScaleElems<T>::value == 16; break;
-        GGUF_AMX_TYPES(GGUF_AMX_CASE)
-#undef GGUF_AMX_CASE
+// bfloat16 parts of v = a * q: 2 where v has at most 16 significant bits (an f16 scale times a code of up to 5
+// bits), 1 where v is a power of two times a 2-bit integer (MXFP4: E8M0 scale times a doubled E2M1 value) or a
+// 4-bit float times one (NVFP4: UE4M3 scale); 3 (every float32) otherwise.
+template <typename F>
+struct Parts : std::integral_constant<int, 3> {};
+template <> struct Parts<Q4_0> : std::integral_constant<int, 2> {};
+template <> struct Parts<Q5_0> : std::integral_constant<int, 2> {};
+template <> struct Parts<Q1_0> : std::integral_constant<int, 2> {};
+template <> struct Parts<Q2_0> : std::integral_constant<int, 2> {};
+template <> struct Parts<TQ1_0> : std::integral_constant<int, 2> {};
+template <> struct Parts<TQ2_0> : std::integral_constant<int, 2> {};
+template <> struct Parts<MXFP4> : std::integral_constant<int, 1> {};
+template <> struct Parts<NVFP4> : std::integral_constant<int, 1> {};
+
+constexpr int PARTS_STEP = 8;  // chunks per step of a pass: two groups' decoded parts (up to 48 KB) stay near L1
+
+// One step's weights of two groups of 16 features: w[((group * PARTS_STEP + g) * P + p) * 16 + f] = part p of
+// chunk g of feature f.
+struct PartWeights {
+    std::vector<Vec> w;
+    explicit PartWeights(int parts) : w(2 * PARTS_STEP * parts * FEATURES) {}
+};
+
+// The P bfloat16 parts of v = a * q (lane i of a scales codes 2i, 2i + 1), high first, P * 16 vectors apart.
+template <int P>
+__attribute__((always_inline)) inline void split(__m512i q, __m512 a, Vec *parts) {
+    const __m512i top = _mm512_set1_epi32(int(0xFFFF0000u));
+    __m512 even = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(q, 16)), a);
+    __m512 odd = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(q, top)), a);
+    for (int p = 0; p < P; ++p) {
+        const __m512 he = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(even), top));
+        const __m512 ho = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(odd), top));
+        _mm512_store_si512(parts[p * FEATURES].v,
+                           _mm512_or_si512(_mm512_castps_si512(ho), _mm512_srli_epi32(_mm512_castps_si512(he), 16)));
+        even = _mm512_sub_ps(even, he), odd = _mm512_sub_ps(odd, ho);
     }
+}
+
+// Decodes chunks [g0, g1) of features n0 .. n0 + 15 into slot h of wt (features past N repeat the last).
+template <typename F>
+void decode_parts(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, const Tables &table, PartWeights &wt,
+                  int h) {
+    constexpr int P = Parts<F>::value;
+    for (int f = 0; f < FEATURES; ++f) {
+        const int64_t n = std::min(n0 + f, job.N - 1);
+        const typename F::Block *blocks = reinterpret_cast<const typename F::Block *>(job.w + n * job.row_bytes);
+        for (int64_t i = g0 / F::CH; i * F::CH < g1; ++i) {
+            const typename F::Block *b = blocks + i;
+            prefetch_ahead(b);
+            const typename F::Scales s = F::scales(b, table);
+            for (int c = int(std::max<int64_t>(0, g0 - i * F::CH)); c < F::CH && i * F::CH + c < g1; ++c) {
+                const int64_t g = h * PARTS_STEP + i * F::CH + c - g0;
+                split<P>(chunk_codes<F>(b, c, table, s), F::chunk_scale(s, c), &wt.w[g * P * FEATURES + f]);
+            }
+        }
+    }
+}
+
+// Chunks [0, chunks) of one step for two groups (A parts w0, w1) by two tiles of x (B: b0, b1): the four C tiles
+// from +0 (first step) or loaded from c[0..3], and stored back there.
+template <int P>
+void tiles_2x2(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t *b1, int64_t chunks, bool first,
+               float *const c[4]) {
+    asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
+    if (first) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    } else {
+        _tile_loadd(0, c[0], 64);
+        _tile_loadd(1, c[1], 64);
+        _tile_loadd(2, c[2], 64);
+        _tile_loadd(3, c[3], 64);
+    }
+    for (int64_t g = 0; g < chunks; ++g) {
+        _tile_loadd(6, b0 + g * 256, 64);
+        _tile_loadd(7, b1 + g * 256, 64);
+#pragma GCC unroll 3
+        for (int p = 0; p < P; ++p) {
+            _tile_loadd(4, w0[(g * P + p) * FEATURES].v, 64);
+            _tile_loadd(5, w1[(g * P + p) * FEATURES].v, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, c[0], 64);
+    _tile_stored(1, c[1], 64);
+    _tile_stored(2, c[2], 64);
+    _tile_stored(3, c[3], 64);
+    asm volatile("" : : : "memory");
+}
+
+// One step (chunks [g0, g1)) of groups 2 pair and 2 pair + 1 over every tile of x of the job; the last step stores
+// y = C [+ bias].
+template <typename F>
+void pair_step(Job &jb, int64_t pair, int64_t g0, int64_t g1, const Tables &table, PartWeights &wt) {
+    constexpr int P = Parts<F>::value;
+    const MatvecJob &job = *jb.job;
+    for (int h = 0; h < 2; ++h) decode_parts<F>(job, (2 * pair + h) * FEATURES, g0, g1, table, wt, h);
+    const int64_t tiles = (jb.tiles + 1) / 2 * 2;
+    const auto acc = [&](int h, int64_t t) { return jb.acc[((2 * pair + h) * tiles + t) * 16].v; };
+    for (int64_t t = 0; t < tiles; t += 2) {
+        float *const c[4] = {acc(0, t), acc(0, t + 1), acc(1, t), acc(1, t + 1)};
+        tiles_2x2<P>(wt.w.data(), &wt.w[PARTS_STEP * P * FEATURES], jb.bx.data() + (t * jb.chunks + g0) * 256,
+                     jb.bx.data() + ((t + 1) * jb.chunks + g0) * 256, g1 - g0, g0 == 0, c);
+        if (g1 < jb.chunks) continue;
+        for (int h = 0; h < 2; ++h) {
+            for (int64_t tt = t; tt < std::min(t + 2, jb.tiles); ++tt) {
+                store(job, 2 * pair + h, tt, reinterpret_cast<const Vec *>(acc(h, tt)));
+            }
+        }
+    }
+}
+
+// Runs the jobs' passes in the parts order: per pass, one parallel loop over the pairs of 16-feature groups,
+// each pair taking the pass in steps of PARTS_STEP chunks.
+template <typename F>
+void run_parts(std::vector<Job> &jbs, const Tables &table) {
+    std::vector<int64_t> first(jbs.size() + 1, 0);
+    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + (jbs[i].groups + 1) / 2;
+    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
+    for (int64_t p0 = 0; p0 < chunks; p0 += K_BLOCK) {
+        const int64_t p1 = std::min(chunks, p0 + K_BLOCK);
+        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
+            PartWeights wt(Parts<F>::value);
+            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
+            configure_parts();
+            for (int64_t u = u0; u < u1; ++u) {
+                while (u >= first[i + 1]) ++i;
+                for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) {
+                    pair_step<F>(jbs[i], u - first[i], g0, std::min(p1, g0 + PARTS_STEP), table, wt);
+                }
+            }
+            _tile_release();
+        });
+    }
+}
+
+// The scaled order's passes (see matmul_amx).
+template <typename F>
+void run_scaled(std::vector<Job> &jbs, const Tables &table) {
+    std::vector<int64_t> first(jbs.size() + 1, 0);
+    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + jbs[i].groups;
+    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
+    for (int64_t g0 = 0; g0 < chunks; g0 += K_BLOCK) {
+        const int64_t g1 = std::min(chunks, g0 + K_BLOCK);
+        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
+            Weights wt(K_BLOCK);
+            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
+            configure(ScaleElems<F>::value == 16);
+            for (int64_t u = u0; u < u1; ++u) {
+                while (u >= first[i + 1]) ++i;
+                group<F>(jbs[i], u - first[i], g0, g1, table, wt);
+            }
+            _tile_release();
+        });
+    }
+}
+
+// The types of each order: GGUF type id, struct.
+#define GGUF_AMX_SCALED_TYPES(X) \
+    X(8, Q8_0)                   \
+    X(12, Q4_K)                  \
+    X(13, Q5_K)                  \
+    X(14, Q6_K)                  \
+    X(23, IQ4_XS)
+#define GGUF_AMX_PARTS_TYPES(X) \
+    X(2, Q4_0)                  \
+    X(6, Q5_0)                  \
+    X(11, Q3_K)                 \
+    X(16, IQ2_XXS)              \
+    X(17, IQ2_XS)               \
+    X(18, IQ3_XXS)              \
+    X(19, IQ1_S)                \
+    X(20, IQ4_NL)               \
+    X(21, IQ3_S)                \
+    X(22, IQ2_S)                \
+    X(29, IQ1_M)                \
+    X(34, TQ1_0)                \
+    X(35, TQ2_0)                \
+    X(39, MXFP4)                \
+    X(40, NVFP4)                \
+    X(41, Q1_0)                 \
+    X(42, Q2_0)
+
+using RunFn = void (*)(std::vector<Job> &, const Tables &);
+
+inline bool amx_kernel(int64_t qtype, RunFn *fn, Tables *table) {
+    switch (qtype) {
+#define GGUF_AMX_SCALED(ID, T) \
+    case ID: if (fn) *fn = run_scaled<T>, *table = T::tables(); return true;
+        GGUF_AMX_SCALED_TYPES(GGUF_AMX_SCALED)
+#undef GGUF_AMX_SCALED
+#define GGUF_AMX_PARTS(ID, T) \
+    case ID: if (fn) *fn = run_parts<T>, *table = T::tables(); return true;
+        GGUF_AMX_PARTS_TYPES(GGUF_AMX_PARTS)
+#undef GGUF_AMX_PARTS
+    }
+    return false;
 }
 
 }  // namespace amx
 
-bool amx_supports(int64_t qtype) {
-    switch (qtype) {
-#define GGUF_AMX_ID(ID, T) case ID:
-        GGUF_AMX_TYPES(GGUF_AMX_ID)
-#undef GGUF_AMX_ID
-        return true;
-    }
-    return false;
-}
+bool amx_supports(int64_t qtype) { return amx::amx_kernel(qtype, nullptr, nullptr); }
 
 namespace amx {
 
@@ -245,7 +454,8 @@ inline void prepare(Job &jb) {
     jb.tiles = (job.M + 15) / 16;
     jb.chunks = job.K / 32;
     jb.groups = (job.N + FEATURES - 1) / FEATURES;
-    jb.bx.assign(size_t(jb.tiles * jb.chunks * 256), 0);
+    const int64_t tiles = (jb.tiles + 1) / 2 * 2, groups = (jb.groups + 1) / 2 * 2;
+    jb.bx.assign(size_t(tiles * jb.chunks * 256), 0);
     if (job.sum_rows) jb.xs.assign(size_t(jb.tiles * jb.chunks * 16), 0.0f);
     at::parallel_for(0, jb.tiles, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
@@ -259,40 +469,25 @@ inline void prepare(Job &jb) {
             }
         }
     });
-    jb.acc.resize(size_t(jb.groups * jb.tiles * 16));
+    jb.acc.resize(size_t(groups * tiles * 16));
 }
 
 }  // namespace amx
 
-// Runs every job (bfloat16 x, one K) on AMX: passes of K_BLOCK chunks, each one parallel loop over the 16-feature
-// groups of all jobs.
+// Runs every job (bfloat16 x, one K, one type) on AMX in its type's order: passes of K_BLOCK chunks, each one
+// parallel loop over the feature groups of all jobs.
 void matmul_amx(const MatvecJob *jobs, int64_t n_jobs) {
     using namespace amx;
+    if (n_jobs == 0) return;
     std::vector<Job> jbs(n_jobs);
-    std::vector<GroupFn> fns(n_jobs);
-    std::vector<Tables> tables(n_jobs);
-    std::vector<int64_t> first(n_jobs + 1, 0);
     for (int64_t i = 0; i < n_jobs; ++i) {
         jbs[i].job = &jobs[i];
         prepare(jbs[i]);
-        amx_factored(jobs[i].qtype, &fns[i], &tables[i], &jbs[i].half);
-        first[i + 1] = first[i] + jbs[i].groups;
     }
-    const int64_t chunks = n_jobs ? jbs[0].chunks : 0;
-    for (int64_t g0 = 0; g0 < chunks; g0 += K_BLOCK) {
-        const int64_t g1 = std::min(chunks, g0 + K_BLOCK);
-        at::parallel_for(0, first[n_jobs], 1, [&](int64_t u0, int64_t u1) {
-            Weights wt(K_BLOCK);
-            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
-            int config = -1;  // the tiles' configuration: half, or -1 before the first
-            for (int64_t u = u0; u < u1; ++u) {
-                while (u >= first[i + 1]) ++i;
-                if (int(jbs[i].half) != config) configure(config = jbs[i].half);
-                fns[i](jbs[i], u - first[i], g0, g1, tables[i], wt);
-            }
-            if (config >= 0) _tile_release();
-        });
-    }
+    RunFn fn;
+    Tables table;
+    amx_kernel(jobs[0].qtype, &fn, &table);
+    fn(jbs, table);
 }
 
 }  // namespace gguf_mv_avx512bf16

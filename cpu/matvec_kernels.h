@@ -132,7 +132,6 @@ struct Q4_0 {
     using Block = block_q4_0;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
-    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     struct Scales {
         const float *a;
     };
@@ -300,7 +299,6 @@ struct MXFP4 {
     using Block = block_mxfp4;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
-    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     struct Scales {
         const float *a;
     };
@@ -1157,16 +1155,6 @@ using FeaturesFn = void (*)(const MatvecJob &, int64_t, int64_t, const Tables &)
     X(40, NVFP4)         \
     X(41, Q1_0)          \
     X(42, Q2_0)
-
-// The types the AMX tier (amx_kernels.h) takes: one offset lane per chunk where there are offsets.
-#define GGUF_AMX_TYPES(X)\
-    X(2, Q4_0)        \
-    X(8, Q8_0)        \
-    X(12, Q4_K)       \
-    X(13, Q5_K)       \
-    X(14, Q6_K)       \
-    X(23, IQ4_XS)     \
-    X(39, MXFP4)
 
 inline bool factored(int64_t qtype, FeaturesFn *fn, Tables *table) {
     switch (qtype) {

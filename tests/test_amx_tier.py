@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_dequant import testing
+from gguf_dequant import reference, testing
 from gguf_dequant.types import resolve
 
 from .hub import hub_kernel
@@ -29,10 +29,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_amx = pytest.mark.skipif(not AMX, reason="the AMX tier needs AMX-BF16 (and no GGUF_DEQUANT_CPU_ISA)")
 
 
-def amx_n(K: int, bias: bool = False) -> int:
-    """The AMX order's n: up to 31 roundings inside a chunk's TDPBF16PS, one per accumulation step after it (K / 32
-    chunks, up to 2 steps each: two halves, or scale then offset), 1 for the decoded weight's own rounding."""
-    return 32 + K // 16 + (1 if bias else 0)
+# The types of the parts order (cpu/amx_kernels.h GGUF_AMX_PARTS_TYPES) and their bfloat16 parts per weight; the
+# other AMX types take the scaled order.
+PARTS = {"Q4_0": 2, "Q5_0": 2, "Q3_K": 3, "IQ2_XXS": 3, "IQ2_XS": 3, "IQ3_XXS": 3, "IQ1_S": 3, "IQ4_NL": 3,
+         "IQ3_S": 3, "IQ2_S": 3, "IQ1_M": 3, "TQ1_0": 2, "TQ2_0": 2, "MXFP4": 1, "NVFP4": 1, "Q1_0": 2, "Q2_0": 2}
+
+
+def amx_n(name, K: int, bias: bool = False) -> int:
+    """The type's AMX order's n. Scaled order: up to 31 roundings inside a chunk's TDPBF16PS, one per accumulation
+    step after it (K / 32 chunks, up to 2 steps each: two halves, or scale then offset), 1 for the decoded weight's
+    own rounding. Parts order: up to 32 inside a product's own TDPBF16PS, 2 in each later one (C enters once:
+    test_parts_order_adds_c_once; P K / 32 instructions), 1 for the decoded weight."""
+    name = resolve(name).name
+    n = 33 + PARTS[name] * K // 16 if name in PARTS else 32 + K // 16
+    return n + (1 if bias else 0)
 
 
 def takes_amx(name, x: torch.Tensor) -> bool:
@@ -54,7 +64,7 @@ def amx_result(x: torch.Tensor, blocks: torch.Tensor, name, bias=None):
 
 def check_bound(y: torch.Tensor, x, blocks, name, bias=None, what=""):
     exact, mag, _ = bound_v2(x, blocks, name, bias)
-    n = amx_n(x.shape[-1], bias is not None)
+    n = amx_n(name, x.shape[-1], bias is not None)
     c = n / (1 - n * U)
     err = np.abs(y.double().numpy() - exact)
     assert (err <= c * U * mag).all(), f"{name} {what}: {(err / mag).max() / U:.2f} u > {c:.2f} u"
@@ -67,8 +77,7 @@ def test_bound_every_tier_size(name):
     AMX bound (wider than the mat-vec tier's); K of one and of several blocks."""
     k = hub_kernel()
     gen = torch.Generator().manual_seed(resolve(name).id)
-    K_values = (256, 1024) if resolve(name).block_elems == 256 else (32, 1024)
-    for K in K_values:
+    for K in (resolve(name).block_elems, 1024):
         blocks = packed(name, 21, K, seed=K + 1)
         x = torch.randn(1100, K, generator=gen).to(torch.bfloat16)
         for M in (1, 3, 8, 9, 64, 1100):
@@ -112,7 +121,7 @@ def test_batch_invariance_across_every_m(name):
 
 @needs_amx
 def test_determinism_across_runs_and_thread_counts():
-    assert_same_bits_across_threads(("Q4_K", "Q6_K", "Q8_0"), 40)
+    assert_same_bits_across_threads(("Q4_K", "Q6_K", "Q8_0", "Q4_0", "NVFP4"), 40)
 
 
 @needs_amx
@@ -137,7 +146,7 @@ def test_mul_mat_id_slots_stay_in_the_matvec_tier(name):
 
 
 @needs_amx
-@pytest.mark.parametrize("name", ["Q8_0", "Q6_K"])
+@pytest.mark.parametrize("name", ["Q8_0", "Q6_K", "Q4_0"])
 def test_subnormal_activations_count_as_zero(name):
     """bfloat16 x below 2^-126 counts as zero in TDPBF16PS (types without offsets: no sum of x)."""
     k = hub_kernel()
@@ -193,3 +202,43 @@ def test_amx_differs_from_the_matvec_model_somewhere():
     y = k.mul_mat_vec(blocks, x, 8, 64).numpy()
     assert not np.array_equal(y.view(np.int32), model_matvec(x, blocks, "Q8_0").view(np.int32))
     assert math.isfinite(float(np.abs(y).max()))
+
+
+@needs_amx
+def test_parts_order_adds_c_once():
+    """The parts order's bound rests on TDPBF16PS adding its accumulator C once to the instruction's sum of products
+    (probed): with C = 1 from the first chunk, the second chunk's 32 products of 2^-25 (a quarter of C's ulp each)
+    all count, y = 1 + 2^-20; adding them to C one at a time would round each away."""
+    k = hub_kernel()
+    t = resolve("MXFP4")
+    blocks = np.zeros((16, 2, t.block_bytes), np.uint8)
+    blocks[:, :, 0] = 127  # E8M0 scale 2^0, halved by the type's doubled codes
+    blocks[:, 0, 1] = 0x02  # chunk 0: element 0 is code 2 (1.0), the rest 0
+    blocks[:, 1, 1:] = 0x22  # chunk 1: every element 1.0
+    blocks = torch.from_numpy(blocks.reshape(16, -1))
+    w = reference.dequantize(blocks, "MXFP4")
+    assert w[0, 0] == 1 and (w[0, 1:32] == 0).all() and (w[0, 32:] == 1).all()
+    x = torch.zeros(12, 64)
+    x[:, 0], x[:, 32:] = 1, 2.0 ** -25
+    y = k.mul_mat_vec(blocks, x.to(torch.bfloat16), t.id, 16)
+    assert (y == 1 + 2.0 ** -20).all(), y[0, :4]
+
+
+@needs_amx
+@pytest.mark.parametrize("name", ["Q4_0", "Q8_0"])
+def test_k_zero_writes_zeros_and_bias(name):
+    """K = 0 with more than 8 rows: zeros (+ bias) as in every tier. The AMX kernels have no chunk to run, so such
+    calls leave them; before, the output stayed unwritten (stale memory: seen under ASan, whose allocator does not
+    hand out zeroed memory). A freed buffer of NaN just before the call makes stale memory likely here too."""
+    k = hub_kernel()
+    blocks = torch.zeros(5, 0, dtype=torch.uint8)
+    x = torch.zeros(12, 0, dtype=torch.bfloat16)
+    bias = torch.randn(5, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    for b in (None, bias):
+        stale = torch.full((12, 5), float("nan"), dtype=torch.bfloat16)
+        del stale
+        want = torch.zeros(12, 5, dtype=torch.bfloat16) if b is None else b.expand(12, 5)
+        testing.assert_bits_equal(k.linear(x, blocks, name, b), want, f"{name} linear bias={b is not None}")
+    stale = torch.full((12, 5), float("nan"))
+    del stale
+    testing.assert_bits_equal(k.mul_mat_vec(blocks, x, resolve(name).id, 5), torch.zeros(12, 5), f"{name} mul_mat_vec")

@@ -29,7 +29,10 @@ U = 2.0 ** -24
 FACTORED = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS",
             "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0",
             "Q2_0"]
-AMX_TYPES = ["Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4"]  # cpu/matvec_kernels.h GGUF_AMX_TYPES
+# cpu/amx_kernels.h GGUF_AMX_SCALED_TYPES, GGUF_AMX_PARTS_TYPES
+AMX_TYPES = ["Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS",
+             "Q4_0", "Q5_0", "Q3_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ1_M",
+             "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"]
 ROW_LIMIT = 8  # MAX_GEMV_ROWS
 
 
@@ -320,7 +323,7 @@ def test_both_tiers_inside_their_bounds(name):
                 from .test_amx_tier import amx_n
 
                 exact, mag, _ = bound_v2(x[:M], blocks, name)
-                c = amx_n(K) / (1 - amx_n(K) * U)
+                c = amx_n(name, K) / (1 - amx_n(name, K) * U)
             else:
                 exact, mag, c = bound(x[:M], w)
                 exact, mag = exact.numpy(), mag.numpy()
