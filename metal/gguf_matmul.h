@@ -471,12 +471,21 @@ template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET, typena
 GGUF_MV_INLINE void gguf_mv_matrix_block(device const B *block, device const B *row, device const X *x0,
                                          device const X *x1, TABLE table, ushort ga, ushort gb, uint eb,
                                          thread simdgroup_float8x8 &acc) {
+    // Every round's codes first: their shared fields (the block's scales) are read once, as the GPU compiler
+    // would (the harness's matrix operations are opaque calls that loads cannot be moved across).
+    constexpr uint ROUNDS = PARTS / 4;
+    float4 qr[ROUNDS][QUADS];
+    float ar[ROUNDS][RUNS];
+    float orr[ROUNDS][RUNS];
 #pragma unroll
-    for (uint rd = 0; rd < PARTS / 4; ++rd) {
-        float4 q[QUADS];
-        float a[RUNS];
-        float o[RUNS];
-        gguf_mv_codes(block, ushort(4 * rd + ga), table, q, a, o);
+    for (uint rd = 0; rd < ROUNDS; ++rd) {
+        gguf_mv_codes(block, ushort(4 * rd + ga), table, qr[rd], ar[rd], orr[rd]);
+    }
+#pragma unroll
+    for (uint rd = 0; rd < ROUNDS; ++rd) {
+        thread const float4 *q = qr[rd];
+        thread const float *a = ar[rd];
+        thread const float *o = orr[rd];
 #pragma unroll
         for (uint u = 0; u < RUNS; ++u) {
             const uint kq = gguf_mv_quad(row, ushort(4 * rd + gb), 2 * u + eb);
