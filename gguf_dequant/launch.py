@@ -131,12 +131,6 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "TQ2_0": (16, 4, 1, False),
 }
 
-# The factored types whose mat-vec tier sums with simdgroup matrices (the matrix order: gguf_mv_tile for
-# gguf_matrix_core in metal/gguf_matmul.h): a simdgroup takes 8 weight rows and the (up to 8) rows of x as one
-# 8 x 8 accumulator, whatever M, so its cost hardly depends on M. Their layouts have runs of 2 quads and
-# 4 parts per round sharing them.
-MV_MATRIX = frozenset({"Q4_0", "Q4_K", "Q5_K", "IQ4_XS", "MXFP4"})
-
 # The factored types whose matrix-tier weight tile is read through the factored access (coalesced words; see
 # gguf_mm_weights in metal/gguf_matmul.h): no table staged in threadgroup memory, and quad j of part p at element
 # 4 (PG QUADS (p / PG) + PG j + p % PG) of its block, PG = MM_PART_GROUP.get(type, PARTS) parts per group
@@ -174,27 +168,24 @@ def matmul_kernel(m_rows: int) -> str:
     return "mv" if m_rows <= MATMUL_X_ROWS else "mm"
 
 
-def mv_rows(m_rows: int, qtype=None) -> int:
-    """Weight rows per simdgroup of mul_mv with M rows of x for ``qtype`` (the kernel makes the same choice):
-    MV_WIDE_ROWS from MV_WIDE_M rows of x or for the MV_MATRIX types, else MV_ROWS."""
-    matrix = qtype is not None and resolve(qtype).name in MV_MATRIX
-    return MV_WIDE_ROWS if m_rows >= MV_WIDE_M or matrix else MV_ROWS
+def mv_rows(m_rows: int) -> int:
+    """Weight rows per simdgroup of mul_mv with M rows of x (the kernel makes the same choice from M)."""
+    return MV_WIDE_ROWS if m_rows >= MV_WIDE_M else MV_ROWS
 
 
-def matmul_grid(m_rows: int, n_out: int, kind: str | None = None,
-                qtype=None) -> tuple[str, tuple[int, int], int]:
-    """(kernel kind, threadgroups (x, y), threads per threadgroup) for y = x @ W^T with x (M, K), W (N, K) of
-    ``qtype``: a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (each has its tier's order)."""
+def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, tuple[int, int], int]:
+    """(kernel kind, threadgroups (x, y), threads per threadgroup) for y = x @ W^T with x (M, K), W (N, K):
+    a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (each has its tier's order)."""
     kind = kind or matmul_kernel(m_rows)
     if kind == "mv":
-        return kind, (-(-n_out // (MV_SIMDGROUPS * mv_rows(m_rows, qtype))), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH
+        return kind, (-(-n_out // (MV_SIMDGROUPS * mv_rows(m_rows))), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH
     if kind == "mm":
         return kind, (-(-n_out // MM_ROWS), -(-m_rows // MM_X_ROWS)), MM_THREADS
     raise ValueError(f"unknown matmul kernel kind {kind!r}")
 
 
 def mul_mat_id_grid(n_tokens: int, n_used: int, n_out: int, n_experts: int,
-                    kind: str | None = None, qtype=None) -> tuple[str, tuple[int, int, int], int]:
+                    kind: str | None = None) -> tuple[str, tuple[int, int, int], int]:
     """(kernel kind, threadgroups (x, y, z), threads per threadgroup) of mul_mat_id with ids (T, U):
     ``"mv_id"`` up to MATMUL_X_ROWS tokens (the mat-vec tier: a threadgroup row per slot, a slot gets the
     bits of a one-row mul_mv on its expert), else ``"mm_id"`` (the matrix tier: after mul_mat_id_map_grid's
@@ -202,7 +193,7 @@ def mul_mat_id_grid(n_tokens: int, n_used: int, n_out: int, n_experts: int,
     a mul_mm row on its expert)."""
     kind = kind or ("mv_id" if n_tokens <= MATMUL_X_ROWS else "mm_id")
     if kind == "mv_id":
-        return kind, (-(-n_out // (MV_SIMDGROUPS * mv_rows(1, qtype))), n_tokens * n_used, 1), MV_SIMDGROUPS * SIMD_WIDTH
+        return kind, (-(-n_out // (MV_SIMDGROUPS * MV_ROWS)), n_tokens * n_used, 1), MV_SIMDGROUPS * SIMD_WIDTH
     if kind == "mm_id":
         return kind, (-(-n_out // MM_ROWS), max(n_experts, 1), -(-n_tokens // MM_X_ROWS)), MM_THREADS
     raise ValueError(f"unknown mul_mat_id kernel kind {kind!r}")

@@ -213,7 +213,7 @@ def _matmul(x2: torch.Tensor, blocks: torch.Tensor, t, bias: torch.Tensor | None
     n = blocks.shape[0]
     if m == 0 or n == 0:
         return
-    kind, (gx, gy), group = launch.matmul_grid(m, n, qtype=t.name)
+    kind, (gx, gy), group = launch.matmul_grid(m, n)
     name = f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x2.dtype]}_{_SUFFIX[out.dtype]}"
     b = x2 if bias is None else bias  # buffer 2 must be bound; not read without a bias
     _need_dtype(t, x2.dtype, out.dtype)
@@ -280,7 +280,7 @@ def mul_mat_id(blocks: torch.Tensor, x: torch.Tensor, ids: torch.Tensor, qtype, 
     # Out-of-range ids stay out of range after the narrowing to int32 (no wrap onto a real expert).
     ids32 = torch.where((ids >= 0) & (ids < n_exp), ids, -1).to(torch.int32).contiguous()
     x3 = _aligned((x.unsqueeze(1) if x.dim() == 2 else x).contiguous())
-    kind, (gx, gy, gz), group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp, qtype=t.name)
+    kind, (gx, gy, gz), group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp)
     scalars = [x.shape[-1], n, n_exp, n_used, x3.shape[1]]
     buffers = [_aligned(blocks, 16), x3, ids32, out]
     if kind == "mm_id":  # the slots listed per expert on the GPU first (the map), then the tiles

@@ -170,7 +170,7 @@ def ours_linear(qtype: str, w: np.ndarray, x: np.ndarray) -> Launch:
 
     m, k = x.shape
     n = w.shape[0]
-    kind, groups, group = launch.matmul_grid(m, n, qtype=qtype)
+    kind, groups, group = launch.matmul_grid(m, n)
     return Launch(kernel_file(qtype), {}, f"mul_{kind}_{qtype.lower()}_f32_f32",
                   [w.reshape(-1), x, np.zeros(1, np.float32), np.empty((m, n), np.float32), np.uint64(k),
                    np.uint64(n), np.uint64(m), np.uint64(0)], tuple(groups) + (1,), (group, 1, 1))
@@ -187,7 +187,7 @@ def ours_mul_mat_id(qtype: str, w3: np.ndarray, x: np.ndarray, ids: np.ndarray,
     e, n, _ = w3.shape
     t, u = ids.shape
     k = x.shape[-1]
-    kind, groups, group = launch.mul_mat_id_grid(t, u, n, e, qtype=qtype)
+    kind, groups, group = launch.mul_mat_id_grid(t, u, n, e)
     buffers = [w3.reshape(-1), x, ids.astype(np.int32), np.empty((t, u, n), np.float32)]
     scalars = [k, n, e, u, 1]
     host = f"mul_{kind}_{qtype.lower()}_f32"

@@ -106,19 +106,6 @@ inline void gguf_mm_store(thread const float *acc, uint mr, thread const uint *o
 template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
 struct gguf_factored_core {};
 
-// The matrix order (launch.MV_MATRIX; gguf_mv_tile below): the same factored access, summed by simdgroup
-// matrices. Everything but the mat-vec tier treats it as the type's factored core.
-template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
-struct gguf_matrix_core {};
-template <typename CORE>
-struct gguf_factored_of {
-    typedef CORE type;
-};
-template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
-struct gguf_factored_of<gguf_matrix_core<B, QK, PARTS, QUADS, RUNS, OFFSET>> {
-    typedef gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET> type;
-};
-
 // Four bytes at p as a little-endian word, for blocks only 2-byte aligned: two 16-bit loads.
 GGUF_MV_INLINE uint gguf_mv_word(device const uchar *p) {
     device const ushort *w = reinterpret_cast<device const ushort *>(p);
@@ -222,9 +209,6 @@ struct gguf_core_stage<gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>> {
     enum { words = gguf_mv_stage_words<B>::value };
     typedef B block;
 };
-template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
-struct gguf_core_stage<gguf_matrix_core<B, QK, PARTS, QUADS, RUNS, OFFSET>>
-    : gguf_core_stage<gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>> {};
 
 // Threadgroup memory for a core's staged tables (one vector when it stages none: never touched), filled by
 // every thread of the group before any returns
@@ -433,134 +417,6 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_float_core<IN>, device const uchar *
     }
 }
 
-// One simdgroup's outputs of the mat-vec tier: weight rows n0 .. n0 + R - 1 against the mr activation rows
-// x[xrow[m]], written to out[orow[m], n0 + r] (+ bias). The lane-chain orders: gguf_mv_accumulate, then
-// simd_sum per output (gguf_mm_store).
-template <uint R, typename CORE, typename X, typename T>
-GGUF_MV_INLINE void gguf_mv_tile(CORE, device const uchar *w, uint n0, uint N, uint K, device const X *x,
-                                 thread const uint *xrow, uint mr, thread const uint *orow, device const float *bias,
-                                 bool has_bias, device T *out, ushort lane, threadgroup const uint *stage) {
-    float acc[R * GGUF_MATMUL_X_ROWS] = {};
-    gguf_mv_accumulate<R>(CORE(), w, n0, N, K, x, xrow, mr, lane, acc, stage);
-    gguf_mm_store<R>(acc, mr, orow, n0, N, bias, has_bias, out, lane);
-}
-
-// Weight rows per simdgroup of the mat-vec tier below GGUF_MV_WIDE_M rows of x (launch.mv_rows): the matrix
-// order always takes a tile of 8.
-template <typename CORE>
-struct gguf_mv_narrow_rows {
-    enum { value = GGUF_MV_ROWS };
-};
-template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET>
-struct gguf_mv_narrow_rows<gguf_matrix_core<B, QK, PARTS, QUADS, RUNS, OFFSET>> {
-    enum { value = GGUF_MV_WIDE_ROWS };
-};
-
-// The matrix order (launch.MV_MATRIX, launch.matvec_error_constant). A simdgroup owns 8 weight rows and up to 8
-// rows of x (rows past mr repeat row mr - 1: their outputs are not stored) and keeps one 8 x 8 float accumulator
-// C[n][m] from +0. Lane l (row r = sg_row(l), columns c, c + 1 = sg_col(l) of the harness's element ownership)
-// decodes part 4 rd + c / 2 of weight row n0 + r, for every block in order and rd = 0 .. PARTS / 4 - 1 (the four
-// parts of a round share their runs' scales; gguf_mv_codes), and loads x for the B operand. Per run u (quads
-// 2u, 2u + 1 of each part) there are 4 steps; step s multiplies A[n][t] = w of element s of quad 2u + t % 2 of
-// part 4 rd + t / 2 of row n by B[t][m] = x[m] at the same element (8 x 8 x 8, the hardware's order inside):
-// - without an offset, A holds the codes q: D = the run's 4 steps from +0, then C = fma(a, D, C) per element;
-// - with an offset, A holds the decoded weights fma(a, q, o) (dequantize's one rounding), accumulated into C.
-// No cross-lane reduction: C[n][m] is the output (+ bias).
-// One block of gguf_mv_tile's matrix order: its rounds, runs and steps into acc.
-template <typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET, typename X, typename TABLE>
-GGUF_MV_INLINE void gguf_mv_matrix_block(device const B *block, device const B *row, device const X *x0,
-                                         device const X *x1, TABLE table, ushort ga, ushort gb, uint eb,
-                                         thread simdgroup_float8x8 &acc) {
-    // Every round's codes first: their shared fields (the block's scales) are read once, as the GPU compiler
-    // would (the harness's matrix operations are opaque calls that loads cannot be moved across).
-    constexpr uint ROUNDS = PARTS / 4;
-    float4 qr[ROUNDS][QUADS];
-    float ar[ROUNDS][RUNS];
-    float orr[ROUNDS][RUNS];
-#pragma unroll
-    for (uint rd = 0; rd < ROUNDS; ++rd) {
-        gguf_mv_codes(block, ushort(4 * rd + ga), table, qr[rd], ar[rd], orr[rd]);
-    }
-#pragma unroll
-    for (uint rd = 0; rd < ROUNDS; ++rd) {
-        thread const float4 *q = qr[rd];
-        thread const float *a = ar[rd];
-        thread const float *o = orr[rd];
-#pragma unroll
-        for (uint u = 0; u < RUNS; ++u) {
-            const uint kq = gguf_mv_quad(row, ushort(4 * rd + gb), 2 * u + eb);
-            const float4 xa = float4(*reinterpret_cast<device const vec<X, 4> *>(x0 + kq));
-            const float4 xb = float4(*reinterpret_cast<device const vec<X, 4> *>(x1 + kq));
-            simdgroup_float8x8 d;
-#pragma unroll
-            for (uint s = 0; s < 4; ++s) {
-                simdgroup_float8x8 wa, xm;
-                xm.thread_elements() = float2(xa[s], xb[s]);
-                if (OFFSET) {
-                    wa.thread_elements() = float2(fma(a[u], q[2 * u][s], o[u]), fma(a[u], q[2 * u + 1][s], o[u]));
-                    simdgroup_multiply_accumulate(acc, wa, xm, acc);
-                } else {
-                    wa.thread_elements() = float2(q[2 * u][s], q[2 * u + 1][s]);
-                    if (s == 0) {
-                        simdgroup_multiply(d, wa, xm);
-                    } else {
-                        simdgroup_multiply_accumulate(d, wa, xm, d);
-                    }
-                }
-            }
-            if (!OFFSET) {
-                const float2 dv = d.thread_elements();
-                const float2 cv = acc.thread_elements();
-                acc.thread_elements() = float2(fma(a[u], dv.x, cv.x), fma(a[u], dv.y, cv.y));
-            }
-        }
-    }
-}
-
-template <uint R, typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET, typename X, typename T>
-GGUF_MV_INLINE void gguf_mv_tile(gguf_matrix_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w, uint n0,
-                                 uint N, uint K, device const X *x, thread const uint *xrow, uint mr,
-                                 thread const uint *orow, device const float *bias, bool has_bias, device T *out,
-                                 ushort lane, threadgroup const uint *stage) {
-    static_assert(R == 8 && PARTS % 4 == 0 && QUADS == 2 * RUNS, "a tile of 8 rows; runs of 2 quads; 4 parts a round");
-    const uint nb = K / QK;
-    const ulong bpr = ulong(nb) * sizeof(B);
-    const uint r = (lane / 4 & 4) + (lane / 2 % 4);  // this lane's row of A and C, and t of B
-    const uint c = (lane / 4 & 2) * 2 + (lane % 2) * 2;  // its columns c, c + 1 of A, B and C
-    device const B *row = reinterpret_cast<device const B *>(w + ulong(min(n0 + r, N - 1)) * bpr);
-    device const X *x0 = x + ulong(xrow[min(c, mr - 1)]) * K;
-    device const X *x1 = x + ulong(xrow[min(c + 1, mr - 1)]) * K;
-    const auto table = gguf_mv_staged_table(row, lane, stage);
-    const ushort ga = ushort(c / 2);  // A: this lane's part within a round
-    const ushort gb = ushort(r / 2);  // B: the part and quad whose x this lane loads
-    const uint eb = r % 2;
-    simdgroup_float8x8 acc = make_filled_simdgroup_matrix<float, 8>(0.0f);
-    device const B *block = row;
-    uint ib = 0;
-    // Two blocks per iteration (the loop overhead counts at this size), then the last when nb is odd.
-    for (; ib + 2 <= nb; ib += 2, block += 2, x0 += 2 * QK, x1 += 2 * QK) {
-        gguf_mv_matrix_block<B, QK, PARTS, QUADS, RUNS, OFFSET>(block, row, x0, x1, table, ga, gb, eb, acc);
-        gguf_mv_matrix_block<B, QK, PARTS, QUADS, RUNS, OFFSET>(block + 1, row, x0 + QK, x1 + QK, table, ga, gb, eb,
-                                                                acc);
-    }
-    if (ib < nb) {
-        gguf_mv_matrix_block<B, QK, PARTS, QUADS, RUNS, OFFSET>(block, row, x0, x1, table, ga, gb, eb, acc);
-    }
-    const float2 v = acc.thread_elements();
-    if (n0 + r < N) {
-#pragma unroll
-        for (uint e = 0; e < 2; ++e) {
-            if (c + e < mr) {
-                float y = v[e];
-                if (has_bias) {
-                    y = y + bias[n0 + r];
-                }
-                out[ulong(orow[c + e]) * N + n0 + r] = gguf_round<T>(y);
-            }
-        }
-    }
-}
-
 #define GGUF_MM_PARAMS(X, T)                                                                    \
     device const uchar *w [[buffer(0)]], device const X *x [[buffer(1)]],                       \
         device const float *bias [[buffer(2)]], device T *out [[buffer(3)]],                    \
@@ -607,8 +463,9 @@ GGUF_MV_INLINE void gguf_mul_mv_rows(device const uchar *w, device const X *x, d
     for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
         rows[m] = m;
     }
-    gguf_mv_tile<R>(CORE(), w, n0, N, K, x + ulong(m0) * K, rows, mr, rows, bias, has_bias, out + ulong(m0) * N, lane,
-                    stage);
+    float acc[R * GGUF_MATMUL_X_ROWS] = {};
+    gguf_mv_accumulate<R>(CORE(), w, n0, N, K, x + ulong(m0) * K, rows, mr, lane, acc, stage);
+    gguf_mm_store<R>(acc, mr, rows, n0, N, bias, has_bias, out + ulong(m0) * N, lane);
 }
 
 template <typename CORE, typename X, typename T>
@@ -618,7 +475,7 @@ template <typename CORE, typename X, typename T>
         gguf_mul_mv_rows<GGUF_MV_WIDE_ROWS, CORE>(w, x, bias, out, uint(K), uint(N), uint(M), has_bias != 0, tg, sg,
                                                   lane, stage);
     } else {
-        gguf_mul_mv_rows<gguf_mv_narrow_rows<CORE>::value, CORE>(w, x, bias, out, uint(K), uint(N), uint(M), has_bias != 0, tg, sg, lane,
+        gguf_mul_mv_rows<GGUF_MV_ROWS, CORE>(w, x, bias, out, uint(K), uint(N), uint(M), has_bias != 0, tg, sg, lane,
                                              stage);
     }
 }
@@ -791,7 +648,7 @@ inline void gguf_mm_step(device const uchar *w, uint n0, uint N, uint k, uint k0
                          threadgroup float *xt, ushort tid, uint sm, uint sn, thread simdgroup_float8x8 *acc) {
     constexpr uint KT = GGUF_MM_K;
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous step's (or the caller's) reads are done
-    gguf_mm_weights<STEP, B, QK, S>(typename gguf_mm_reader<typename gguf_factored_of<CORE>::type>::type(), w, n0, N, k, k0, wt, tid);
+    gguf_mm_weights<STEP, B, QK, S>(typename gguf_mm_reader<CORE>::type(), w, n0, N, k, k0, wt, tid);
     if (k % 4 == 0) {
         const uint kk = 4 * (tid % GGUF_MM_XQ);
         const bool inside = k0 + kk < k;
@@ -828,7 +685,7 @@ inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device 
     constexpr uint NT = GGUF_MM_ROWS;
     constexpr uint KT = GGUF_MM_K;
     constexpr uint AI = MT / 16;
-    constexpr uint STEPS = gguf_mm_steps(typename gguf_factored_of<CORE>::type());
+    constexpr uint STEPS = gguf_mm_steps(CORE());
     static_assert(MT % 16 == 0 && GGUF_MM_SIMDGROUPS == 4 && NT == 64, "2 x 2 simdgroups of MT / 2 x 32");
     static_assert(STEPS == 1 || STEPS == 2 || STEPS == 4 || STEPS == 8, "a block is 1, 2, 4 or 8 steps");
     threadgroup float *wt = tile;
@@ -922,13 +779,14 @@ inline void gguf_id_rows(device const uchar *w, uint e, uint n0, uint N, uint K,
         xrow[m] = m < n ? (slots[m] / U) * Ux + (slots[m] % U) % Ux : 0u;
     }
     const ulong bpr = ulong(K / QK) * sizeof(B);
-    gguf_mv_tile<R>(CORE(), w + ulong(e) * N * bpr, n0, N, K, x, xrow, n, slots, out, false, out, lane, stage);
+    float acc[R * GGUF_MATMUL_X_ROWS] = {};
+    gguf_mv_accumulate<R>(CORE(), w + ulong(e) * N * bpr, n0, N, K, x, xrow, n, lane, acc, stage);
+    gguf_mm_store<R>(acc, n, slots, n0, N, out, false, out, lane);
 }
 
 // A slot whose id is outside [0, E): nothing is read, its row is NaN (visible, never a wrong expert).
-template <uint R>
 inline void gguf_id_invalid(device float *out, uint slot, uint n0, uint N) {
-    for (uint r = 0; r < R && n0 + r < N; ++r) {
+    for (uint r = 0; r < GGUF_MV_ROWS && n0 + r < N; ++r) {
         out[ulong(slot) * N + n0 + r] = NAN;
     }
 }
@@ -937,8 +795,7 @@ inline void gguf_id_invalid(device float *out, uint slot, uint n0, uint N) {
 template <typename B, int QK, typename CORE, typename X>
 [[max_total_threads_per_threadgroup(GGUF_MV_THREADS)]] kernel void kernel_mul_mv_id(GGUF_MV_ID_PARAMS(X)) {
     GGUF_MV_STAGE(CORE, stage, sg * GGUF_SIMD_WIDTH + lane)
-    constexpr uint R = gguf_mv_narrow_rows<CORE>::value;
-    const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * R;
+    const uint n0 = (tg.x * GGUF_MV_SIMDGROUPS + sg) * GGUF_MV_ROWS;
     if (n0 >= N) {
         return;
     }
@@ -946,11 +803,11 @@ template <typename B, int QK, typename CORE, typename X>
     const int e = ids[tg.y];
     if (e < 0 || ulong(e) >= E) {
         if (lane == 0) {
-            gguf_id_invalid<R>(out, tg.y, n0, uint(N));
+            gguf_id_invalid(out, tg.y, n0, uint(N));
         }
         return;
     }
-    gguf_id_rows<B, QK, CORE, X, R>(w, uint(e), n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, 1,
+    gguf_id_rows<B, QK, CORE, X, GGUF_MV_ROWS>(w, uint(e), n0, uint(N), uint(K), uint(U), uint(Ux), x, slots, 1,
                                                out, lane, stage);
 }
 
@@ -1057,9 +914,7 @@ template <typename B, int QK, int S, typename CORE, typename X>
     struct gguf_mm_factored<block_##NAME> {                                                      \
         enum { value = GGUF_MM_FACTORED_##NAME, part_group = GGUF_MM_PART_GROUP_##NAME };        \
     };                                                                                           \
-    typedef gguf_select<GGUF_MV_MATRIX_##NAME, gguf_matrix_core<block_##NAME, GGUF_QK_##NAME, GGUF_MV_LAYOUT_##NAME>, \
-                        gguf_factored_core<block_##NAME, GGUF_QK_##NAME, GGUF_MV_LAYOUT_##NAME>>::type        \
-        gguf_core_##NAME;                                                                        \
+    typedef gguf_factored_core<block_##NAME, GGUF_QK_##NAME, GGUF_MV_LAYOUT_##NAME> gguf_core_##NAME; \
     GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME, gguf_core_##NAME)
 
 // A float type: the weights are IN elements, widened by float.metal's gguf_load.

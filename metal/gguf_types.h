@@ -54,55 +54,30 @@
 #define GGUF_MM_THREADS 128
 // The factored mat-vec layout: lanes per block, quads per lane, runs per lane, offset term.
 #define GGUF_MV_LAYOUT_q4_0 4, 2, 1, 0
-#define GGUF_MV_MATRIX_q4_0 1
 #define GGUF_MV_LAYOUT_q8_0 8, 1, 1, 0
-#define GGUF_MV_MATRIX_q8_0 0
 #define GGUF_MV_LAYOUT_mxfp4 4, 2, 1, 0
-#define GGUF_MV_MATRIX_mxfp4 1
 #define GGUF_MV_LAYOUT_q4_k 16, 4, 2, 1
-#define GGUF_MV_MATRIX_q4_k 1
 #define GGUF_MV_LAYOUT_q5_k 16, 4, 2, 1
-#define GGUF_MV_MATRIX_q5_k 1
 #define GGUF_MV_LAYOUT_q6_k 16, 4, 4, 0
-#define GGUF_MV_MATRIX_q6_k 0
 #define GGUF_MV_LAYOUT_iq4_xs 16, 4, 2, 0
-#define GGUF_MV_MATRIX_iq4_xs 1
 #define GGUF_MV_LAYOUT_iq2_xxs 16, 4, 2, 0
-#define GGUF_MV_MATRIX_iq2_xxs 0
 #define GGUF_MV_LAYOUT_iq3_xxs 16, 4, 2, 0
-#define GGUF_MV_MATRIX_iq3_xxs 0
 #define GGUF_MV_LAYOUT_iq2_xs 16, 4, 2, 0
-#define GGUF_MV_MATRIX_iq2_xs 0
 #define GGUF_MV_LAYOUT_iq2_s 16, 4, 2, 0
-#define GGUF_MV_MATRIX_iq2_s 0
 #define GGUF_MV_LAYOUT_iq3_s 16, 4, 2, 0
-#define GGUF_MV_MATRIX_iq3_s 0
 #define GGUF_MV_LAYOUT_iq1_s 16, 4, 2, 0
-#define GGUF_MV_MATRIX_iq1_s 0
 #define GGUF_MV_LAYOUT_iq1_m 16, 4, 2, 0
-#define GGUF_MV_MATRIX_iq1_m 0
 #define GGUF_MV_LAYOUT_q2_k 16, 4, 4, 1
-#define GGUF_MV_MATRIX_q2_k 0
 #define GGUF_MV_LAYOUT_q3_k 16, 4, 4, 0
-#define GGUF_MV_MATRIX_q3_k 0
 #define GGUF_MV_LAYOUT_q4_1 8, 1, 1, 1
-#define GGUF_MV_MATRIX_q4_1 0
 #define GGUF_MV_LAYOUT_q5_0 8, 1, 1, 0
-#define GGUF_MV_MATRIX_q5_0 0
 #define GGUF_MV_LAYOUT_q5_1 8, 1, 1, 1
-#define GGUF_MV_MATRIX_q5_1 0
 #define GGUF_MV_LAYOUT_iq4_nl 8, 1, 1, 0
-#define GGUF_MV_MATRIX_iq4_nl 0
 #define GGUF_MV_LAYOUT_nvfp4 8, 2, 1, 0
-#define GGUF_MV_MATRIX_nvfp4 0
 #define GGUF_MV_LAYOUT_q1_0 8, 4, 1, 0
-#define GGUF_MV_MATRIX_q1_0 0
 #define GGUF_MV_LAYOUT_q2_0 8, 2, 1, 0
-#define GGUF_MV_MATRIX_q2_0 0
 #define GGUF_MV_LAYOUT_tq1_0 16, 4, 1, 0
-#define GGUF_MV_MATRIX_tq1_0 0
 #define GGUF_MV_LAYOUT_tq2_0 16, 4, 1, 0
-#define GGUF_MV_MATRIX_tq2_0 0
 // Whether the matrix tier reads the type's weight tile through the factored access (launch.MM_FACTORED).
 #define GGUF_MM_FACTORED_q4_0 1
 #define GGUF_MM_PART_GROUP_q4_0 4

@@ -352,7 +352,7 @@ def run_linear(name, raw, x, bias=None, out_dtype=None, kind=None, path=None, ft
     out_dtype = out_dtype or x.dtype
     m, k = x.shape
     n = raw.shape[0]
-    kind, groups, group = launch.matmul_grid(m, n, kind, name)
+    kind, groups, group = launch.matmul_grid(m, n, kind)
     lib = msl_harness.compile(path or single_source(), ftz=ftz, ubsan=ubsan)
     host = f"mul_{kind}_{name.lower()}_{SUFFIX[x.dtype]}_{SUFFIX[out_dtype]}"
     out = np.empty((m, n), NP_OUT[out_dtype])
@@ -370,7 +370,7 @@ def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, ubsan=False, **opt
     n_exp, n, _ = raw3.shape
     n_tok, n_used = ids.shape
     k = x3.shape[-1]
-    kind, groups, group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp, kind, name)
+    kind, groups, group = launch.mul_mat_id_grid(n_tok, n_used, n, n_exp, kind)
     lib = msl_harness.compile(path or single_source(), ubsan=ubsan)
     host = f"mul_{kind}_{name.lower()}_{SUFFIX[x3.dtype]}"
     out = np.empty((n_tok, n_used, n), np.float32)

@@ -45,7 +45,6 @@ def types_header() -> str:
     for name, (parts, quads, runs, offset) in launch.MV_FACTORED.items():
         n = name.lower()
         lines.append(f"#define GGUF_MV_LAYOUT_{n} {parts}, {quads}, {runs}, {int(offset)}")
-        lines.append(f"#define GGUF_MV_MATRIX_{n} {int(name in launch.MV_MATRIX)}")
     lines.append("// Whether the matrix tier reads the type's weight tile through the factored access (launch.MM_FACTORED).")
     for name, (parts, *_) in launch.MV_FACTORED.items():
         lines.append(f"#define GGUF_MM_FACTORED_{name.lower()} {int(name in launch.MM_FACTORED)}")
