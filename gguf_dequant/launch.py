@@ -67,8 +67,8 @@ def grid(qtype, n_elements: int, pipeline_max: int = THREADGROUP_SIZE) -> tuple[
 # Mat-vec tier (mul_mv, M <= MATMUL_X_ROWS; mul_mv_id for up to MATMUL_X_ROWS tokens): the factored order of
 # MV_FACTORED below for the quantized types; for the float types the decode-exact order: the weight row is cut
 # into ns = ceil(K / S) sub-blocks of S = MV_FLOAT_SUB elements (a shorter last sub-block); lane l of a simdgroup owns sub-blocks l, l + 32, ... and accumulates
-# acc = fma(w, x, acc) from +0 in that order (elements in order within a sub-block); then simd_sum over the
-# 32 lanes; then + bias[n] in float32 when given; then one rounding to the output dtype.
+# acc = fma(w, x, acc) from +0 in that order (elements in order within a sub-block); then the butterfly over
+# the 32 lanes (MV_SUM_ROUNDINGS); then + bias[n] in float32 when given; then one rounding to the output dtype.
 # Matrix tier (mul_mm, M > MATMUL_X_ROWS; mul_mm_id for more tokens): K is padded with zeros to a multiple
 # of MM_K; acc starts at +0 and takes one 8 x 8 x 8 simdgroup multiply-accumulate per 8 elements of K, in
 # increasing k (inside one, the hardware's order: 8 products and acc); then + bias[n]; then one rounding.
@@ -87,9 +87,10 @@ MM_K = 32            # ... decoded into threadgroup memory this many elements of
                      # per core; the factored types' tile loads touch 1-2 lines per row whatever the step)
 MV_THREADS = MV_SIMDGROUPS * SIMD_WIDTH  # the kernels' [[max_total_threads_per_threadgroup]]
 MM_THREADS = MM_SIMDGROUPS * SIMD_WIDTH
-# Additions of simd_sum on one lane's path: 5 (log2 32) for a tree; Apple does not document its order, so
-# the bound takes the worst any order can give (a sequential sum: 31).
-SIMD_SUM_ROUNDINGS = SIMD_WIDTH - 1
+# The mat-vec tier's cross-lane sum: a butterfly with a pinned order (lane l + lane l ^ 16, then those sums at
+# distance 8, 4, 2, 1; gguf_butterfly in metal/gguf_matmul.h), not simd_sum, whose order Apple does not document.
+# Additions on one lane's path: log2 32.
+MV_SUM_ROUNDINGS = 5
 
 
 # The factored mat-vec order (contract v2; metal/gguf_matmul.h, kernel gguf_mv_accumulate for
@@ -100,7 +101,7 @@ SIMD_SUM_ROUNDINGS = SIMD_WIDTH - 1
 # whether o is ever nonzero). Lane l of a simdgroup takes part p = l % P of blocks l / P, l / P + 32 / P, ...
 # (in that order); per block, per run (in order), it sums the run's q x by fma from +0 over its quads and
 # their elements in order (dq), the run's x in the same order by additions (sx, only with an offset), then
-# acc = fma(a, dq, acc) and acc = fma(o, sx, acc); then simd_sum over the 32 lanes, + bias, one rounding.
+# acc = fma(a, dq, acc) and acc = fma(o, sx, acc); then the butterfly over the 32 lanes, + bias, one rounding.
 # Where each part's quads sit in the block is the type's gguf_mv_quad (metal/<type>.metal) and
 # tests/test_msl_matmul.py's MV_QUADS.
 MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
@@ -149,17 +150,17 @@ def matvec_error_constant(qtype, k: int, bias: bool = False) -> int:
     """n of the mat-vec tier's bound |y - y_exact| <= n u / (1 - n u) * (B + |bias|), u = 2**-24, where
     B = sum_k |w_k x_k| for the decode-exact order and, for MV_FACTORED types,
     B = sum over runs of (|a| sum |q x| + |o| sum |x|) (>= sum |w x|). Decode-exact: the longest lane chain
-    (one rounding per fma), simd_sum in any order (31; 5 for a tree), the bias addition. Factored: a run's dq
+    (one rounding per fma), the butterfly (5), the bias addition. Factored: a run's dq
     or sx chain (4 * Q / runs roundings), then every later fma of the lane's accumulator (2 per run with an
-    offset, 1 without, over ceil(blocks / (32 / P)) blocks), simd_sum in any order (31), the bias addition;
+    offset, 1 without, over ceil(blocks / (32 / P)) blocks), the butterfly (5), the bias addition;
     with an offset, one more for the decoded weight fl(a q + o) that y_exact is computed from."""
     t = resolve(qtype)
     if t.name not in MV_FACTORED:
         s = MV_FLOAT_SUB if t.block_elems == 1 else matmul_sub_elems(qtype)
-        return s * -(-(-(-k // s)) // SIMD_WIDTH) + SIMD_SUM_ROUNDINGS + int(bias)
+        return s * -(-(-(-k // s)) // SIMD_WIDTH) + MV_SUM_ROUNDINGS + int(bias)
     parts, quads, runs, offset = MV_FACTORED[t.name]
     blocks_per_lane = -(-(k // t.block_elems) // (SIMD_WIDTH // parts))
-    return 4 * quads // runs + blocks_per_lane * runs * (1 + offset) + SIMD_SUM_ROUNDINGS + int(bias) + int(offset)
+    return 4 * quads // runs + blocks_per_lane * runs * (1 + offset) + MV_SUM_ROUNDINGS + int(bias) + int(offset)
 
 
 def matmul_kernel(m_rows: int) -> str:

@@ -14,15 +14,14 @@
 //   A weight row of K elements is cut into NS = ceil(K / S) sub-blocks of S = launch.MV_FLOAT_SUB elements
 //   (a shorter last one). Lane l (0..31) of a
 //   simdgroup owns the sub-blocks s = l, l + 32, l + 64, ... and accumulates, in that order and within a
-//   sub-block in element order, acc = fma(w_k, x_k, acc) starting from acc = +0. Then y = simd_sum(acc)
-//   over the 32 lanes, then y + bias[n] (one f32 addition, only when a bias is given), then one rounding
-//   to the output type. Explicit fma() makes the chain independent of the compiler's contraction choices.
+//   sub-block in element order, acc = fma(w_k, x_k, acc) starting from acc = +0. Then y = the sum of acc
+//   over the 32 lanes (gguf_butterfly), then y + bias[n] (one f32 addition, only when a bias is given), then
+//   one rounding to the output type. Explicit fma() makes the chain independent of the compiler's contraction choices.
 // Error bound (per output, y_exact in float64, u = 2^-24):
 //   |y - y_exact| <= gamma_n * (sum_k |w_k x_k| + |bias|),  gamma_n = n u / (1 - n u),
-//   n = S * ceil(NS / 32) + 31 (+ 1 with a bias): the longest lane chain (one rounding per fma), then
-//   simd_sum (5 additions on a lane's path for a tree; 31 covers any order, and Apple does not document
-//   its order), then the bias addition. The matrix tier (mul_mm, mul_mm_id): see gguf_mm_tile; its
-//   n = 8 ceil(K / 8) + 1 (+ 1). launch.matmul_error_constant(qtype, K, bias, kind) computes both.
+//   n = S * ceil(NS / 32) + 5 (+ 1 with a bias): the longest lane chain (one rounding per fma), then the
+//   lane sum (5 additions on a lane's path), then the bias addition. The matrix tier (mul_mm, mul_mm_id): see
+//   gguf_mm_tile; its n = 8 ceil(K / 8) + 1 (+ 1). launch.matmul_error_constant(qtype, K, bias, kind) computes both.
 //
 // Kernels (host names; X = activation type, T = output type, f32/f16/bf16; T is float or X). Contract v2:
 // the mat-vec tier (M <= 8) and the matrix tier (M > 8) each keep one order (launch.py states both).
@@ -80,25 +79,93 @@ float4 gguf_mv_load4(device const half *p);
 float4 gguf_mv_load4(device const bfloat *p);
 #endif
 
-// Reduce acc[r][m] over the simdgroup and write out[orow[m], n0 + r] (+ bias) for the weight rows that
-// exist. Every lane calls simd_sum for the same (r, m) sequence: mr is uniform across the simdgroup.
-template <uint R, typename T>
-inline void gguf_mm_store(thread const float *acc, uint mr, thread const uint *orow, uint n0, uint N,
-                          device const float *bias, bool has_bias, device T *out, ushort lane) {
+// The mat-vec tier's sum over the lanes, a butterfly with a pinned order (not simd_sum, whose order Apple does
+// not document): lane l's value plus lane l ^ 16's, then those sums at distance 8, 4, 2, 1; the same tree
+// whatever else is summed. L values per lane (a power of 2) are
+// summed at once by halving: at distance d a lane keeps the half of its list that bit d of its index selects,
+// sends the other half to lane ^ d and adds what it receives (own + received: commutative, so both lanes of a
+// pair get the same bits), until one value is left; the remaining distances are plain butterfly steps.
+// Afterwards the lane holds max(L / 32, 1) sums: v[t] is the sum of value gguf_butterfly_index<L>(t, lane).
+template <uint L>
+GGUF_MV_INLINE void gguf_butterfly(thread float *v, ushort lane) {
+    uint len = L;
+#pragma unroll
+    for (ushort d = GGUF_SIMD_WIDTH / 2; d > 0; d /= 2) {
+        if (len > 1) {
+            const uint kept = len / 2;
+            const bool upper = (lane & d) != 0;
+#pragma unroll
+            for (uint i = 0; i < L / 2; ++i) {
+                if (i < kept) {
+                    const float send = upper ? v[i] : v[i + kept];
+                    const float keep = upper ? v[i + kept] : v[i];
+                    v[i] = keep + simd_shuffle_xor(send, d);
+                }
+            }
+            len = kept;
+        } else {
+            v[0] = v[0] + simd_shuffle_xor(v[0], d);
+        }
+    }
+}
+
+template <uint L>
+GGUF_MV_INLINE uint gguf_butterfly_index(uint t, ushort lane) {
+    uint index = t;
+    uint len = L;
+    for (uint d = GGUF_SIMD_WIDTH / 2; d > 0 && len > 1; d /= 2) {
+        len /= 2;
+        index += (lane & d) ? len : 0u;
+    }
+    return index;
+}
+
+// Sum acc[r][m] (m < MP <= GGUF_MATMUL_X_ROWS, MP >= mr) over the simdgroup and write out[orow[m], n0 + r]
+// (+ bias) for the weight rows that exist: one lane per output stores.
+template <uint R, uint MP, typename T>
+GGUF_MV_INLINE void gguf_mv_store_rows(thread const float *acc, uint mr, thread const uint *orow, uint n0, uint N,
+                                       device const float *bias, bool has_bias, device T *out, ushort lane) {
+    constexpr uint L = R * MP;
+    float v[L];
 #pragma unroll
     for (uint r = 0; r < R; ++r) {
 #pragma unroll
-        for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-            if (m < mr) {
-                float v = simd_sum(acc[r * GGUF_MATMUL_X_ROWS + m]);
-                if (lane == ((r * GGUF_MATMUL_X_ROWS + m) % GGUF_SIMD_WIDTH) && n0 + r < N) {
-                    if (has_bias) {
-                        v = v + bias[n0 + r];
-                    }
-                    out[ulong(orow[m]) * N + n0 + r] = gguf_round<T>(v);
-                }
-            }
+        for (uint m = 0; m < MP; ++m) {
+            v[r * MP + m] = acc[r * GGUF_MATMUL_X_ROWS + m];
         }
+    }
+    gguf_butterfly<L>(v, lane);
+    constexpr uint HELD = L >= GGUF_SIMD_WIDTH ? L / GGUF_SIMD_WIDTH : 1;
+    // With fewer values than lanes, GGUF_SIMD_WIDTH / L lanes hold each sum: the one whose other bits are 0 stores.
+    const bool stores = L >= GGUF_SIMD_WIDTH || (lane & (GGUF_SIMD_WIDTH / L - 1)) == 0;
+#pragma unroll
+    for (uint t = 0; t < HELD; ++t) {
+        const uint index = gguf_butterfly_index<L>(t, lane);
+        const uint r = index / MP;
+        const uint m = index % MP;
+        if (stores && m < mr && n0 + r < N) {
+            float y = v[t];
+            if (has_bias) {
+                y = y + bias[n0 + r];
+            }
+            out[ulong(orow[m]) * N + n0 + r] = gguf_round<T>(y);
+        }
+    }
+}
+
+// acc[r * GGUF_MATMUL_X_ROWS + m] for m < mr: the butterfly over as few of the m as cover mr (the sums do not
+// depend on how many are summed at once).
+template <uint R, typename T>
+inline void gguf_mv_store(thread const float *acc, uint mr, thread const uint *orow, uint n0, uint N,
+                          device const float *bias, bool has_bias, device T *out, ushort lane) {
+    if (mr == 1) {
+        gguf_mv_store_rows<R, 1>(acc, mr, orow, n0, N, bias, has_bias, out, lane);
+    } else if (mr == 2) {
+        gguf_mv_store_rows<R, 2>(acc, mr, orow, n0, N, bias, has_bias, out, lane);
+    } else if (mr <= 4) {
+        gguf_mv_store_rows<R, 4>(acc, mr, orow, n0, N, bias, has_bias, out, lane);
+    } else {
+        gguf_mv_store_rows<R, GGUF_MATMUL_X_ROWS>(acc, mr, orow, n0, N, bias, has_bias, out, lane);
     }
 }
 
@@ -457,7 +524,7 @@ GGUF_MV_INLINE void gguf_mul_mv_rows(device const uchar *w, device const X *x, d
     }
     float acc[R * GGUF_MATMUL_X_ROWS] = {};
     gguf_mv_accumulate<R>(CORE(), w, n0, N, K, x + ulong(m0) * K, rows, mr, lane, acc, stage);
-    gguf_mm_store<R>(acc, mr, rows, n0, N, bias, has_bias, out + ulong(m0) * N, lane);
+    gguf_mv_store<R>(acc, mr, rows, n0, N, bias, has_bias, out + ulong(m0) * N, lane);
 }
 
 template <typename CORE, typename X, typename T>
@@ -773,7 +840,7 @@ inline void gguf_id_rows(device const uchar *w, uint e, uint n0, uint N, uint K,
     const ulong bpr = ulong(K / QK) * sizeof(B);
     float acc[R * GGUF_MATMUL_X_ROWS] = {};
     gguf_mv_accumulate<R>(CORE(), w + ulong(e) * N * bpr, n0, N, K, x, xrow, n, lane, acc, stage);
-    gguf_mm_store<R>(acc, n, slots, n0, N, out, false, out, lane);
+    gguf_mv_store<R>(acc, n, slots, n0, N, out, false, out, lane);
 }
 
 // A slot whose id is outside [0, E): nothing is read, its row is NaN (visible, never a wrong expert).

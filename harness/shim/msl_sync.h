@@ -303,8 +303,10 @@ struct simdgroup_matrix {
     vec<T, 2> e;
     simdgroup_matrix() = default;
     explicit simdgroup_matrix(T diagonal);
-    vec<T, 2> &thread_elements() { return e; }  // `this` is generic in C++ for OpenCL
-    const vec<T, 2> &thread_elements() const { return e; }
+    // A matrix lives in its thread's registers: the private (thread) address space, not a generic pointer that
+    // the optimiser must treat as possibly device memory (and the trace would count as a memory access).
+    thread vec<T, 2> &thread_elements() thread { return e; }
+    thread const vec<T, 2> &thread_elements() const thread { return e; }
 };
 typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
 typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
