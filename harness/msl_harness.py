@@ -589,6 +589,7 @@ def _inputs_digest(path: Path, flags: list[str]) -> str:
                    Path(tracing.__file__)):
         h.update(module.read_bytes())
     h.update(" ".join(flags).encode())
+    h.update(str(path.resolve()).encode() + b"\0")  # the build names the file in #line and error messages
     deps = [path] + sorted(path.parent.glob("*.h")) + sorted(p for p in SHIM.rglob("*") if p.is_file())
     for p in deps:
         h.update(str(p.name).encode() + b"\0" + p.read_bytes())
