@@ -4647,6 +4647,7 @@ alignas(16) constant int8_t iq1s_grid[2048][8] = {
 };
 
 // iq1s grid as the Metal mat-vec tier stages it: bytes 8 g + 128 (each in 120..136; gguf_iq1_codes).
+#ifndef GGUF_NO_MATMUL
 alignas(16) constant uchar iq1s_staged[2048][8] = {
     {120, 120, 120, 120, 120, 120, 120, 120},
     {136, 120, 120, 120, 120, 120, 120, 120},
@@ -6698,6 +6699,7 @@ alignas(16) constant uchar iq1s_staged[2048][8] = {
     {136, 136, 136, 136, 136, 136, 136, 136}
 };
 
+#endif
 constant float IQ1S_DELTA = 0.125f;
 
 } // namespace

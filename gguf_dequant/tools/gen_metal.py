@@ -81,8 +81,11 @@ def tables_header() -> str:
         ctype = "int8_t" if name == "iq1s" else "uchar"
         parts.append(f"// {name} grid: {g.shape[0]} rows of {g.shape[1]} values.\n"
                      + _c_array(ctype, f"{name}_grid", g, width=g.shape[1]))
+    # Only the matmul kernels read it: a dequantize-only build (GGUF_NO_MATMUL) would warn that it is unused.
     parts.append("// iq1s grid as the Metal mat-vec tier stages it: bytes 8 g + 128 (each in 120..136; gguf_iq1_codes).\n"
-                 + _c_array("uchar", "iq1s_staged", 8 * tables.grid("iq1s").astype(int) + 128, width=8))
+                 "#ifndef GGUF_NO_MATMUL\n"
+                 + _c_array("uchar", "iq1s_staged", 8 * tables.grid("iq1s").astype(int) + 128, width=8)
+                 + "\n#endif")
     parts.append(f"constant float IQ1S_DELTA = {tables.IQ1S_DELTA!r}f;\n")
     parts.append("} // namespace\n")
     return "\n".join(parts)
