@@ -104,16 +104,14 @@ bool amx_tier(int64_t qtype) {
 // of `span` (32 or 16) elements (lanes x[i] + x[span / 2 + i], then pairwise down to one lane).
 struct MatvecX {
     at::Tensor x, sums;
-    bool bf16;
 };
 
 MatvecX matvec_x(const at::Tensor &x_in, int span, bool amx) {
     const bool sums = span != 0;
     const int64_t rows = x_in.size(0), K = x_in.size(1), chunks = K / 32;
     MatvecX r;
-    r.bf16 = amx;
-    const at::Tensor xf = r.bf16 && !sums ? at::Tensor() : x_in.to(at::kFloat).contiguous();
-    if (r.bf16) {
+    const at::Tensor xf = amx && !sums ? at::Tensor() : x_in.to(at::kFloat).contiguous();
+    if (amx) {
         r.x = x_in.contiguous();
     } else {
         r.x = at::empty({rows, K}, x_in.options().dtype(at::kFloat));
@@ -152,7 +150,7 @@ void run_matvec(const at::Tensor &x2d, const std::vector<int64_t> &x_index, cons
     const int span = gguf_mv_avx512bf16::offset_span(qtype);
     const bool offsets = span != 0;
     const MatvecX mx = matvec_x(x2d, span, amx);
-    const size_t elem = mx.bf16 ? 2 : 4;
+    const size_t elem = amx ? 2 : 4;
     std::vector<const void *> xs(x_index.size());
     std::vector<const float *> sums(offsets ? x_index.size() : 0);
     for (size_t s = 0; s < x_index.size(); ++s) {
@@ -164,8 +162,7 @@ void run_matvec(const at::Tensor &x2d, const std::vector<int64_t> &x_index, cons
         const auto [expert, first] = groups[i];
         const int64_t end = i + 1 < groups.size() ? groups[i + 1].second : int64_t(x_index.size());
         jobs.push_back({qtype, w + expert * expert_bytes, N, K, row_bytes, xs.data() + first,
-                        offsets ? sums.data() + first : nullptr, end - first, bias, out_rows.data() + first, kind,
-                        mx.bf16});
+                        offsets ? sums.data() + first : nullptr, end - first, bias, out_rows.data() + first, kind});
     }
     if (amx) {
         gguf_mv_avx512bf16::matmul_amx(jobs.data(), int64_t(jobs.size()));

@@ -40,14 +40,13 @@ struct MatvecJob {
     const uint8_t *w;             // N rows of row_bytes bytes (GGUF blocks); K a multiple of 32
     int64_t N, K, row_bytes;
     const void *const *x_rows;    // M rows: K float32 values with each chunk of 32 stored as its 16 even-index
-                                  // then 16 odd-index values (the mat-vec tier), or K bfloat16 values (x_bf16:
-                                  // the AMX tier)
+                                  // then 16 odd-index values (the mat-vec tier), or K bfloat16 values (the AMX
+                                  // tier)
     const float *const *sum_rows; // M rows of K / offset_span sums of x (types with offsets), else nullptr
     int64_t M;
     const float *bias;            // N float32 values, or nullptr
     void *const *out_rows;        // M rows of N values of out_kind
     OutKind out_kind;
-    bool x_bf16;
 };
 
 #if defined(__x86_64__)
