@@ -89,10 +89,12 @@ MAX_GEMV_ROWS = 8  # transformers' GgufLinear takes its mat-vec up to this many 
 # types and dtypes not listed switch at MAX_GEMV_ROWS. Measured (benchmarks/LINEAR_ROUTING.md, one thread, an
 # LFM2-350M feed-forward block): each entry is the largest M measured (16, 32, 64, 128, 512) up to which `linear`
 # took at most 1/1.1 of the time at every measured M (at a load average of 10 the 32/64 entries move by a step
-# between runs). bfloat16 x above 8 rows runs on the AMX tier for the types listed (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K,
-# IQ4_XS, MXFP4) and on the float32 matrix kernel for the others, which loses to a bfloat16 GEMM from 16 rows on;
-# float32 x runs on the float32 matrix kernel against a float32 GEMM. No type wins at 128 rows, F16 and BF16
-# weights not even at 16. Edit an entry when a kernel tier changes (e.g. a faster AMX tier).
+# between runs). When measured, bfloat16 x above 8 rows ran on the AMX tier for the types listed (Q4_0, Q8_0, Q4_K,
+# Q5_K, Q6_K, IQ4_XS, MXFP4) and on the float32 matrix kernel for the others, which lost to a bfloat16 GEMM from 16
+# rows on; float32 x runs on the float32 matrix kernel against a float32 GEMM. No type won at 128 rows, F16 and BF16
+# weights not even at 16. The AMX tier's parts order (README) has since taken 12 more types (and NVFP4, MXFP4 and
+# Q2_0 beat dequantize + F.linear at 512 rows in benchmarks/MATMUL*.md): rerun benchmarks/linear_routing.py and
+# edit the entries.
 LINEAR_MAX_ROWS: dict = {
     torch.bfloat16: {"Q4_0": 32, "Q8_0": 64, "Q4_K": 16, "Q5_K": 32, "Q6_K": 32, "IQ4_XS": 32, "MXFP4": 64},
     torch.float32: {"Q4_0": 32, "MXFP4": 32, "IQ2_XXS": 32, "IQ3_S": 32,
