@@ -92,7 +92,7 @@ MAX_GEMV_ROWS = 8  # transformers' GgufLinear takes its mat-vec up to this many 
 # between runs). When measured, bfloat16 x above 8 rows ran on the AMX tier for the types listed (Q4_0, Q8_0, Q4_K,
 # Q5_K, Q6_K, IQ4_XS, MXFP4) and on the float32 matrix kernel for the others, which lost to a bfloat16 GEMM from 16
 # rows on; float32 x runs on the float32 matrix kernel against a float32 GEMM. No type won at 128 rows, F16 and BF16
-# weights not even at 16. The AMX tier's parts order (README) has since taken 12 more types (and NVFP4, MXFP4 and
+# weights not even at 16. The AMX tier's parts order (README) has since taken 15 more types (and NVFP4, MXFP4 and
 # Q2_0 beat dequantize + F.linear at 512 rows in benchmarks/MATMUL*.md): rerun benchmarks/linear_routing.py and
 # edit the entries.
 LINEAR_MAX_ROWS: dict = {
