@@ -169,17 +169,31 @@ def matmul_kernel(m_rows: int) -> str:
     return "mv" if m_rows <= MATMUL_X_ROWS else "mm"
 
 
-def mv_rows(m_rows: int) -> int:
+# Types whose mul_mv takes MV_WIDE_ROWS weight rows per simdgroup from one row of x (the others from MV_WIDE_M):
+# the IQ1 types, issue-bound at M = 1, each threadgroup first copying their 16 KiB grid to threadgroup memory. With
+# 8 rows a simdgroup's x loads and per-block loop work serve twice the rows and half as many threadgroups copy the
+# grid (modelled on M2 Max, 4096 x 4096: 4% fewer instructions; benchmarks/METAL_MATVEC_TYPES.md).
+MV_WIDE_FROM_ONE_ROW = frozenset({"IQ1_S", "IQ1_M"})
+
+
+def mv_wide_m(qtype=None) -> int:
+    """Rows of x from which mul_mv of ``qtype`` takes MV_WIDE_ROWS weight rows per simdgroup (gguf_types.h's
+    GGUF_MV_WIDE_M_<type>; None: the other types' MV_WIDE_M)."""
+    return 1 if qtype is not None and resolve(qtype).name in MV_WIDE_FROM_ONE_ROW else MV_WIDE_M
+
+
+def mv_rows(m_rows: int, qtype=None) -> int:
     """Weight rows per simdgroup of mul_mv with M rows of x (the kernel makes the same choice from M)."""
-    return MV_WIDE_ROWS if m_rows >= MV_WIDE_M else MV_ROWS
+    return MV_WIDE_ROWS if m_rows >= mv_wide_m(qtype) else MV_ROWS
 
 
-def matmul_grid(m_rows: int, n_out: int, kind: str | None = None) -> tuple[str, tuple[int, int], int]:
-    """(kernel kind, threadgroups (x, y), threads per threadgroup) for y = x @ W^T with x (M, K), W (N, K):
-    a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (each has its tier's order)."""
+def matmul_grid(m_rows: int, n_out: int, kind: str | None = None, qtype=None) -> tuple[str, tuple[int, int], int]:
+    """(kernel kind, threadgroups (x, y), threads per threadgroup) for y = x @ W^T with x (M, K), W (N, K) of
+    ``qtype``: a ``dispatchThreadgroups`` launch. ``kind`` forces a kernel (each has its tier's order)."""
     kind = kind or matmul_kernel(m_rows)
     if kind == "mv":
-        return kind, (-(-n_out // (MV_SIMDGROUPS * mv_rows(m_rows))), -(-m_rows // MATMUL_X_ROWS)), MV_SIMDGROUPS * SIMD_WIDTH
+        return (kind, (-(-n_out // (MV_SIMDGROUPS * mv_rows(m_rows, qtype))), -(-m_rows // MATMUL_X_ROWS)),
+                MV_SIMDGROUPS * SIMD_WIDTH)
     if kind == "mm":
         return kind, (-(-n_out // MM_ROWS), -(-m_rows // MM_X_ROWS)), MM_THREADS
     raise ValueError(f"unknown matmul kernel kind {kind!r}")

@@ -213,7 +213,7 @@ def _matmul(x2: torch.Tensor, blocks: torch.Tensor, t, bias: torch.Tensor | None
     n = blocks.shape[0]
     if m == 0 or n == 0:
         return
-    kind, (gx, gy), group = launch.matmul_grid(m, n)
+    kind, (gx, gy), group = launch.matmul_grid(m, n, qtype=t.name)
     name = f"mul_{kind}_{t.name.lower()}_{_SUFFIX[x2.dtype]}_{_SUFFIX[out.dtype]}"
     b = x2 if bias is None else bias  # buffer 2 must be bound; not read without a bias
     _need_dtype(t, x2.dtype, out.dtype)

@@ -170,7 +170,7 @@ def ours_linear(qtype: str, w: np.ndarray, x: np.ndarray) -> Launch:
 
     m, k = x.shape
     n = w.shape[0]
-    kind, groups, group = launch.matmul_grid(m, n)
+    kind, groups, group = launch.matmul_grid(m, n, qtype=qtype)
     return Launch(kernel_file(qtype), {}, f"mul_{kind}_{qtype.lower()}_f32_f32",
                   [w.reshape(-1), x, np.zeros(1, np.float32), np.empty((m, n), np.float32), np.uint64(k),
                    np.uint64(n), np.uint64(m), np.uint64(0)], tuple(groups) + (1,), (group, 1, 1))

@@ -252,6 +252,12 @@ GGUF_MV_INLINE float4 gguf_iq1_codes(uint staged, bool negative) {
     return float4(as_type<char4>((staged + (negative ? 0xFEFEFEFFu : 0x01010101u)) ^ 0x80808080u));
 }
 
+// v rotated left by r bits (bits leaving at the top come back at the bottom; r taken modulo 32): a lane-constant
+// shift in either direction, as one funnel-shift instruction.
+GGUF_MV_INLINE uint gguf_rotl(uint v, uint r) {
+    return (v << (r & 31)) | (v >> ((32 - r) & 31));
+}
+
 // Row `row` of a staged grid of 8-byte rows (or a sign-mask pair) as one 8-byte threadgroup load.
 GGUF_MV_INLINE uint2 gguf_staged_pair(threadgroup const uint *words, uint row) {
     return reinterpret_cast<threadgroup const uint2 *>(words)[row];
@@ -505,7 +511,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_float_core<IN>, device const uchar *
         ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]]
 
 // Mat-vec: up to 8 activation rows per threadgroup, weights decoded into registers; CORE is the order. R
-// weight rows per simdgroup: GGUF_MV_ROWS below GGUF_MV_WIDE_M rows of x, else GGUF_MV_WIDE_ROWS
+// weight rows per simdgroup: GGUF_MV_ROWS below gguf_mv_wide_m rows of x, else GGUF_MV_WIDE_ROWS
 // (launch.mv_rows; the host launches ceil(N / (GGUF_MV_SIMDGROUPS * R)) groups). R only groups the outputs:
 // each one's order is the same.
 template <uint R, typename CORE, typename X, typename T>
@@ -527,10 +533,17 @@ GGUF_MV_INLINE void gguf_mul_mv_rows(device const uchar *w, device const X *x, d
     gguf_mv_store<R>(acc, mr, rows, n0, N, bias, has_bias, out + ulong(m0) * N, lane);
 }
 
+// The rows of x from which a core's mul_mv takes GGUF_MV_WIDE_ROWS weight rows (launch.mv_wide_m): its type's
+// GGUF_MV_WIDE_M_<type> (GGUF_MATMUL_FACTORED_KERNELS specialises this), else GGUF_MV_WIDE_M.
+template <typename CORE>
+struct gguf_mv_wide_m {
+    enum { value = GGUF_MV_WIDE_M };
+};
+
 template <typename CORE, typename X, typename T>
 [[max_total_threads_per_threadgroup(GGUF_MV_THREADS)]] kernel void kernel_mul_mv(GGUF_MM_PARAMS(X, T)) {
     GGUF_MV_STAGE(CORE, stage, tid)
-    if (M >= GGUF_MV_WIDE_M) {
+    if (M >= gguf_mv_wide_m<CORE>::value) {
         gguf_mul_mv_rows<GGUF_MV_WIDE_ROWS, CORE>(w, x, bias, out, uint(K), uint(N), uint(M), has_bias != 0, tg, sg,
                                                   lane, stage);
     } else {
@@ -974,6 +987,10 @@ template <typename B, int QK, int S, typename CORE, typename X>
         enum { value = GGUF_MM_FACTORED_##NAME, part_group = GGUF_MM_PART_GROUP_##NAME };        \
     };                                                                                           \
     typedef gguf_factored_core<block_##NAME, GGUF_QK_##NAME, GGUF_MV_LAYOUT_##NAME> gguf_core_##NAME; \
+    template <>                                                                                  \
+    struct gguf_mv_wide_m<gguf_core_##NAME> {                                                    \
+        enum { value = GGUF_MV_WIDE_M_##NAME };                                                  \
+    };                                                                                           \
     GGUF_MATMUL_INSTANCES(NAME, block_##NAME, GGUF_QK_##NAME, GGUF_SUB_##NAME, gguf_core_##NAME)
 
 // A float type: the weights are IN elements, widened by float.metal's gguf_load.

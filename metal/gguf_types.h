@@ -78,6 +78,35 @@
 #define GGUF_MV_LAYOUT_q2_0 8, 2, 1, 0
 #define GGUF_MV_LAYOUT_tq1_0 16, 4, 1, 0
 #define GGUF_MV_LAYOUT_tq2_0 16, 4, 1, 0
+// Rows of x from which mul_mv takes GGUF_MV_WIDE_ROWS weight rows per simdgroup (launch.mv_wide_m).
+#define GGUF_MV_WIDE_M_f32 2u
+#define GGUF_MV_WIDE_M_f16 2u
+#define GGUF_MV_WIDE_M_q4_0 2u
+#define GGUF_MV_WIDE_M_q4_1 2u
+#define GGUF_MV_WIDE_M_q5_0 2u
+#define GGUF_MV_WIDE_M_q5_1 2u
+#define GGUF_MV_WIDE_M_q8_0 2u
+#define GGUF_MV_WIDE_M_q2_k 2u
+#define GGUF_MV_WIDE_M_q3_k 2u
+#define GGUF_MV_WIDE_M_q4_k 2u
+#define GGUF_MV_WIDE_M_q5_k 2u
+#define GGUF_MV_WIDE_M_q6_k 2u
+#define GGUF_MV_WIDE_M_iq2_xxs 2u
+#define GGUF_MV_WIDE_M_iq2_xs 2u
+#define GGUF_MV_WIDE_M_iq3_xxs 2u
+#define GGUF_MV_WIDE_M_iq1_s 1u
+#define GGUF_MV_WIDE_M_iq4_nl 2u
+#define GGUF_MV_WIDE_M_iq3_s 2u
+#define GGUF_MV_WIDE_M_iq2_s 2u
+#define GGUF_MV_WIDE_M_iq4_xs 2u
+#define GGUF_MV_WIDE_M_iq1_m 1u
+#define GGUF_MV_WIDE_M_bf16 2u
+#define GGUF_MV_WIDE_M_tq1_0 2u
+#define GGUF_MV_WIDE_M_tq2_0 2u
+#define GGUF_MV_WIDE_M_mxfp4 2u
+#define GGUF_MV_WIDE_M_nvfp4 2u
+#define GGUF_MV_WIDE_M_q1_0 2u
+#define GGUF_MV_WIDE_M_q2_0 2u
 // Whether the matrix tier reads the type's weight tile through the factored access (launch.MM_FACTORED).
 #define GGUF_MM_FACTORED_q4_0 1
 #define GGUF_MM_PART_GROUP_q4_0 4

@@ -70,8 +70,10 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_iq1_m *b, ushort part, gguf
     const uint2 sc = *reinterpret_cast<device const uint2 *>(b->scales);  // u16 words sc[0..3]
     // d's half bits: the top nibbles of sc[0..3], in order (each word's two top nibbles moved together; the
     // bits that land above bit 15 fall off in the 16-bit value)
-    const uint top_x = sc.x & 0xF000F000u, top_y = sc.y & 0xF000F000u;
-    const uint dbits = (top_x >> 12) | (top_x >> 24) | (top_y >> 4) | (top_y >> 16);
+    // (z holds sc[0]'s at bits 0..3, sc[2]'s at 8..11, sc[1]'s at 16..19, sc[3]'s at 24..27; z >> 12 moves the
+    // last two to bits 4..7 and 12..15 and drops the first two)
+    const uint z = ((sc.x & 0xF000F000u) >> 12) | ((sc.y & 0xF000F000u) >> 4);
+    const uint dbits = z | (z >> 12);
     const float d8 = float(as_type<half>(ushort(dbits))) * 0.125f;  // dl / 8 = (d / 8) (2k + 1), exactly
     const uint l = part % 4;
     // the lane's bytes as pointers with constant offsets per run (one address computation per block)
@@ -87,8 +89,10 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_iq1_m *b, ushort part, gguf
         q[2 * u] = gguf_iq1_codes(values.x, negative);
         q[2 * u + 1] = gguf_iq1_codes(values.y, negative);
         const uint word = u == 0 ? sc.x : sc.y;  // sc[g / 2] in bits 16 (g / 2 % 2) ..
-        const uint k = (word >> (16 * ((g / 2) % 2) + 6 * (g % 2) + 3 * (l / 2))) & 7;
-        a[u] = d8 * float(2 * k + 1);
+        // 2k + 1 for the 3 bits k at bit s = 16 ((g / 2) % 2) + 6 (g % 2) + 3 (l / 2) of the word: the word
+        // rotated right by s - 1 (left by one for s = 0) puts them at bits 1..3
+        const uint s = 16 * ((g / 2) % 2) + 6 * (g % 2) + 3 * (l / 2);
+        a[u] = d8 * float((gguf_rotl(word, 33 - s) & 0xE) | 1);
         o[u] = 0.0f;
     }
 }

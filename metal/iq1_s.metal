@@ -62,7 +62,8 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_iq1_s *b, ushort part, gguf
 #pragma unroll
     for (uint u = 0; u < 2; ++u) {
         const uint h = qh[4 * u];
-        const uint2 values = gguf_staged_pair(table.words, uint(qs[16 * u]) | (((h >> (3 * l)) & 7) << 8));
+        // bits 3l .. 3l + 2 of h rotated to bits 8..10 (l = 3: one bit right)
+        const uint2 values = gguf_staged_pair(table.words, uint(qs[16 * u]) | (gguf_rotl(h, 8 - 3 * l) & 0x700));
         const bool negative = (h & 0x8000u) != 0;
         q[2 * u] = gguf_iq1_codes(values.x, negative);
         q[2 * u + 1] = gguf_iq1_codes(values.y, negative);

@@ -83,6 +83,19 @@ void encode_threadgroups(id<MTLComputePipelineState> pso, std::array<at::Tensor,
     });
 }
 
+// launch.mv_wide_m: the rows of x from which a type's mul_mv takes GGUF_MV_WIDE_ROWS weight rows per simdgroup.
+int64_t mv_wide_m(int64_t qtype) {
+    switch (qtype) {
+#define GGUF_MV_WIDE_M_CASE(ID, NAME, ELEMS, BYTES, PER_THREAD) \
+    case ID:                                                    \
+        return GGUF_MV_WIDE_M_##NAME;
+        GGUF_FOR_EACH_QUANT_TYPE(GGUF_MV_WIDE_M_CASE)
+#undef GGUF_MV_WIDE_M_CASE
+    default:
+        return GGUF_MV_WIDE_M;
+    }
+}
+
 }  // namespace
 
 void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_t qtype,
@@ -106,7 +119,7 @@ void gguf_linear_out(const at::Tensor &x_in, const at::Tensor &blocks_in, int64_
     const at::Tensor bias = has_bias ? bias_in->to(at::kFloat).contiguous() : x;
 
     const bool mv = M <= int64_t(GGUF_MATMUL_X_ROWS);
-    const int64_t mv_rows = M >= int64_t(GGUF_MV_WIDE_M) ? GGUF_MV_WIDE_ROWS : GGUF_MV_ROWS;  // launch.mv_rows
+    const int64_t mv_rows = M >= mv_wide_m(qtype) ? GGUF_MV_WIDE_ROWS : GGUF_MV_ROWS;  // launch.mv_rows
     const int64_t groups_x = mv ? ceil_div(N, GGUF_MV_SIMDGROUPS * mv_rows) : ceil_div(N, GGUF_MM_ROWS);
     const int64_t groups_y = mv ? ceil_div(M, GGUF_MATMUL_X_ROWS) : ceil_div(M, GGUF_MM_X_ROWS);
     const NSUInteger threads = (mv ? GGUF_MV_SIMDGROUPS : GGUF_MM_SIMDGROUPS) * GGUF_SIMD_WIDTH;

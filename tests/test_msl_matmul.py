@@ -343,7 +343,7 @@ def run_linear(name, raw, x, bias=None, out_dtype=None, kind=None, path=None, ft
     out_dtype = out_dtype or x.dtype
     m, k = x.shape
     n = raw.shape[0]
-    kind, groups, group = launch.matmul_grid(m, n, kind)
+    kind, groups, group = launch.matmul_grid(m, n, kind, qtype=name)
     lib = msl_harness.compile(path or single_source(), ftz=ftz, ubsan=ubsan)
     host = f"mul_{kind}_{name.lower()}_{SUFFIX[x.dtype]}_{SUFFIX[out_dtype]}"
     out = np.empty((m, n), NP_OUT[out_dtype])
@@ -645,7 +645,9 @@ def test_error_constant_follows_the_tree():
     assert launch.matmul_error_constant("Q4_K", 4096) == launch.matvec_error_constant("Q4_K", 4096)
     assert launch.matmul_grid(8, 7) == ("mv", (1, 1), 64)
     assert launch.matmul_grid(1, 20) == ("mv", (3, 1), 64)  # 4 weight rows per simdgroup at M = 1 ...
-    assert launch.matmul_grid(2, 20) == ("mv", (2, 1), 64)  # ... 8 from M = 2 (launch.mv_rows)
+    assert launch.matmul_grid(2, 20) == ("mv", (2, 1), 64)  # ... 8 from M = 2 (launch.mv_rows) ...
+    assert launch.matmul_grid(1, 20, qtype="IQ1_S") == ("mv", (2, 1), 64)  # ... and from M = 1 for IQ1
+    assert launch.matmul_grid(1, 20, qtype="Q4_K") == launch.matmul_grid(1, 20)
     assert launch.matmul_grid(9, 7) == ("mm", (1, 1), 128)
     assert launch.matmul_grid(64, 130) == ("mm", (3, 1), 128)
     assert launch.matmul_grid(65, 130) == ("mm", (3, 2), 128)

@@ -45,6 +45,9 @@ def types_header() -> str:
     for name, (parts, quads, runs, offset) in launch.MV_FACTORED.items():
         n = name.lower()
         lines.append(f"#define GGUF_MV_LAYOUT_{n} {parts}, {quads}, {runs}, {int(offset)}")
+    lines.append("// Rows of x from which mul_mv takes GGUF_MV_WIDE_ROWS weight rows per simdgroup (launch.mv_wide_m).")
+    for t in SUPPORTED.values():
+        lines.append(f"#define GGUF_MV_WIDE_M_{t.name.lower()} {launch.mv_wide_m(t.name)}u")
     lines.append("// Whether the matrix tier reads the type's weight tile through the factored access (launch.MM_FACTORED).")
     for name, (parts, *_) in launch.MV_FACTORED.items():
         lines.append(f"#define GGUF_MM_FACTORED_{name.lower()} {int(name in launch.MM_FACTORED)}")
