@@ -170,10 +170,12 @@ def matmul_kernel(m_rows: int) -> str:
 
 
 # Types whose mul_mv takes MV_WIDE_ROWS weight rows per simdgroup from one row of x (the others from MV_WIDE_M):
-# the IQ1 types, issue-bound at M = 1, each threadgroup first copying their 16 KiB grid to threadgroup memory. With
-# 8 rows a simdgroup's x loads and per-block loop work serve twice the rows and half as many threadgroups copy the
-# grid (modelled on M2 Max, 4096 x 4096: 4% fewer instructions; benchmarks/METAL_MATVEC_TYPES.md).
-MV_WIDE_FROM_ONE_ROW = frozenset({"IQ1_S", "IQ1_M"})
+# ultra-low-bit types whose M = 1 is issue-bound. With 8 rows a simdgroup's x loads and per-block loop work serve
+# twice the rows (and for IQ1 half as many threadgroups copy the 16 KiB grid): modelled on M2 Max, 4096 x 4096,
+# 2-4% fewer instructions; on 40-core chips the 256 threadgroups fill the cores less evenly, so M3/M4 Max lose
+# 1-2 points there (benchmarks/METAL_MATVEC_TYPES.md). TQ1_0 is left out: it stays under 60% either way and
+# the 40-core chips lose more than M2 Max gains.
+MV_WIDE_FROM_ONE_ROW = frozenset({"IQ1_S", "IQ1_M", "Q1_0"})
 
 
 def mv_wide_m(qtype=None) -> int:

@@ -304,9 +304,13 @@ template <typename B, int QUADS, int RUNS, int OFFSET, typename X>
 GGUF_MV_INLINE void gguf_mv_x(device const B *row, device const X *xb, ushort part, thread float4 *xs,
                               thread float *sx) {
     constexpr uint QPR = QUADS / RUNS;
+    // The quads from the lane's first: at constant offsets from one address where the layout allows (one
+    // address computation per block instead of one per quad).
+    device const X *first = xb + gguf_mv_quad(row, part, 0);
 #pragma unroll
     for (uint j = 0; j < QUADS; ++j) {
-        xs[j] = float4(*reinterpret_cast<device const vec<X, 4> *>(xb + gguf_mv_quad(row, part, j)));
+        const uint offset = gguf_mv_quad(row, part, j) - gguf_mv_quad(row, part, 0);
+        xs[j] = float4(*reinterpret_cast<device const vec<X, 4> *>(first + offset));
     }
 #pragma unroll
     for (uint u = 0; u < RUNS; ++u) {

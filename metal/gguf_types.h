@@ -105,7 +105,7 @@
 #define GGUF_MV_WIDE_M_tq2_0 2u
 #define GGUF_MV_WIDE_M_mxfp4 2u
 #define GGUF_MV_WIDE_M_nvfp4 2u
-#define GGUF_MV_WIDE_M_q1_0 2u
+#define GGUF_MV_WIDE_M_q1_0 1u
 #define GGUF_MV_WIDE_M_q2_0 2u
 // Whether the matrix tier reads the type's weight tile through the factored access (launch.MM_FACTORED).
 #define GGUF_MM_FACTORED_q4_0 1

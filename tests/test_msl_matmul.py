@@ -646,7 +646,7 @@ def test_error_constant_follows_the_tree():
     assert launch.matmul_grid(8, 7) == ("mv", (1, 1), 64)
     assert launch.matmul_grid(1, 20) == ("mv", (3, 1), 64)  # 4 weight rows per simdgroup at M = 1 ...
     assert launch.matmul_grid(2, 20) == ("mv", (2, 1), 64)  # ... 8 from M = 2 (launch.mv_rows) ...
-    assert launch.matmul_grid(1, 20, qtype="IQ1_S") == ("mv", (2, 1), 64)  # ... and from M = 1 for IQ1
+    assert launch.matmul_grid(1, 20, qtype="IQ1_S") == ("mv", (2, 1), 64)  # ... and from M = 1 for IQ1_S, IQ1_M, Q1_0
     assert launch.matmul_grid(1, 20, qtype="Q4_K") == launch.matmul_grid(1, 20)
     assert launch.matmul_grid(9, 7) == ("mm", (1, 1), 128)
     assert launch.matmul_grid(64, 130) == ("mm", (3, 1), 128)
