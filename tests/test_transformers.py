@@ -285,10 +285,11 @@ def test_linear_routing(kernel, monkeypatch, dtype):
     assert integration.linear_max_rows(q4_k, dtype, "mps") == 8
     perm = torch.randperm(k, generator=torch.Generator().manual_seed(1))
     chunk_rows = 20  # a workspace of 20 weight rows: 64 rows in chunks of 20, 20, 20, 4
-    cases = [(3, None, {"linear": 1}), (16, None, {"linear": 1}), (17, None, {"dequantize": 1}),
-             (5, perm, {"linear": 1}), (40, perm, {"dequantize": 1}),
+    cases = [(3, None, {"linear": 1}), (16, None, {"linear": 1}),
+             (40, perm, {"dequantize": 4}, {"workspace": chunk_rows}),  # the first buffer: 20 rows
+             (40, None, {"dequantize": 2}, {"workspace": 2 * chunk_rows}),  # 40 rows: a larger buffer
+             (17, None, {"dequantize": 1}), (5, perm, {"linear": 1}), (40, perm, {"dequantize": 1}),
              (40, None, {"dequantize": 2}, {"chunk": n * k - 1}),  # transformers' forward: two chunks of rows
-             (40, perm, {"dequantize": 4}, {"workspace": chunk_rows}),
              (17, None, {"dequantize": 2}, {"grad": True})]  # autograd records x: a fresh weight (and `other`)
     for rows, permutation, expected, *options in cases:
         options = options[0] if options else {}

@@ -195,7 +195,7 @@ def _linear_forward(module, gk, wrapper, transformers_forward):
 
     def buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         held = getattr(workspace, "bytes", None)
-        if held is None or held.device != device:
+        if held is None or held.device != device or held.numel() < WORKSPACE_BYTES:
             with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
                 held = workspace.bytes = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
         return held[:rows * cols * dtype.itemsize].view(dtype).view(rows, cols)
