@@ -257,7 +257,8 @@ def main(argv=None) -> int:
               "dense: at most (dense step) / (rest of the step) even with free matmuls.",
               "- Prefill (512 rows): `install_kernel` routes a prompt through `linear` only up to the row limit of "
               "`LINEAR_MAX_ROWS` per type and dtype (`benchmarks/LINEAR_ROUTING.md`: none reaches 512 rows); above "
-              "it each packed weight is dequantized once (on this kernel) to the activation dtype and multiplied by "
+              "it each packed weight is dequantized once (on this kernel) to the activation dtype, into a reused "
+              "per-thread workspace of 32 MiB (the tied 64M-element lm_head in row chunks), and multiplied by "
               "torch (`F.linear`). In float32 that is a float32 GEMM, slower on this CPU than the bfloat16 GEMM of "
               "the dense bfloat16 model; the packed bfloat16 row is the like-for-like comparison for the prefill goal.",
               "- Memory: \"added by the load\" is the resident set after `from_pretrained` minus before it, with every "

@@ -208,6 +208,14 @@ inline void gguf_cpu_block(const B *block, T *__restrict dst, Decode decode, std
     (gguf_cpu_sub_block<S, SUBNORMALS>(block, ushort(SUB), dst + SUB * S, decode), ...);
 }
 
+// A type's file may give the CPU build a whole-block decoder: a specialization of gguf_cpu_whole_block with
+// decode(block, dst) writing the block's QK values as T, the same bits as its decode function and gguf_store
+// (used for whole blocks; partial ones take the decode function).
+template <typename B>
+struct gguf_cpu_whole_block {
+    static constexpr bool defined = false;
+};
+
 template <int QK, int S, bool SUBNORMALS, typename B, typename T, typename Decode>
 __attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, long t0, long t1, Decode decode) {
     constexpr long SUBS = QK / S;
@@ -220,7 +228,11 @@ __attribute__((flatten)) inline void gguf_cpu_threads(const B *blocks, T *dst, l
     for (; t < t1 && t % SUBS != 0; ++t) {
         one_thread(t);
     }
-    if constexpr (std::is_same_v<T, float> || S >= 32) {
+    if constexpr (gguf_cpu_whole_block<B>::defined) {
+        for (; t + SUBS <= t1; t += SUBS) {
+            gguf_cpu_whole_block<B>::decode(blocks + t / SUBS, dst + t * S);
+        }
+    } else if constexpr (std::is_same_v<T, float> || S >= 32) {
         for (; t + SUBS <= t1; t += SUBS) {
             gguf_cpu_block<S, SUBNORMALS>(blocks + t / SUBS, dst + t * S, decode, subs);
         }

@@ -35,6 +35,52 @@ inline void dequantize_q4_k(device const block_q4_k *b, ushort sub, thread float
     }
 }
 
+#if defined(GGUF_CPU) && defined(GGUF_HAVE_AVX512)
+// CPU, AVX-512: a whole block in registers. The 64 qs bytes of half h hold sub-blocks 4h and 4h + 2 in their
+// low nibbles (bytes 0..31, 32..63) and 4h + 1, 4h + 3 in their high nibbles. The 8 scales and 8 mins are
+// gguf_scale_min_k4 on the scale bytes as words (as gguf_mv_codes); d * sc and dmin * m are exact, and each
+// value is d1 * q - m1 rounded once to float, then once to T (Q4_K has no subnormal value).
+template <>
+struct gguf_cpu_whole_block<block_q4_k> {
+    static constexpr bool defined = true;
+
+    template <typename T>
+    static inline void decode(const block_q4_k *b, T *dst) {
+        uint s[3];
+        std::memcpy(s, b->scales, sizeof(s));
+        const uint64_t sc = uint64_t(s[0] & 0x3F3F3F3Fu) |
+                            uint64_t((s[2] & 0x0F0F0F0Fu) | ((s[0] >> 2) & 0x30303030u)) << 32;
+        const uint64_t m = uint64_t(s[1] & 0x3F3F3F3Fu) |
+                           uint64_t(((s[2] >> 4) & 0x0F0F0F0Fu) | ((s[1] >> 2) & 0x30303030u)) << 32;
+        // lanes 0..7: d * sc of sub-blocks 0..7; lanes 8..15: dmin * m
+        const __m512 factor = _mm512_insertf32x8(_mm512_set1_ps(float(b->d)), _mm256_set1_ps(float(b->dmin)), 1);
+        const __m512 dm = _mm512_mul_ps(factor, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                                    _mm_set_epi64x(int64_t(m), int64_t(sc)))));
+        const __m512i low4 = _mm512_set1_epi8(0x0F);
+        for (int h = 0; h < 2; ++h) {
+            const __m512i qs = _mm512_loadu_si512(b->qs + 64 * h);
+            const __m512i q[2] = {_mm512_and_si512(qs, low4), _mm512_and_si512(_mm512_srli_epi16(qs, 4), low4)};
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {  // sub-block 4h + j: nibbles (j % 2) of bytes 32 (j / 2) ..
+                const int sub = 4 * h + j;
+                const __m512i codes = q[j % 2];
+                const __m128i c0 = j / 2 ? _mm512_extracti32x4_epi32(codes, 2) : _mm512_castsi512_si128(codes);
+                const __m128i c1 = j / 2 ? _mm512_extracti32x4_epi32(codes, 3) : _mm512_extracti32x4_epi32(codes, 1);
+                const __m512 d1 = _mm512_permutexvar_ps(_mm512_set1_epi32(sub), dm);
+                const __m512 m1 = _mm512_permutexvar_ps(_mm512_set1_epi32(8 + sub), dm);
+                const __m512 y0 = _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c0))), m1);
+                const __m512 y1 = _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c1))), m1);
+                if constexpr (std::is_same_v<T, bfloat>) {
+                    metal::store_x32<false>(dst + 32 * sub, y0, y1);
+                } else {
+                    metal::store_x32(dst + 32 * sub, y0, y1);
+                }
+            }
+        }
+    }
+};
+#endif
+
 #ifdef GGUF_METAL_MATMUL
 // The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 2 runs, with
 // offset): w = a q + o with q the nibble, a = d * sc and o = -(dmin * m) of its sub-block, the exact

@@ -260,7 +260,8 @@ def test_packed_moe_uses_mul_mat_id(gguf_files, kernel, ftype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_linear_routing(kernel, monkeypatch, dtype):
     """Which path GgufLinear.forward takes, and that each computes x @ W.T + bias: the kernel's linear up to
-    linear_max_rows (MAX_GEMV_ROWS, or the routing table's entry), above it one dequantize + F.linear, and for a
+    linear_max_rows (MAX_GEMV_ROWS, or the routing table's entry), above it one dequantize + F.linear (into the
+    workspace, in row chunks when the weight does not fit; a fresh weight when autograd records x), and for a
     weight larger than transformers' unpacking chunk transformers' own chunked forward."""
     from transformers.integrations.gguf import kernels as gk
     from transformers.integrations.gguf.utils import GgufLinear
@@ -273,6 +274,9 @@ def test_linear_routing(kernel, monkeypatch, dtype):
                                              .reshape(n, -1)))
     layer.bias.data.copy_(torch.randn(n))
     layer = layer.to(dtype)  # the weight stays uint8; the bias takes the model's dtype, as transformers loads it
+    other = GgufLinear(k, n, q4_k)
+    other.weight.data.copy_(torch.from_numpy(random_blocks("Q4_K", n * k // 256, np.random.default_rng(1))
+                                             .reshape(n, -1)))
     integration.install_kernel(kernel)
     w = kernel.dequantize(layer.weight, q4_k, n, k, torch.float32).double()
     monkeypatch.setitem(integration.LINEAR_MAX_ROWS, dtype, {"Q4_K": 16})
@@ -280,17 +284,32 @@ def test_linear_routing(kernel, monkeypatch, dtype):
     assert integration.linear_max_rows(q4_k, torch.float16) == integration.linear_max_rows(14, dtype) == 8
     assert integration.linear_max_rows(q4_k, dtype, "mps") == 8
     perm = torch.randperm(k, generator=torch.Generator().manual_seed(1))
-    cases = [(3, None, {"linear": 1}), (16, None, {"linear": 1}), (17, None, {"dequantize": 1}),
-             (5, perm, {"linear": 1}), (40, perm, {"dequantize": 1}),
-             (40, None, {"dequantize": 2}, n * k - 1)]  # transformers' forward: two chunks of rows
-    for rows, permutation, expected, *chunk in cases:
-        monkeypatch.setattr(gk, "DEQUANT_CHUNK_ELEMS", chunk[0] if chunk else 64 << 20)
+    chunk_rows = 20  # a workspace of 20 weight rows: 64 rows in chunks of 20, 20, 20, 4
+    cases = [(3, None, {"linear": 1}), (16, None, {"linear": 1}),
+             (40, perm, {"dequantize": 4}, {"workspace": chunk_rows}),  # the first buffer: 20 rows
+             (40, None, {"dequantize": 2}, {"workspace": 2 * chunk_rows}),  # 40 rows: a larger buffer
+             (17, None, {"dequantize": 1}), (5, perm, {"linear": 1}), (40, perm, {"dequantize": 1}),
+             (40, None, {"dequantize": 2}, {"chunk": n * k - 1}),  # transformers' forward: two chunks of rows
+             (17, None, {"dequantize": 2}, {"grad": True})]  # autograd records x: a fresh weight (and `other`)
+    for rows, permutation, expected, *options in cases:
+        options = options[0] if options else {}
+        monkeypatch.setattr(gk, "DEQUANT_CHUNK_ELEMS", options.get("chunk", 64 << 20))
+        monkeypatch.setattr(integration, "WORKSPACE_BYTES", options.get("workspace", n) * k * dtype.itemsize)
         layer.input_permutation = permutation
         x = torch.randn(rows, k).reshape(2, rows // 2, k) if rows % 2 == 0 else torch.randn(1, rows, k)
-        x = x.to(dtype)
+        x = x.to(dtype).requires_grad_(options.get("grad", False))
         kernel.calls.clear()
-        with torch.no_grad():
+        with torch.set_grad_enabled(x.requires_grad):
             y = layer(x)
+        if x.requires_grad:
+            # another layer's weight goes through the workspace before the backward pass, which must still see this
+            # layer's weight: dx = ones @ W (bound of a sum of n products of exact values in x's dtype)
+            with torch.no_grad():
+                other(x.detach())
+            y.sum().backward()
+            grad_bound = n * 2.0**-24 if dtype == torch.float32 else 2.0**-7
+            assert ((x.grad.double() - w.sum(0)).abs() <= grad_bound * w.abs().sum(0)).all()
+            x, y = x.detach(), y.detach()
         assert dict(kernel.calls) == expected, (rows, dict(kernel.calls))
         assert y.shape == (*x.shape[:-1], n) and y.dtype == dtype
         xs = (x if permutation is None else x[..., permutation]).double()

@@ -37,6 +37,7 @@ import functools
 import importlib
 import mmap
 import os
+import threading
 import warnings
 from contextlib import contextmanager
 
@@ -173,12 +174,53 @@ def install_kernel(kernel=None, *, device="cpu"):
     return wrapper
 
 
+# Bytes of the per-thread buffer GgufLinear dequantizes into above its linear rows: reused across layers and calls,
+# so a prefill does not fault in fresh pages for every weight (every layer of LFM2-350M and Qwen3.5-0.8B fits at
+# once in bfloat16 and float32; their tied lm_head, 64M elements, goes through it in row chunks).
+WORKSPACE_BYTES = 32 << 20
+
+
 def _linear_forward(module, gk, wrapper, transformers_forward):
     """GgufLinear.forward on the kernel's ``linear``: x in its own dtype straight to the result in that dtype (no
     float32 result and cast, as transformers' mat-vec path makes; bias added in float32 before the one rounding),
-    for up to :func:`linear_max_rows` rows; more rows: the weight dequantized to x's dtype once, then ``F.linear``
-    (transformers' path without its result copy), or transformers' own forward for a weight too large to unpack at
-    once or when another kernel has been installed since."""
+    for up to :func:`linear_max_rows` rows; more rows: the weight dequantized to x's dtype, then a torch GEMM
+    (transformers' path without its result copy), or transformers' own forward for a weight larger than its
+    unpacking chunk or when another kernel has been installed since.
+
+    Without autograd the weight is dequantized into a buffer of :data:`WORKSPACE_BYTES` per thread (each layer's
+    GEMM reads it before the next layer writes it; threads do not share it), a row chunk at a time when it does
+    not fit; the GEMM of each chunk writes its columns of the result in place, the same sums as one GEMM. With
+    autograd recording x, F.linear saves the weight for the backward pass, so each call gets a fresh one."""
+    workspace = threading.local()
+
+    def buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        held = getattr(workspace, "bytes", None)
+        if held is None or held.device != device or held.numel() < WORKSPACE_BYTES:
+            with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+                held = workspace.bytes = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
+        return held[:rows * cols * dtype.itemsize].view(dtype).view(rows, cols)
+
+    def dequantize_matmul(self, flat: torch.Tensor) -> torch.Tensor:
+        n, k, dtype = self.out_features, self.in_features, flat.dtype
+        bias = None if self.bias is None else self.bias.to(dtype)
+        if torch.is_grad_enabled() and flat.requires_grad:
+            weight = module.dequantize(self.weight, self.ggml_type, n, k, dtype)
+            return torch.nn.functional.linear(flat, weight, bias)
+        rows = max(1, min(n, WORKSPACE_BYTES // (k * dtype.itemsize)))
+        if rows == n:
+            weight = module.dequantize(self.weight, self.ggml_type, dtype=dtype, out=buffer(n, k, dtype, flat.device))
+            return torch.nn.functional.linear(flat, weight, bias)
+        out = torch.empty(flat.shape[0], n, dtype=dtype, device=flat.device)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            weight = module.dequantize(self.weight[start:stop], self.ggml_type, dtype=dtype,
+                                       out=buffer(stop - start, k, dtype, flat.device))
+            if bias is None:
+                torch.mm(flat, weight.t(), out=out[:, start:stop])
+            else:  # as F.linear computes x @ W.T + b
+                torch.addmm(bias[start:stop], flat, weight.t(), out=out[:, start:stop])
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if gk._gguf_kernel is not wrapper:
             return transformers_forward(self, x)
@@ -189,8 +231,7 @@ def _linear_forward(module, gk, wrapper, transformers_forward):
         if rows <= linear_max_rows(self.ggml_type, flat.dtype, flat.device.type):
             out = module.linear(flat, self.weight, self.ggml_type, self.bias)
         elif self.out_features * self.in_features <= getattr(gk, "DEQUANT_CHUNK_ELEMS", 0):
-            weight = module.dequantize(self.weight, self.ggml_type, self.out_features, self.in_features, flat.dtype)
-            out = torch.nn.functional.linear(flat, weight, None if self.bias is None else self.bias.to(flat.dtype))
+            out = dequantize_matmul(self, flat)
         else:
             return transformers_forward(self, x)
         return out.reshape(*x.shape[:-1], self.out_features)
