@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <vector>
 #include <immintrin.h>
 
@@ -91,6 +92,12 @@ struct Tables {
     __m512i lo, hi;
     const ScaleTables *scales;
     const uint16_t *grid = nullptr;  // IQ grid types: the grid's rows as bfloat16 words (BF16Grid)
+};
+
+// Chunk g's weights a * q as float32, exact (every type's scale times code has at most 24 significant bits):
+// lane i of `even` is element 2i, lane i of `odd` element 2i + 1 (x's float32 layout, MatvecJob).
+struct ChunkWeights {
+    __m512 even, odd;
 };
 
 // Keeps per-block scales in memory (the stack array just written): each chunk then takes its scale by a broadcast
@@ -451,6 +458,28 @@ struct Q5_1 : Legacy<block_q5_1, 0, 32> {
     }
 };
 
+// Words 0-15 of a code table (bfloat16) as float32: loop-invariant, so computed once per call.
+inline __m512 table_values16(__m512i lo) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(lo)), 16));
+}
+
+// The 16 bytes at q as nibble indices in x's float32 layout (MatvecJob): lane i of `even` holds element 2i's
+// nibble in its low 4 bits, lane i of `odd` element 2i + 1's, for the Q4_0 element order (low nibbles elements
+// 0-15, high 16-31); the bits above are left for vpermps, which reads 4.
+struct NibbleIndices {
+    __m512i even, odd;
+};
+
+inline NibbleIndices nibble_indices_lo_hi(const uchar *q) {
+    // Lane i: the word qs[2 (i % 8)] | qs[2 (i % 8) + 1] << 8; lanes 8-15 take its high nibbles.
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q))));
+    const __m512i at_even = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(4), 1);
+    const __m512i at_odd = _mm512_inserti64x4(_mm512_set1_epi32(8), _mm256_set1_epi32(12), 1);
+    return {_mm512_srlv_epi32(v, at_even), _mm512_srlv_epi32(v, at_odd)};
+}
+
+// IQ4_NL: the chunk's weights straight from a float32 table of a * kvalues_iq4nl (16 exact products, one multiply
+// per block) by two vpermps, where codes() then the scale cost a table lookup, a split and two multiplies.
 struct IQ4_NL {
     using Block = block_iq4_nl;
     static constexpr int QK = 32, CH = 1;
@@ -459,6 +488,11 @@ struct IQ4_NL {
     static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
+    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
+        const __m512 scaled = _mm512_mul_ps(_mm512_set1_ps(*s.a), table_values16(t.lo));
+        const NibbleIndices n = nibble_indices_lo_hi(b->qs);
+        return {_mm512_permutexvar_ps(n.even, scaled), _mm512_permutexvar_ps(n.odd, scaled)};
+    }
     static Tables tables() { return {bf16_table(kvalues_iq4nl, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
@@ -941,12 +975,6 @@ inline float sum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
 
-// Chunk g's weights a * q as float32, exact (every type's scale times code has at most 24 significant bits):
-// lane i of `even` is element 2i, lane i of `odd` element 2i + 1 (x's float32 layout, MatvecJob).
-struct ChunkWeights {
-    __m512 even, odd;
-};
-
 inline ChunkWeights chunk_weights(__m512i codes, __m512 a) {
     const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(codes, 16));
     const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(codes, _mm512_set1_epi32(int(0xFFFF0000u))));
@@ -974,6 +1002,13 @@ template <typename F>
 inline __m512i chunk_codes(const typename F::Block *b, int c, const Tables &t, const typename F::Scales &s) {
     if constexpr (requires { F::codes(b, c, t, s); }) return F::codes(b, c, t, s);
     else return F::codes(b, c, t);
+}
+
+// Chunk c's weights: the type's own float32 decode where it has one (weights()), else its codes times its scale.
+template <typename F>
+inline ChunkWeights decode_chunk(const typename F::Block *b, int c, const Tables &t, const typename F::Scales &s) {
+    if constexpr (requires { F::weights(b, c, t, s); }) return F::weights(b, c, t, s);
+    else return chunk_weights(chunk_codes<F>(b, c, t, s), F::chunk_scale(s, c));
 }
 
 constexpr int64_t FEATURES = 8;  // output features per work item
@@ -1012,14 +1047,15 @@ inline void rows_features(const MatvecJob &job, int64_t n0, int64_t i0, int64_t 
 #pragma GCC unroll 8
         for (int f = 0; f < NF; ++f) {
             prefetch_ahead(rows[f] + i, ahead);
-            s[f] = F::scales(rows[f] + i, table);
+            // Built in place: an assignment copies the struct (GCC moves IQ row offsets word by word).
+            ::new (&s[f]) typename F::Scales(F::scales(rows[f] + i, table));
         }
 #pragma GCC unroll 8
         for (int c = 0; c < F::CH; ++c) {
             const int64_t g = i * F::CH + c;
             ChunkWeights w[NF];
 #pragma GCC unroll 8
-            for (int f = 0; f < NF; ++f) w[f] = chunk_weights(chunk_codes<F>(rows[f] + i, c, table, s[f]), F::chunk_scale(s[f], c));
+            for (int f = 0; f < NF; ++f) w[f] = decode_chunk<F>(rows[f] + i, c, table, s[f]);
 #pragma GCC unroll 8
             for (int r = 0; r < R; ++r) {
                 const __m512 even = _mm512_loadu_ps(x[r] + 32 * g), odd = _mm512_loadu_ps(x[r] + 32 * g + 16);
