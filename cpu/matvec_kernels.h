@@ -700,13 +700,19 @@ struct IQ3_XXS {
     static Tables tables() { return grid_tables(iq3xxs_grid); }
 };
 
-// IQ3_S: chunk g: rows qs[8g + k] | bit k of qh[g] << 8; signs: the u32 at signs[4g]; db = d * (1 + 2s), s the
-// nibble g of the u32 scales.
+// IQ3_S: chunk g: rows qs[8g + k] | bit k of qh[g] << 8 (bit 8g + k of the little-endian u64 qh); signs: the u32
+// at signs[4g]; db = d * (1 + 2s), s the nibble g of the u32 scales. A block's 64 row indices are widened to
+// 32 bits once (4 instructions), so each chunk's gather takes its indices by one load.
+struct IQ3SScales {
+    alignas(32) float a[8];
+    alignas(64) uint32_t rows[64];
+};
+
 struct IQ3_S {
     using Block = block_iq3_s;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    using Scales = ChunkScales8;
+    using Scales = IQ3SScales;
     static Scales scales(const Block *b, const Tables &t) {
         uint32_t sc;
         std::memcpy(&sc, b->scales, 4);
@@ -716,17 +722,24 @@ struct IQ3_S {
         const __m256 odd = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_slli_epi32(s, 1), _mm256_set1_epi32(1)));
         Scales r;
         _mm256_store_ps(r.a, _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), odd));
+        uint64_t qh;
+        std::memcpy(&qh, b->qh, 8);
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+            const __m512i low = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs + 16 * q)));
+            _mm512_store_si512(r.rows + 16 * q, _mm512_mask_or_epi32(low, __mmask16(qh >> 16 * q), low, _mm512_set1_epi32(256)));
+        }
         scales_in_memory(r.a);
         return r;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
-    static __m512i codes(const Block *b, int c, const Tables &t) {
+    static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
         uint32_t signs;
         std::memcpy(&signs, b->signs + 4 * c, 4);
-        const __m512i low = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b->qs + 8 * c)));
-        const __m512i idx = _mm512_mask_or_epi64(low, __mmask8(b->qh[c]), low, _mm512_set1_epi64(256));
-        return with_signs(grid_rows4(t.grid, idx), signs);
+        const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i *>(s.rows + 8 * c));
+        return with_signs(_mm512_i32gather_epi64(idx, t.grid, 8), signs);
     }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq3s_grid); }
 };
 
