@@ -716,18 +716,18 @@ struct IQ3_S {
     static Scales scales(const Block *b, const Tables &t) {
         uint32_t sc;
         std::memcpy(&sc, b->scales, 4);
-        const __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(sc)),
-                                                             _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
-                                           _mm256_set1_epi32(0xF));
-        const __m256 odd = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_slli_epi32(s, 1), _mm256_set1_epi32(1)));
+        // 1 + 2s by a table lookup on the nibble (vpermps reads the low 4 bits of each lane).
+        const __m256i s = _mm256_srlv_epi32(_mm256_set1_epi32(int(sc)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+        const __m512 odd = _mm512_permutexvar_ps(_mm512_castsi256_si512(s), _mm512_setr_ps(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21,
+                                                                                          23, 25, 27, 29, 31));
         Scales r;
-        _mm256_store_ps(r.a, _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), odd));
-        uint64_t qh;
-        std::memcpy(&qh, b->qh, 8);
+        _mm256_store_ps(r.a, _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), _mm512_castps512_ps256(odd)));
 #pragma GCC unroll 4
         for (int q = 0; q < 4; ++q) {
+            uint16_t high;  // bits 16q.. of qh, as a mask loaded from memory
+            std::memcpy(&high, b->qh + 2 * q, 2);
             const __m512i low = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs + 16 * q)));
-            _mm512_store_si512(r.rows + 16 * q, _mm512_mask_or_epi32(low, __mmask16(qh >> 16 * q), low, _mm512_set1_epi32(256)));
+            _mm512_store_si512(r.rows + 16 * q, _mm512_mask_or_epi32(low, __mmask16(high), low, _mm512_set1_epi32(256)));
         }
         scales_in_memory(r.a);
         return r;
