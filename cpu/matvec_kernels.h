@@ -122,6 +122,35 @@ inline __m512i nibbles_lo_hi_vpermb(const uchar *q) {
     return _mm512_and_si512(_mm512_srlv_epi16(_mm512_permutexvar_epi8(at, v), shift), _mm512_set1_epi16(0xF));
 }
 
+// Words 0-15 of a code table (bfloat16) as float32: loop-invariant, so computed once per call.
+inline __m512 table_values16(__m512i lo) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(lo)), 16));
+}
+
+// The 16 bytes at q as nibble indices in x's float32 layout (MatvecJob): lane i of `even` holds element 2i's
+// nibble in its low 4 bits, lane i of `odd` element 2i + 1's, for the Q4_0 element order (low nibbles elements
+// 0-15, high 16-31); the bits above are left for vpermps, which reads 4.
+struct NibbleIndices {
+    __m512i even, odd;
+};
+
+inline NibbleIndices nibble_indices_lo_hi(const uchar *q) {
+    // Lane i: the word qs[2 (i % 8)] | qs[2 (i % 8) + 1] << 8; lanes 8-15 take its high nibbles.
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q))));
+    const __m512i at_even = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(4), 1);
+    const __m512i at_odd = _mm512_inserti64x4(_mm512_set1_epi32(8), _mm256_set1_epi32(12), 1);
+    return {_mm512_srlv_epi32(v, at_even), _mm512_srlv_epi32(v, at_odd)};
+}
+
+// A chunk's weights where its codes are the nibbles at q in the Q4_0 element order mapped by a 16-entry table
+// (words 0-15 of lo): a float32 table of a * those values (16 exact products, one multiply), then two vpermps,
+// where codes() and the scale cost a table lookup, a split into even and odd elements and two multiplies.
+inline ChunkWeights nibble_table_weights(const uchar *q, __m512 a, __m512i lo) {
+    const __m512 scaled = _mm512_mul_ps(a, table_values16(lo));
+    const NibbleIndices n = nibble_indices_lo_hi(q);
+    return {_mm512_permutexvar_ps(n.even, scaled), _mm512_permutexvar_ps(n.odd, scaled)};
+}
+
 // 32 bytes as 32 words.
 inline __m512i widen32(const uchar *q) {
     return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(q)));
@@ -435,6 +464,9 @@ struct Q4_1 : Legacy<block_q4_1, 0, 16> {
     static __m256 offsets8(const Block *b, __mmask8 live) { return minus_m8(b, live); }
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
+    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
+        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
+    }
 };
 
 struct Q5_0 : Legacy<block_q5_0, -16, 32> {
@@ -458,28 +490,7 @@ struct Q5_1 : Legacy<block_q5_1, 0, 32> {
     }
 };
 
-// Words 0-15 of a code table (bfloat16) as float32: loop-invariant, so computed once per call.
-inline __m512 table_values16(__m512i lo) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(lo)), 16));
-}
-
-// The 16 bytes at q as nibble indices in x's float32 layout (MatvecJob): lane i of `even` holds element 2i's
-// nibble in its low 4 bits, lane i of `odd` element 2i + 1's, for the Q4_0 element order (low nibbles elements
-// 0-15, high 16-31); the bits above are left for vpermps, which reads 4.
-struct NibbleIndices {
-    __m512i even, odd;
-};
-
-inline NibbleIndices nibble_indices_lo_hi(const uchar *q) {
-    // Lane i: the word qs[2 (i % 8)] | qs[2 (i % 8) + 1] << 8; lanes 8-15 take its high nibbles.
-    const __m512i v = _mm512_cvtepu16_epi32(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q))));
-    const __m512i at_even = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(4), 1);
-    const __m512i at_odd = _mm512_inserti64x4(_mm512_set1_epi32(8), _mm256_set1_epi32(12), 1);
-    return {_mm512_srlv_epi32(v, at_even), _mm512_srlv_epi32(v, at_odd)};
-}
-
-// IQ4_NL: the chunk's weights straight from a float32 table of a * kvalues_iq4nl (16 exact products, one multiply
-// per block) by two vpermps, where codes() then the scale cost a table lookup, a split and two multiplies.
+// IQ4_NL: weights by nibble_table_weights (codes() stays for the AMX tier).
 struct IQ4_NL {
     using Block = block_iq4_nl;
     static constexpr int QK = 32, CH = 1;
@@ -489,9 +500,7 @@ struct IQ4_NL {
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
     static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
-        const __m512 scaled = _mm512_mul_ps(_mm512_set1_ps(*s.a), table_values16(t.lo));
-        const NibbleIndices n = nibble_indices_lo_hi(b->qs);
-        return {_mm512_permutexvar_ps(n.even, scaled), _mm512_permutexvar_ps(n.odd, scaled)};
+        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
     }
     static Tables tables() { return {bf16_table(kvalues_iq4nl, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
