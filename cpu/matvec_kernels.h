@@ -176,6 +176,9 @@ struct Q4_0 {
     static __m512i codes(const Block *b, int, const Tables &t) {
         return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo);
     }
+    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
+        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
+    }
     static Tables tables() {
         static constexpr IotaTable<8, 16> v;  // q - 8
         return {bf16_table(v.v, 16), _mm512_setzero_si512(), &scale_tables()};
@@ -326,6 +329,9 @@ struct IQ4_XS {
     static __m512i codes(const Block *b, int c, const Tables &t) {
         return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs + 16 * c), t.lo);
     }
+    static ChunkWeights weights(const Block *b, int c, const Tables &t, const Scales &s) {
+        return nibble_table_weights(b->qs + 16 * c, _mm512_set1_ps(s.a[c]), t.lo);
+    }
     static Tables tables() { return {bf16_table(kvalues_iq4nl, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
@@ -342,6 +348,9 @@ struct MXFP4 {
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) {
         return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo);
+    }
+    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
+        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
     }
     static Tables tables() { return {bf16_table(kvalues_fp4, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
