@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <vector>
 #include <immintrin.h>
 
@@ -93,6 +94,12 @@ struct Tables {
     const uint16_t *grid = nullptr;  // IQ grid types: the grid's rows as bfloat16 words (BF16Grid)
 };
 
+// Chunk g's weights a * q as float32, exact (every type's scale times code has at most 24 significant bits):
+// lane i of `even` is element 2i, lane i of `odd` element 2i + 1 (x's float32 layout, MatvecJob).
+struct ChunkWeights {
+    __m512 even, odd;
+};
+
 // Keeps per-block scales in memory (the stack array just written): each chunk then takes its scale by a broadcast
 // load instead of a register shuffle.
 inline void scales_in_memory(const float *a) { asm volatile("" : : "r"(a) : "memory"); }
@@ -113,6 +120,35 @@ inline __m512i nibbles_lo_hi_vpermb(const uchar *q) {
     constexpr long long S = 0x0004000400040004ll;
     const __m512i shift = _mm512_set_epi64(S, S, S, S, 0, 0, 0, 0);
     return _mm512_and_si512(_mm512_srlv_epi16(_mm512_permutexvar_epi8(at, v), shift), _mm512_set1_epi16(0xF));
+}
+
+// Words 0-15 of a code table (bfloat16) as float32: loop-invariant, so computed once per call.
+inline __m512 table_values16(__m512i lo) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(lo)), 16));
+}
+
+// The 16 bytes at q as nibble indices in x's float32 layout (MatvecJob): lane i of `even` holds element 2i's
+// nibble in its low 4 bits, lane i of `odd` element 2i + 1's, for the Q4_0 element order (low nibbles elements
+// 0-15, high 16-31); the bits above are left for vpermps, which reads 4.
+struct NibbleIndices {
+    __m512i even, odd;
+};
+
+inline NibbleIndices nibble_indices_lo_hi(const uchar *q) {
+    // Lane i: the word qs[2 (i % 8)] | qs[2 (i % 8) + 1] << 8; lanes 8-15 take its high nibbles.
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q))));
+    const __m512i at_even = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(4), 1);
+    const __m512i at_odd = _mm512_inserti64x4(_mm512_set1_epi32(8), _mm256_set1_epi32(12), 1);
+    return {_mm512_srlv_epi32(v, at_even), _mm512_srlv_epi32(v, at_odd)};
+}
+
+// A chunk's weights where its codes are the nibbles at q in the Q4_0 element order mapped by a 16-entry table
+// (words 0-15 of lo): a float32 table of a * those values (16 exact products, one multiply), then two vpermps,
+// where codes() and the scale cost a table lookup, a split into even and odd elements and two multiplies.
+inline ChunkWeights nibble_table_weights(const uchar *q, __m512 a, __m512i lo) {
+    const __m512 scaled = _mm512_mul_ps(a, table_values16(lo));
+    const NibbleIndices n = nibble_indices_lo_hi(q);
+    return {_mm512_permutexvar_ps(n.even, scaled), _mm512_permutexvar_ps(n.odd, scaled)};
 }
 
 // 32 bytes as 32 words.
@@ -139,6 +175,9 @@ struct Q4_0 {
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) {
         return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo);
+    }
+    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
+        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
     }
     static Tables tables() {
         static constexpr IotaTable<8, 16> v;  // q - 8
@@ -290,6 +329,9 @@ struct IQ4_XS {
     static __m512i codes(const Block *b, int c, const Tables &t) {
         return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs + 16 * c), t.lo);
     }
+    static ChunkWeights weights(const Block *b, int c, const Tables &t, const Scales &s) {
+        return nibble_table_weights(b->qs + 16 * c, _mm512_set1_ps(s.a[c]), t.lo);
+    }
     static Tables tables() { return {bf16_table(kvalues_iq4nl, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
@@ -306,6 +348,9 @@ struct MXFP4 {
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) {
         return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo);
+    }
+    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
+        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
     }
     static Tables tables() { return {bf16_table(kvalues_fp4, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
@@ -428,6 +473,9 @@ struct Q4_1 : Legacy<block_q4_1, 0, 16> {
     static __m256 offsets8(const Block *b, __mmask8 live) { return minus_m8(b, live); }
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
+    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
+        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
+    }
 };
 
 struct Q5_0 : Legacy<block_q5_0, -16, 32> {
@@ -451,6 +499,7 @@ struct Q5_1 : Legacy<block_q5_1, 0, 32> {
     }
 };
 
+// IQ4_NL: weights by nibble_table_weights (codes() stays for the AMX tier).
 struct IQ4_NL {
     using Block = block_iq4_nl;
     static constexpr int QK = 32, CH = 1;
@@ -459,6 +508,9 @@ struct IQ4_NL {
     static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
     static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
+    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
+        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
+    }
     static Tables tables() { return {bf16_table(kvalues_iq4nl, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
@@ -666,33 +718,46 @@ struct IQ3_XXS {
     static Tables tables() { return grid_tables(iq3xxs_grid); }
 };
 
-// IQ3_S: chunk g: rows qs[8g + k] | bit k of qh[g] << 8; signs: the u32 at signs[4g]; db = d * (1 + 2s), s the
-// nibble g of the u32 scales.
+// IQ3_S: chunk g: rows qs[8g + k] | bit k of qh[g] << 8 (bit 8g + k of the little-endian u64 qh); signs: the u32
+// at signs[4g]; db = d * (1 + 2s), s the nibble g of the u32 scales. A block's 64 row indices are widened to
+// 32 bits once (4 instructions), so each chunk's gather takes its indices by one load.
+struct IQ3SScales {
+    alignas(32) float a[8];
+    alignas(64) uint32_t rows[64];
+};
+
 struct IQ3_S {
     using Block = block_iq3_s;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    using Scales = ChunkScales8;
+    using Scales = IQ3SScales;
     static Scales scales(const Block *b, const Tables &t) {
         uint32_t sc;
         std::memcpy(&sc, b->scales, 4);
-        const __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(sc)),
-                                                             _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
-                                           _mm256_set1_epi32(0xF));
-        const __m256 odd = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_slli_epi32(s, 1), _mm256_set1_epi32(1)));
+        // 1 + 2s by a table lookup on the nibble (vpermps reads the low 4 bits of each lane).
+        const __m256i s = _mm256_srlv_epi32(_mm256_set1_epi32(int(sc)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+        const __m512 odd = _mm512_permutexvar_ps(_mm512_castsi256_si512(s), _mm512_setr_ps(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21,
+                                                                                          23, 25, 27, 29, 31));
         Scales r;
-        _mm256_store_ps(r.a, _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), odd));
+        _mm256_store_ps(r.a, _mm256_mul_ps(_mm256_set1_ps(t.scales->half[b->d.bits]), _mm512_castps512_ps256(odd)));
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+            uint16_t high;  // bits 16q.. of qh, as a mask loaded from memory
+            std::memcpy(&high, b->qh + 2 * q, 2);
+            const __m512i low = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qs + 16 * q)));
+            _mm512_store_si512(r.rows + 16 * q, _mm512_mask_or_epi32(low, __mmask16(high), low, _mm512_set1_epi32(256)));
+        }
         scales_in_memory(r.a);
         return r;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
-    static __m512i codes(const Block *b, int c, const Tables &t) {
+    static __m512i codes(const Block *b, int c, const Tables &t, const Scales &s) {
         uint32_t signs;
         std::memcpy(&signs, b->signs + 4 * c, 4);
-        const __m512i low = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b->qs + 8 * c)));
-        const __m512i idx = _mm512_mask_or_epi64(low, __mmask8(b->qh[c]), low, _mm512_set1_epi64(256));
-        return with_signs(grid_rows4(t.grid, idx), signs);
+        const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i *>(s.rows + 8 * c));
+        return with_signs(_mm512_i32gather_epi64(idx, t.grid, 8), signs);
     }
+    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq3s_grid); }
 };
 
@@ -941,12 +1006,6 @@ inline float sum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
 
-// Chunk g's weights a * q as float32, exact (every type's scale times code has at most 24 significant bits):
-// lane i of `even` is element 2i, lane i of `odd` element 2i + 1 (x's float32 layout, MatvecJob).
-struct ChunkWeights {
-    __m512 even, odd;
-};
-
 inline ChunkWeights chunk_weights(__m512i codes, __m512 a) {
     const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(codes, 16));
     const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(codes, _mm512_set1_epi32(int(0xFFFF0000u))));
@@ -974,6 +1033,13 @@ template <typename F>
 inline __m512i chunk_codes(const typename F::Block *b, int c, const Tables &t, const typename F::Scales &s) {
     if constexpr (requires { F::codes(b, c, t, s); }) return F::codes(b, c, t, s);
     else return F::codes(b, c, t);
+}
+
+// Chunk c's weights: the type's own float32 decode where it has one (weights()), else its codes times its scale.
+template <typename F>
+inline ChunkWeights decode_chunk(const typename F::Block *b, int c, const Tables &t, const typename F::Scales &s) {
+    if constexpr (requires { F::weights(b, c, t, s); }) return F::weights(b, c, t, s);
+    else return chunk_weights(chunk_codes<F>(b, c, t, s), F::chunk_scale(s, c));
 }
 
 constexpr int64_t FEATURES = 8;  // output features per work item
@@ -1012,14 +1078,15 @@ inline void rows_features(const MatvecJob &job, int64_t n0, int64_t i0, int64_t 
 #pragma GCC unroll 8
         for (int f = 0; f < NF; ++f) {
             prefetch_ahead(rows[f] + i, ahead);
-            s[f] = F::scales(rows[f] + i, table);
+            // Built in place: an assignment copies the struct (GCC moves IQ row offsets word by word).
+            ::new (&s[f]) typename F::Scales(F::scales(rows[f] + i, table));
         }
 #pragma GCC unroll 8
         for (int c = 0; c < F::CH; ++c) {
             const int64_t g = i * F::CH + c;
             ChunkWeights w[NF];
 #pragma GCC unroll 8
-            for (int f = 0; f < NF; ++f) w[f] = chunk_weights(chunk_codes<F>(rows[f] + i, c, table, s[f]), F::chunk_scale(s[f], c));
+            for (int f = 0; f < NF; ++f) w[f] = decode_chunk<F>(rows[f] + i, c, table, s[f]);
 #pragma GCC unroll 8
             for (int r = 0; r < R; ++r) {
                 const __m512 even = _mm512_loadu_ps(x[r] + 32 * g), odd = _mm512_loadu_ps(x[r] + 32 * g + 16);
