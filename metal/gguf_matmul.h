@@ -285,47 +285,50 @@ struct gguf_core_stage<gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>> {
 // The factored order (launch.MV_FACTORED, launch.matvec_error_constant): lane l takes part p = l % PARTS
 // of blocks l / PARTS, l / PARTS + 32 / PARTS, ...; in each, QUADS quads of 4 contiguous elements
 // (gguf_mv_quad: where they sit) in RUNS runs of QUADS / RUNS quads sharing a scale a and an offset o
-// (gguf_mv_codes: the codes q and each run's a, o; w = a q + o). Per block and run, in order:
-// dq = fma chain of q x from +0 (quads, then elements, in order), sx = sum of x by additions in the same
-// order (OFFSET only), acc = fma(a, dq, acc), acc = fma(o, sx, acc). x is loaded as 4-vectors once per
-// block and activation row and applied to all R weight rows; each weight row's codes are read once per
-// block and applied to all mr activation rows (one row: each weight row's codes are used as soon as they
-// are read, so few are live at once; the same operations per output). Rows past N read row N - 1 (never
-// stored).
+// (gguf_mv_codes: the codes q and each run's a, o; w = a q + o). Per block and run, in order: without an
+// offset, dq = fma chain of q x from +0 (quads, then elements, in order), then acc = fma(a, dq, acc); with
+// an offset (OFFSET), each weight is decoded once, w = fma(a, q, o) (the decoded value itself: a q is exact,
+// so this is dequantize's one rounding), and acc = fma(w, x, acc) per element in the same order (no sum of
+// x, no per-run scale and offset fmas per row of x). x is loaded as 4-vectors once per block and activation
+// row and applied to all R weight rows; each weight row's codes are read once per block and applied to all
+// mr activation rows (one row: each weight row's codes are used as soon as they are read, so few are live
+// at once; the same operations per output). Rows past N read row N - 1 (never stored).
 
-// One activation row's x values of a block part (and, with offsets, the sums of each run's x).
-template <typename B, int QUADS, int RUNS, int OFFSET, typename X>
-GGUF_MV_INLINE void gguf_mv_x(device const B *row, device const X *xb, ushort part, thread float4 *xs,
-                              thread float *sx) {
-    constexpr uint QPR = QUADS / RUNS;
+// One activation row's x values of a block part.
+template <typename B, int QUADS, typename X>
+GGUF_MV_INLINE void gguf_mv_x(device const B *row, device const X *xb, ushort part, thread float4 *xs) {
 #pragma unroll
     for (uint j = 0; j < QUADS; ++j) {
         xs[j] = float4(*reinterpret_cast<device const vec<X, 4> *>(xb + gguf_mv_quad(row, part, j)));
     }
+}
+
+// With an offset, the codes of a block part become its decoded weights (once per weight row and block).
+template <int QUADS, int RUNS, int OFFSET>
+GGUF_MV_INLINE void gguf_mv_decode(thread float4 *q, thread const float *a, thread const float *o) {
+    constexpr uint QPR = QUADS / RUNS;
+    if (OFFSET) {
 #pragma unroll
-    for (uint u = 0; u < RUNS; ++u) {
-        sx[u] = 0.0f;
-        if (OFFSET) {
-            sx[u] = xs[u * QPR].x;
-            sx[u] = sx[u] + xs[u * QPR].y;
-            sx[u] = sx[u] + xs[u * QPR].z;
-            sx[u] = sx[u] + xs[u * QPR].w;
-#pragma unroll
-            for (uint j = u * QPR + 1; j < u * QPR + QPR; ++j) {
-                sx[u] = sx[u] + xs[j].x;
-                sx[u] = sx[u] + xs[j].y;
-                sx[u] = sx[u] + xs[j].z;
-                sx[u] = sx[u] + xs[j].w;
-            }
+        for (uint j = 0; j < QUADS; ++j) {
+            q[j] = fma(float4(a[j / QPR]), q[j], float4(o[j / QPR]));
         }
     }
 }
 
-// One output's operations for one block part, in the order above.
+// One output's operations for one block part, in the order above (q: decoded weights with an offset).
 template <int QUADS, int RUNS, int OFFSET>
-GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, thread const float *o,
-                                 thread const float4 *xs, thread const float *sx, float s) {
+GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, thread const float4 *xs, float s) {
     constexpr uint QPR = QUADS / RUNS;
+    if (OFFSET) {
+#pragma unroll
+        for (uint j = 0; j < QUADS; ++j) {
+            s = fma(q[j].x, xs[j].x, s);
+            s = fma(q[j].y, xs[j].y, s);
+            s = fma(q[j].z, xs[j].z, s);
+            s = fma(q[j].w, xs[j].w, s);
+        }
+        return s;
+    }
 #pragma unroll
     for (uint u = 0; u < RUNS; ++u) {
         float dq = 0.0f;
@@ -337,9 +340,6 @@ GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, 
             dq = fma(q[j].w, xs[j].w, dq);
         }
         s = fma(a[u], dq, s);
-        if (OFFSET) {
-            s = fma(o[u], sx[u], s);
-        }
     }
     return s;
 }
@@ -372,18 +372,17 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         const bool live = first < nb;
         const uint ib = live ? first : nb - 1;
         float4 xs[QUADS];
-        float sx[RUNS];
         if (mr == 1) {
-            gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], xm[0] + ulong(ib) * QK, part, xs, sx);
+            gguf_mv_x<B, QUADS>(rows[0], xm[0] + ulong(ib) * QK, part, xs);
 #pragma unroll
             for (uint r = 0; r < R; ++r) {
                 float4 q[QUADS];
                 float a[RUNS];
                 float o[RUNS];
                 gguf_mv_codes(rows[r] + ib, part, table, q, a, o);
+                gguf_mv_decode<QUADS, RUNS, OFFSET>(q, a, o);
                 if (live) {
-                    acc[r * GGUF_MATMUL_X_ROWS] =
-                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q, a, o, xs, sx, acc[r * GGUF_MATMUL_X_ROWS]);
+                    acc[r * GGUF_MATMUL_X_ROWS] = gguf_mv_dot<QUADS, RUNS, OFFSET>(q, a, xs, acc[r * GGUF_MATMUL_X_ROWS]);
                 }
             }
             continue;
@@ -394,6 +393,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
 #pragma unroll
         for (uint r = 0; r < R; ++r) {
             gguf_mv_codes(rows[r] + ib, part, table, q[r], a[r], o[r]);
+            gguf_mv_decode<QUADS, RUNS, OFFSET>(q[r], a[r], o[r]);
         }
         if (!live) {
             continue;
@@ -401,11 +401,11 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
 #pragma unroll
         for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
             if (m < mr) {
-                gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], xm[m] + ulong(ib) * QK, part, xs, sx);
+                gguf_mv_x<B, QUADS>(rows[0], xm[m] + ulong(ib) * QK, part, xs);
 #pragma unroll
                 for (uint r = 0; r < R; ++r) {
                     acc[r * GGUF_MATMUL_X_ROWS + m] =
-                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q[r], a[r], o[r], xs, sx, acc[r * GGUF_MATMUL_X_ROWS + m]);
+                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q[r], a[r], xs, acc[r * GGUF_MATMUL_X_ROWS + m]);
                 }
             }
         }
