@@ -187,6 +187,21 @@ GGUF_MV_INLINE uint gguf_mv_fifth_bits(uint qh, ushort part) {
     return ((((qh >> (4 * part)) & 0xFu) * 0x00204081u) & 0x01010101u) << 4;
 }
 
+// Q4_K and Q5_K: the 6-bit scales and mins of sub-blocks 2g and 2g + 1 (ggml's get_scale_min_k4) from the
+// block's 12 scale bytes, as the bytes sc(2g), sc(2g + 1), m(2g), m(2g + 1) of one word. For g < 2 they are
+// the low 6 bits of scale bytes 2g, 2g + 1 and 4 + 2g, 5 + 2g; for g >= 2 (G = g - 2) their low 4 bits are
+// the nibbles of bytes 8 + 2G, 9 + 2G (low: sc, high: m) and their high 2 bits the top bits of bytes 2G,
+// 2G + 1 (sc) and 4 + 2G, 5 + 2G (m). 16-bit loads: blocks are 2-byte aligned.
+GGUF_MV_INLINE uint gguf_mv_scale_min_k4(device const uchar *scales, uint g) {
+    device const ushort *s = reinterpret_cast<device const ushort *>(scales);
+    const uint low = uint(s[g % 2]) | (uint(s[2 + g % 2]) << 16);
+    if (g < 2) {
+        return low & 0x3F3F3F3Fu;
+    }
+    const uint nibbles = s[4 + g % 2];
+    return ((nibbles | (nibbles << 12)) & 0x0F0F0F0Fu) | ((low >> 2) & 0x30303030u);
+}
+
 // A type without a value table looked up by shuffles (gguf_mv_table): no entry.
 template <typename B>
 GGUF_MV_INLINE float gguf_mv_table(device const B *, ushort) {
@@ -294,12 +309,14 @@ struct gguf_core_stage<gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>> {
 // mr activation rows (one row: each weight row's codes are used as soon as they are read, so few are live
 // at once; the same operations per output). Rows past N read row N - 1 (never stored).
 
-// One activation row's x values of a block part.
+// One activation row's x values of a block part, xq pointing at the part's first quad (every type's quads
+// sit at a lane's offset plus one that depends on the quad only, so the loads take constant offsets).
 template <typename B, int QUADS, typename X>
-GGUF_MV_INLINE void gguf_mv_x(device const B *row, device const X *xb, ushort part, thread float4 *xs) {
+GGUF_MV_INLINE void gguf_mv_x(device const B *row, device const X *xq, ushort part, thread float4 *xs) {
 #pragma unroll
     for (uint j = 0; j < QUADS; ++j) {
-        xs[j] = float4(*reinterpret_cast<device const vec<X, 4> *>(xb + gguf_mv_quad(row, part, j)));
+        const uint offset = gguf_mv_quad(row, part, j) - gguf_mv_quad(row, part, 0);
+        xs[j] = float4(*reinterpret_cast<device const vec<X, 4> *>(xq + offset));
     }
 }
 
@@ -344,6 +361,20 @@ GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, 
     return s;
 }
 
+// One activation row's x of a block part against R weight rows' codes (q[r * QUADS + j], a[r * RUNS + u]):
+// acc[r * GGUF_MATMUL_X_ROWS] for r < R.
+template <uint R, typename B, int QUADS, int RUNS, int OFFSET, typename X>
+GGUF_MV_INLINE void gguf_mv_rows_of_x(device const B *row, device const X *xb, ushort part, thread const float4 *q,
+                                      thread const float *a, thread float *acc) {
+    float4 xs[QUADS];
+    gguf_mv_x<B, QUADS>(row, xb, part, xs);
+#pragma unroll
+    for (uint r = 0; r < R; ++r) {
+        acc[r * GGUF_MATMUL_X_ROWS] =
+            gguf_mv_dot<QUADS, RUNS, OFFSET>(q + r * QUADS, a + r * RUNS, xs, acc[r * GGUF_MATMUL_X_ROWS]);
+    }
+}
+
 template <uint R, typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET, typename X>
 GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
                                        uint n0, uint N, uint K, device const X *x, thread const uint *xrow,
@@ -361,10 +392,12 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
     // simd_shuffle: every lane runs every step (a lane past the last block reads that block and does not
     // accumulate), so the shuffles are uniform.
     const auto table = gguf_mv_staged_table(rows[0], lane, stage);
-    device const X *xm[GGUF_MATMUL_X_ROWS];  // each activation row's start, hoisted out of the block loop
+    // Each activation row's x at the lane's first quad of its first block, advanced by a step's blocks per
+    // step (read only while the lane's block exists).
+    device const X *xm[GGUF_MATMUL_X_ROWS];
 #pragma unroll
     for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-        xm[m] = x + ulong(xrow[m]) * K;
+        xm[m] = x + ulong(xrow[m]) * K + (lane / PARTS) * QK + gguf_mv_quad(rows[0], part, 0);
     }
     const uint steps = (nb + STEP - 1) / STEP;
     for (uint step = 0; step < steps; ++step) {
@@ -373,7 +406,10 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         const uint ib = live ? first : nb - 1;
         float4 xs[QUADS];
         if (mr == 1) {
-            gguf_mv_x<B, QUADS>(rows[0], xm[0] + ulong(ib) * QK, part, xs);
+            if (live) {
+                gguf_mv_x<B, QUADS>(rows[0], xm[0], part, xs);
+            }
+            xm[0] += STEP * QK;
 #pragma unroll
             for (uint r = 0; r < R; ++r) {
                 float4 q[QUADS];
@@ -398,14 +434,18 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         if (!live) {
             continue;
         }
+        if (mr == GGUF_MATMUL_X_ROWS) {  // a full tile: no test per row of x
 #pragma unroll
-        for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-            if (m < mr) {
-                gguf_mv_x<B, QUADS>(rows[0], xm[m] + ulong(ib) * QK, part, xs);
+            for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+                gguf_mv_rows_of_x<R, B, QUADS, RUNS, OFFSET>(rows[0], xm[m], part, q[0], a[0], acc + m);
+                xm[m] += STEP * QK;
+            }
+        } else {
 #pragma unroll
-                for (uint r = 0; r < R; ++r) {
-                    acc[r * GGUF_MATMUL_X_ROWS + m] =
-                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q[r], a[r], xs, acc[r * GGUF_MATMUL_X_ROWS + m]);
+            for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+                if (m < mr) {
+                    gguf_mv_rows_of_x<R, B, QUADS, RUNS, OFFSET>(rows[0], xm[m], part, q[0], a[0], acc + m);
+                    xm[m] += STEP * QK;
                 }
             }
         }
