@@ -361,20 +361,6 @@ GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, 
     return s;
 }
 
-// One activation row's x of a block part against R weight rows' codes (q[r * QUADS + j], a[r * RUNS + u]):
-// acc[r * GGUF_MATMUL_X_ROWS] for r < R.
-template <uint R, typename B, int QUADS, int RUNS, int OFFSET, typename X>
-GGUF_MV_INLINE void gguf_mv_rows_of_x(device const B *row, device const X *xb, ushort part, thread const float4 *q,
-                                      thread const float *a, thread float *acc) {
-    float4 xs[QUADS];
-    gguf_mv_x<B, QUADS>(row, xb, part, xs);
-#pragma unroll
-    for (uint r = 0; r < R; ++r) {
-        acc[r * GGUF_MATMUL_X_ROWS] =
-            gguf_mv_dot<QUADS, RUNS, OFFSET>(q + r * QUADS, a + r * RUNS, xs, acc[r * GGUF_MATMUL_X_ROWS]);
-    }
-}
-
 template <uint R, typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET, typename X>
 GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
                                        uint n0, uint N, uint K, device const X *x, thread const uint *xrow,
@@ -434,18 +420,15 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         if (!live) {
             continue;
         }
-        if (mr == GGUF_MATMUL_X_ROWS) {  // a full tile: no test per row of x
 #pragma unroll
-            for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-                gguf_mv_rows_of_x<R, B, QUADS, RUNS, OFFSET>(rows[0], xm[m], part, q[0], a[0], acc + m);
+        for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+            if (m < mr) {
+                gguf_mv_x<B, QUADS>(rows[0], xm[m], part, xs);
                 xm[m] += STEP * QK;
-            }
-        } else {
 #pragma unroll
-            for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-                if (m < mr) {
-                    gguf_mv_rows_of_x<R, B, QUADS, RUNS, OFFSET>(rows[0], xm[m], part, q[0], a[0], acc + m);
-                    xm[m] += STEP * QK;
+                for (uint r = 0; r < R; ++r) {
+                    acc[r * GGUF_MATMUL_X_ROWS + m] =
+                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q[r], a[r], xs, acc[r * GGUF_MATMUL_X_ROWS + m]);
                 }
             }
         }
