@@ -96,12 +96,14 @@ MV_SUM_ROUNDINGS = 5
 # The factored mat-vec order (contract v2; metal/gguf_matmul.h, kernel gguf_mv_accumulate for
 # gguf_factored_core): mul_mv, mul_mv_id and mul_mm_id of these types write each weight as
 # w = a * q + o, q a small integer code and (a, o) the scale and offset of its run (a stretch of elements
-# sharing them), and compute sum_k w_k x_k as sum over runs of (a * sum q x + o * sum x). Per type:
-# (P lanes per block, Q quads of 4 contiguous elements per lane and block, runs per lane and block,
-# whether o is ever nonzero). Lane l of a simdgroup takes part p = l % P of blocks l / P, l / P + 32 / P, ...
-# (in that order); per block, per run (in order), it sums the run's q x by fma from +0 over its quads and
-# their elements in order (dq), the run's x in the same order by additions (sx, only with an offset), then
-# acc = fma(a, dq, acc) and acc = fma(o, sx, acc); then the butterfly over the 32 lanes, + bias, one rounding.
+# sharing them). Without an offset they compute sum_k w_k x_k as sum over runs of a * sum q x; with one, as
+# sum_k w_k x_k of the decoded weights w = fl(a q + o) (one fma per weight row, shared by every row of x: no
+# per-run work per row of x). Per type: (P lanes per block, Q quads of 4 contiguous elements per lane and
+# block, runs per lane and block, whether o is ever nonzero). Lane l of a simdgroup takes part p = l % P of
+# blocks l / P, l / P + 32 / P, ... (in that order); per block, per run (in order): without an offset, it sums
+# the run's q x by fma from +0 over its quads and their elements in order (dq), then acc = fma(a, dq, acc);
+# with one, acc = fma(w, x, acc) per element in the same order. Then the butterfly over the 32 lanes, + bias,
+# one rounding.
 # Where each part's quads sit in the block is the type's gguf_mv_quad (metal/<type>.metal) and
 # tests/test_msl_matmul.py's MV_QUADS.
 MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
@@ -148,19 +150,20 @@ MV_FLOAT_SUB = 4
 
 def matvec_error_constant(qtype, k: int, bias: bool = False) -> int:
     """n of the mat-vec tier's bound |y - y_exact| <= n u / (1 - n u) * (B + |bias|), u = 2**-24, where
-    B = sum_k |w_k x_k| for the decode-exact order and, for MV_FACTORED types,
-    B = sum over runs of (|a| sum |q x| + |o| sum |x|) (>= sum |w x|). Decode-exact: the longest lane chain
-    (one rounding per fma), the butterfly (5), the bias addition. Factored: a run's dq
-    or sx chain (4 * Q / runs roundings), then every later fma of the lane's accumulator (2 per run with an
-    offset, 1 without, over ceil(blocks / (32 / P)) blocks), the butterfly (5), the bias addition;
-    with an offset, one more for the decoded weight fl(a q + o) that y_exact is computed from."""
+    B = sum_k |w_k x_k| (w the decoded weights; for the factored order without an offset, a q = w exactly).
+    Decode-exact order, and factored with an offset: the longest lane chain (one rounding per fma), the
+    butterfly (5), the bias addition. Factored without an offset: a run's dq chain (4 * Q / runs roundings),
+    then every later fma of the lane's accumulator (1 per run, over ceil(blocks / (32 / P)) blocks), the
+    butterfly (5), the bias addition."""
     t = resolve(qtype)
     if t.name not in MV_FACTORED:
         s = MV_FLOAT_SUB if t.block_elems == 1 else matmul_sub_elems(qtype)
         return s * -(-(-(-k // s)) // SIMD_WIDTH) + MV_SUM_ROUNDINGS + int(bias)
     parts, quads, runs, offset = MV_FACTORED[t.name]
     blocks_per_lane = -(-(k // t.block_elems) // (SIMD_WIDTH // parts))
-    return 4 * quads // runs + blocks_per_lane * runs * (1 + offset) + MV_SUM_ROUNDINGS + int(bias) + int(offset)
+    if offset:
+        return 4 * quads * blocks_per_lane + MV_SUM_ROUNDINGS + int(bias)
+    return 4 * quads // runs + blocks_per_lane * runs + MV_SUM_ROUNDINGS + int(bias)
 
 
 def matmul_kernel(m_rows: int) -> str:

@@ -187,6 +187,21 @@ GGUF_MV_INLINE uint gguf_mv_fifth_bits(uint qh, ushort part) {
     return ((((qh >> (4 * part)) & 0xFu) * 0x00204081u) & 0x01010101u) << 4;
 }
 
+// Q4_K and Q5_K: the 6-bit scales and mins of sub-blocks 2g and 2g + 1 (ggml's get_scale_min_k4) from the
+// block's 12 scale bytes, as the bytes sc(2g), sc(2g + 1), m(2g), m(2g + 1) of one word. For g < 2 they are
+// the low 6 bits of scale bytes 2g, 2g + 1 and 4 + 2g, 5 + 2g; for g >= 2 (G = g - 2) their low 4 bits are
+// the nibbles of bytes 8 + 2G, 9 + 2G (low: sc, high: m) and their high 2 bits the top bits of bytes 2G,
+// 2G + 1 (sc) and 4 + 2G, 5 + 2G (m). 16-bit loads: blocks are 2-byte aligned.
+GGUF_MV_INLINE uint gguf_mv_scale_min_k4(device const uchar *scales, uint g) {
+    device const ushort *s = reinterpret_cast<device const ushort *>(scales);
+    const uint low = uint(s[g % 2]) | (uint(s[2 + g % 2]) << 16);
+    if (g < 2) {
+        return low & 0x3F3F3F3Fu;
+    }
+    const uint nibbles = s[4 + g % 2];
+    return ((nibbles | (nibbles << 12)) & 0x0F0F0F0Fu) | ((low >> 2) & 0x30303030u);
+}
+
 // A type without a value table looked up by shuffles (gguf_mv_table): no entry.
 template <typename B>
 GGUF_MV_INLINE float gguf_mv_table(device const B *, ushort) {
@@ -291,51 +306,52 @@ struct gguf_core_stage<gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>> {
 // The factored order (launch.MV_FACTORED, launch.matvec_error_constant): lane l takes part p = l % PARTS
 // of blocks l / PARTS, l / PARTS + 32 / PARTS, ...; in each, QUADS quads of 4 contiguous elements
 // (gguf_mv_quad: where they sit) in RUNS runs of QUADS / RUNS quads sharing a scale a and an offset o
-// (gguf_mv_codes: the codes q and each run's a, o; w = a q + o). Per block and run, in order:
-// dq = fma chain of q x from +0 (quads, then elements, in order), sx = sum of x by additions in the same
-// order (OFFSET only), acc = fma(a, dq, acc), acc = fma(o, sx, acc). x is loaded as 4-vectors once per
-// block and activation row and applied to all R weight rows; each weight row's codes are read once per
-// block and applied to all mr activation rows (one row: each weight row's codes are used as soon as they
-// are read, so few are live at once; the same operations per output). Rows past N read row N - 1 (never
-// stored).
+// (gguf_mv_codes: the codes q and each run's a, o; w = a q + o). Per block and run, in order: without an
+// offset, dq = fma chain of q x from +0 (quads, then elements, in order), then acc = fma(a, dq, acc); with
+// an offset (OFFSET), each weight is decoded once, w = fma(a, q, o) (the decoded value itself: a q is exact,
+// so this is dequantize's one rounding), and acc = fma(w, x, acc) per element in the same order (no sum of
+// x, no per-run scale and offset fmas per row of x). x is loaded as 4-vectors once per block and activation
+// row and applied to all R weight rows; each weight row's codes are read once per block and applied to all
+// mr activation rows (one row: each weight row's codes are used as soon as they are read, so few are live
+// at once; the same operations per output). Rows past N read row N - 1 (never stored).
 
-// One activation row's x values of a block part (and, with offsets, the sums of each run's x).
-template <typename B, int QUADS, int RUNS, int OFFSET, typename X>
-GGUF_MV_INLINE void gguf_mv_x(device const B *row, device const X *xb, ushort part, thread float4 *xs,
-                              thread float *sx) {
-    constexpr uint QPR = QUADS / RUNS;
-    // The quads from the lane's first: at constant offsets from one address where the layout allows (one
-    // address computation per block instead of one per quad).
-    device const X *first = xb + gguf_mv_quad(row, part, 0);
+// One activation row's x values of a block part, xq pointing at the part's first quad (every type's quads
+// sit at a lane's offset plus one that depends on the quad only, so the loads take constant offsets).
+template <typename B, int QUADS, typename X>
+GGUF_MV_INLINE void gguf_mv_x(device const B *row, device const X *xq, ushort part, thread float4 *xs) {
 #pragma unroll
     for (uint j = 0; j < QUADS; ++j) {
         const uint offset = gguf_mv_quad(row, part, j) - gguf_mv_quad(row, part, 0);
-        xs[j] = float4(*reinterpret_cast<device const vec<X, 4> *>(first + offset));
+        xs[j] = float4(*reinterpret_cast<device const vec<X, 4> *>(xq + offset));
     }
+}
+
+// With an offset, the codes of a block part become its decoded weights (once per weight row and block).
+template <int QUADS, int RUNS, int OFFSET>
+GGUF_MV_INLINE void gguf_mv_decode(thread float4 *q, thread const float *a, thread const float *o) {
+    constexpr uint QPR = QUADS / RUNS;
+    if (OFFSET) {
 #pragma unroll
-    for (uint u = 0; u < RUNS; ++u) {
-        sx[u] = 0.0f;
-        if (OFFSET) {
-            sx[u] = xs[u * QPR].x;
-            sx[u] = sx[u] + xs[u * QPR].y;
-            sx[u] = sx[u] + xs[u * QPR].z;
-            sx[u] = sx[u] + xs[u * QPR].w;
-#pragma unroll
-            for (uint j = u * QPR + 1; j < u * QPR + QPR; ++j) {
-                sx[u] = sx[u] + xs[j].x;
-                sx[u] = sx[u] + xs[j].y;
-                sx[u] = sx[u] + xs[j].z;
-                sx[u] = sx[u] + xs[j].w;
-            }
+        for (uint j = 0; j < QUADS; ++j) {
+            q[j] = fma(float4(a[j / QPR]), q[j], float4(o[j / QPR]));
         }
     }
 }
 
-// One output's operations for one block part, in the order above.
+// One output's operations for one block part, in the order above (q: decoded weights with an offset).
 template <int QUADS, int RUNS, int OFFSET>
-GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, thread const float *o,
-                                 thread const float4 *xs, thread const float *sx, float s) {
+GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, thread const float4 *xs, float s) {
     constexpr uint QPR = QUADS / RUNS;
+    if (OFFSET) {
+#pragma unroll
+        for (uint j = 0; j < QUADS; ++j) {
+            s = fma(q[j].x, xs[j].x, s);
+            s = fma(q[j].y, xs[j].y, s);
+            s = fma(q[j].z, xs[j].z, s);
+            s = fma(q[j].w, xs[j].w, s);
+        }
+        return s;
+    }
 #pragma unroll
     for (uint u = 0; u < RUNS; ++u) {
         float dq = 0.0f;
@@ -347,9 +363,6 @@ GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, 
             dq = fma(q[j].w, xs[j].w, dq);
         }
         s = fma(a[u], dq, s);
-        if (OFFSET) {
-            s = fma(o[u], sx[u], s);
-        }
     }
     return s;
 }
@@ -371,10 +384,12 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
     // simd_shuffle: every lane runs every step (a lane past the last block reads that block and does not
     // accumulate), so the shuffles are uniform.
     const auto table = gguf_mv_staged_table(rows[0], lane, stage);
-    device const X *xm[GGUF_MATMUL_X_ROWS];  // each activation row's start, hoisted out of the block loop
+    // Each activation row's x at the lane's first quad of its first block, advanced by a step's blocks per
+    // step (read only while the lane's block exists).
+    device const X *xm[GGUF_MATMUL_X_ROWS];
 #pragma unroll
     for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-        xm[m] = x + ulong(xrow[m]) * K;
+        xm[m] = x + ulong(xrow[m]) * K + (lane / PARTS) * QK + gguf_mv_quad(rows[0], part, 0);
     }
     const uint steps = (nb + STEP - 1) / STEP;
     for (uint step = 0; step < steps; ++step) {
@@ -382,18 +397,20 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         const bool live = first < nb;
         const uint ib = live ? first : nb - 1;
         float4 xs[QUADS];
-        float sx[RUNS];
         if (mr == 1) {
-            gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], xm[0] + ulong(ib) * QK, part, xs, sx);
+            if (live) {
+                gguf_mv_x<B, QUADS>(rows[0], xm[0], part, xs);
+            }
+            xm[0] += STEP * QK;
 #pragma unroll
             for (uint r = 0; r < R; ++r) {
                 float4 q[QUADS];
                 float a[RUNS];
                 float o[RUNS];
                 gguf_mv_codes(rows[r] + ib, part, table, q, a, o);
+                gguf_mv_decode<QUADS, RUNS, OFFSET>(q, a, o);
                 if (live) {
-                    acc[r * GGUF_MATMUL_X_ROWS] =
-                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q, a, o, xs, sx, acc[r * GGUF_MATMUL_X_ROWS]);
+                    acc[r * GGUF_MATMUL_X_ROWS] = gguf_mv_dot<QUADS, RUNS, OFFSET>(q, a, xs, acc[r * GGUF_MATMUL_X_ROWS]);
                 }
             }
             continue;
@@ -404,6 +421,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
 #pragma unroll
         for (uint r = 0; r < R; ++r) {
             gguf_mv_codes(rows[r] + ib, part, table, q[r], a[r], o[r]);
+            gguf_mv_decode<QUADS, RUNS, OFFSET>(q[r], a[r], o[r]);
         }
         if (!live) {
             continue;
@@ -411,11 +429,12 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
 #pragma unroll
         for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
             if (m < mr) {
-                gguf_mv_x<B, QUADS, RUNS, OFFSET>(rows[0], xm[m] + ulong(ib) * QK, part, xs, sx);
+                gguf_mv_x<B, QUADS>(rows[0], xm[m], part, xs);
+                xm[m] += STEP * QK;
 #pragma unroll
                 for (uint r = 0; r < R; ++r) {
                     acc[r * GGUF_MATMUL_X_ROWS + m] =
-                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q[r], a[r], o[r], xs, sx, acc[r * GGUF_MATMUL_X_ROWS + m]);
+                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q[r], a[r], xs, acc[r * GGUF_MATMUL_X_ROWS + m]);
                 }
             }
         }

@@ -45,7 +45,8 @@ inline void dequantize_mxfp4(device const block_mxfp4 *b, ushort sub, thread flo
 // Part p reads qs bytes 4p .. 4p + 3 (one at a time: blocks are 17 bytes): quad 0 is their low nibbles
 // (elements 4p ..), quad 1 their high nibbles (elements 16 + 4p ..). For e = 0, 1, s(e) is subnormal and
 // fast math may flush it: the codes carry 2^-64 and the scale is 2^(e - 64) instead (the same products;
-// in IEEE arithmetic the same bits unless a partial sum of q x falls below 2^-62).
+// in IEEE arithmetic the same bits unless a partial sum of q x falls below 2^-62). Such blocks are rare, so
+// their codes are scaled only when a lane of the simdgroup has one (every lane calls this together).
 GGUF_MV_INLINE uint gguf_mv_quad(device const block_mxfp4 *, ushort part, uint j) {
     return 16 * j + 4 * part;
 }
@@ -59,12 +60,16 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_mxfp4 *b, ushort part, floa
                                   thread float *a, thread float *o) {
     device const uchar *qs = b->qs + 4 * part;
     const uint e = b->e;
-    const float unit = e < 2 ? 0x1p-64f : 1.0f;
 #pragma unroll
     for (uint i = 0; i < 4; ++i) {
         const uint byte = qs[i];
-        q[0][i] = simd_shuffle(table, ushort(byte & 0xF)) * unit;
-        q[1][i] = simd_shuffle(table, ushort(byte >> 4)) * unit;
+        q[0][i] = simd_shuffle(table, ushort(byte & 0xF));
+        q[1][i] = simd_shuffle(table, ushort(byte >> 4));
+    }
+    if (simd_any(e < 2)) {
+        const float unit = e < 2 ? 0x1p-64f : 1.0f;
+        q[0] *= unit;
+        q[1] *= unit;
     }
     a[0] = e < 2 ? as_type<float>((e + 63) << 23) : e8m0_to_fp32_half(e);
     o[0] = 0.0f;

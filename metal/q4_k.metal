@@ -96,19 +96,14 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_q4_k *b, ushort part, float
     const uint g = part / 4;
     device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 32 * g + 4 * (part % 4));
     const uint w0 = qs[0], w1 = qs[4];
-    // gguf_scale_min_k4 on the 12 scale bytes as words: byte j of sc01, m01 (j < 4) and sc23, m23 (j >= 4).
-    device const uint *s = reinterpret_cast<device const uint *>(b->scales);
-    const uint s0 = s[0], s1 = s[1], s2 = s[2];
-    const uint sc = g < 2 ? s0 & 0x3F3F3F3Fu : (s2 & 0x0F0F0F0Fu) | ((s0 >> 2) & 0x30303030u);
-    const uint m = g < 2 ? s1 & 0x3F3F3F3Fu : ((s2 >> 4) & 0x0F0F0F0Fu) | ((s1 >> 2) & 0x30303030u);
+    const float4 scm = float4(as_type<uchar4>(gguf_mv_scale_min_k4(b->scales, g)));  // sc(2g + v), m(2g + v)
     const float2 dm = float2(*reinterpret_cast<device const half2 *>(&b->d));
 #pragma unroll
     for (uint v = 0; v < 2; ++v) {
         q[2 * v] = float4(as_type<uchar4>((w0 >> (4 * v)) & 0x0F0F0F0Fu));
         q[2 * v + 1] = float4(as_type<uchar4>((w1 >> (4 * v)) & 0x0F0F0F0Fu));
-        const uint shift = 8 * (2 * (g % 2) + v);  // sub-block 2g + v: byte 2g + v of sc01, 2(g - 2) + v of sc23
-        a[v] = dm.x * float((sc >> shift) & 0xFF);
-        o[v] = -(dm.y * float((m >> shift) & 0xFF));
+        a[v] = dm.x * scm[v];
+        o[v] = -(dm.y * scm[2 + v]);
     }
 }
 #endif

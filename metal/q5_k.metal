@@ -55,11 +55,7 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_q5_k *b, ushort part, float
     device const uint *qh = reinterpret_cast<device const uint *>(b->qh + 4 * (part % 4));
     const uint w[2] = {qs[0], qs[4]};
     const uint h[2] = {qh[0] >> (2 * g), qh[4] >> (2 * g)};
-    // gguf_scale_min_k5 on the 12 scale bytes as words (as Q4_K's gguf_mv_codes).
-    device const uint *s = reinterpret_cast<device const uint *>(b->scales);
-    const uint s0 = s[0], s1 = s[1], s2 = s[2];
-    const uint sc = g < 2 ? s0 & 0x3F3F3F3Fu : (s2 & 0x0F0F0F0Fu) | ((s0 >> 2) & 0x30303030u);
-    const uint m = g < 2 ? s1 & 0x3F3F3F3Fu : ((s2 >> 4) & 0x0F0F0F0Fu) | ((s1 >> 2) & 0x30303030u);
+    const float4 scm = float4(as_type<uchar4>(gguf_mv_scale_min_k4(b->scales, g)));  // sc(2g + v), m(2g + v)
     const float2 dm = float2(*reinterpret_cast<device const half2 *>(&b->d));
 #pragma unroll
     for (uint v = 0; v < 2; ++v) {
@@ -68,9 +64,8 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_q5_k *b, ushort part, float
             const uint fifth = ((h[t] >> v) & 0x01010101u) << 4;
             q[2 * v + t] = float4(as_type<uchar4>(((w[t] >> (4 * v)) & 0x0F0F0F0Fu) | fifth));
         }
-        const uint shift = 8 * (2 * (g % 2) + v);
-        a[v] = dm.x * float((sc >> shift) & 0xFF);
-        o[v] = -(dm.y * float((m >> shift) & 0xFF));
+        a[v] = dm.x * scm[v];
+        o[v] = -(dm.y * scm[2 + v]);
     }
 }
 #endif

@@ -166,22 +166,25 @@ def factored_model(name, raw, x, bias=None) -> np.ndarray:
     part, step = lanes % parts, launch.SIMD_WIDTH // parts
     acc = np.zeros((x.shape[0], q.shape[0], launch.SIMD_WIDTH), np.float32)
     per_run = quads // runs
+    if offset:  # the decoded weights, fl(a q + o), one fma per element
+        w = fma32(a, q, o)
     for s in range(-(-nb // step)):
         ib = lanes // parts + s * step
         live = ib < nb
         ib = np.where(live, ib, 0)
         for u in range(runs):
+            new = acc
             dq = np.zeros_like(acc)
-            sx = None
             for j in range(u * per_run, (u + 1) * per_run):
                 for i in range(4):
                     e = ib * qk + MV_QUADS[name](part, j) + i
-                    dq = fma32(q[None, :, e], x[:, None, e], dq)
-                    sx = x[:, e] if sx is None else (sx + x[:, e]).astype(np.float32)
-            e0 = ib * qk + MV_QUADS[name](part, u * per_run)
-            new = fma32(a[None, :, e0], dq, acc)
-            if offset:
-                new = fma32(o[None, :, e0], np.broadcast_to(sx[:, None, :], acc.shape), new)
+                    if offset:
+                        new = fma32(w[None, :, e], x[:, None, e], new)
+                    else:
+                        dq = fma32(q[None, :, e], x[:, None, e], dq)
+            if not offset:
+                e0 = ib * qk + MV_QUADS[name](part, u * per_run)
+                new = fma32(a[None, :, e0], dq, acc)
             acc = np.where(live, new, acc)
     y = butterfly(acc)
     return y if bias is None else (y + bias[None, :]).astype(np.float32)
@@ -382,17 +385,13 @@ def run_mul_mat_id(name, raw3, x3, ids, kind=None, path=None, ubsan=False, **opt
     return got
 
 
-def assert_within_bound(name, y, w, x, bias=None, kind="mm", raw=None):
+def assert_within_bound(name, y, w, x, bias=None, kind="mm"):
     """|y - y_exact| <= gamma_n * (B + |bias|), y_exact in float64 from the decoded weights w, n =
-    launch.matmul_error_constant of the kernel's tier: B = sum |w x|, or for the factored order (``raw``
-    given) B = sum over runs of (|a| sum |q x| + |o| sum |x|)."""
+    launch.matmul_error_constant of the kernel's tier, B = sum |w x| (the factored order without an offset
+    sums a q = w exactly: test_factored_codes_are_the_decoded_weights)."""
     w64, x64 = w.astype(np.float64), x.astype(np.float64)
     exact = x64 @ w64.T
-    if factored(name, kind):
-        q, a, o = (v.astype(np.float64) for v in testing.factored_codes(name, raw))
-        scale = np.abs(x64) @ (np.abs(a * q) + np.abs(o)).T
-    else:
-        scale = np.abs(x64) @ np.abs(w64).T
+    scale = np.abs(x64) @ np.abs(w64).T
     c = launch.matmul_error_constant(name, w.shape[1], bias is not None, "mm" if matrix_tier(kind) else "mv")
     if bias is not None:
         exact = exact + bias.astype(np.float64)
@@ -426,7 +425,7 @@ def test_kernels_match_model(name):
                 # check_uninitialized: no read of threadgroup memory that no thread wrote.
                 got = run_linear(name, raw, xm, b, kind=kind, schedule=schedule, check_uninitialized=True)
                 testing.assert_bits_equal(got, torch.from_numpy(want), f"{name} {kind} M={m} K={k} {schedule}")
-            assert_within_bound(name, got.numpy(), w, xm.numpy(), b, kind, raw)
+            assert_within_bound(name, got.numpy(), w, xm.numpy(), b, kind)
 
 
 @pytest.mark.parametrize("name", ALL_TYPES)
@@ -449,7 +448,7 @@ def test_activation_and_output_dtypes(name):
             testing.assert_bits_equal(got, testing.round_to(torch.from_numpy(want32), out_dtype),
                                       f"{name} {kind} M={m} {x_dtype} -> {out_dtype}")
             if out_dtype == torch.float32:
-                assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias, kind, raw)
+                assert_within_bound(name, got.numpy(), w, x.float().numpy(), bias, kind)
 
 
 @settings(max_examples=25)
@@ -481,7 +480,7 @@ def test_error_bound_of_the_order_at_model_sizes(name):
         bias = rng.standard_normal(3).astype(np.float32)
         for dtype in SUFFIX:
             x = activations(2, k, dtype, rng).float().numpy()
-            assert_within_bound(name, kernel_model(name, "mv", raw, w, x, bias), w, x, bias, "mv", raw)
+            assert_within_bound(name, kernel_model(name, "mv", raw, w, x, bias), w, x, bias, "mv")
             for mma_order in ("fma", "sequential", "pairwise"):
                 assert_within_bound(name, kernel_model(name, "mm", raw, w, x, bias, mma_order=mma_order), w, x,
                                     bias, "mm")
@@ -630,11 +629,10 @@ def test_error_constant_follows_the_tree():
     # butterfly over the lanes (+ 1 for the bias).
     assert launch.matvec_error_constant("F16", 4096) == 133
     assert launch.matvec_error_constant("F16", 4096, bias=True) == 134
-    # The factored mat-vec order, Q4_K at K = 4096: a run of 8 elements (8 roundings), 16 blocks over 2 per
-    # step = 8 blocks per lane, each 2 runs of 2 fmas = 32, + 5 for the butterfly, + 1 for the decoded weight
-    # fl(a q + o); Q8_0: 4 + 128 blocks / 4 per step * 1 run * 1 fma = 32, + 5, no offset; Q4_0: runs of 8,
-    # 128 blocks / 8 per step = 16.
-    assert launch.matvec_error_constant("Q4_K", 4096) == 8 + 32 + 5 + 1
+    # The factored mat-vec order, Q4_K at K = 4096 (an offset: one fma per decoded weight): 16 blocks over 2
+    # per step = 8 blocks per lane of 16 elements = 128, + 5 for the butterfly; Q8_0: 4 + 128 blocks / 4 per
+    # step * 1 run * 1 fma = 32, + 5, no offset; Q4_0: runs of 8, 128 blocks / 8 per step = 16.
+    assert launch.matvec_error_constant("Q4_K", 4096) == 128 + 5
     assert launch.matvec_error_constant("Q8_0", 4096, bias=True) == 4 + 32 + 5 + 1
     assert launch.matvec_error_constant("Q4_0", 4096) == 8 + 16 + 5
     # F16 in the mat-vec tier, K = 1031: 258 quads of 4 (the last holds 3) -> 9 per lane at most.

@@ -51,14 +51,11 @@ def _k(name):
 
 
 def _bound_ok(name, y, w64, x, bias=None, raw=None):
-    """Within the matrix tier's bound, or with ``raw`` (the blocks' bytes) the mat-vec tier's."""
+    """Within the matrix tier's bound, or with ``raw`` (the blocks' bytes) the mat-vec tier's (both against
+    B = sum |w x|)."""
     x64 = x.double().cpu()
     exact = x64 @ w64.T + (0 if bias is None else bias.double().cpu())
-    if raw is not None and resolve(name).name in launch.MV_FACTORED:
-        q, a, o = (torch.from_numpy(v).double() for v in testing.factored_codes(name, raw.numpy()))
-        scale = x64.abs() @ ((a * q).abs() + o.abs()).T
-    else:
-        scale = x64.abs() @ w64.abs().T
+    scale = x64.abs() @ w64.abs().T
     scale = scale + (0 if bias is None else bias.double().abs().cpu())
     c = launch.matmul_error_constant(name, w64.shape[1], bias is not None, "mm" if raw is None else "mv")
     return bool(((y.double().cpu() - exact).abs() <= c * U32 / (1 - c * U32) * scale).all())
