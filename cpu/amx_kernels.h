@@ -78,7 +78,7 @@ inline void configure_parts() {
 // tile loads and stores 3 times slower here.
 struct Job {
     const MatvecJob *job;
-    int64_t tiles, chunks, groups;
+    int64_t tiles, chunks, groups, units;  // units: sums of x per row (K / offset span)
     std::vector<uint32_t> bx;
     std::vector<float> xs;
     std::vector<Vec> acc;     // per (group, tile): 16 vectors (parts order: a C tile) carried between passes
@@ -247,8 +247,6 @@ template <> struct Parts<Q4_0> : std::integral_constant<int, 2> {};
 template <> struct Parts<Q5_0> : std::integral_constant<int, 2> {};
 template <> struct Parts<Q1_0> : std::integral_constant<int, 2> {};
 template <> struct Parts<Q2_0> : std::integral_constant<int, 2> {};
-template <> struct Parts<TQ1_0> : std::integral_constant<int, 2> {};
-template <> struct Parts<TQ2_0> : std::integral_constant<int, 2> {};
 template <> struct Parts<MXFP4> : std::integral_constant<int, 1> {};
 template <> struct Parts<NVFP4> : std::integral_constant<int, 1> {};
 
@@ -379,6 +377,183 @@ void run_parts(std::vector<Job> &jbs, const Tables &table) {
     }
 }
 
+// The factored order.
+
+// Super-block types whose block scale d factors out: every chunk scale is a = d * s with s a small multiple of
+// 1/8 (a 6-bit or 8-bit integer sub-scale, or IQ's (2 ls + 1) / 8, (2 ls + 1) / 4, (2 s + 1) / 8, IQ1's
+// (2 s + 1) / 8 with codes 8 grid +- 1), so c = s * q has few significant bits and the A tiles hold c as
+// Factored<F> bfloat16 parts (1: |c| an integer <= 256 or such an integer / 8: Q2_K 15 * 3, Q3_K 32 * 4, IQ1_S and
+// IQ1_M 15 * 9 / 8, TQ1_0 and TQ2_0 1; 2: at most 16 significant bits: Q4_K 63 * 15, Q5_K 63 * 31, Q6_K 128 * 32,
+// IQ4_XS 32 * 127, IQ2 31 * 43 / 8, IQ3_XXS 31 * 62 / 4, IQ3_S 31 * 15).
+template <typename F>
+struct Factored : std::integral_constant<int, 0> {};
+template <> struct Factored<Q2_K> : std::integral_constant<int, 1> {};
+template <> struct Factored<Q3_K> : std::integral_constant<int, 1> {};
+template <> struct Factored<Q4_K> : std::integral_constant<int, 2> {};
+template <> struct Factored<Q5_K> : std::integral_constant<int, 2> {};
+template <> struct Factored<Q6_K> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ2_XXS> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ2_XS> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ3_XXS> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ1_S> : std::integral_constant<int, 1> {};
+template <> struct Factored<IQ3_S> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ2_S> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ4_XS> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ1_M> : std::integral_constant<int, 1> {};
+template <> struct Factored<TQ1_0> : std::integral_constant<int, 1> {};
+template <> struct Factored<TQ2_0> : std::integral_constant<int, 1> {};
+
+// The block scale d (as float32, exact) that every chunk scale of the block is a multiple of.
+template <typename F>
+inline float block_d(const typename F::Block *b, const Tables &t) {
+    if constexpr (std::is_same_v<F, IQ1_M>) {
+        uint64_t sc;
+        std::memcpy(&sc, b->scales, 8);
+        return t.scales->half[uint16_t(_pext_u64(sc, 0xF000F000F000F000ull))];
+    } else {
+        return t.scales->half[b->d.bits];
+    }
+}
+
+// Offsets per 256-element block: 0, 8 (one per chunk) or 16 (Q2_K: one per 16 elements).
+template <typename F>
+constexpr int block_offsets() {
+    return offset_span<F>() == 0 ? 0 : F::QK / offset_span<F>();
+}
+
+// One step's weights of two groups of 16 features (one 256-element block: PARTS_STEP chunks): the parts of c as
+// PartWeights; per group h, d[h] lane f = feature f's d, b[h][j] lane f = its offset j (subtracted).
+struct FactoredWeights {
+    std::vector<Vec> w;
+    Vec d[2], b[2][16];
+    explicit FactoredWeights(int parts) : w(2 * PARTS_STEP * parts * FEATURES) {}
+};
+
+template <typename F>
+void decode_factored(const MatvecJob &job, int64_t n0, int64_t i, const Tables &table, FactoredWeights &wt, int h) {
+    constexpr int P = Factored<F>::value, U = block_offsets<F>();
+    static_assert(F::CH == PARTS_STEP);
+    for (int f = 0; f < FEATURES; ++f) {
+        const int64_t n = std::min(n0 + f, job.N - 1);
+        const typename F::Block *b = reinterpret_cast<const typename F::Block *>(job.w + n * job.row_bytes) + i;
+        prefetch_ahead(b);
+        const typename F::Scales s = F::scales(b, table);
+        const float d = block_d<F>(b, table);
+        wt.d[h].v[f] = d;
+        if constexpr (U > 0) {
+            alignas(64) float ofs[16];
+            if constexpr (U == 8) _mm256_store_ps(ofs, s.b);
+            else _mm512_store_ps(ofs, s.b);
+            for (int j = 0; j < U; ++j) wt.b[h][j].v[f] = ofs[j];
+        }
+        // s = a / d, exactly: a * (1 / d) is within 2 ulps of s, a multiple of 1/8, so rounding to 3 fraction
+        // bits recovers it (d = 0: every weight of the block is 0, s = 0).
+        const __m512 inv = _mm512_set1_ps(d == 0 ? 0.0f : 1.0f / d);
+#pragma GCC unroll 8
+        for (int c = 0; c < F::CH; ++c) {
+            const __m512 sub = _mm512_roundscale_ps(_mm512_mul_ps(F::chunk_scale(s, c), inv),
+                                                    (3 << 4) | _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            split<P>(chunk_codes<F>(b, c, table, s), sub, &wt.w[(h * PARTS_STEP + c) * P * FEATURES + f]);
+        }
+    }
+}
+
+// One block (PARTS_STEP chunks) of two groups (A parts w0, w1) by two tiles of x (B: b0, b1), the four C tiles
+// from +0, stored to c[0..3].
+template <int P>
+void tiles_block(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t *b1, float (*c)[256]) {
+    asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+#pragma GCC unroll 8
+    for (int g = 0; g < PARTS_STEP; ++g) {
+        _tile_loadd(6, b0 + g * 256, 64);
+        _tile_loadd(7, b1 + g * 256, 64);
+#pragma GCC unroll 2
+        for (int p = 0; p < P; ++p) {
+            _tile_loadd(4, w0[(g * P + p) * FEATURES].v, 64);
+            _tile_loadd(5, w1[(g * P + p) * FEATURES].v, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, c[0], 64);
+    _tile_stored(1, c[1], 64);
+    _tile_stored(2, c[2], 64);
+    _tile_stored(3, c[3], 64);
+    asm volatile("" : : : "memory");
+}
+
+// acc[n] (16 rows of x for feature n) = fma(C row n, d_n, acc[n]) (acc from +0 on the first block), then
+// acc[n] = acc[n] - b_jn X_j for the block's offsets j in increasing order (X_j: 16 rows, xs + 16 j).
+template <int U>
+__attribute__((always_inline)) inline void drain_block(Vec *acc, const float *c, const Vec &d, const Vec *b,
+                                                       const float *xs, bool first) {
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) {
+        __m512 a = first ? _mm512_setzero_ps() : _mm512_load_ps(acc[n].v);
+        a = _mm512_fmadd_ps(_mm512_load_ps(c + 16 * n), _mm512_set1_ps(d.v[n]), a);
+#pragma GCC unroll 16
+        for (int j = 0; j < U; ++j) a = _mm512_fnmadd_ps(_mm512_set1_ps(b[j].v[n]), _mm512_load_ps(xs + 16 * j), a);
+        _mm512_store_ps(acc[n].v, a);
+    }
+}
+
+// Block i (chunks [8 i, 8 i + 8)) of groups 2 pair and 2 pair + 1 over every tile of x of the job; the last block
+// stores y = acc [+ bias].
+template <typename F>
+void pair_block(Job &jb, int64_t pair, int64_t i, const Tables &table, FactoredWeights &wt) {
+    constexpr int P = Factored<F>::value, U = block_offsets<F>();
+    const MatvecJob &job = *jb.job;
+    for (int h = 0; h < 2; ++h) decode_factored<F>(job, (2 * pair + h) * FEATURES, i, table, wt, h);
+    const int64_t tiles = (jb.tiles + 1) / 2 * 2, g0 = i * PARTS_STEP;
+    Vec *const acc = jb.acc.data();
+    alignas(64) float c[4][256];
+    for (int64_t t = 0; t < tiles; t += 2) {
+        tiles_block<P>(wt.w.data(), &wt.w[PARTS_STEP * P * FEATURES], jb.bx.data() + (t * jb.chunks + g0) * 256,
+                       jb.bx.data() + ((t + 1) * jb.chunks + g0) * 256, c);
+        for (int h = 0; h < 2; ++h) {
+            for (int e = 0; e < 2; ++e) {
+                const float *xs = U > 0 ? jb.xs.data() + ((t + e) * jb.units + i * U) * 16 : nullptr;
+                drain_block<U>(&acc[((2 * pair + h) * tiles + t + e) * 16], c[2 * h + e], wt.d[h], wt.b[h], xs,
+                               i == 0);
+            }
+        }
+        if ((i + 1) * PARTS_STEP < jb.chunks) continue;
+        for (int h = 0; h < 2; ++h) {
+            for (int64_t tt = t; tt < std::min(t + 2, jb.tiles); ++tt) {
+                store(job, 2 * pair + h, tt, &acc[((2 * pair + h) * tiles + tt) * 16]);
+            }
+        }
+    }
+}
+
+// Runs the jobs' passes in the factored order: per pass, one parallel loop over the pairs of 16-feature groups,
+// each pair taking the pass one 256-element block at a time.
+template <typename F>
+void run_factored(std::vector<Job> &jbs, const Tables &table) {
+    std::vector<int64_t> first(jbs.size() + 1, 0);
+    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + (jbs[i].groups + 1) / 2;
+    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
+    for (int64_t p0 = 0; p0 < chunks; p0 += K_BLOCK) {
+        const int64_t p1 = std::min(chunks, p0 + K_BLOCK);
+        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
+            FactoredWeights wt(Factored<F>::value);
+            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
+            configure_parts();
+            for (int64_t u = u0; u < u1; ++u) {
+                while (u >= first[i + 1]) ++i;
+                for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) pair_block<F>(jbs[i], u - first[i], g0 / PARTS_STEP, table, wt);
+            }
+            _tile_release();
+        });
+    }
+}
+
 // The scaled order's passes (see matmul_amx).
 template <typename F>
 void run_scaled(std::vector<Job> &jbs, const Tables &table) {
@@ -402,29 +577,31 @@ void run_scaled(std::vector<Job> &jbs, const Tables &table) {
 
 // The types of each order: GGUF type id, struct.
 #define GGUF_AMX_SCALED_TYPES(X) \
-    X(8, Q8_0)                   \
-    X(12, Q4_K)                  \
-    X(13, Q5_K)                  \
-    X(14, Q6_K)                  \
-    X(23, IQ4_XS)
+    X(8, Q8_0)
 #define GGUF_AMX_PARTS_TYPES(X) \
     X(2, Q4_0)                  \
     X(6, Q5_0)                  \
-    X(11, Q3_K)                 \
-    X(16, IQ2_XXS)              \
-    X(17, IQ2_XS)               \
-    X(18, IQ3_XXS)              \
-    X(19, IQ1_S)                \
     X(20, IQ4_NL)               \
-    X(21, IQ3_S)                \
-    X(22, IQ2_S)                \
-    X(29, IQ1_M)                \
-    X(34, TQ1_0)                \
-    X(35, TQ2_0)                \
     X(39, MXFP4)                \
     X(40, NVFP4)                \
     X(41, Q1_0)                 \
     X(42, Q2_0)
+#define GGUF_AMX_FACTORED_TYPES(X) \
+    X(10, Q2_K)                    \
+    X(11, Q3_K)                    \
+    X(12, Q4_K)                    \
+    X(13, Q5_K)                    \
+    X(14, Q6_K)                    \
+    X(16, IQ2_XXS)                 \
+    X(17, IQ2_XS)                  \
+    X(18, IQ3_XXS)                 \
+    X(19, IQ1_S)                   \
+    X(21, IQ3_S)                   \
+    X(22, IQ2_S)                   \
+    X(23, IQ4_XS)                  \
+    X(29, IQ1_M)                   \
+    X(34, TQ1_0)                   \
+    X(35, TQ2_0)
 
 using RunFn = void (*)(std::vector<Job> &, const Tables &);
 
@@ -438,6 +615,10 @@ inline bool amx_kernel(int64_t qtype, RunFn *fn, Tables *table) {
     case ID: if (fn) *fn = run_parts<T>, *table = T::tables(); return true;
         GGUF_AMX_PARTS_TYPES(GGUF_AMX_PARTS)
 #undef GGUF_AMX_PARTS
+#define GGUF_AMX_FACTORED(ID, T) \
+    case ID: if (fn) *fn = run_factored<T>, *table = T::tables(); return true;
+        GGUF_AMX_FACTORED_TYPES(GGUF_AMX_FACTORED)
+#undef GGUF_AMX_FACTORED
     }
     return false;
 }
@@ -456,7 +637,8 @@ inline void prepare(Job &jb) {
     jb.groups = (job.N + FEATURES - 1) / FEATURES;
     const int64_t tiles = (jb.tiles + 1) / 2 * 2, groups = (jb.groups + 1) / 2 * 2;
     jb.bx.assign(size_t(tiles * jb.chunks * 256), 0);
-    if (job.sum_rows) jb.xs.assign(size_t(jb.tiles * jb.chunks * 16), 0.0f);
+    jb.units = job.sum_rows ? job.K / offset_span(job.qtype) : 0;
+    if (job.sum_rows) jb.xs.assign(size_t(tiles * jb.units * 16), 0.0f);
     at::parallel_for(0, jb.tiles, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
             for (int64_t m = 16 * t; m < std::min(job.M, 16 * t + 16); ++m) {
@@ -464,7 +646,7 @@ inline void prepare(Job &jb) {
                 uint32_t *dst = jb.bx.data() + t * jb.chunks * 256 + m % 16;
                 for (int64_t p = 0; p < jb.chunks * 16; ++p) dst[16 * p] = src[p];
                 if (job.sum_rows) {
-                    for (int64_t g = 0; g < jb.chunks; ++g) jb.xs[(t * jb.chunks + g) * 16 + m % 16] = job.sum_rows[m][g];
+                    for (int64_t u = 0; u < jb.units; ++u) jb.xs[(t * jb.units + u) * 16 + m % 16] = job.sum_rows[m][u];
                 }
             }
         }
