@@ -1,40 +1,40 @@
 // The AMX tier of the CPU matmul (contract v2, README "Compute on packed weights"): M > 8 rows of bfloat16 x
 // (linear, mul_mat_vec; the mat-vec tier keeps M <= 8 and every mul_mat_id slot, where it is faster), on the
 // factored types of matvec_kernels.h, on CPUs with AMX-TILE and AMX-BF16 whose kernel grants the tile state.
-// Included once, after matvec_kernels.h, by matvec_avx512bf16.cpp. The kernels themselves take any M. Two orders,
-// each type in one (GGUF_AMX_SCALED_TYPES, GGUF_AMX_PARTS_TYPES), whichever was faster for it:
+// Included once, after matvec_kernels.h, by matvec_avx512bf16.cpp. The kernels themselves take any M. Three orders,
+// each type in one (GGUF_AMX_SCALED_TYPES, GGUF_AMX_PARTS_TYPES, GGUF_AMX_FACTORED_TYPES):
 //
-// Scaled order: weights are the A tile (16 output features x 32 codes of one chunk, the codes of F::codes: exact
-// in bfloat16), x the B tile (16 pairs of K x up to 16 rows of x, built once per call). Per output (row m,
+// Scaled order (Q8_0): weights are the A tile (16 output features x 32 codes of one chunk, the codes of F::codes:
+// exact in bfloat16), x the B tile (16 pairs of K x up to 16 rows of x, built once per call). Per output (row m,
 // feature n), in this order, whatever M, the rows beside m, the tiling or the thread count:
-//   P     = TDPBF16PS of the chunk's 32 (or, for types with 16-element scales, each half's 16) products from +0
-//           (x below 2^-126 counts as zero; the hardware's order of the float32 additions inside one
-//           instruction is not specified beyond round-to-nearest-even and flushing to zero: see the bound);
-//   acc   = fma(P, a, acc) in increasing chunk (then half) order, from +0, a the chunk's (half's) scale;
-//   acc   = fnmadd(b, X, acc) after each chunk's fma for offset types, X = the chunk's sum of x (as the mat-vec
-//           tier computes it);
+//   P     = TDPBF16PS of the chunk's 32 products from +0 (x below 2^-126 counts as zero; the hardware's order of
+//           the float32 additions inside one instruction is not specified beyond round-to-nearest-even and
+//           flushing to zero: see the bound);
+//   acc   = fma(P, a, acc) in increasing chunk order, from +0, a the chunk's scale;
 //   y     = acc [+ bias].
 //
-// Parts order (types without offsets whose scaled weight v = a * q, F::chunk_scale times F::codes in one float32
-// product, has at most 16 significant bits, or 24 for types with no AMX order otherwise): the A tiles hold v as
-// Parts<F> bfloat16 parts, each the next 8 significant bits of v (truncation: the parts sum to v exactly), so the
-// tiles accumulate across all of K with no per-chunk scale work:
+// Parts order (32-element types without offsets): the A tiles hold the scaled weight v = a * q (F::chunk_scale
+// times F::codes in one float32 product, exact) as Parts<F> bfloat16 parts, each the next 8 significant bits of v
+// (truncation: the parts sum to v exactly), so the tiles accumulate across all of K with no per-chunk scale work:
 //   C     = +0, then for chunk g = 0, 1, ... and each part p (high first): C = TDPBF16PS(C, part p of chunk g,
 //           x of chunk g) (exact products; x and weight parts below 2^-126 count as zero; the hardware adds C
 //           once to the instruction's sum of products, probed: see the bound);
 //   y     = C [+ bias].
+//
+// Factored order (256-element super-block types): every chunk scale of a block is a = d s, d the block's f16
+// scale and s a small multiple of 1/8, so the code c = s q is exact in Factored<F> (1 or 2) bfloat16 parts; for
+// offset types every offset is b_j = dmin m_j with m_j a small integer. Per block i, in increasing i:
+//   C     = +0, then C = TDPBF16PS(C, part p of c of chunk g, x of chunk g) for the block's chunks g in increasing
+//           order and each part p (high first);
+//   O     = (offset types) TDPBF16PS from +0 of the entries m_j (A) by the 3 exact bfloat16 parts of X_j (B; X_j
+//           the sum of x over offset j, as the mat-vec tier computes it), offset_tiles<F> instructions;
+//   acc   = fma(C, d, acc) from +0, then acc = fnmadd(O, dmin, acc);
+//   y     = acc [+ bias].
 #include <type_traits>
 
 namespace gguf_mv_avx512bf16 {
 
 namespace amx {
-
-// Elements per scale of a factored type: F::SCALE_ELEMS when it states 32 (one scale per chunk), else 16 (two
-// per chunk, chunk_scale's lanes 0 and 8): correct for every type, faster for those that state it.
-template <typename F, typename = void>
-struct ScaleElems : std::integral_constant<int, 16> {};
-template <typename F>
-struct ScaleElems<F, std::void_t<decltype(F::SCALE_ELEMS)>> : std::integral_constant<int, F::SCALE_ELEMS> {};
 
 constexpr int FEATURES = 16;     // output features per A tile (its rows)
 constexpr int K_BLOCK = 32;      // chunks of K per pass: a pass's x (M x 1024 bfloat16) stays in L2
@@ -49,17 +49,12 @@ struct alignas(64) TileConfig {
     uint8_t rows[16];
 };
 
-// Scaled order: tiles 0, 1: A (16 features x 32 codes, or 16 for types with 16-element scales); 2, 3: B (16 or 8 pairs x 16
-// rows of x); 4, 5: C (16 features x 16 rows). Two of each: one step's product runs while the previous one is
-// drained.
-inline void configure(bool half) {
+// Scaled order: tiles 0, 1: A (16 features x 32 codes); 2, 3: B (16 pairs x 16 rows of x); 4, 5: C (16 features
+// x 16 rows). Two of each: one step's product runs while the previous one is drained.
+inline void configure() {
     TileConfig cfg{};
     cfg.palette = 1;
-    for (int i = 0; i < 2; ++i) {
-        cfg.rows[i] = 16, cfg.colsb[i] = half ? 32 : 64;
-        cfg.rows[2 + i] = half ? 8 : 16, cfg.colsb[2 + i] = 64;
-        cfg.rows[4 + i] = 16, cfg.colsb[4 + i] = 64;
-    }
+    for (int i = 0; i < 6; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;
     _tile_loadconfig(&cfg);
 }
 
@@ -72,30 +67,24 @@ inline void configure_parts() {
     _tile_loadconfig(&cfg);
 }
 
-// One job's x as B tiles of 16 rows of x (zero rows pad the last, and a zero tile an odd count): per tile t and chunk g, 16 pairs x 16 rows, word
-// bx[((t * chunks + g) * 16 + k) * 16 + r] = elements 32g + 2k, 32g + 2k + 1 of row 16t + r; for offset types the
-// chunk sums xs[(t * chunks + g) * 16 + r]. Tile rows are 64 bytes apart whatever M: narrower strides make the
-// tile loads and stores 3 times slower here.
+// One job's x as B tiles of 16 rows of x (zero rows pad the last, and a zero tile an odd count): per tile t and
+// chunk g, 16 pairs x 16 rows, word bx[((t * chunks + g) * 16 + k) * 16 + r] = elements 32g + 2k, 32g + 2k + 1 of
+// row 16t + r; for offset types the B tiles of their sums' parts, xp (see offset_tiles). Tile rows are 64 bytes
+// apart whatever M: narrower strides make the tile loads and stores 3 times slower here.
 struct Job {
     const MatvecJob *job;
-    int64_t tiles, chunks, groups, units;  // units: sums of x per row (K / offset span)
+    int64_t tiles, chunks, groups;
     std::vector<uint32_t> bx;
-    std::vector<float> xs;
+    std::vector<uint32_t> xp;
     std::vector<Vec> acc;     // per (group, tile): 16 vectors (parts order: a C tile) carried between passes
 };
 
-// The per-pass weights of one group of 16 features: per chunk, 16 rows of 32 codes, and the scales a (a2: the
-// second half's, 16-element types) and offsets b of the 16 features.
+// The per-pass weights of one group of 16 features: per chunk, 16 rows of 32 codes, and the scales a of the 16
+// features.
 struct Weights {
-    std::vector<Vec> w, a, a2, b;
-    explicit Weights(int64_t chunks) : w(chunks * FEATURES), a(chunks), a2(chunks), b(chunks) {}
+    std::vector<Vec> w, a;
+    explicit Weights(int64_t chunks) : w(chunks * FEATURES), a(chunks) {}
 };
-
-inline float lane(__m512 v, int i) {
-    alignas(64) float t[16];
-    _mm512_store_ps(t, v);
-    return t[i];
-}
 
 // Decodes chunks [g0, g1) of features n0 .. n0 + 15 (features past N repeat the last one; their outputs are
 // not stored).
@@ -108,56 +97,32 @@ void decode(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, const Tabl
             const typename F::Block *b = blocks + i;
             prefetch_ahead(b);
             const typename F::Scales s = F::scales(b, table);
-            alignas(32) float ofs[8];
-            if constexpr (F::OFFSET) _mm256_store_ps(ofs, s.b);
             for (int c = 0; c < F::CH; ++c) {
                 const int64_t g = i * F::CH + c - g0;
                 _mm512_store_si512(wt.w[g * FEATURES + f].v, F::codes(b, c, table));
-                const __m512 sc = F::chunk_scale(s, c);
-                wt.a[g].v[f] = _mm512_cvtss_f32(sc);
-                if constexpr (ScaleElems<F>::value == 16) wt.a2[g].v[f] = lane(sc, 8);
-                if constexpr (F::OFFSET) wt.b[g].v[f] = ofs[c];
+                wt.a[g].v[f] = _mm512_cvtss_f32(F::chunk_scale(s, c));
             }
         }
     }
 }
 
-// acc[n] (16 rows of x for feature n) += row n of the stored C tile times feature n's scale (then - b X for
-// offset types).
-template <bool OFS>
-__attribute__((always_inline)) inline void drain(__m512 (&acc)[16], const float *c, const float *a, const float *b,
-                                                 const float *xs) {
-    const __m512 x = OFS ? _mm512_loadu_ps(xs) : _mm512_setzero_ps();
+// acc[n] (16 rows of x for feature n) += row n of the stored C tile times feature n's scale.
+__attribute__((always_inline)) inline void drain(__m512 (&acc)[16], const float *c, const float *a) {
 #pragma GCC unroll 16
-    for (int n = 0; n < 16; ++n) {
-        acc[n] = _mm512_fmadd_ps(_mm512_load_ps(c + 16 * n), _mm512_set1_ps(a[n]), acc[n]);
-        if constexpr (OFS) acc[n] = _mm512_fnmadd_ps(_mm512_set1_ps(b[n]), x, acc[n]);
-    }
+    for (int n = 0; n < 16; ++n) acc[n] = _mm512_fmadd_ps(_mm512_load_ps(c + 16 * n), _mm512_set1_ps(a[n]), acc[n]);
 }
 
 // Chunks [g0, g1) of one tile of x against one group's weights (decoded from chunk g0), acc from +0 (g0 = 0) or
-// carried in: steps (a chunk, or each half of it) alternate between tiles 0, 2, 4 and 1, 3, 5, and step s + 2 is
-// issued before step s is drained.
-template <bool HALF, bool OFS>
-void tile_pass(const Weights &wt, const uint32_t *bx, const float *xs, int64_t g0, int64_t g1, Vec *carried) {
+// carried in: chunks alternate between tiles 0, 2, 4 and 1, 3, 5, and chunk s + 2 is issued before chunk s is
+// drained.
+void tile_pass(const Weights &wt, const uint32_t *bx, int64_t g0, int64_t g1, Vec *carried) {
     asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
     __m512 acc[16];
 #pragma GCC unroll 16
     for (int n = 0; n < 16; ++n) acc[n] = g0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(carried[n].v);
-    constexpr int STEPS = HALF ? 2 : 1;
-    const int64_t n = (g1 - g0) * STEPS;
-    const auto a_at = [&](int64_t s) {
-        return reinterpret_cast<const char *>(wt.w[(s / STEPS) * FEATURES].v) + 32 * (s % STEPS);
-    };
-    const auto b_at = [&](int64_t s) { return bx + (g0 + s / STEPS) * 256 + (s % STEPS) * 128; };
-    const auto drain_step = [&](int64_t s, const float *c) __attribute__((always_inline)) {
-        const int64_t g = s / STEPS;
-        if (s % STEPS == STEPS - 1) {
-            drain<OFS>(acc, c, (HALF ? wt.a2 : wt.a)[g].v, wt.b[g].v, OFS ? xs + (g0 + g) * 16 : nullptr);
-        } else {
-            drain<false>(acc, c, wt.a[g].v, wt.b[g].v, nullptr);
-        }
-    };
+    const int64_t n = g1 - g0;
+    const auto a_at = [&](int64_t s) { return wt.w[s * FEATURES].v; };
+    const auto b_at = [&](int64_t s) { return bx + (g0 + s) * 256; };
     alignas(64) float c0[256], c1[256];
     _tile_loadd(0, a_at(0), 64);
     _tile_loadd(2, b_at(0), 64);
@@ -177,7 +142,7 @@ void tile_pass(const Weights &wt, const uint32_t *bx, const float *xs, int64_t g
             _tile_zero(4);
             _tile_dpbf16ps(4, 0, 2);
         }
-        drain_step(s, c0);
+        drain(acc, c0, wt.a[s].v);
         if (s + 1 < n) {
             _tile_stored(5, c1, 64);
             if (s + 3 < n) {
@@ -186,7 +151,7 @@ void tile_pass(const Weights &wt, const uint32_t *bx, const float *xs, int64_t g
                 _tile_zero(5);
                 _tile_dpbf16ps(5, 1, 3);
             }
-            drain_step(s + 1, c1);
+            drain(acc, c1, wt.a[s + 1].v);
         }
     }
 #pragma GCC unroll 16
@@ -207,33 +172,31 @@ inline void store(const MatvecJob &job, int64_t group, int64_t t, const Vec *acc
         __m512 y = _mm512_i32gather_ps(lane_r, acc[0].v + r, 4);
         if (job.bias) y = _mm512_add_ps(y, bias);
         void *row = job.out_rows[t * 16 + r];
-        if (job.out_kind == OutKind::f32) {
-            _mm512_mask_storeu_ps(static_cast<float *>(row) + n0, valid, y);
-        } else {
-            alignas(64) float v[16];
-            _mm512_store_ps(v, y);
-            for (int n = 0; n < features; ++n) store_output(row, n0 + n, v[n], job.out_kind);
+        // Rounded once, as store_output rounds (vector forms of the same conversions).
+        switch (job.out_kind) {
+            case OutKind::f32: _mm512_mask_storeu_ps(static_cast<float *>(row) + n0, valid, y); break;
+            case OutKind::f16:
+                _mm256_mask_storeu_epi16(static_cast<metal::half *>(row) + n0, valid,
+                                         _mm512_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                break;
+            case OutKind::bf16:
+                _mm256_mask_storeu_epi16(static_cast<metal::bfloat *>(row) + n0, valid,
+                                         bf16_round_x16(_mm512_castps_si512(y)));
+                break;
         }
     }
 }
 
-// One group's pass over chunks [g0, g1) for every tile of the job: acc from +0 (first pass) or carried, then
-// carried or (last pass) stored with the bias.
-template <bool HALF, bool OFS>
-void group_pass(Job &jb, int64_t group, const Weights &wt, int64_t g0, int64_t g1) {
-    const MatvecJob &job = *jb.job;
-    for (int64_t t = 0; t < jb.tiles; ++t) {
-        Vec *acc = &jb.acc[(group * jb.tiles + t) * 16];
-        tile_pass<HALF, OFS>(wt, jb.bx.data() + t * jb.chunks * 256, OFS ? jb.xs.data() + t * jb.chunks * 16 : nullptr,
-                             g0, g1, acc);
-        if (g1 == jb.chunks) store(job, group, t, acc);
-    }
-}
-
+// One group's pass over chunks [g0, g1) for every tile of the job: decoded once, acc from +0 (first pass) or
+// carried, then carried or (last pass) stored with the bias.
 template <typename F>
 void group(Job &jb, int64_t group, int64_t g0, int64_t g1, const Tables &table, Weights &wt) {
     decode<F>(*jb.job, group * FEATURES, g0, g1, table, wt);
-    group_pass<ScaleElems<F>::value == 16, F::OFFSET>(jb, group, wt, g0, g1);
+    for (int64_t t = 0; t < jb.tiles; ++t) {
+        Vec *acc = &jb.acc[(group * jb.tiles + t) * 16];
+        tile_pass(wt, jb.bx.data() + t * jb.chunks * 256, g0, g1, acc);
+        if (g1 == jb.chunks) store(*jb.job, group, t, acc);
+    }
 }
 
 // The parts order.
@@ -421,11 +384,21 @@ constexpr int block_offsets() {
     return offset_span<F>() == 0 ? 0 : F::QK / offset_span<F>();
 }
 
+// Offsets: b_j = dmin * m_j with m_j a small integer (Q4_K, Q5_K: 6 bits; Q2_K: 4), so a block's offset sum
+// sum_j m_j X_j is one more product on the tiles: A holds m_j (exact in bfloat16) at entries p U + j, B the three
+// bfloat16 parts p of X_j (X_j = hi + mid + lo exactly: the next 8 significant bits each), OFFSET_TILES tiles of
+// 32 entries per block.
+template <typename F>
+constexpr int offset_tiles() {
+    return (3 * block_offsets<F>() + 31) / 32;
+}
+
 // One step's weights of two groups of 16 features (one 256-element block: PARTS_STEP chunks): the parts of c as
-// PartWeights; per group h, d[h] lane f = feature f's d, b[h][j] lane f = its offset j (subtracted).
+// PartWeights; per group h, d[h] and dmin[h] lane f = feature f's d and dmin, m[h][o] the offsets' A tile o (row
+// f: feature f's 32 bfloat16 entries).
 struct FactoredWeights {
     std::vector<Vec> w;
-    Vec d[2], b[2][16];
+    Vec d[2], dmin[2], m[2][2][FEATURES];
     explicit FactoredWeights(int parts) : w(2 * PARTS_STEP * parts * FEATURES) {}
 };
 
@@ -441,10 +414,23 @@ void decode_factored(const MatvecJob &job, int64_t n0, int64_t i, const Tables &
         const float d = block_d<F>(b, table);
         wt.d[h].v[f] = d;
         if constexpr (U > 0) {
-            alignas(64) float ofs[16];
-            if constexpr (U == 8) _mm256_store_ps(ofs, s.b);
-            else _mm512_store_ps(ofs, s.b);
-            for (int j = 0; j < U; ++j) wt.b[h][j].v[f] = ofs[j];
+            // m_j = b_j / dmin, exactly (as s below; dmin = 0: every offset is 0).
+            const float dmin = table.scales->half[b->dmin.bits];
+            wt.dmin[h].v[f] = dmin;
+            alignas(64) float m[16];
+            const __m512 inv_min = _mm512_set1_ps(dmin == 0 ? 0.0f : 1.0f / dmin);
+            constexpr int R = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            if constexpr (U == 8) {
+                _mm256_store_ps(m, _mm256_roundscale_ps(_mm256_mul_ps(s.b, _mm512_castps512_ps256(inv_min)), R));
+            } else {
+                _mm512_store_ps(m, _mm512_roundscale_ps(_mm512_mul_ps(s.b, inv_min), R));
+            }
+            uint16_t *row0 = reinterpret_cast<uint16_t *>(wt.m[h][0][f].v);
+            uint16_t *row1 = reinterpret_cast<uint16_t *>(wt.m[h][1][f].v);
+            for (int e = 0; e < 32 * offset_tiles<F>(); ++e) {
+                const uint16_t v = e < 3 * U ? uint16_t(as_type<uint32_t>(m[e % U]) >> 16) : 0;
+                (e < 32 ? row0[e] : row1[e - 32]) = v;
+            }
         }
         // s = a / d, exactly: a * (1 / d) is within 2 ulps of s, a multiple of 1/8, so rounding to 3 fraction
         // bits recovers it (d = 0: every weight of the block is 0, s = 0).
@@ -459,9 +445,11 @@ void decode_factored(const MatvecJob &job, int64_t n0, int64_t i, const Tables &
 }
 
 // One block (PARTS_STEP chunks) of two groups (A parts w0, w1) by two tiles of x (B: b0, b1), the four C tiles
-// from +0, stored to c[0..3].
-template <int P>
-void tiles_block(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t *b1, float (*c)[256]) {
+// from +0, stored to c[0..3]; then OT offset products (A: m0, m1; B: the X parts x0, x1), from +0, to o[0..3].
+template <int P, int OT>
+void tiles_block(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t *b1, float (*c)[256],
+                 const Vec (*m0)[FEATURES], const Vec (*m1)[FEATURES], const uint32_t *x0, const uint32_t *x1,
+                 float (*o)[256]) {
     asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
     _tile_zero(0);
     _tile_zero(1);
@@ -485,20 +473,39 @@ void tiles_block(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_
     _tile_stored(1, c[1], 64);
     _tile_stored(2, c[2], 64);
     _tile_stored(3, c[3], 64);
+    if constexpr (OT > 0) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int k = 0; k < OT; ++k) {
+            _tile_loadd(6, x0 + k * 256, 64);
+            _tile_loadd(7, x1 + k * 256, 64);
+            _tile_loadd(4, m0[k][0].v, 64);
+            _tile_loadd(5, m1[k][0].v, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, o[0], 64);
+        _tile_stored(1, o[1], 64);
+        _tile_stored(2, o[2], 64);
+        _tile_stored(3, o[3], 64);
+    }
     asm volatile("" : : : "memory");
 }
 
-// acc[n] (16 rows of x for feature n) = fma(C row n, d_n, acc[n]) (acc from +0 on the first block), then
-// acc[n] = acc[n] - b_jn X_j for the block's offsets j in increasing order (X_j: 16 rows, xs + 16 j).
-template <int U>
-__attribute__((always_inline)) inline void drain_block(Vec *acc, const float *c, const Vec &d, const Vec *b,
-                                                       const float *xs, bool first) {
+// acc[n] (16 rows of x for feature n) = fma(C row n, d_n, acc[n]) (acc from +0 on the first block), then with
+// offsets acc[n] = acc[n] - dmin_n O (O row n: the block's offset sum).
+template <bool OFS>
+__attribute__((always_inline)) inline void drain_block(Vec *acc, const float *c, const Vec &d, const float *o,
+                                                       const Vec &dmin, bool first) {
 #pragma GCC unroll 16
     for (int n = 0; n < 16; ++n) {
         __m512 a = first ? _mm512_setzero_ps() : _mm512_load_ps(acc[n].v);
         a = _mm512_fmadd_ps(_mm512_load_ps(c + 16 * n), _mm512_set1_ps(d.v[n]), a);
-#pragma GCC unroll 16
-        for (int j = 0; j < U; ++j) a = _mm512_fnmadd_ps(_mm512_set1_ps(b[j].v[n]), _mm512_load_ps(xs + 16 * j), a);
+        if constexpr (OFS) a = _mm512_fnmadd_ps(_mm512_load_ps(o + 16 * n), _mm512_set1_ps(dmin.v[n]), a);
         _mm512_store_ps(acc[n].v, a);
     }
 }
@@ -507,29 +514,36 @@ __attribute__((always_inline)) inline void drain_block(Vec *acc, const float *c,
 // stores y = acc [+ bias].
 template <typename F>
 void pair_block(Job &jb, int64_t pair, int64_t i, const Tables &table, FactoredWeights &wt) {
-    constexpr int P = Factored<F>::value, U = block_offsets<F>();
+    constexpr int P = Factored<F>::value, OT = offset_tiles<F>();
     const MatvecJob &job = *jb.job;
     for (int h = 0; h < 2; ++h) decode_factored<F>(job, (2 * pair + h) * FEATURES, i, table, wt, h);
     const int64_t tiles = (jb.tiles + 1) / 2 * 2, g0 = i * PARTS_STEP;
     Vec *const acc = jb.acc.data();
-    alignas(64) float c[4][256];
-    for (int64_t t = 0; t < tiles; t += 2) {
-        tiles_block<P>(wt.w.data(), &wt.w[PARTS_STEP * P * FEATURES], jb.bx.data() + (t * jb.chunks + g0) * 256,
-                       jb.bx.data() + ((t + 1) * jb.chunks + g0) * 256, c);
+    // Tile pair t's C drains after tile pair t + 2's products are issued (c[t / 2 % 2]): the vector work runs
+    // while the tile unit computes.
+    alignas(64) float c[2][4][256], o[2][OT > 0 ? 4 : 1][256];
+    const auto drain = [&](int64_t t) {
         for (int h = 0; h < 2; ++h) {
             for (int e = 0; e < 2; ++e) {
-                const float *xs = U > 0 ? jb.xs.data() + ((t + e) * jb.units + i * U) * 16 : nullptr;
-                drain_block<U>(&acc[((2 * pair + h) * tiles + t + e) * 16], c[2 * h + e], wt.d[h], wt.b[h], xs,
-                               i == 0);
+                drain_block<OT != 0>(&acc[((2 * pair + h) * tiles + t + e) * 16], c[t / 2 % 2][2 * h + e], wt.d[h],
+                                     o[t / 2 % 2][OT > 0 ? 2 * h + e : 0], wt.dmin[h], i == 0);
             }
         }
-        if ((i + 1) * PARTS_STEP < jb.chunks) continue;
+        if ((i + 1) * PARTS_STEP < jb.chunks) return;
         for (int h = 0; h < 2; ++h) {
             for (int64_t tt = t; tt < std::min(t + 2, jb.tiles); ++tt) {
                 store(job, 2 * pair + h, tt, &acc[((2 * pair + h) * tiles + tt) * 16]);
             }
         }
+    };
+    for (int64_t t = 0; t < tiles; t += 2) {
+        const auto x_parts = [&](int64_t tt) { return jb.xp.data() + (tt * (jb.chunks / PARTS_STEP) + i) * OT * 256; };
+        tiles_block<P, OT>(wt.w.data(), &wt.w[PARTS_STEP * P * FEATURES], jb.bx.data() + (t * jb.chunks + g0) * 256,
+                           jb.bx.data() + ((t + 1) * jb.chunks + g0) * 256, c[t / 2 % 2], wt.m[0], wt.m[1],
+                           x_parts(t), x_parts(t + 1), o[t / 2 % 2]);
+        if (t > 0) drain(t - 2);
     }
+    drain(tiles - 2);
 }
 
 // Runs the jobs' passes in the factored order: per pass, one parallel loop over the pairs of 16-feature groups,
@@ -565,7 +579,7 @@ void run_scaled(std::vector<Job> &jbs, const Tables &table) {
         at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
             Weights wt(K_BLOCK);
             int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
-            configure(ScaleElems<F>::value == 16);
+            configure();
             for (int64_t u = u0; u < u1; ++u) {
                 while (u >= first[i + 1]) ++i;
                 group<F>(jbs[i], u - first[i], g0, g1, table, wt);
@@ -637,16 +651,27 @@ inline void prepare(Job &jb) {
     jb.groups = (job.N + FEATURES - 1) / FEATURES;
     const int64_t tiles = (jb.tiles + 1) / 2 * 2, groups = (jb.groups + 1) / 2 * 2;
     jb.bx.assign(size_t(tiles * jb.chunks * 256), 0);
-    jb.units = job.sum_rows ? job.K / offset_span(job.qtype) : 0;
-    if (job.sum_rows) jb.xs.assign(size_t(tiles * jb.units * 16), 0.0f);
+    // Types with offsets (the factored order): per block, U = 256 / span sums of x, 3 parts each.
+    const int64_t blocks = job.K / 256, U = job.sum_rows ? 256 / offset_span(job.qtype) : 0, OT = (3 * U + 31) / 32;
+    jb.xp.assign(size_t(tiles * blocks * OT * 256), 0);
     at::parallel_for(0, jb.tiles, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
             for (int64_t m = 16 * t; m < std::min(job.M, 16 * t + 16); ++m) {
                 const uint32_t *src = static_cast<const uint32_t *>(job.x_rows[m]);
                 uint32_t *dst = jb.bx.data() + t * jb.chunks * 256 + m % 16;
                 for (int64_t p = 0; p < jb.chunks * 16; ++p) dst[16 * p] = src[p];
-                if (job.sum_rows) {
-                    for (int64_t u = 0; u < jb.units; ++u) jb.xs[(t * jb.units + u) * 16 + m % 16] = job.sum_rows[m][u];
+                uint16_t *xp = reinterpret_cast<uint16_t *>(jb.xp.data());
+                for (int64_t i = 0; i < blocks && U > 0; ++i) {
+                    for (int64_t j = 0; j < U; ++j) {
+                        float rest = job.sum_rows[m][i * U + j];
+                        for (int64_t p = 0; p < 3; ++p) {  // the next 8 significant bits: the parts sum to X
+                            const uint32_t part = as_type<uint32_t>(rest) & 0xFFFF0000u;
+                            rest = rest - as_type<float>(part);
+                            const int64_t e = p * U + j;
+                            xp[2 * ((((t * blocks + i) * OT + e / 32) * 16 + e % 32 / 2) * 16 + m % 16) + e % 2] =
+                                uint16_t(part >> 16);
+                        }
+                    }
                 }
             }
         }
