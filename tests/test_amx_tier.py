@@ -249,3 +249,29 @@ def test_k_zero_writes_zeros_and_bias(name):
     stale = torch.full((12, 5), float("nan"))
     del stale
     testing.assert_bits_equal(k.mul_mat_vec(blocks, x, resolve(name).id, 5), torch.zeros(12, 5), f"{name} mul_mat_vec")
+
+
+@needs_amx
+@pytest.mark.parametrize("name", list(FACTORED))
+def test_factored_zero_and_subnormal_block_scales(name):
+    """The factored order divides each chunk scale by the block's d (and offsets by dmin): blocks whose d or dmin is
+    0 contribute nothing (no 0 / 0), and float16-subnormal scales (1 / d up to 2^24) still give exact codes."""
+    k = hub_kernel()
+    t = resolve(name)
+    N, K = 19, 1024
+    raw = testing.random_blocks(name, N * K // t.block_elems, np.random.default_rng(t.id + 7)).copy()
+    for i, (offset, kind) in enumerate(testing.SCALE_FIELDS[t.name]):
+        if kind == "iq1m":
+            words = raw[:, offset:offset + 8].view(np.uint16)
+            words[0::3] &= 0x0FFF  # d = 0
+            words[1::3] = (words[1::3] & 0x0FFF) | np.array([0x3000, 0x1000, 0, 0], np.uint16)  # d = 0x0013
+            continue
+        half = raw[:, offset:offset + 2].view(np.uint16)
+        half[i::3] = 0  # d = 0 on blocks 0 mod 3, dmin = 0 on blocks 1 mod 3
+        sub = (i + 1) % 3
+        half[sub::3] = 0x8000 | (half[sub::3] & 0x03FF) | 1  # subnormal, nonzero
+    blocks = torch.from_numpy(raw.reshape(N, -1))
+    x = torch.randn(12, K, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    y = k.mul_mat_vec(blocks, x, t.id, N)
+    assert torch.isfinite(y).all()
+    check_bound(y, x, blocks, name, what="zero and subnormal scales")
