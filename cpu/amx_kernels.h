@@ -13,13 +13,15 @@
 //   acc   = fma(P, a, acc) in increasing chunk order, from +0, a the chunk's scale;
 //   y     = acc [+ bias].
 //
-// Parts order (32-element types without offsets): the A tiles hold the scaled weight v = a * q (F::chunk_scale
+// Parts order (32-to-128-element types): the A tiles hold the scaled weight v = a * q (F::chunk_scale
 // times F::codes in one float32 product, exact) as Parts<F> bfloat16 parts, each the next 8 significant bits of v
 // (truncation: the parts sum to v exactly), so the tiles accumulate across all of K with no per-chunk scale work:
 //   C     = +0, then for chunk g = 0, 1, ... and each part p (high first): C = TDPBF16PS(C, part p of chunk g,
 //           x of chunk g) (exact products; x and weight parts below 2^-126 count as zero; the hardware adds C
 //           once to the instruction's sum of products, probed: see the bound);
-//   y     = C [+ bias].
+//   O     = (offset types: Q4_1, Q5_1) fma(m_g, X_g, O) per chunk g in increasing order, from +0, X_g the chunk's
+//           sum of x (as the mat-vec tier computes it);
+//   y     = C [+ O] [+ bias].
 //
 // Factored order (256-element super-block types): every chunk scale of a block is a = d s, d the block's f16
 // scale and s a small multiple of 1/8, so the code c = s q is exact in Factored<F> (1 or 2) bfloat16 parts; for
@@ -35,6 +37,9 @@
 namespace gguf_mv_avx512bf16 {
 
 namespace amx {
+
+// Which sums of x an order takes for types with offsets: per chunk (parts order) or per block as parts (factored).
+enum class Sums { chunks, blocks };
 
 constexpr int FEATURES = 16;     // output features per A tile (its rows)
 constexpr int K_BLOCK = 32;      // chunks of K per pass: a pass's x (M x 1024 bfloat16) stays in L2
@@ -76,6 +81,8 @@ struct Job {
     int64_t tiles, chunks, groups;
     std::vector<uint32_t> bx;
     std::vector<uint32_t> xp;
+    std::vector<float> xs;  // parts order with offsets: per tile and chunk, the 16 rows' sums of x
+    std::vector<Vec> ofs;   // ... and per (group, tile) the offset sums O, as acc
     std::vector<Vec> acc;     // per (group, tile): 16 vectors (parts order: a C tile) carried between passes
 };
 
@@ -207,6 +214,8 @@ void group(Job &jb, int64_t group, int64_t g0, int64_t g1, const Tables &table, 
 template <typename F>
 struct Parts : std::integral_constant<int, 3> {};
 template <> struct Parts<Q4_0> : std::integral_constant<int, 2> {};
+template <> struct Parts<Q4_1> : std::integral_constant<int, 2> {};
+template <> struct Parts<Q5_1> : std::integral_constant<int, 2> {};
 template <> struct Parts<Q5_0> : std::integral_constant<int, 2> {};
 template <> struct Parts<Q1_0> : std::integral_constant<int, 2> {};
 template <> struct Parts<Q2_0> : std::integral_constant<int, 2> {};
@@ -217,9 +226,10 @@ constexpr int PARTS_STEP = 8;  // chunks per step of a pass: two groups' decoded
 
 // One step's weights of two groups of 16 features: w[((group * PARTS_STEP + g) * P + p) * 16 + f] = part p of
 // chunk g of feature f.
+// Offset types (Q4_1, Q5_1): m[group * PARTS_STEP + g] lane f = chunk g's offset m of feature f.
 struct PartWeights {
-    std::vector<Vec> w;
-    explicit PartWeights(int parts) : w(2 * PARTS_STEP * parts * FEATURES) {}
+    std::vector<Vec> w, m;
+    explicit PartWeights(int parts) : w(2 * PARTS_STEP * parts * FEATURES), m(2 * PARTS_STEP) {}
 };
 
 // The P bfloat16 parts of v = a * q (lane i of a scales codes 2i, 2i + 1), high first, P * 16 vectors apart.
@@ -252,6 +262,7 @@ void decode_parts(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, cons
             for (int c = int(std::max<int64_t>(0, g0 - i * F::CH)); c < F::CH && i * F::CH + c < g1; ++c) {
                 const int64_t g = h * PARTS_STEP + i * F::CH + c - g0;
                 split<P>(chunk_codes<F>(b, c, table, s), F::chunk_scale(s, c), &wt.w[g * P * FEATURES + f]);
+                if constexpr (F::OFFSET) wt.m[g].v[f] = table.scales->half[b->m.bits];
             }
         }
     }
@@ -307,10 +318,30 @@ void pair_step(Job &jb, int64_t pair, int64_t g0, int64_t g1, const Tables &tabl
         float *const c[4] = {acc(0, t), acc(0, t + 1), acc(1, t), acc(1, t + 1)};
         tiles_2x2<P>(wt.w.data(), &wt.w[PARTS_STEP * P * FEATURES], jb.bx.data() + (t * jb.chunks + g0) * 256,
                      jb.bx.data() + ((t + 1) * jb.chunks + g0) * 256, g1 - g0, g0 == 0, c);
+        // Offset types: O = fma(m_g, X_g, O) per chunk in increasing order, from +0 (16 rows of feature n in O[n]).
+        for (int h = 0; h < 2 && F::OFFSET; ++h) {
+            for (int64_t e = 0; e < 2; ++e) {
+                Vec *o = &jb.ofs[((2 * pair + h) * tiles + t + e) * 16];
+                const float *xs = jb.xs.data() + ((t + e) * jb.chunks + g0) * 16;
+#pragma GCC unroll 16
+                for (int n = 0; n < 16; ++n) {
+                    __m512 a = g0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(o[n].v);
+                    for (int64_t g = 0; g < g1 - g0; ++g) {
+                        a = _mm512_fmadd_ps(_mm512_set1_ps(wt.m[h * PARTS_STEP + g].v[n]), _mm512_load_ps(xs + 16 * g), a);
+                    }
+                    _mm512_store_ps(o[n].v, a);
+                }
+            }
+        }
         if (g1 < jb.chunks) continue;
         for (int h = 0; h < 2; ++h) {
             for (int64_t tt = t; tt < std::min(t + 2, jb.tiles); ++tt) {
-                store(job, 2 * pair + h, tt, reinterpret_cast<const Vec *>(acc(h, tt)));
+                float *y = acc(h, tt);
+                if constexpr (F::OFFSET) {  // y = C + O
+                    const Vec *o = &jb.ofs[((2 * pair + h) * tiles + tt) * 16];
+                    for (int n = 0; n < 16; ++n) _mm512_store_ps(y + 16 * n, _mm512_add_ps(_mm512_load_ps(y + 16 * n), _mm512_load_ps(o[n].v)));
+                }
+                store(job, 2 * pair + h, tt, reinterpret_cast<const Vec *>(y));
             }
         }
     }
@@ -594,6 +625,8 @@ void run_scaled(std::vector<Job> &jbs, const Tables &table) {
     X(8, Q8_0)
 #define GGUF_AMX_PARTS_TYPES(X) \
     X(2, Q4_0)                  \
+    X(3, Q4_1)                  \
+    X(7, Q5_1)                  \
     X(6, Q5_0)                  \
     X(20, IQ4_NL)               \
     X(39, MXFP4)                \
@@ -619,14 +652,16 @@ void run_scaled(std::vector<Job> &jbs, const Tables &table) {
 
 using RunFn = void (*)(std::vector<Job> &, const Tables &);
 
-inline bool amx_kernel(int64_t qtype, RunFn *fn, Tables *table) {
+// The kernel of a type's order, its tables, and which sums of x it takes for offsets (Sums::chunks: the parts
+// order's; otherwise the factored order's, for types with offsets).
+inline bool amx_kernel(int64_t qtype, RunFn *fn, Tables *table, Sums *sums = nullptr) {
     switch (qtype) {
 #define GGUF_AMX_SCALED(ID, T) \
     case ID: if (fn) *fn = run_scaled<T>, *table = T::tables(); return true;
         GGUF_AMX_SCALED_TYPES(GGUF_AMX_SCALED)
 #undef GGUF_AMX_SCALED
 #define GGUF_AMX_PARTS(ID, T) \
-    case ID: if (fn) *fn = run_parts<T>, *table = T::tables(); return true;
+    case ID: if (fn) *fn = run_parts<T>, *table = T::tables(), *sums = Sums::chunks; return true;
         GGUF_AMX_PARTS_TYPES(GGUF_AMX_PARTS)
 #undef GGUF_AMX_PARTS
 #define GGUF_AMX_FACTORED(ID, T) \
@@ -644,22 +679,30 @@ bool amx_supports(int64_t qtype) { return amx::amx_kernel(qtype, nullptr, nullpt
 namespace amx {
 
 // x of one job as B tiles (and chunk sums), see Job.
-inline void prepare(Job &jb) {
+inline void prepare(Job &jb, Sums sums) {
     const MatvecJob &job = *jb.job;
     jb.tiles = (job.M + 15) / 16;
     jb.chunks = job.K / 32;
     jb.groups = (job.N + FEATURES - 1) / FEATURES;
     const int64_t tiles = (jb.tiles + 1) / 2 * 2, groups = (jb.groups + 1) / 2 * 2;
     jb.bx.assign(size_t(tiles * jb.chunks * 256), 0);
-    // Types with offsets (the factored order): per block, U = 256 / span sums of x, 3 parts each.
-    const int64_t blocks = job.K / 256, U = job.sum_rows ? 256 / offset_span(job.qtype) : 0, OT = (3 * U + 31) / 32;
+    // Types with offsets: the parts order's chunk sums (xs, ofs), or the factored order's per block U = 256 / span
+    // sums of x, 3 parts each (xp).
+    const bool chunk_sums = job.sum_rows && sums == Sums::chunks;
+    const int64_t blocks = job.K / 256, U = job.sum_rows && !chunk_sums ? 256 / offset_span(job.qtype) : 0;
+    const int64_t OT = (3 * U + 31) / 32;
     jb.xp.assign(size_t(tiles * blocks * OT * 256), 0);
+    if (chunk_sums) {
+        jb.xs.assign(size_t(tiles * jb.chunks * 16), 0.0f);
+        jb.ofs.resize(size_t(groups * tiles * 16));
+    }
     at::parallel_for(0, jb.tiles, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
             for (int64_t m = 16 * t; m < std::min(job.M, 16 * t + 16); ++m) {
                 const uint32_t *src = static_cast<const uint32_t *>(job.x_rows[m]);
                 uint32_t *dst = jb.bx.data() + t * jb.chunks * 256 + m % 16;
                 for (int64_t p = 0; p < jb.chunks * 16; ++p) dst[16 * p] = src[p];
+                for (int64_t g = 0; g < jb.chunks && chunk_sums; ++g) jb.xs[(t * jb.chunks + g) * 16 + m % 16] = job.sum_rows[m][g];
                 uint16_t *xp = reinterpret_cast<uint16_t *>(jb.xp.data());
                 for (int64_t i = 0; i < blocks && U > 0; ++i) {
                     for (int64_t j = 0; j < U; ++j) {
@@ -686,14 +729,15 @@ inline void prepare(Job &jb) {
 void matmul_amx(const MatvecJob *jobs, int64_t n_jobs) {
     using namespace amx;
     if (n_jobs == 0) return;
+    RunFn fn;
+    Tables table;
+    Sums sums = Sums::blocks;
+    amx_kernel(jobs[0].qtype, &fn, &table, &sums);
     std::vector<Job> jbs(n_jobs);
     for (int64_t i = 0; i < n_jobs; ++i) {
         jbs[i].job = &jobs[i];
-        prepare(jbs[i]);
+        prepare(jbs[i], sums);
     }
-    RunFn fn;
-    Tables table;
-    amx_kernel(jobs[0].qtype, &fn, &table);
     fn(jbs, table);
 }
 

@@ -32,7 +32,7 @@ needs_amx = pytest.mark.skipif(not AMX, reason="the AMX tier needs AMX-BF16 (and
 # The types of the parts order (cpu/amx_kernels.h GGUF_AMX_PARTS_TYPES) and their bfloat16 parts per weight, and of
 # the factored order (GGUF_AMX_FACTORED_TYPES) and their bfloat16 parts per code c = a / d; Q8_0 takes the scaled
 # order.
-PARTS = {"Q4_0": 2, "Q5_0": 2, "IQ4_NL": 3, "MXFP4": 1, "NVFP4": 1, "Q1_0": 2, "Q2_0": 2}
+PARTS = {"Q4_0": 2, "Q4_1": 2, "Q5_0": 2, "Q5_1": 2, "IQ4_NL": 3, "MXFP4": 1, "NVFP4": 1, "Q1_0": 2, "Q2_0": 2}
 FACTORED = {"Q2_K": 1, "Q3_K": 1, "Q4_K": 2, "Q5_K": 2, "Q6_K": 2, "IQ2_XXS": 2, "IQ2_XS": 2, "IQ3_XXS": 2,
             "IQ1_S": 1, "IQ3_S": 2, "IQ2_S": 2, "IQ4_XS": 2, "IQ1_M": 1, "TQ1_0": 1, "TQ2_0": 1}
 
@@ -41,14 +41,15 @@ def amx_n(name, K: int, bias: bool = False) -> int:
     """The type's AMX order's n. Scaled order: up to 31 roundings inside a chunk's TDPBF16PS, one per accumulation
     step after it (K / 32 chunks), 1 for the decoded weight's own rounding. Parts order: up to 32 inside a
     product's own TDPBF16PS, 2 in each later one (C enters once: test_parts_order_adds_c_once; P K / 32
-    instructions), 1 for the decoded weight. Factored order: a block's C (8 P instructions: 32 + 16 P), then per
+    instructions), 1 for the decoded weight, 1 adding the offsets' sum (Q4_1, Q5_1: its K / 32 + 5 are fewer).
+    Factored order: a block's C (8 P instructions: 32 + 16 P), then per
     block one fma by d and one fnmadd of the offsets (K / 256 blocks), 1 for the decoded weight; the offset sum O
     (up to 2 instructions: 34, 5 in each sum of x) stays below that."""
     name = resolve(name).name
     if name in FACTORED:
         n = 34 + 16 * FACTORED[name] + 2 * K // 256
     else:
-        n = 33 + PARTS[name] * K // 16 if name in PARTS else 32 + K // 16
+        n = 34 + PARTS[name] * K // 16 if name in PARTS else 32 + K // 16
     return n + (1 if bias else 0)
 
 
