@@ -448,19 +448,20 @@ void decode_factored(const MatvecJob &job, int64_t n0, int64_t i, const Tables &
             // m_j = b_j / dmin, exactly (as s below; dmin = 0: every offset is 0).
             const float dmin = table.scales->half[b->dmin.bits];
             wt.dmin[h].v[f] = dmin;
-            alignas(64) float m[16];
             const __m512 inv_min = _mm512_set1_ps(dmin == 0 ? 0.0f : 1.0f / dmin);
             constexpr int R = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            // Row f of the A tiles: entries p U + j = m_j (bfloat16: the top half of the float32), then zeros.
             if constexpr (U == 8) {
-                _mm256_store_ps(m, _mm256_roundscale_ps(_mm256_mul_ps(s.b, _mm512_castps512_ps256(inv_min)), R));
+                const __m256 m = _mm256_roundscale_ps(_mm256_mul_ps(s.b, _mm512_castps512_ps256(inv_min)), R);
+                const __m128i w = _mm256_cvtepi32_epi16(_mm256_srli_epi32(_mm256_castps_si256(m), 16));
+                __m512i row = _mm512_inserti32x4(_mm512_castsi128_si512(w), w, 1);
+                row = _mm512_inserti32x4(_mm512_inserti32x4(row, w, 2), _mm_setzero_si128(), 3);
+                _mm512_store_si512(wt.m[h][0][f].v, row);
             } else {
-                _mm512_store_ps(m, _mm512_roundscale_ps(_mm512_mul_ps(s.b, inv_min), R));
-            }
-            uint16_t *row0 = reinterpret_cast<uint16_t *>(wt.m[h][0][f].v);
-            uint16_t *row1 = reinterpret_cast<uint16_t *>(wt.m[h][1][f].v);
-            for (int e = 0; e < 32 * offset_tiles<F>(); ++e) {
-                const uint16_t v = e < 3 * U ? uint16_t(as_type<uint32_t>(m[e % U]) >> 16) : 0;
-                (e < 32 ? row0[e] : row1[e - 32]) = v;
+                const __m512 m = _mm512_roundscale_ps(_mm512_mul_ps(s.b, inv_min), R);
+                const __m256i w = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(m), 16));
+                _mm512_store_si512(wt.m[h][0][f].v, _mm512_inserti64x4(_mm512_castsi256_si512(w), w, 1));
+                _mm512_store_si512(wt.m[h][1][f].v, _mm512_inserti64x4(_mm512_castsi256_si512(w), _mm256_setzero_si256(), 1));
             }
         }
         // s = a / d, exactly: a * (1 / d) is within 2 ulps of s, a multiple of 1/8, so rounding to 3 fraction
