@@ -1,40 +1,45 @@
 // The AMX tier of the CPU matmul (contract v2, README "Compute on packed weights"): M > 8 rows of bfloat16 x
 // (linear, mul_mat_vec; the mat-vec tier keeps M <= 8 and every mul_mat_id slot, where it is faster), on the
 // factored types of matvec_kernels.h, on CPUs with AMX-TILE and AMX-BF16 whose kernel grants the tile state.
-// Included once, after matvec_kernels.h, by matvec_avx512bf16.cpp. The kernels themselves take any M. Two orders,
-// each type in one (GGUF_AMX_SCALED_TYPES, GGUF_AMX_PARTS_TYPES), whichever was faster for it:
+// Included once, after matvec_kernels.h, by matvec_avx512bf16.cpp. The kernels themselves take any M. Three orders,
+// each type in one (GGUF_AMX_SCALED_TYPES, GGUF_AMX_PARTS_TYPES, GGUF_AMX_FACTORED_TYPES):
 //
-// Scaled order: weights are the A tile (16 output features x 32 codes of one chunk, the codes of F::codes: exact
-// in bfloat16), x the B tile (16 pairs of K x up to 16 rows of x, built once per call). Per output (row m,
+// Scaled order (Q8_0): weights are the A tile (16 output features x 32 codes of one chunk, the codes of F::codes:
+// exact in bfloat16), x the B tile (16 pairs of K x up to 16 rows of x, built once per call). Per output (row m,
 // feature n), in this order, whatever M, the rows beside m, the tiling or the thread count:
-//   P     = TDPBF16PS of the chunk's 32 (or, for types with 16-element scales, each half's 16) products from +0
-//           (x below 2^-126 counts as zero; the hardware's order of the float32 additions inside one
-//           instruction is not specified beyond round-to-nearest-even and flushing to zero: see the bound);
-//   acc   = fma(P, a, acc) in increasing chunk (then half) order, from +0, a the chunk's (half's) scale;
-//   acc   = fnmadd(b, X, acc) after each chunk's fma for offset types, X = the chunk's sum of x (as the mat-vec
-//           tier computes it);
+//   P     = TDPBF16PS of the chunk's 32 products from +0 (x below 2^-126 counts as zero; the hardware's order of
+//           the float32 additions inside one instruction is not specified beyond round-to-nearest-even and
+//           flushing to zero: see the bound);
+//   acc   = fma(P, a, acc) in increasing chunk order, from +0, a the chunk's scale;
 //   y     = acc [+ bias].
 //
-// Parts order (types without offsets whose scaled weight v = a * q, F::chunk_scale times F::codes in one float32
-// product, has at most 16 significant bits, or 24 for types with no AMX order otherwise): the A tiles hold v as
-// Parts<F> bfloat16 parts, each the next 8 significant bits of v (truncation: the parts sum to v exactly), so the
-// tiles accumulate across all of K with no per-chunk scale work:
+// Parts order (32-to-128-element types): the A tiles hold the scaled weight v = a * q (F::chunk_scale
+// times F::codes in one float32 product, exact) as Parts<F> bfloat16 parts, each the next 8 significant bits of v
+// (truncation: the parts sum to v exactly), so the tiles accumulate across all of K with no per-chunk scale work:
 //   C     = +0, then for chunk g = 0, 1, ... and each part p (high first): C = TDPBF16PS(C, part p of chunk g,
 //           x of chunk g) (exact products; x and weight parts below 2^-126 count as zero; the hardware adds C
 //           once to the instruction's sum of products, probed: see the bound);
-//   y     = C [+ bias].
+//   O     = (offset types: Q4_1, Q5_1) fma(m_g, X_g, O) per chunk g in increasing order, from +0, X_g the chunk's
+//           sum of x (as the mat-vec tier computes it);
+//   y     = C [+ O] [+ bias].
+//
+// Factored order (256-element super-block types): every chunk scale of a block is a = d s, d the block's f16
+// scale and s a small multiple of 1/8, so the code c = s q is exact in Factored<F> (1 or 2) bfloat16 parts; for
+// offset types every offset is b_j = dmin m_j with m_j a small integer. Per block i, in increasing i:
+//   C     = +0, then C = TDPBF16PS(C, part p of c of chunk g, x of chunk g) for the block's chunks g in increasing
+//           order and each part p (high first);
+//   O     = (offset types) TDPBF16PS from +0 of the entries m_j (A) by the 3 exact bfloat16 parts of X_j (B; X_j
+//           the sum of x over offset j, as the mat-vec tier computes it), offset_tiles<F> instructions;
+//   acc   = fma(C, d, acc) from +0, then acc = fnmadd(O, dmin, acc);
+//   y     = acc [+ bias].
 #include <type_traits>
 
 namespace gguf_mv_avx512bf16 {
 
 namespace amx {
 
-// Elements per scale of a factored type: F::SCALE_ELEMS when it states 32 (one scale per chunk), else 16 (two
-// per chunk, chunk_scale's lanes 0 and 8): correct for every type, faster for those that state it.
-template <typename F, typename = void>
-struct ScaleElems : std::integral_constant<int, 16> {};
-template <typename F>
-struct ScaleElems<F, std::void_t<decltype(F::SCALE_ELEMS)>> : std::integral_constant<int, F::SCALE_ELEMS> {};
+// Which sums of x an order takes for types with offsets: per chunk (parts order) or per block as parts (factored).
+enum class Sums { chunks, blocks };
 
 constexpr int FEATURES = 16;     // output features per A tile (its rows)
 constexpr int K_BLOCK = 32;      // chunks of K per pass: a pass's x (M x 1024 bfloat16) stays in L2
@@ -49,17 +54,12 @@ struct alignas(64) TileConfig {
     uint8_t rows[16];
 };
 
-// Scaled order: tiles 0, 1: A (16 features x 32 codes, or 16 for types with 16-element scales); 2, 3: B (16 or 8 pairs x 16
-// rows of x); 4, 5: C (16 features x 16 rows). Two of each: one step's product runs while the previous one is
-// drained.
-inline void configure(bool half) {
+// Scaled order: tiles 0, 1: A (16 features x 32 codes); 2, 3: B (16 pairs x 16 rows of x); 4, 5: C (16 features
+// x 16 rows). Two of each: one step's product runs while the previous one is drained.
+inline void configure() {
     TileConfig cfg{};
     cfg.palette = 1;
-    for (int i = 0; i < 2; ++i) {
-        cfg.rows[i] = 16, cfg.colsb[i] = half ? 32 : 64;
-        cfg.rows[2 + i] = half ? 8 : 16, cfg.colsb[2 + i] = 64;
-        cfg.rows[4 + i] = 16, cfg.colsb[4 + i] = 64;
-    }
+    for (int i = 0; i < 6; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;
     _tile_loadconfig(&cfg);
 }
 
@@ -72,30 +72,26 @@ inline void configure_parts() {
     _tile_loadconfig(&cfg);
 }
 
-// One job's x as B tiles of 16 rows of x (zero rows pad the last, and a zero tile an odd count): per tile t and chunk g, 16 pairs x 16 rows, word
-// bx[((t * chunks + g) * 16 + k) * 16 + r] = elements 32g + 2k, 32g + 2k + 1 of row 16t + r; for offset types the
-// chunk sums xs[(t * chunks + g) * 16 + r]. Tile rows are 64 bytes apart whatever M: narrower strides make the
-// tile loads and stores 3 times slower here.
+// One job's x as B tiles of 16 rows of x (zero rows pad the last, and a zero tile an odd count): per tile t and
+// chunk g, 16 pairs x 16 rows, word bx[((t * chunks + g) * 16 + k) * 16 + r] = elements 32g + 2k, 32g + 2k + 1 of
+// row 16t + r; for offset types the B tiles of their sums' parts, xp (see offset_tiles). Tile rows are 64 bytes
+// apart whatever M: narrower strides make the tile loads and stores 3 times slower here.
 struct Job {
     const MatvecJob *job;
     int64_t tiles, chunks, groups;
     std::vector<uint32_t> bx;
-    std::vector<float> xs;
+    std::vector<uint32_t> xp;
+    std::vector<float> xs;  // parts order with offsets: per tile and chunk, the 16 rows' sums of x
+    std::vector<Vec> ofs;   // ... and per (group, tile) the offset sums O, as acc
     std::vector<Vec> acc;     // per (group, tile): 16 vectors (parts order: a C tile) carried between passes
 };
 
-// The per-pass weights of one group of 16 features: per chunk, 16 rows of 32 codes, and the scales a (a2: the
-// second half's, 16-element types) and offsets b of the 16 features.
+// The per-pass weights of one group of 16 features: per chunk, 16 rows of 32 codes, and the scales a of the 16
+// features.
 struct Weights {
-    std::vector<Vec> w, a, a2, b;
-    explicit Weights(int64_t chunks) : w(chunks * FEATURES), a(chunks), a2(chunks), b(chunks) {}
+    std::vector<Vec> w, a;
+    explicit Weights(int64_t chunks) : w(chunks * FEATURES), a(chunks) {}
 };
-
-inline float lane(__m512 v, int i) {
-    alignas(64) float t[16];
-    _mm512_store_ps(t, v);
-    return t[i];
-}
 
 // Decodes chunks [g0, g1) of features n0 .. n0 + 15 (features past N repeat the last one; their outputs are
 // not stored).
@@ -108,56 +104,32 @@ void decode(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, const Tabl
             const typename F::Block *b = blocks + i;
             prefetch_ahead(b);
             const typename F::Scales s = F::scales(b, table);
-            alignas(32) float ofs[8];
-            if constexpr (F::OFFSET) _mm256_store_ps(ofs, s.b);
             for (int c = 0; c < F::CH; ++c) {
                 const int64_t g = i * F::CH + c - g0;
                 _mm512_store_si512(wt.w[g * FEATURES + f].v, F::codes(b, c, table));
-                const __m512 sc = F::chunk_scale(s, c);
-                wt.a[g].v[f] = _mm512_cvtss_f32(sc);
-                if constexpr (ScaleElems<F>::value == 16) wt.a2[g].v[f] = lane(sc, 8);
-                if constexpr (F::OFFSET) wt.b[g].v[f] = ofs[c];
+                wt.a[g].v[f] = _mm512_cvtss_f32(F::chunk_scale(s, c));
             }
         }
     }
 }
 
-// acc[n] (16 rows of x for feature n) += row n of the stored C tile times feature n's scale (then - b X for
-// offset types).
-template <bool OFS>
-__attribute__((always_inline)) inline void drain(__m512 (&acc)[16], const float *c, const float *a, const float *b,
-                                                 const float *xs) {
-    const __m512 x = OFS ? _mm512_loadu_ps(xs) : _mm512_setzero_ps();
+// acc[n] (16 rows of x for feature n) += row n of the stored C tile times feature n's scale.
+__attribute__((always_inline)) inline void drain(__m512 (&acc)[16], const float *c, const float *a) {
 #pragma GCC unroll 16
-    for (int n = 0; n < 16; ++n) {
-        acc[n] = _mm512_fmadd_ps(_mm512_load_ps(c + 16 * n), _mm512_set1_ps(a[n]), acc[n]);
-        if constexpr (OFS) acc[n] = _mm512_fnmadd_ps(_mm512_set1_ps(b[n]), x, acc[n]);
-    }
+    for (int n = 0; n < 16; ++n) acc[n] = _mm512_fmadd_ps(_mm512_load_ps(c + 16 * n), _mm512_set1_ps(a[n]), acc[n]);
 }
 
 // Chunks [g0, g1) of one tile of x against one group's weights (decoded from chunk g0), acc from +0 (g0 = 0) or
-// carried in: steps (a chunk, or each half of it) alternate between tiles 0, 2, 4 and 1, 3, 5, and step s + 2 is
-// issued before step s is drained.
-template <bool HALF, bool OFS>
-void tile_pass(const Weights &wt, const uint32_t *bx, const float *xs, int64_t g0, int64_t g1, Vec *carried) {
+// carried in: chunks alternate between tiles 0, 2, 4 and 1, 3, 5, and chunk s + 2 is issued before chunk s is
+// drained.
+void tile_pass(const Weights &wt, const uint32_t *bx, int64_t g0, int64_t g1, Vec *carried) {
     asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
     __m512 acc[16];
 #pragma GCC unroll 16
     for (int n = 0; n < 16; ++n) acc[n] = g0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(carried[n].v);
-    constexpr int STEPS = HALF ? 2 : 1;
-    const int64_t n = (g1 - g0) * STEPS;
-    const auto a_at = [&](int64_t s) {
-        return reinterpret_cast<const char *>(wt.w[(s / STEPS) * FEATURES].v) + 32 * (s % STEPS);
-    };
-    const auto b_at = [&](int64_t s) { return bx + (g0 + s / STEPS) * 256 + (s % STEPS) * 128; };
-    const auto drain_step = [&](int64_t s, const float *c) __attribute__((always_inline)) {
-        const int64_t g = s / STEPS;
-        if (s % STEPS == STEPS - 1) {
-            drain<OFS>(acc, c, (HALF ? wt.a2 : wt.a)[g].v, wt.b[g].v, OFS ? xs + (g0 + g) * 16 : nullptr);
-        } else {
-            drain<false>(acc, c, wt.a[g].v, wt.b[g].v, nullptr);
-        }
-    };
+    const int64_t n = g1 - g0;
+    const auto a_at = [&](int64_t s) { return wt.w[s * FEATURES].v; };
+    const auto b_at = [&](int64_t s) { return bx + (g0 + s) * 256; };
     alignas(64) float c0[256], c1[256];
     _tile_loadd(0, a_at(0), 64);
     _tile_loadd(2, b_at(0), 64);
@@ -177,7 +149,7 @@ void tile_pass(const Weights &wt, const uint32_t *bx, const float *xs, int64_t g
             _tile_zero(4);
             _tile_dpbf16ps(4, 0, 2);
         }
-        drain_step(s, c0);
+        drain(acc, c0, wt.a[s].v);
         if (s + 1 < n) {
             _tile_stored(5, c1, 64);
             if (s + 3 < n) {
@@ -186,7 +158,7 @@ void tile_pass(const Weights &wt, const uint32_t *bx, const float *xs, int64_t g
                 _tile_zero(5);
                 _tile_dpbf16ps(5, 1, 3);
             }
-            drain_step(s + 1, c1);
+            drain(acc, c1, wt.a[s + 1].v);
         }
     }
 #pragma GCC unroll 16
@@ -207,33 +179,31 @@ inline void store(const MatvecJob &job, int64_t group, int64_t t, const Vec *acc
         __m512 y = _mm512_i32gather_ps(lane_r, acc[0].v + r, 4);
         if (job.bias) y = _mm512_add_ps(y, bias);
         void *row = job.out_rows[t * 16 + r];
-        if (job.out_kind == OutKind::f32) {
-            _mm512_mask_storeu_ps(static_cast<float *>(row) + n0, valid, y);
-        } else {
-            alignas(64) float v[16];
-            _mm512_store_ps(v, y);
-            for (int n = 0; n < features; ++n) store_output(row, n0 + n, v[n], job.out_kind);
+        // Rounded once, as store_output rounds (vector forms of the same conversions).
+        switch (job.out_kind) {
+            case OutKind::f32: _mm512_mask_storeu_ps(static_cast<float *>(row) + n0, valid, y); break;
+            case OutKind::f16:
+                _mm256_mask_storeu_epi16(static_cast<metal::half *>(row) + n0, valid,
+                                         _mm512_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                break;
+            case OutKind::bf16:
+                _mm256_mask_storeu_epi16(static_cast<metal::bfloat *>(row) + n0, valid,
+                                         bf16_round_x16(_mm512_castps_si512(y)));
+                break;
         }
     }
 }
 
-// One group's pass over chunks [g0, g1) for every tile of the job: acc from +0 (first pass) or carried, then
-// carried or (last pass) stored with the bias.
-template <bool HALF, bool OFS>
-void group_pass(Job &jb, int64_t group, const Weights &wt, int64_t g0, int64_t g1) {
-    const MatvecJob &job = *jb.job;
-    for (int64_t t = 0; t < jb.tiles; ++t) {
-        Vec *acc = &jb.acc[(group * jb.tiles + t) * 16];
-        tile_pass<HALF, OFS>(wt, jb.bx.data() + t * jb.chunks * 256, OFS ? jb.xs.data() + t * jb.chunks * 16 : nullptr,
-                             g0, g1, acc);
-        if (g1 == jb.chunks) store(job, group, t, acc);
-    }
-}
-
+// One group's pass over chunks [g0, g1) for every tile of the job: decoded once, acc from +0 (first pass) or
+// carried, then carried or (last pass) stored with the bias.
 template <typename F>
 void group(Job &jb, int64_t group, int64_t g0, int64_t g1, const Tables &table, Weights &wt) {
     decode<F>(*jb.job, group * FEATURES, g0, g1, table, wt);
-    group_pass<ScaleElems<F>::value == 16, F::OFFSET>(jb, group, wt, g0, g1);
+    for (int64_t t = 0; t < jb.tiles; ++t) {
+        Vec *acc = &jb.acc[(group * jb.tiles + t) * 16];
+        tile_pass(wt, jb.bx.data() + t * jb.chunks * 256, g0, g1, acc);
+        if (g1 == jb.chunks) store(*jb.job, group, t, acc);
+    }
 }
 
 // The parts order.
@@ -244,11 +214,11 @@ void group(Job &jb, int64_t group, int64_t g0, int64_t g1, const Tables &table, 
 template <typename F>
 struct Parts : std::integral_constant<int, 3> {};
 template <> struct Parts<Q4_0> : std::integral_constant<int, 2> {};
+template <> struct Parts<Q4_1> : std::integral_constant<int, 2> {};
+template <> struct Parts<Q5_1> : std::integral_constant<int, 2> {};
 template <> struct Parts<Q5_0> : std::integral_constant<int, 2> {};
 template <> struct Parts<Q1_0> : std::integral_constant<int, 2> {};
 template <> struct Parts<Q2_0> : std::integral_constant<int, 2> {};
-template <> struct Parts<TQ1_0> : std::integral_constant<int, 2> {};
-template <> struct Parts<TQ2_0> : std::integral_constant<int, 2> {};
 template <> struct Parts<MXFP4> : std::integral_constant<int, 1> {};
 template <> struct Parts<NVFP4> : std::integral_constant<int, 1> {};
 
@@ -256,9 +226,10 @@ constexpr int PARTS_STEP = 8;  // chunks per step of a pass: two groups' decoded
 
 // One step's weights of two groups of 16 features: w[((group * PARTS_STEP + g) * P + p) * 16 + f] = part p of
 // chunk g of feature f.
+// Offset types (Q4_1, Q5_1): m[group * PARTS_STEP + g] lane f = chunk g's offset m of feature f.
 struct PartWeights {
-    std::vector<Vec> w;
-    explicit PartWeights(int parts) : w(2 * PARTS_STEP * parts * FEATURES) {}
+    std::vector<Vec> w, m;
+    explicit PartWeights(int parts) : w(2 * PARTS_STEP * parts * FEATURES), m(2 * PARTS_STEP) {}
 };
 
 // The P bfloat16 parts of v = a * q (lane i of a scales codes 2i, 2i + 1), high first, P * 16 vectors apart.
@@ -291,6 +262,7 @@ void decode_parts(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, cons
             for (int c = int(std::max<int64_t>(0, g0 - i * F::CH)); c < F::CH && i * F::CH + c < g1; ++c) {
                 const int64_t g = h * PARTS_STEP + i * F::CH + c - g0;
                 split<P>(chunk_codes<F>(b, c, table, s), F::chunk_scale(s, c), &wt.w[g * P * FEATURES + f]);
+                if constexpr (F::OFFSET) wt.m[g].v[f] = table.scales->half[b->m.bits];
             }
         }
     }
@@ -346,10 +318,30 @@ void pair_step(Job &jb, int64_t pair, int64_t g0, int64_t g1, const Tables &tabl
         float *const c[4] = {acc(0, t), acc(0, t + 1), acc(1, t), acc(1, t + 1)};
         tiles_2x2<P>(wt.w.data(), &wt.w[PARTS_STEP * P * FEATURES], jb.bx.data() + (t * jb.chunks + g0) * 256,
                      jb.bx.data() + ((t + 1) * jb.chunks + g0) * 256, g1 - g0, g0 == 0, c);
+        // Offset types: O = fma(m_g, X_g, O) per chunk in increasing order, from +0 (16 rows of feature n in O[n]).
+        for (int h = 0; h < 2 && F::OFFSET; ++h) {
+            for (int64_t e = 0; e < 2; ++e) {
+                Vec *o = &jb.ofs[((2 * pair + h) * tiles + t + e) * 16];
+                const float *xs = jb.xs.data() + ((t + e) * jb.chunks + g0) * 16;
+#pragma GCC unroll 16
+                for (int n = 0; n < 16; ++n) {
+                    __m512 a = g0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(o[n].v);
+                    for (int64_t g = 0; g < g1 - g0; ++g) {
+                        a = _mm512_fmadd_ps(_mm512_set1_ps(wt.m[h * PARTS_STEP + g].v[n]), _mm512_load_ps(xs + 16 * g), a);
+                    }
+                    _mm512_store_ps(o[n].v, a);
+                }
+            }
+        }
         if (g1 < jb.chunks) continue;
         for (int h = 0; h < 2; ++h) {
             for (int64_t tt = t; tt < std::min(t + 2, jb.tiles); ++tt) {
-                store(job, 2 * pair + h, tt, reinterpret_cast<const Vec *>(acc(h, tt)));
+                float *y = acc(h, tt);
+                if constexpr (F::OFFSET) {  // y = C + O
+                    const Vec *o = &jb.ofs[((2 * pair + h) * tiles + tt) * 16];
+                    for (int n = 0; n < 16; ++n) _mm512_store_ps(y + 16 * n, _mm512_add_ps(_mm512_load_ps(y + 16 * n), _mm512_load_ps(o[n].v)));
+                }
+                store(job, 2 * pair + h, tt, reinterpret_cast<const Vec *>(y));
             }
         }
     }
@@ -379,6 +371,235 @@ void run_parts(std::vector<Job> &jbs, const Tables &table) {
     }
 }
 
+// The factored order.
+
+// Super-block types whose block scale d factors out: every chunk scale is a = d * s with s a small multiple of
+// 1/8 (a 6-bit or 8-bit integer sub-scale, or IQ's (2 ls + 1) / 8, (2 ls + 1) / 4, (2 s + 1) / 8, IQ1's
+// (2 s + 1) / 8 with codes 8 grid +- 1), so c = s * q has few significant bits and the A tiles hold c as
+// Factored<F> bfloat16 parts (1: |c| an integer <= 256 or such an integer / 8: Q2_K 15 * 3, Q3_K 32 * 4, IQ1_S and
+// IQ1_M 15 * 9 / 8, TQ1_0 and TQ2_0 1; 2: at most 16 significant bits: Q4_K 63 * 15, Q5_K 63 * 31, Q6_K 128 * 32,
+// IQ4_XS 32 * 127, IQ2 31 * 43 / 8, IQ3_XXS 31 * 62 / 4, IQ3_S 31 * 15).
+template <typename F>
+struct Factored : std::integral_constant<int, 0> {};
+template <> struct Factored<Q2_K> : std::integral_constant<int, 1> {};
+template <> struct Factored<Q3_K> : std::integral_constant<int, 1> {};
+template <> struct Factored<Q4_K> : std::integral_constant<int, 2> {};
+template <> struct Factored<Q5_K> : std::integral_constant<int, 2> {};
+template <> struct Factored<Q6_K> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ2_XXS> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ2_XS> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ3_XXS> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ1_S> : std::integral_constant<int, 1> {};
+template <> struct Factored<IQ3_S> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ2_S> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ4_XS> : std::integral_constant<int, 2> {};
+template <> struct Factored<IQ1_M> : std::integral_constant<int, 1> {};
+template <> struct Factored<TQ1_0> : std::integral_constant<int, 1> {};
+template <> struct Factored<TQ2_0> : std::integral_constant<int, 1> {};
+
+// The block scale d (as float32, exact) that every chunk scale of the block is a multiple of.
+template <typename F>
+inline float block_d(const typename F::Block *b, const Tables &t) {
+    if constexpr (std::is_same_v<F, IQ1_M>) {
+        uint64_t sc;
+        std::memcpy(&sc, b->scales, 8);
+        return t.scales->half[uint16_t(_pext_u64(sc, 0xF000F000F000F000ull))];
+    } else {
+        return t.scales->half[b->d.bits];
+    }
+}
+
+// Offsets per 256-element block: 0, 8 (one per chunk) or 16 (Q2_K: one per 16 elements).
+template <typename F>
+constexpr int block_offsets() {
+    return offset_span<F>() == 0 ? 0 : F::QK / offset_span<F>();
+}
+
+// Offsets: b_j = dmin * m_j with m_j a small integer (Q4_K, Q5_K: 6 bits; Q2_K: 4), so a block's offset sum
+// sum_j m_j X_j is one more product on the tiles: A holds m_j (exact in bfloat16) at entries p U + j, B the three
+// bfloat16 parts p of X_j (X_j = hi + mid + lo exactly: the next 8 significant bits each), OFFSET_TILES tiles of
+// 32 entries per block.
+template <typename F>
+constexpr int offset_tiles() {
+    return (3 * block_offsets<F>() + 31) / 32;
+}
+
+// One step's weights of two groups of 16 features (one 256-element block: PARTS_STEP chunks): the parts of c as
+// PartWeights; per group h, d[h] and dmin[h] lane f = feature f's d and dmin, m[h][o] the offsets' A tile o (row
+// f: feature f's 32 bfloat16 entries).
+struct FactoredWeights {
+    std::vector<Vec> w;
+    Vec d[2], dmin[2], m[2][2][FEATURES];
+    explicit FactoredWeights(int parts) : w(2 * PARTS_STEP * parts * FEATURES) {}
+};
+
+template <typename F>
+void decode_factored(const MatvecJob &job, int64_t n0, int64_t i, const Tables &table, FactoredWeights &wt, int h) {
+    constexpr int P = Factored<F>::value, U = block_offsets<F>();
+    static_assert(F::CH == PARTS_STEP);
+    for (int f = 0; f < FEATURES; ++f) {
+        const int64_t n = std::min(n0 + f, job.N - 1);
+        const typename F::Block *b = reinterpret_cast<const typename F::Block *>(job.w + n * job.row_bytes) + i;
+        prefetch_ahead(b);
+        const typename F::Scales s = F::scales(b, table);
+        const float d = block_d<F>(b, table);
+        wt.d[h].v[f] = d;
+        if constexpr (U > 0) {
+            // m_j = b_j / dmin, exactly (as s below; dmin = 0: every offset is 0).
+            const float dmin = table.scales->half[b->dmin.bits];
+            wt.dmin[h].v[f] = dmin;
+            const __m512 inv_min = _mm512_set1_ps(dmin == 0 ? 0.0f : 1.0f / dmin);
+            constexpr int R = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            // Row f of the A tiles: entries p U + j = m_j (bfloat16: the top half of the float32), then zeros.
+            if constexpr (U == 8) {
+                const __m256 m = _mm256_roundscale_ps(_mm256_mul_ps(s.b, _mm512_castps512_ps256(inv_min)), R);
+                const __m128i w = _mm256_cvtepi32_epi16(_mm256_srli_epi32(_mm256_castps_si256(m), 16));
+                __m512i row = _mm512_inserti32x4(_mm512_castsi128_si512(w), w, 1);
+                row = _mm512_inserti32x4(_mm512_inserti32x4(row, w, 2), _mm_setzero_si128(), 3);
+                _mm512_store_si512(wt.m[h][0][f].v, row);
+            } else {
+                const __m512 m = _mm512_roundscale_ps(_mm512_mul_ps(s.b, inv_min), R);
+                const __m256i w = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(m), 16));
+                _mm512_store_si512(wt.m[h][0][f].v, _mm512_inserti64x4(_mm512_castsi256_si512(w), w, 1));
+                _mm512_store_si512(wt.m[h][1][f].v, _mm512_inserti64x4(_mm512_castsi256_si512(w), _mm256_setzero_si256(), 1));
+            }
+        }
+        // s = a / d, exactly: a * (1 / d) is within 2 ulps of s, a multiple of 1/8, so rounding to 3 fraction
+        // bits recovers it (d = 0: every weight of the block is 0, s = 0).
+        const __m512 inv = _mm512_set1_ps(d == 0 ? 0.0f : 1.0f / d);
+#pragma GCC unroll 8
+        for (int c = 0; c < F::CH; ++c) {
+            const __m512 sub = _mm512_roundscale_ps(_mm512_mul_ps(F::chunk_scale(s, c), inv),
+                                                    (3 << 4) | _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            split<P>(chunk_codes<F>(b, c, table, s), sub, &wt.w[(h * PARTS_STEP + c) * P * FEATURES + f]);
+        }
+    }
+}
+
+// One block (PARTS_STEP chunks) of two groups (A parts w0, w1) by two tiles of x (B: b0, b1), the four C tiles
+// from +0, stored to c[0..3]; then OT offset products (A: m0, m1; B: the X parts x0, x1), from +0, to o[0..3].
+template <int P, int OT>
+void tiles_block(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t *b1, float (*c)[256],
+                 const Vec (*m0)[FEATURES], const Vec (*m1)[FEATURES], const uint32_t *x0, const uint32_t *x1,
+                 float (*o)[256]) {
+    asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+#pragma GCC unroll 8
+    for (int g = 0; g < PARTS_STEP; ++g) {
+        _tile_loadd(6, b0 + g * 256, 64);
+        _tile_loadd(7, b1 + g * 256, 64);
+#pragma GCC unroll 2
+        for (int p = 0; p < P; ++p) {
+            _tile_loadd(4, w0[(g * P + p) * FEATURES].v, 64);
+            _tile_loadd(5, w1[(g * P + p) * FEATURES].v, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, c[0], 64);
+    _tile_stored(1, c[1], 64);
+    _tile_stored(2, c[2], 64);
+    _tile_stored(3, c[3], 64);
+    if constexpr (OT > 0) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int k = 0; k < OT; ++k) {
+            _tile_loadd(6, x0 + k * 256, 64);
+            _tile_loadd(7, x1 + k * 256, 64);
+            _tile_loadd(4, m0[k][0].v, 64);
+            _tile_loadd(5, m1[k][0].v, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, o[0], 64);
+        _tile_stored(1, o[1], 64);
+        _tile_stored(2, o[2], 64);
+        _tile_stored(3, o[3], 64);
+    }
+    asm volatile("" : : : "memory");
+}
+
+// acc[n] (16 rows of x for feature n) = fma(C row n, d_n, acc[n]) (acc from +0 on the first block), then with
+// offsets acc[n] = acc[n] - dmin_n O (O row n: the block's offset sum).
+template <bool OFS>
+__attribute__((always_inline)) inline void drain_block(Vec *acc, const float *c, const Vec &d, const float *o,
+                                                       const Vec &dmin, bool first) {
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) {
+        __m512 a = first ? _mm512_setzero_ps() : _mm512_load_ps(acc[n].v);
+        a = _mm512_fmadd_ps(_mm512_load_ps(c + 16 * n), _mm512_set1_ps(d.v[n]), a);
+        if constexpr (OFS) a = _mm512_fnmadd_ps(_mm512_load_ps(o + 16 * n), _mm512_set1_ps(dmin.v[n]), a);
+        _mm512_store_ps(acc[n].v, a);
+    }
+}
+
+// Block i (chunks [8 i, 8 i + 8)) of groups 2 pair and 2 pair + 1 over every tile of x of the job; the last block
+// stores y = acc [+ bias].
+template <typename F>
+void pair_block(Job &jb, int64_t pair, int64_t i, const Tables &table, FactoredWeights &wt) {
+    constexpr int P = Factored<F>::value, OT = offset_tiles<F>();
+    const MatvecJob &job = *jb.job;
+    for (int h = 0; h < 2; ++h) decode_factored<F>(job, (2 * pair + h) * FEATURES, i, table, wt, h);
+    const int64_t tiles = (jb.tiles + 1) / 2 * 2, g0 = i * PARTS_STEP;
+    Vec *const acc = jb.acc.data();
+    // Tile pair t's C drains after tile pair t + 2's products are issued (c[t / 2 % 2]): the vector work runs
+    // while the tile unit computes.
+    alignas(64) float c[2][4][256], o[2][OT > 0 ? 4 : 1][256];
+    const auto drain = [&](int64_t t) {
+        for (int h = 0; h < 2; ++h) {
+            for (int e = 0; e < 2; ++e) {
+                drain_block<OT != 0>(&acc[((2 * pair + h) * tiles + t + e) * 16], c[t / 2 % 2][2 * h + e], wt.d[h],
+                                     o[t / 2 % 2][OT > 0 ? 2 * h + e : 0], wt.dmin[h], i == 0);
+            }
+        }
+        if ((i + 1) * PARTS_STEP < jb.chunks) return;
+        for (int h = 0; h < 2; ++h) {
+            for (int64_t tt = t; tt < std::min(t + 2, jb.tiles); ++tt) {
+                store(job, 2 * pair + h, tt, &acc[((2 * pair + h) * tiles + tt) * 16]);
+            }
+        }
+    };
+    for (int64_t t = 0; t < tiles; t += 2) {
+        const auto x_parts = [&](int64_t tt) { return jb.xp.data() + (tt * (jb.chunks / PARTS_STEP) + i) * OT * 256; };
+        tiles_block<P, OT>(wt.w.data(), &wt.w[PARTS_STEP * P * FEATURES], jb.bx.data() + (t * jb.chunks + g0) * 256,
+                           jb.bx.data() + ((t + 1) * jb.chunks + g0) * 256, c[t / 2 % 2], wt.m[0], wt.m[1],
+                           x_parts(t), x_parts(t + 1), o[t / 2 % 2]);
+        if (t > 0) drain(t - 2);
+    }
+    drain(tiles - 2);
+}
+
+// Runs the jobs' passes in the factored order: per pass, one parallel loop over the pairs of 16-feature groups,
+// each pair taking the pass one 256-element block at a time.
+template <typename F>
+void run_factored(std::vector<Job> &jbs, const Tables &table) {
+    std::vector<int64_t> first(jbs.size() + 1, 0);
+    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + (jbs[i].groups + 1) / 2;
+    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
+    for (int64_t p0 = 0; p0 < chunks; p0 += K_BLOCK) {
+        const int64_t p1 = std::min(chunks, p0 + K_BLOCK);
+        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
+            FactoredWeights wt(Factored<F>::value);
+            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
+            configure_parts();
+            for (int64_t u = u0; u < u1; ++u) {
+                while (u >= first[i + 1]) ++i;
+                for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) pair_block<F>(jbs[i], u - first[i], g0 / PARTS_STEP, table, wt);
+            }
+            _tile_release();
+        });
+    }
+}
+
 // The scaled order's passes (see matmul_amx).
 template <typename F>
 void run_scaled(std::vector<Job> &jbs, const Tables &table) {
@@ -390,7 +611,7 @@ void run_scaled(std::vector<Job> &jbs, const Tables &table) {
         at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
             Weights wt(K_BLOCK);
             int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
-            configure(ScaleElems<F>::value == 16);
+            configure();
             for (int64_t u = u0; u < u1; ++u) {
                 while (u >= first[i + 1]) ++i;
                 group<F>(jbs[i], u - first[i], g0, g1, table, wt);
@@ -402,42 +623,52 @@ void run_scaled(std::vector<Job> &jbs, const Tables &table) {
 
 // The types of each order: GGUF type id, struct.
 #define GGUF_AMX_SCALED_TYPES(X) \
-    X(8, Q8_0)                   \
-    X(12, Q4_K)                  \
-    X(13, Q5_K)                  \
-    X(14, Q6_K)                  \
-    X(23, IQ4_XS)
+    X(8, Q8_0)
 #define GGUF_AMX_PARTS_TYPES(X) \
     X(2, Q4_0)                  \
+    X(3, Q4_1)                  \
+    X(7, Q5_1)                  \
     X(6, Q5_0)                  \
-    X(11, Q3_K)                 \
-    X(16, IQ2_XXS)              \
-    X(17, IQ2_XS)               \
-    X(18, IQ3_XXS)              \
-    X(19, IQ1_S)                \
     X(20, IQ4_NL)               \
-    X(21, IQ3_S)                \
-    X(22, IQ2_S)                \
-    X(29, IQ1_M)                \
-    X(34, TQ1_0)                \
-    X(35, TQ2_0)                \
     X(39, MXFP4)                \
     X(40, NVFP4)                \
     X(41, Q1_0)                 \
     X(42, Q2_0)
+#define GGUF_AMX_FACTORED_TYPES(X) \
+    X(10, Q2_K)                    \
+    X(11, Q3_K)                    \
+    X(12, Q4_K)                    \
+    X(13, Q5_K)                    \
+    X(14, Q6_K)                    \
+    X(16, IQ2_XXS)                 \
+    X(17, IQ2_XS)                  \
+    X(18, IQ3_XXS)                 \
+    X(19, IQ1_S)                   \
+    X(21, IQ3_S)                   \
+    X(22, IQ2_S)                   \
+    X(23, IQ4_XS)                  \
+    X(29, IQ1_M)                   \
+    X(34, TQ1_0)                   \
+    X(35, TQ2_0)
 
 using RunFn = void (*)(std::vector<Job> &, const Tables &);
 
-inline bool amx_kernel(int64_t qtype, RunFn *fn, Tables *table) {
+// The kernel of a type's order, its tables, and which sums of x it takes for offsets (Sums::chunks: the parts
+// order's; otherwise the factored order's, for types with offsets).
+inline bool amx_kernel(int64_t qtype, RunFn *fn, Tables *table, Sums *sums = nullptr) {
     switch (qtype) {
 #define GGUF_AMX_SCALED(ID, T) \
     case ID: if (fn) *fn = run_scaled<T>, *table = T::tables(); return true;
         GGUF_AMX_SCALED_TYPES(GGUF_AMX_SCALED)
 #undef GGUF_AMX_SCALED
 #define GGUF_AMX_PARTS(ID, T) \
-    case ID: if (fn) *fn = run_parts<T>, *table = T::tables(); return true;
+    case ID: if (fn) *fn = run_parts<T>, *table = T::tables(), *sums = Sums::chunks; return true;
         GGUF_AMX_PARTS_TYPES(GGUF_AMX_PARTS)
 #undef GGUF_AMX_PARTS
+#define GGUF_AMX_FACTORED(ID, T) \
+    case ID: if (fn) *fn = run_factored<T>, *table = T::tables(); return true;
+        GGUF_AMX_FACTORED_TYPES(GGUF_AMX_FACTORED)
+#undef GGUF_AMX_FACTORED
     }
     return false;
 }
@@ -449,22 +680,42 @@ bool amx_supports(int64_t qtype) { return amx::amx_kernel(qtype, nullptr, nullpt
 namespace amx {
 
 // x of one job as B tiles (and chunk sums), see Job.
-inline void prepare(Job &jb) {
+inline void prepare(Job &jb, Sums sums) {
     const MatvecJob &job = *jb.job;
     jb.tiles = (job.M + 15) / 16;
     jb.chunks = job.K / 32;
     jb.groups = (job.N + FEATURES - 1) / FEATURES;
     const int64_t tiles = (jb.tiles + 1) / 2 * 2, groups = (jb.groups + 1) / 2 * 2;
     jb.bx.assign(size_t(tiles * jb.chunks * 256), 0);
-    if (job.sum_rows) jb.xs.assign(size_t(jb.tiles * jb.chunks * 16), 0.0f);
+    // Types with offsets: the parts order's chunk sums (xs, ofs), or the factored order's per block U = 256 / span
+    // sums of x, 3 parts each (xp).
+    const bool chunk_sums = job.sum_rows && sums == Sums::chunks;
+    const int64_t blocks = job.K / 256, U = job.sum_rows && !chunk_sums ? 256 / offset_span(job.qtype) : 0;
+    const int64_t OT = (3 * U + 31) / 32;
+    jb.xp.assign(size_t(tiles * blocks * OT * 256), 0);
+    if (chunk_sums) {
+        jb.xs.assign(size_t(tiles * jb.chunks * 16), 0.0f);
+        jb.ofs.resize(size_t(groups * tiles * 16));
+    }
     at::parallel_for(0, jb.tiles, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
             for (int64_t m = 16 * t; m < std::min(job.M, 16 * t + 16); ++m) {
                 const uint32_t *src = static_cast<const uint32_t *>(job.x_rows[m]);
                 uint32_t *dst = jb.bx.data() + t * jb.chunks * 256 + m % 16;
                 for (int64_t p = 0; p < jb.chunks * 16; ++p) dst[16 * p] = src[p];
-                if (job.sum_rows) {
-                    for (int64_t g = 0; g < jb.chunks; ++g) jb.xs[(t * jb.chunks + g) * 16 + m % 16] = job.sum_rows[m][g];
+                for (int64_t g = 0; g < jb.chunks && chunk_sums; ++g) jb.xs[(t * jb.chunks + g) * 16 + m % 16] = job.sum_rows[m][g];
+                uint16_t *xp = reinterpret_cast<uint16_t *>(jb.xp.data());
+                for (int64_t i = 0; i < blocks && U > 0; ++i) {
+                    for (int64_t j = 0; j < U; ++j) {
+                        float rest = job.sum_rows[m][i * U + j];
+                        for (int64_t p = 0; p < 3; ++p) {  // the next 8 significant bits: the parts sum to X
+                            const uint32_t part = as_type<uint32_t>(rest) & 0xFFFF0000u;
+                            rest = rest - as_type<float>(part);
+                            const int64_t e = p * U + j;
+                            xp[2 * ((((t * blocks + i) * OT + e / 32) * 16 + e % 32 / 2) * 16 + m % 16) + e % 2] =
+                                uint16_t(part >> 16);
+                        }
+                    }
                 }
             }
         }
@@ -479,14 +730,15 @@ inline void prepare(Job &jb) {
 void matmul_amx(const MatvecJob *jobs, int64_t n_jobs) {
     using namespace amx;
     if (n_jobs == 0) return;
+    RunFn fn;
+    Tables table;
+    Sums sums = Sums::blocks;
+    amx_kernel(jobs[0].qtype, &fn, &table, &sums);
     std::vector<Job> jbs(n_jobs);
     for (int64_t i = 0; i < n_jobs; ++i) {
         jbs[i].job = &jobs[i];
-        prepare(jbs[i]);
+        prepare(jbs[i], sums);
     }
-    RunFn fn;
-    Tables table;
-    amx_kernel(jobs[0].qtype, &fn, &table);
     fn(jbs, table);
 }
 

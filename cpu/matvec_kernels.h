@@ -189,7 +189,6 @@ struct Q8_0 {
     using Block = block_q8_0;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
-    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     struct Scales {
         const float *a;
     };
@@ -240,7 +239,6 @@ struct Q4_K {
     using Block = block_q4_k;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = true;
-    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     using Scales = KScales;
     static Scales scales(const Block *b, const Tables &t) { return k_scales(b->d, b->dmin, b->scales, t); }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
@@ -257,7 +255,6 @@ struct Q5_K {
     using Block = block_q5_k;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = true;
-    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     using Scales = KScales;
     static Scales scales(const Block *b, const Tables &t) { return k_scales(b->d, b->dmin, b->scales, t); }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
@@ -306,7 +303,6 @@ struct IQ4_XS {
     using Block = block_iq4_xs;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    static constexpr int SCALE_ELEMS = 32;  // one scale per chunk (amx_kernels.h)
     struct Scales {
         alignas(32) float a[8];
     };

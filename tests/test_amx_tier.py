@@ -29,19 +29,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_amx = pytest.mark.skipif(not AMX, reason="the AMX tier needs AMX-BF16 (and no GGUF_DEQUANT_CPU_ISA)")
 
 
-# The types of the parts order (cpu/amx_kernels.h GGUF_AMX_PARTS_TYPES) and their bfloat16 parts per weight; the
-# other AMX types take the scaled order.
-PARTS = {"Q4_0": 2, "Q5_0": 2, "Q3_K": 3, "IQ2_XXS": 3, "IQ2_XS": 3, "IQ3_XXS": 3, "IQ1_S": 3, "IQ4_NL": 3,
-         "IQ3_S": 3, "IQ2_S": 3, "IQ1_M": 3, "TQ1_0": 2, "TQ2_0": 2, "MXFP4": 1, "NVFP4": 1, "Q1_0": 2, "Q2_0": 2}
+# The types of the parts order (cpu/amx_kernels.h GGUF_AMX_PARTS_TYPES) and their bfloat16 parts per weight, and of
+# the factored order (GGUF_AMX_FACTORED_TYPES) and their bfloat16 parts per code c = a / d; Q8_0 takes the scaled
+# order.
+PARTS = {"Q4_0": 2, "Q4_1": 2, "Q5_0": 2, "Q5_1": 2, "IQ4_NL": 3, "MXFP4": 1, "NVFP4": 1, "Q1_0": 2, "Q2_0": 2}
+FACTORED = {"Q2_K": 1, "Q3_K": 1, "Q4_K": 2, "Q5_K": 2, "Q6_K": 2, "IQ2_XXS": 2, "IQ2_XS": 2, "IQ3_XXS": 2,
+            "IQ1_S": 1, "IQ3_S": 2, "IQ2_S": 2, "IQ4_XS": 2, "IQ1_M": 1, "TQ1_0": 1, "TQ2_0": 1}
 
 
 def amx_n(name, K: int, bias: bool = False) -> int:
     """The type's AMX order's n. Scaled order: up to 31 roundings inside a chunk's TDPBF16PS, one per accumulation
-    step after it (K / 32 chunks, up to 2 steps each: two halves, or scale then offset), 1 for the decoded weight's
-    own rounding. Parts order: up to 32 inside a product's own TDPBF16PS, 2 in each later one (C enters once:
-    test_parts_order_adds_c_once; P K / 32 instructions), 1 for the decoded weight."""
+    step after it (K / 32 chunks), 1 for the decoded weight's own rounding. Parts order: up to 32 inside a
+    product's own TDPBF16PS, 2 in each later one (C enters once: test_parts_order_adds_c_once; P K / 32
+    instructions), 1 for the decoded weight, 1 adding the offsets' sum (Q4_1, Q5_1: its K / 32 + 5 are fewer).
+    Factored order: a block's C (8 P instructions: 32 + 16 P), then per
+    block one fma by d and one fnmadd of the offsets (K / 256 blocks), 1 for the decoded weight; the offset sum O
+    (up to 2 instructions: 34, 5 in each sum of x) stays below that."""
     name = resolve(name).name
-    n = 33 + PARTS[name] * K // 16 if name in PARTS else 32 + K // 16
+    if name in FACTORED:
+        n = 34 + 16 * FACTORED[name] + 2 * K // 256
+    else:
+        n = 34 + PARTS[name] * K // 16 if name in PARTS else 32 + K // 16
     return n + (1 if bias else 0)
 
 
@@ -242,3 +250,29 @@ def test_k_zero_writes_zeros_and_bias(name):
     stale = torch.full((12, 5), float("nan"))
     del stale
     testing.assert_bits_equal(k.mul_mat_vec(blocks, x, resolve(name).id, 5), torch.zeros(12, 5), f"{name} mul_mat_vec")
+
+
+@needs_amx
+@pytest.mark.parametrize("name", list(FACTORED))
+def test_factored_zero_and_subnormal_block_scales(name):
+    """The factored order divides each chunk scale by the block's d (and offsets by dmin): blocks whose d or dmin is
+    0 contribute nothing (no 0 / 0), and float16-subnormal scales (1 / d up to 2^24) still give exact codes."""
+    k = hub_kernel()
+    t = resolve(name)
+    N, K = 19, 1024
+    raw = testing.random_blocks(name, N * K // t.block_elems, np.random.default_rng(t.id + 7)).copy()
+    for i, (offset, kind) in enumerate(testing.SCALE_FIELDS[t.name]):
+        if kind == "iq1m":
+            words = raw[:, offset:offset + 8].view(np.uint16)
+            words[0::3] &= 0x0FFF  # d = 0
+            words[1::3] = (words[1::3] & 0x0FFF) | np.array([0x3000, 0x1000, 0, 0], np.uint16)  # d = 0x0013
+            continue
+        half = raw[:, offset:offset + 2].view(np.uint16)
+        half[i::3] = 0  # d = 0 on blocks 0 mod 3, dmin = 0 on blocks 1 mod 3
+        sub = (i + 1) % 3
+        half[sub::3] = 0x8000 | (half[sub::3] & 0x03FF) | 1  # subnormal, nonzero
+    blocks = torch.from_numpy(raw.reshape(N, -1))
+    x = torch.randn(12, K, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    y = k.mul_mat_vec(blocks, x, t.id, N)
+    assert torch.isfinite(y).all()
+    check_bound(y, x, blocks, name, what="zero and subnormal scales")
