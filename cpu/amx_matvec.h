@@ -203,7 +203,7 @@ void run(const MatvecJob &job, const Tables &table) {
 }
 
 // The types whose mat-vec tier runs on AMX where the CPU has it (GGUF type id, struct): a subset of
-// GGUF_AMX_PARTS_TYPES, where M = 8 ran about 3x faster than the float32 FMA order and M = 1 within about 15% of it
+// GGUF_AMX_PARTS_TYPES, where M = 8 ran about 2x faster than the float32 FMA order and M = 1 within about 20% of it
 // (benchmarks/AMX_MATVEC.md).
 #define GGUF_AMX_MATVEC_TYPES(X) \
     X(39, MXFP4)
