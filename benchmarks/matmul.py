@@ -108,7 +108,8 @@ def our_isa() -> str:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     if {"avx512_bf16", "avx512vbmi", "bmi2"} <= set(flags.split()):
         return ("AVX-512 + AVX512-BF16: mat-vec tier (M <= 8) with f32 FMAs on exact scaled weights (x of every dtype "
-                "as f32), for every quantized type; AMX tier (M > 8, bf16 x) or AVX-512 FMA matrix kernels otherwise")
+                "as f32), for every quantized type (on AMX, MXFP4 with bf16 x takes the AMX tier's order at M <= 8 "
+                "too); AMX tier (M > 8, bf16 x) or AVX-512 FMA matrix kernels otherwise")
     return "AVX-512 / AVX2 FMA matrix kernels (no AVX512-BF16 here: no mat-vec tier)"
 
 

@@ -99,6 +99,16 @@ bool amx_tier(int64_t qtype) {
 #endif
 }
 
+// Whether M <= 8 rows of bfloat16 x (linear, mul_mat_vec) take the AMX tier's order too (cpu/amx_matvec.h).
+bool amx_matvec_tier(int64_t qtype) {
+#if defined(__x86_64__)
+    return best_isa() == Isa::amx && gguf_mv_avx512bf16::amx_matvec_supports(qtype);
+#else
+    (void)qtype;
+    return false;
+#endif
+}
+
 // x (rows, K) as the mat-vec tier reads it (MatvecJob): float32 (exact) with each chunk of 32 stored as its even
 // then its odd elements, or for the AMX tier bfloat16 as given; and, for types with offsets, the sum of each run
 // of `span` (32 or 16) elements (lanes x[i] + x[span / 2 + i], then pairwise down to one lane).
@@ -140,7 +150,7 @@ MatvecX matvec_x(const at::Tensor &x_in, int span, bool amx) {
     return r;
 }
 
-// Runs the mat-vec tier (or, amx, the AMX tier) on slots grouped by expert: group e = (expert, first slot), up to
+// Runs the mat-vec tier (or, amx, the AMX tier: its mat-vec kernel for up to 8 rows) on slots grouped by expert: group e = (expert, first slot), up to
 // the next group's first slot; slot s reads row x_index[s] of x and writes out_rows[s].
 void run_matvec(const at::Tensor &x2d, const std::vector<int64_t> &x_index, const std::vector<void *> &out_rows,
                 const std::vector<std::pair<int64_t, int64_t>> &groups, const uint8_t *w, int64_t expert_bytes,
@@ -164,7 +174,9 @@ void run_matvec(const at::Tensor &x2d, const std::vector<int64_t> &x_index, cons
         jobs.push_back({qtype, w + expert * expert_bytes, N, K, row_bytes, xs.data() + first,
                         offsets ? sums.data() + first : nullptr, end - first, bias, out_rows.data() + first, kind});
     }
-    if (amx) {
+    if (amx && int64_t(x_index.size()) <= kMatvecRows) {
+        gguf_mv_avx512bf16::matvec_amx(jobs.data(), int64_t(jobs.size()));
+    } else if (amx) {
         gguf_mv_avx512bf16::matmul_amx(jobs.data(), int64_t(jobs.size()));
     } else {
         gguf_mv_avx512bf16::matvec(jobs.data(), int64_t(jobs.size()));
@@ -209,9 +221,11 @@ void gguf_linear_out(const at::Tensor &x, const at::Tensor &blocks_in, int64_t q
     const int64_t M = x.size(0), K = x.size(1), N = blocks_in.size(0);
     if (M == 0 || N == 0) return;
     const at::Tensor blocks = aligned_blocks(blocks_in, qtype);
-    // M > 8 rows of bfloat16 x on AMX: the AMX tier (matrix tier's place; one order for every M > 8). K = 0 has
-    // no tiles to run (the AMX tier would leave its accumulators unwritten): the matrix kernels give bias or 0.
-    const bool amx = M > kMatvecRows && K > 0 && x.scalar_type() == at::kBFloat16 && amx_tier(qtype);
+    // M > 8 rows of bfloat16 x on AMX: the AMX tier (matrix tier's place; one order for every M > 8); M <= 8 rows
+    // too on the types of the AMX mat-vec tier (the same order). K = 0 has no tiles to run (the AMX kernels would
+    // leave their accumulators unwritten): the other tiers give bias or 0.
+    const bool amx = K > 0 && x.scalar_type() == at::kBFloat16 &&
+                     (M > kMatvecRows ? amx_tier(qtype) : amx_matvec_tier(qtype));
     if ((M <= kMatvecRows || amx) && matvec_tier(qtype)) {
         std::vector<int64_t> x_index(M);
         std::vector<void *> out_rows(M);

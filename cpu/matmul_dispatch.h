@@ -59,5 +59,9 @@ void matvec(const MatvecJob *jobs, int64_t n_jobs);
 // amx_ready().
 bool amx_supports(int64_t qtype);
 void matmul_amx(const MatvecJob *jobs, int64_t n_jobs);
+// The mat-vec tier on AMX (cpu/amx_matvec.h: the AMX tier's order for M <= 8 rows of bfloat16 x, K > 0) on the
+// types amx_matvec_supports(); the caller has checked amx_ready().
+bool amx_matvec_supports(int64_t qtype);
+void matvec_amx(const MatvecJob *jobs, int64_t n_jobs);
 }
 #endif

@@ -20,8 +20,8 @@ from gguf_dequant import reference, testing
 from gguf_dequant.types import resolve
 
 from .hub import hub_kernel
-from .test_matvec_tier import (AMX, AMX_TYPES, ROW_LIMIT,
-                               assert_same_bits_across_threads, U, bound_v2, model_matvec, packed)
+from .test_matvec_tier import (AMX, AMX_MATVEC_TYPES, AMX_TYPES, ROW_LIMIT,
+                               assert_same_bits_across_threads, U, bound_v2, expected_matvec, model_matvec, packed)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,8 +54,11 @@ def amx_n(name, K: int, bias: bool = False) -> int:
 
 
 def takes_amx(name, x: torch.Tensor) -> bool:
-    """Whether a linear / mul_mat_vec call with this x takes the AMX tier here."""
-    return AMX and x.dtype == torch.bfloat16 and resolve(name).name in AMX_TYPES and x.shape[0] > ROW_LIMIT
+    """Whether a linear / mul_mat_vec call with this x takes the AMX tier's order here (M > 8 rows; also M <= 8 on
+    the AMX mat-vec types, K > 0)."""
+    name = resolve(name).name
+    return AMX and x.dtype == torch.bfloat16 and (
+        name in AMX_TYPES and x.shape[0] > ROW_LIMIT or name in AMX_MATVEC_TYPES and x.shape[-1] > 0)
 
 
 def amx_result(x: torch.Tensor, blocks: torch.Tensor, name, bias=None):
@@ -64,7 +67,11 @@ def amx_result(x: torch.Tensor, blocks: torch.Tensor, name, bias=None):
     that pin other tiers' bits (test_matmul.expected) use it for these calls."""
     if not takes_amx(name, x):
         return None
-    y = hub_kernel().mul_mat_vec(blocks, x, resolve(name).id, blocks.shape[0])
+    rows = x.shape[0]
+    if rows <= ROW_LIMIT:  # the AMX tier proper (more than 8 rows: zero rows added) for the mat-vec kernel's rows
+        x = torch.cat([x, x.new_zeros(ROW_LIMIT + 1 - rows, x.shape[1])])
+    y = hub_kernel().mul_mat_vec(blocks, x, resolve(name).id, blocks.shape[0])[:rows]
+    x = x[:rows]
     check_bound(y, x, blocks, resolve(name).name, what="(amx_result)")
     y = y.numpy()
     return y if bias is None else (y + bias.float().numpy()).astype(np.float32)
@@ -81,7 +88,7 @@ def check_bound(y: torch.Tensor, x, blocks, name, bias=None, what=""):
 @needs_amx
 @pytest.mark.parametrize("name", AMX_TYPES)
 def test_bound_every_tier_size(name):
-    """M = 1, 3, 8 (the mat-vec tier, bit for bit its model), 9, 64, 1100 (the AMX tier) against float64 within the
+    """M = 1, 3, 8 (the mat-vec tier, bit for bit its model or the AMX tier's rows), 9, 64, 1100 (the AMX tier) against float64 within the
     AMX bound (wider than the mat-vec tier's); K of one and of several blocks."""
     k = hub_kernel()
     gen = torch.Generator().manual_seed(resolve(name).id)
@@ -92,7 +99,7 @@ def test_bound_every_tier_size(name):
             y = k.mul_mat_vec(blocks, x[:M], resolve(name).id, 21)
             check_bound(y, x[:M], blocks, name, what=f"K={K} M={M}")
             if M <= ROW_LIMIT:
-                testing.assert_bits_equal(y, torch.from_numpy(model_matvec(x[:M], blocks, name)), f"M={M}")
+                testing.assert_bits_equal(y, torch.from_numpy(expected_matvec(x[:M], blocks, name)), f"M={M}")
 
 
 @needs_amx
@@ -130,6 +137,23 @@ def test_batch_invariance_across_every_m(name):
 @needs_amx
 def test_determinism_across_runs_and_thread_counts():
     assert_same_bits_across_threads(("Q4_K", "Q6_K", "Q8_0", "Q4_0", "NVFP4"), 40)
+    assert_same_bits_across_threads(AMX_MATVEC_TYPES, 5)  # the AMX mat-vec kernel
+
+
+@needs_amx
+@pytest.mark.parametrize("name", AMX_MATVEC_TYPES)
+def test_matvec_rows_are_the_amx_tiers(name):
+    """M = 1..8 rows of bfloat16 x on the AMX mat-vec types (cpu/amx_matvec.h) give the AMX tier's bits (12 rows),
+    with a bias, for feature counts that leave a partial group and a one-group work item."""
+    k = hub_kernel()
+    gen = torch.Generator().manual_seed(8)
+    for N, K in ((7, 32), (40, 96), (53, 2048)):
+        blocks = packed(name, N, K, seed=N)
+        x = torch.randn(12, K, generator=gen).to(torch.bfloat16)
+        bias = torch.randn(N, generator=gen).to(torch.bfloat16)
+        full = k.linear(x, blocks, name, bias)
+        for M in range(1, ROW_LIMIT + 1):
+            testing.assert_bits_equal(k.linear(x[:M], blocks, name, bias), full[:M], f"{name} N={N} K={K} M={M}")
 
 
 @needs_amx

@@ -71,10 +71,12 @@ def expected(x: torch.Tensor, blocks: torch.Tensor, w: torch.Tensor, name, bias=
 
     if not x.numel() or not blocks.numel():  # empty: zeros + bias
         return model_linear(x, w, bias)
+    amx = None if slots else amx_result(x, blocks, name, bias)
+    if amx is not None:
+        return amx
     if uses_tier(name, None if slots else x.shape[0]):
         return model_matvec(x, blocks, resolve(name).name, bias)
-    amx = amx_result(x, blocks, name, bias)
-    return model_linear(x, w, bias) if amx is None else amx
+    return model_linear(x, w, bias)
 
 
 def bound(x: torch.Tensor, w: torch.Tensor, bias=None) -> tuple[torch.Tensor, torch.Tensor, float]:

@@ -7,7 +7,8 @@ Weights in factored form, per 32-element chunk: w = a * q (+ b for the offset ty
 sub-block for Q2_K). ``factors`` gets q, a and b from the scale fields (facts of the layouts) and the decoded values
 of the blocks or of copies with an offset or scale field zeroed; ``model_matvec`` computes the tier's order in numpy,
 exactly. On CPUs with AMX, M > 8 rows of bfloat16 x on the types in ``AMX_TYPES`` take the AMX tier
-(tests/test_amx_tier.py) instead of the matrix tier. Checked: bit
+(tests/test_amx_tier.py) instead of the matrix tier, and so do M <= 8 rows of bfloat16 x on ``AMX_MATVEC_TYPES``
+(checked bit for bit against the AMX tier's rows). Checked: bit
 equality with that model, the bound ``|y - y_exact| <= c u B`` with ``B = sum_s (|a_s| sum |q x| + |b_s| sum |x|)``
 and ``n = ceil(K / 16) + 9`` (+ 1 with a bias), batch invariance for M <= 8, determinism across runs and thread
 counts, ``mul_mat_id`` slots, and subnormal activations (kept, in bfloat16 and float32 x).
@@ -34,6 +35,8 @@ AMX_TYPES = ["Q8_0",
              "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "MXFP4", "NVFP4", "Q1_0", "Q2_0",
              "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ3_S", "IQ2_S", "IQ4_XS",
              "IQ1_M", "TQ1_0", "TQ2_0"]
+# cpu/amx_matvec.h GGUF_AMX_MATVEC_TYPES: on AMX, M <= 8 rows of bfloat16 x take the AMX tier's order too
+AMX_MATVEC_TYPES = ["MXFP4"]
 ROW_LIMIT = 8  # MAX_GEMV_ROWS
 
 
@@ -64,6 +67,21 @@ needs_tier = pytest.mark.skipif(not TIER, reason="the mat-vec tier needs AVX512-
 def uses_tier(name: str, rows: int | None) -> bool:
     """Whether a call takes the mat-vec tier: linear with ``rows`` rows, or mul_mat_id (rows None)."""
     return TIER and resolve(name).name in FACTORED and (rows is None or rows <= ROW_LIMIT)
+
+
+def amx_matvec(name: str, x: torch.Tensor) -> bool:
+    """Whether linear / mul_mat_vec on these M <= 8 rows of x take the AMX tier's order (cpu/amx_matvec.h)."""
+    return (AMX and x.dtype == torch.bfloat16 and resolve(name).name in AMX_MATVEC_TYPES and x.shape[0] <= ROW_LIMIT
+            and x.shape[-1] > 0)
+
+
+def expected_matvec(x: torch.Tensor, blocks: torch.Tensor, name: str, bias=None) -> np.ndarray:
+    """What linear / mul_mat_vec give for M <= 8 rows before the final rounding: model_matvec, or on the AMX
+    mat-vec types the AMX tier's own rows (test_amx_tier.amx_result: the same order, run with more than 8 rows)."""
+    from .test_amx_tier import amx_result
+
+    amx = amx_result(x, blocks, name, bias)
+    return model_matvec(x, blocks, name, bias) if amx is None else amx
 
 
 def fma32(a, b, c):
@@ -239,6 +257,10 @@ def bound_v2(x: torch.Tensor, blocks: torch.Tensor, name: str, bias=None):
     if b is not None:
         mag = mag + np.abs(x64) @ np.repeat(np.abs(b), x.shape[-1] // b.shape[1], axis=1).T
     n = math.ceil(x.shape[-1] / 16) + 9
+    if amx_matvec(name, x):  # the AMX tier's n (test_amx_tier.amx_n)
+        from .test_amx_tier import amx_n
+
+        n = amx_n(name, x.shape[-1])
     if bias is not None:
         exact, mag, n = exact + bias.double().numpy(), mag + np.abs(bias.double().numpy()), n + 1
     return exact, mag, n / (1 - n * U)
@@ -268,13 +290,13 @@ def test_order_and_bound(name, dtype):
         for M in (1, 3, 8):
             x = torch.randn(M, K, generator=gen).to(dtype)
             y = k.mul_mat_vec(blocks, x, resolve(name).id, 19)
-            testing.assert_bits_equal(y, torch.from_numpy(model_matvec(x, blocks, name)), f"{name} K={K} M={M}")
+            testing.assert_bits_equal(y, torch.from_numpy(expected_matvec(x, blocks, name)), f"{name} K={K} M={M}")
             exact, mag, c = bound_v2(x, blocks, name)
             err = np.abs(y.double().numpy() - exact)
             assert (err <= c * U * mag).all(), f"{name} K={K}: {(err / mag).max() / U:.2f} u > {c:.2f} u"
         bias = torch.randn(19, generator=gen).to(dtype)
         yb = k.linear(x, blocks, name, bias)
-        want = model_matvec(x, blocks, name, bias)
+        want = expected_matvec(x, blocks, name, bias)
         testing.assert_bits_equal(yb, torch.from_numpy(want).to(dtype), f"{name} K={K} + bias")
         exact, mag, c = bound_v2(x, blocks, name, bias)
         assert (np.abs(want.astype(np.float64) - exact) <= c * U * mag).all()
@@ -299,7 +321,7 @@ def test_every_byte_value(name):
     for dtype in (torch.bfloat16, torch.float32):
         x = torch.randn(1, t.block_elems, generator=gen).to(dtype)
         y = k.mul_mat_vec(blocks, x, t.id, 256)
-        testing.assert_bits_equal(y, torch.from_numpy(model_matvec(x, blocks, name)), f"{name} {dtype}")
+        testing.assert_bits_equal(y, torch.from_numpy(expected_matvec(x, blocks, name)), f"{name} {dtype}")
         exact, mag, c = bound_v2(x, blocks, name)
         assert (np.abs(y.double().numpy() - exact) <= c * U * mag).all()
 
