@@ -90,17 +90,13 @@ MAX_GEMV_ROWS = 8  # transformers' GgufLinear takes its mat-vec up to this many 
 # types and dtypes not listed switch at MAX_GEMV_ROWS. Measured (benchmarks/LINEAR_ROUTING.md, one thread, an
 # LFM2-350M feed-forward block): each entry is the largest M measured (16, 32, 64, 128, 512) up to which `linear`
 # took at most 1/1.1 of the time at every measured M (at a load average of 10 the 32/64 entries move by a step
-# between runs). When measured, bfloat16 x above 8 rows ran on the AMX tier for the types listed (Q4_0, Q8_0, Q4_K,
-# Q5_K, Q6_K, IQ4_XS, MXFP4) and on the float32 matrix kernel for the others, which lost to a bfloat16 GEMM from 16
-# rows on; float32 x runs on the float32 matrix kernel against a float32 GEMM. No type won at 128 rows, F16 and BF16
-# weights not even at 16. The AMX tier's parts order (README) has since taken 15 more types (and NVFP4, MXFP4 and
-# Q2_0 beat dequantize + F.linear at 512 rows in benchmarks/MATMUL*.md): rerun benchmarks/linear_routing.py and
-# edit the entries.
+# between runs). Measured after the AMX tier took every quantized type (parts, factored and scaled orders, README):
+# bfloat16 x above 8 rows runs there, and on these shapes (K = 1024 and 4608) wins only on the types listed; float32
+# x runs on the float32 matrix kernel against a float32 GEMM. No type won at 512 rows.
 LINEAR_MAX_ROWS: dict = {
-    torch.bfloat16: {"Q4_0": 32, "Q8_0": 64, "Q4_K": 16, "Q5_K": 32, "Q6_K": 32, "IQ4_XS": 32, "MXFP4": 64},
-    torch.float32: {"Q4_0": 32, "MXFP4": 32, "IQ2_XXS": 32, "IQ3_S": 32,
-                    **dict.fromkeys(("Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-                                     "IQ4_NL", "IQ4_XS"), 64)},
+    torch.bfloat16: {"Q8_0": 16, "Q2_K": 32, "Q3_K": 64, "Q5_K": 32, "MXFP4": 128, "IQ2_XXS": 16, "IQ3_S": 32},
+    torch.float32: {"Q4_0": 32, "Q4_1": 32, "Q5_0": 32, "Q5_1": 32, "Q8_0": 64, "Q2_K": 32, "Q3_K": 32, "Q4_K": 32,
+                    "Q5_K": 32, "Q6_K": 32, "IQ4_XS": 64, "IQ4_NL": 64, "MXFP4": 64, "IQ2_XXS": 16, "IQ3_S": 32},
 }
 
 
