@@ -268,6 +268,28 @@ void decode_parts(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, cons
     }
 }
 
+// C tiles 0-3 += chunks [0, chunks) of two groups' A parts (w0, w1) by two tiles of x (b0, b1): per chunk in
+// increasing order, each part high first, the 2 x 2 products (tiles 4-7 hold the operands). The parts and factored
+// orders share it.
+template <int P>
+__attribute__((always_inline)) inline void tile_products_2x2(const Vec *w0, const Vec *w1, const uint32_t *b0,
+                                                             const uint32_t *b1, int64_t chunks) {
+#pragma GCC unroll 8
+    for (int64_t g = 0; g < chunks; ++g) {
+        _tile_loadd(6, b0 + g * 256, 64);
+        _tile_loadd(7, b1 + g * 256, 64);
+#pragma GCC unroll 3
+        for (int p = 0; p < P; ++p) {
+            _tile_loadd(4, w0[(g * P + p) * FEATURES].v, 64);
+            _tile_loadd(5, w1[(g * P + p) * FEATURES].v, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+}
+
 // Chunks [0, chunks) of one step for two groups (A parts w0, w1) by two tiles of x (B: b0, b1): the four C tiles
 // from +0 (first step) or loaded from c[0..3], and stored back there.
 template <int P>
@@ -285,19 +307,7 @@ void tiles_2x2(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t 
         _tile_loadd(2, c[2], 64);
         _tile_loadd(3, c[3], 64);
     }
-    for (int64_t g = 0; g < chunks; ++g) {
-        _tile_loadd(6, b0 + g * 256, 64);
-        _tile_loadd(7, b1 + g * 256, 64);
-#pragma GCC unroll 3
-        for (int p = 0; p < P; ++p) {
-            _tile_loadd(4, w0[(g * P + p) * FEATURES].v, 64);
-            _tile_loadd(5, w1[(g * P + p) * FEATURES].v, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
-        }
-    }
+    tile_products_2x2<P>(w0, w1, b0, b1, chunks);
     _tile_stored(0, c[0], 64);
     _tile_stored(1, c[1], 64);
     _tile_stored(2, c[2], 64);
@@ -487,20 +497,7 @@ void tiles_block(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
-#pragma GCC unroll 8
-    for (int g = 0; g < PARTS_STEP; ++g) {
-        _tile_loadd(6, b0 + g * 256, 64);
-        _tile_loadd(7, b1 + g * 256, 64);
-#pragma GCC unroll 2
-        for (int p = 0; p < P; ++p) {
-            _tile_loadd(4, w0[(g * P + p) * FEATURES].v, 64);
-            _tile_loadd(5, w1[(g * P + p) * FEATURES].v, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
-        }
-    }
+    tile_products_2x2<P>(w0, w1, b0, b1, PARTS_STEP);
     _tile_stored(0, c[0], 64);
     _tile_stored(1, c[1], 64);
     _tile_stored(2, c[2], 64);
