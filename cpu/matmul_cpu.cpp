@@ -89,22 +89,14 @@ bool matvec_tier(int64_t qtype) {
 #endif
 }
 
-// Whether M > 8 rows of bfloat16 x take the AMX tier: AMX granted and an AMX kernel for the type.
-bool amx_tier(int64_t qtype) {
+// Whether M rows of bfloat16 x take the AMX tier: AMX granted and an AMX kernel for the type (M > 8), or for
+// M <= 8 (linear, mul_mat_vec) its mat-vec kernel in the same order (cpu/amx_matvec.h).
+bool amx_tier(int64_t qtype, int64_t M) {
 #if defined(__x86_64__)
-    return best_isa() == Isa::amx && gguf_mv_avx512bf16::amx_supports(qtype);
+    return best_isa() == Isa::amx && (M > kMatvecRows ? gguf_mv_avx512bf16::amx_supports(qtype)
+                                                      : gguf_mv_avx512bf16::amx_matvec_supports(qtype));
 #else
-    (void)qtype;
-    return false;
-#endif
-}
-
-// Whether M <= 8 rows of bfloat16 x (linear, mul_mat_vec) take the AMX tier's order too (cpu/amx_matvec.h).
-bool amx_matvec_tier(int64_t qtype) {
-#if defined(__x86_64__)
-    return best_isa() == Isa::amx && gguf_mv_avx512bf16::amx_matvec_supports(qtype);
-#else
-    (void)qtype;
+    (void)qtype, (void)M;
     return false;
 #endif
 }
@@ -224,8 +216,7 @@ void gguf_linear_out(const at::Tensor &x, const at::Tensor &blocks_in, int64_t q
     // M > 8 rows of bfloat16 x on AMX: the AMX tier (matrix tier's place; one order for every M > 8); M <= 8 rows
     // too on the types of the AMX mat-vec tier (the same order). K = 0 has no tiles to run (the AMX kernels would
     // leave their accumulators unwritten): the other tiers give bias or 0.
-    const bool amx = K > 0 && x.scalar_type() == at::kBFloat16 &&
-                     (M > kMatvecRows ? amx_tier(qtype) : amx_matvec_tier(qtype));
+    const bool amx = K > 0 && x.scalar_type() == at::kBFloat16 && amx_tier(qtype, M);
     if ((M <= kMatvecRows || amx) && matvec_tier(qtype)) {
         std::vector<int64_t> x_index(M);
         std::vector<void *> out_rows(M);
