@@ -641,7 +641,6 @@ struct IQ2_XXS {
         const uchar *r = reinterpret_cast<const uchar *>(b->qs + 4 * c);
         return with_signs(grid_rows8(t.grid, r[0] * 16u, r[1] * 16u, r[2] * 16u, r[3] * 16u), s.signs.chunk(c));
     }
-    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq2xxs_grid); }
 };
 
@@ -664,7 +663,6 @@ struct IQ2_XS {
         const uint16_t *o = s.rows.o + 4 * c;
         return with_signs(grid_rows8(t.grid, o[0], o[1], o[2], o[3]), s.signs.chunk(c));
     }
-    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq2xs_grid); }
 };
 
@@ -688,7 +686,6 @@ struct IQ2_S {
         std::memcpy(&signs, b->qs + 32 + 4 * c, 4);
         return with_signs(grid_rows8(t.grid, o[0], o[1], o[2], o[3]), __mmask32(signs));
     }
-    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq2s_grid); }
 };
 
@@ -753,7 +750,6 @@ struct IQ3_S {
         const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i *>(s.rows + 8 * c));
         return with_signs(_mm512_i32gather_epi64(idx, t.grid, 8), signs);
     }
-    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return grid_tables(iq3s_grid); }
 };
 
@@ -902,7 +898,6 @@ struct IQ1_S {
     static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) {
         return iq1_chunk_codes(t, s.rows, c);
     }
-    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return iq1_tables(); }
 };
 
@@ -938,7 +933,6 @@ struct IQ1_M {
     static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) {
         return iq1_chunk_codes(t, s.rows, c);
     }
-    static __m512i codes(const Block *b, int c, const Tables &t) { return codes(b, c, t, scales(b, t)); }
     static Tables tables() { return iq1_tables(); }
 };
 
