@@ -1,5 +1,6 @@
 """An ASan + UBSan build of the CPU backend runs the hypothesis parity fuzz cleanly (in a subprocess)."""
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -13,7 +14,8 @@ from gguf_dequant import local_build
 from .test_matvec_tier import AMX, TIER
 
 ROOT = Path(__file__).resolve().parents[1]
-SANITIZE_ROOT = ROOT / ".cache" / "sanitize"
+# One build root per checkout: worktrees share .cache, and two checkouts' builds must not replace each other's.
+SANITIZE_ROOT = ROOT / ".cache" / "sanitize" / hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
 FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
 
 
