@@ -218,15 +218,16 @@ GGUF_MV_INLINE uint gguf_mv_fifth_bits(uint qh, ushort part) {
 // block's 12 scale bytes, as the bytes sc(2g), sc(2g + 1), m(2g), m(2g + 1) of one word. For g < 2 they are
 // the low 6 bits of scale bytes 2g, 2g + 1 and 4 + 2g, 5 + 2g; for g >= 2 (G = g - 2) their low 4 bits are
 // the nibbles of bytes 8 + 2G, 9 + 2G (low: sc, high: m) and their high 2 bits the top bits of bytes 2G,
-// 2G + 1 (sc) and 4 + 2G, 5 + 2G (m). 16-bit loads: blocks are 2-byte aligned.
+// 2G + 1 (sc) and 4 + 2G, 5 + 2G (m). 16-bit loads: blocks are 2-byte aligned. Without a branch (g differs
+// between the lanes of a simdgroup, which would run both ways): the bytes of `low` shifted right by 0 (g < 2)
+// or 2 and masked to 6 or to the top 2 bits, or'd with the nibbles (masked away for g < 2).
 GGUF_MV_INLINE uint gguf_mv_scale_min_k4(device const uchar *scales, uint g) {
     device const ushort *s = reinterpret_cast<device const ushort *>(scales);
     const uint low = uint(s[g % 2]) | (uint(s[2 + g % 2]) << 16);
-    if (g < 2) {
-        return low & 0x3F3F3F3Fu;
-    }
     const uint nibbles = s[4 + g % 2];
-    return ((nibbles | (nibbles << 12)) & 0x0F0F0F0Fu) | ((low >> 2) & 0x30303030u);
+    const bool first = g < 2;
+    return ((low >> (first ? 0u : 2u)) & (first ? 0x3F3F3F3Fu : 0x30303030u)) |
+           ((nibbles | (nibbles << 12)) & (first ? 0u : 0x0F0F0F0Fu));
 }
 
 // A type without a value table looked up by shuffles (gguf_mv_table): no entry.
