@@ -139,8 +139,8 @@ GGUF_MV_INLINE uint gguf_mv_slot_swap(uint mr, ushort lane) {
     return mp != mr ? 0u : ((lane & 16) ? mp / 2 : 0u) | ((lane & 8) ? mp / 4 : 0u);
 }
 
-// Sum acc[r][m] (slots m < MP <= GGUF_MATMUL_X_ROWS, MP >= mr, arranged by gguf_mv_slot_swap) over the simdgroup and
-// write out[orow[row], n0 + r] (+ bias) for the weight rows that exist: one lane per output stores.
+// Sum acc[r][m] (slots m < MP <= GGUF_MATMUL_X_ROWS, MP >= mr, arranged by gguf_mv_slot_swap) over the simdgroup
+// and write out[orow[row], n0 + r] (+ bias) for the weight rows that exist: one lane per output stores.
 template <uint R, uint MP, typename T>
 GGUF_MV_INLINE void gguf_mv_store_rows(thread const float *acc, uint mr, thread const uint *orow, uint n0, uint N,
                                        device const float *bias, bool has_bias, device T *out, ushort lane) {
