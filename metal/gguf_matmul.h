@@ -86,14 +86,17 @@ float4 gguf_mv_load4(device const bfloat *p);
 // sends the other half to lane ^ d and adds what it receives (own + received: commutative, so both lanes of a
 // pair get the same bits), until one value is left; the remaining distances are plain butterfly steps.
 // Afterwards the lane holds max(L / 32, 1) sums: v[t] is the sum of value gguf_butterfly_index<L>(t, lane).
-template <uint L>
+// With S > 0 the first S distances find the list already in the order the lane keeps (the lane with bit d set
+// holds value t ^ (half the list) at t, as gguf_mv_slot_swap arranges): no selects there, the same sums.
+template <uint L, uint S = 0>
 GGUF_MV_INLINE void gguf_butterfly(thread float *v, ushort lane) {
     uint len = L;
+    uint level = 0;
 #pragma unroll
-    for (ushort d = GGUF_SIMD_WIDTH / 2; d > 0; d /= 2) {
+    for (ushort d = GGUF_SIMD_WIDTH / 2; d > 0; d /= 2, ++level) {
         if (len > 1) {
             const uint kept = len / 2;
-            const bool upper = (lane & d) != 0;
+            const bool upper = level >= S && (lane & d) != 0;
 #pragma unroll
             for (uint i = 0; i < L / 2; ++i) {
                 if (i < kept) {
@@ -120,29 +123,49 @@ GGUF_MV_INLINE uint gguf_butterfly_index(uint t, ushort lane) {
     return index;
 }
 
-// Sum acc[r][m] (m < MP <= GGUF_MATMUL_X_ROWS, MP >= mr) over the simdgroup and write out[orow[m], n0 + r]
-// (+ bias) for the weight rows that exist: one lane per output stores.
+// Rows of x a mat-vec simdgroup sums at once for mr rows: 1, 2, 4 or 8 (the sums do not depend on how many).
+GGUF_MV_INLINE uint gguf_mv_rows_summed(uint mr) {
+    return mr == 1 ? 1 : mr == 2 ? 2 : mr <= 4 ? 4 : GGUF_MATMUL_X_ROWS;
+}
+
+// The lane's slot m accumulates row m ^ gguf_mv_slot_swap(mr, lane) of x. When mr rows are summed at once (a
+// power of 2), slots are swapped so that the butterfly's first two distances (16 and 8), which split the row bits
+// of the sum list (row-major: value m * R + r), need no selects: at distance 16 the upper lanes hold row
+// m ^ MP / 2 in slot m, at distance 8 row m ^ MP / 4. The swaps follow lane bits 3 and 4, so each group of 8
+// lanes, which reads whole lines of x, still reads one row per access (lane bit 2 too would split Q8_0's and the
+// float types' lines). Otherwise (mr = 3, 5, 6, 7) slot m is row m.
+GGUF_MV_INLINE uint gguf_mv_slot_swap(uint mr, ushort lane) {
+    const uint mp = gguf_mv_rows_summed(mr);
+    return mp != mr ? 0u : ((lane & 16) ? mp / 2 : 0u) | ((lane & 8) ? mp / 4 : 0u);
+}
+
+// Sum acc[r][m] (slots m < MP <= GGUF_MATMUL_X_ROWS, MP >= mr, arranged by gguf_mv_slot_swap) over the simdgroup
+// and write out[orow[row], n0 + r] (+ bias) for the weight rows that exist: one lane per output stores.
 template <uint R, uint MP, typename T>
 GGUF_MV_INLINE void gguf_mv_store_rows(thread const float *acc, uint mr, thread const uint *orow, uint n0, uint N,
                                        device const float *bias, bool has_bias, device T *out, ushort lane) {
     constexpr uint L = R * MP;
     float v[L];
 #pragma unroll
-    for (uint r = 0; r < R; ++r) {
+    for (uint m = 0; m < MP; ++m) {
 #pragma unroll
-        for (uint m = 0; m < MP; ++m) {
-            v[r * MP + m] = acc[r * GGUF_MATMUL_X_ROWS + m];
+        for (uint r = 0; r < R; ++r) {
+            v[m * R + r] = acc[r * GGUF_MATMUL_X_ROWS + m];
         }
     }
-    gguf_butterfly<L>(v, lane);
+    if (mr == MP) {
+        gguf_butterfly<L, MP >= 4 ? 2 : MP == 2 ? 1 : 0>(v, lane);
+    } else {
+        gguf_butterfly<L>(v, lane);
+    }
     constexpr uint HELD = L >= GGUF_SIMD_WIDTH ? L / GGUF_SIMD_WIDTH : 1;
     // With fewer values than lanes, GGUF_SIMD_WIDTH / L lanes hold each sum: the one whose other bits are 0 stores.
     const bool stores = L >= GGUF_SIMD_WIDTH || (lane & (GGUF_SIMD_WIDTH / L - 1)) == 0;
 #pragma unroll
     for (uint t = 0; t < HELD; ++t) {
         const uint index = gguf_butterfly_index<L>(t, lane);
-        const uint r = index / MP;
-        const uint m = index % MP;
+        const uint m = index / R;
+        const uint r = index % R;
         if (stores && m < mr && n0 + r < N) {
             float y = v[t];
             if (has_bias) {
@@ -158,13 +181,17 @@ GGUF_MV_INLINE void gguf_mv_store_rows(thread const float *acc, uint mr, thread 
 template <uint R, typename T>
 inline void gguf_mv_store(thread const float *acc, uint mr, thread const uint *orow, uint n0, uint N,
                           device const float *bias, bool has_bias, device T *out, ushort lane) {
-    if (mr == 1) {
+    switch (gguf_mv_rows_summed(mr)) {
+    case 1:
         gguf_mv_store_rows<R, 1>(acc, mr, orow, n0, N, bias, has_bias, out, lane);
-    } else if (mr == 2) {
+        break;
+    case 2:
         gguf_mv_store_rows<R, 2>(acc, mr, orow, n0, N, bias, has_bias, out, lane);
-    } else if (mr <= 4) {
+        break;
+    case 4:
         gguf_mv_store_rows<R, 4>(acc, mr, orow, n0, N, bias, has_bias, out, lane);
-    } else {
+        break;
+    default:
         gguf_mv_store_rows<R, GGUF_MATMUL_X_ROWS>(acc, mr, orow, n0, N, bias, has_bias, out, lane);
     }
 }
@@ -191,15 +218,16 @@ GGUF_MV_INLINE uint gguf_mv_fifth_bits(uint qh, ushort part) {
 // block's 12 scale bytes, as the bytes sc(2g), sc(2g + 1), m(2g), m(2g + 1) of one word. For g < 2 they are
 // the low 6 bits of scale bytes 2g, 2g + 1 and 4 + 2g, 5 + 2g; for g >= 2 (G = g - 2) their low 4 bits are
 // the nibbles of bytes 8 + 2G, 9 + 2G (low: sc, high: m) and their high 2 bits the top bits of bytes 2G,
-// 2G + 1 (sc) and 4 + 2G, 5 + 2G (m). 16-bit loads: blocks are 2-byte aligned.
+// 2G + 1 (sc) and 4 + 2G, 5 + 2G (m). 16-bit loads: blocks are 2-byte aligned. Without a branch (g differs
+// between the lanes of a simdgroup, which would run both ways): the bytes of `low` shifted right by 0 (g < 2)
+// or 2 and masked to 6 or to the top 2 bits, or'd with the nibbles (masked away for g < 2).
 GGUF_MV_INLINE uint gguf_mv_scale_min_k4(device const uchar *scales, uint g) {
     device const ushort *s = reinterpret_cast<device const ushort *>(scales);
     const uint low = uint(s[g % 2]) | (uint(s[2 + g % 2]) << 16);
-    if (g < 2) {
-        return low & 0x3F3F3F3Fu;
-    }
     const uint nibbles = s[4 + g % 2];
-    return ((nibbles | (nibbles << 12)) & 0x0F0F0F0Fu) | ((low >> 2) & 0x30303030u);
+    const bool first = g < 2;
+    return ((low >> (first ? 0u : 2u)) & (first ? 0x3F3F3F3Fu : 0x30303030u)) |
+           ((nibbles | (nibbles << 12)) & (first ? 0u : 0x0F0F0F0Fu));
 }
 
 // A type without a value table looked up by shuffles (gguf_mv_table): no entry.
@@ -367,6 +395,27 @@ GGUF_MV_INLINE float gguf_mv_dot(thread const float4 *q, thread const float *a, 
     return s;
 }
 
+// One step's decoded block parts of R weight rows applied to the first mr rows of x (MR: mr when known at compile
+// time), each row's x pointer advanced by ADVANCE elements.
+template <uint R, int QUADS, int RUNS, int OFFSET, uint ADVANCE, uint MR = 0, typename B, typename X>
+GGUF_MV_INLINE void gguf_mv_rows_of_x(device const B *row, device const X *thread *xm, ushort part,
+                                      thread const float4 q[][QUADS], thread const float a[][RUNS],
+                                      thread float *acc, uint mr = MR) {
+#pragma unroll
+    for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
+        if (m < (MR ? MR : mr)) {
+            float4 xs[QUADS];
+            gguf_mv_x<B, QUADS>(row, xm[m], part, xs);
+            xm[m] += ADVANCE;
+#pragma unroll
+            for (uint r = 0; r < R; ++r) {
+                acc[r * GGUF_MATMUL_X_ROWS + m] =
+                    gguf_mv_dot<QUADS, RUNS, OFFSET>(q[r], a[r], xs, acc[r * GGUF_MATMUL_X_ROWS + m]);
+            }
+        }
+    }
+}
+
 template <uint R, typename B, int QK, int PARTS, int QUADS, int RUNS, int OFFSET, typename X>
 GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>, device const uchar *w,
                                        uint n0, uint N, uint K, device const X *x, thread const uint *xrow,
@@ -426,17 +475,11 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         if (!live) {
             continue;
         }
-#pragma unroll
-        for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-            if (m < mr) {
-                gguf_mv_x<B, QUADS>(rows[0], xm[m], part, xs);
-                xm[m] += STEP * QK;
-#pragma unroll
-                for (uint r = 0; r < R; ++r) {
-                    acc[r * GGUF_MATMUL_X_ROWS + m] =
-                        gguf_mv_dot<QUADS, RUNS, OFFSET>(q[r], a[r], xs, acc[r * GGUF_MATMUL_X_ROWS + m]);
-                }
-            }
+        // A full tile of rows of x (the common case) runs without a test per row.
+        if (mr == GGUF_MATMUL_X_ROWS) {
+            gguf_mv_rows_of_x<R, QUADS, RUNS, OFFSET, QK * STEP, GGUF_MATMUL_X_ROWS>(rows[0], xm, part, q, a, acc);
+        } else {
+            gguf_mv_rows_of_x<R, QUADS, RUNS, OFFSET, QK * STEP>(rows[0], xm, part, q, a, acc, mr);
         }
     }
 }
@@ -547,12 +590,16 @@ GGUF_MV_INLINE void gguf_mul_mv_rows(device const uchar *w, device const X *x, d
         return;  // the whole simdgroup: nothing to compute
     }
     const uint mr = min(M - m0, GGUF_MATMUL_X_ROWS);
+    const uint swap = gguf_mv_slot_swap(mr, lane);
     uint rows[GGUF_MATMUL_X_ROWS];
+    uint xrow[GGUF_MATMUL_X_ROWS];
+#pragma unroll
     for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
         rows[m] = m;
+        xrow[m] = m ^ swap;
     }
     float acc[R * GGUF_MATMUL_X_ROWS] = {};
-    gguf_mv_accumulate<R>(CORE(), w, n0, N, K, x + ulong(m0) * K, rows, mr, lane, acc, stage);
+    gguf_mv_accumulate<R>(CORE(), w, n0, N, K, x + ulong(m0) * K, xrow, mr, lane, acc, stage);
     gguf_mv_store<R>(acc, mr, rows, n0, N, bias, has_bias, out + ulong(m0) * N, lane);
 }
 
@@ -869,9 +916,11 @@ template <typename B, int QK, typename CORE, typename X, uint R>
 inline void gguf_id_rows(device const uchar *w, uint e, uint n0, uint N, uint K, uint U, uint Ux,
                          device const X *x, thread const uint *slots, uint n, device float *out, ushort lane,
                          threadgroup const uint *stage) {
+    const uint swap = gguf_mv_slot_swap(n, lane);
     uint xrow[GGUF_MATMUL_X_ROWS];
     for (uint m = 0; m < GGUF_MATMUL_X_ROWS; ++m) {
-        xrow[m] = m < n ? (slots[m] / U) * Ux + (slots[m] % U) % Ux : 0u;
+        const uint slot = m ^ swap;
+        xrow[m] = slot < n ? (slots[slot] / U) * Ux + (slots[slot] % U) % Ux : 0u;
     }
     const ulong bpr = ulong(K / QK) * sizeof(B);
     float acc[R * GGUF_MATMUL_X_ROWS] = {};
