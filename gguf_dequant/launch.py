@@ -130,7 +130,7 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "NVFP4": (8, 2, 1, False),
     "Q1_0": (8, 4, 1, False),
     "Q2_0": (8, 2, 1, False),
-    "TQ1_0": (16, 4, 1, False),
+    "TQ1_0": (8, 8, 1, False),
     "TQ2_0": (16, 4, 1, False),
 }
 

@@ -149,7 +149,7 @@ MV_QUADS = {
     "NVFP4": lambda p, j: 16 * (p // 2) + 8 * j + 4 * (p % 2),
     "Q1_0": lambda p, j: 32 * j + 4 * p,
     "Q2_0": lambda p, j: 32 * j + 4 * p,
-    "TQ1_0": lambda p, j: 64 * j + 4 * p,
+    "TQ1_0": lambda p, j: 32 * j + 4 * p,
     "TQ2_0": lambda p, j: 64 * j + 4 * p,
 }
 
