@@ -63,10 +63,30 @@ GGUF_MV_INLINE uint gguf_mv_trit_field(uint fields, uint pow3) {
     return ((((fields * pow3) & 0x00FF00FFu) * 3u) + 0x7F007F00u) ^ 0x80008000u;
 }
 
-GGUF_MV_INLINE float4 gguf_mv_trits(uint even, uint odd, uint pow3) {
-    const char4 e = as_type<char4>(gguf_mv_trit_field(even, pow3));
-    const char4 o = as_type<char4>(gguf_mv_trit_field(odd, pow3));
+// The codes of 4 elements from the high bytes (1, 3) of the even and odd fields gguf_mv_trit_field makes.
+GGUF_MV_INLINE float4 gguf_mv_trit_codes(uint even, uint odd) {
+    const char4 e = as_type<char4>(even);
+    const char4 o = as_type<char4>(odd);
     return float4(float(e.y), float(o.y), float(e.w), float(o.w));
+}
+
+GGUF_MV_INLINE float4 gguf_mv_trits(uint even, uint odd, uint pow3) {
+    return gguf_mv_trit_codes(gguf_mv_trit_field(even, pow3), gguf_mv_trit_field(odd, pow3));
+}
+
+// Digits 0..4 of each byte of a word in order (codes q[0..4]), by the recurrence q_0 = x,
+// q_{n+1} = 3 q_n mod 256 (x 3^n mod 256 is the fraction whose top digit is digit n): the field
+// 3 q_n + 0x7F00 holds digit n + 0x7F in its high byte and q_{n+1} in its low byte, so one multiply-add serves
+// both (no power of 3 per digit, no separate mask before the multiplication).
+GGUF_MV_INLINE void gguf_mv_trits5(uint even, uint odd, thread float4 *q) {
+#pragma unroll
+    for (uint n = 0; n < 5; ++n) {
+        const uint e = even * 3u + 0x7F007F00u;
+        const uint o = odd * 3u + 0x7F007F00u;
+        q[n] = gguf_mv_trit_codes(e ^ 0x80008000u, o ^ 0x80008000u);
+        even = e & 0x00FF00FFu;
+        odd = o & 0x00FF00FFu;
+    }
 }
 
 // The factored form of the mat-vec tier (launch.MV_FACTORED: 8 lanes per block, 8 quads, 1 run, no
@@ -92,10 +112,7 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_tq1_0 *b, ushort part, floa
     const uint first_even = first & 0x00FF00FFu, first_odd = (first >> 8) & 0x00FF00FFu;
     const uint second_even = second & 0x00FF00FFu, second_odd = (second >> 8) & 0x00FF00FFu;
     const uint last_even = last & 0x00FF00FFu, last_odd = (last >> 8) & 0x00FF00FFu;
-#pragma unroll
-    for (uint j = 0; j < 5; ++j) {
-        q[j] = gguf_mv_trits(first_even, first_odd, gguf_mv_pow3(j));
-    }
+    gguf_mv_trits5(first_even, first_odd, q);
     q[5] = gguf_mv_trits(second_even, second_odd, gguf_mv_pow3(hi));
     q[6] = gguf_mv_trits(second_even, second_odd, gguf_mv_pow3(2 + hi));
     q[7] = gguf_mv_trits(last_even, last_odd, gguf_mv_pow3(hi ? part - 4 : 4));
