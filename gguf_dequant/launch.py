@@ -130,7 +130,7 @@ MV_FACTORED: dict[str, tuple[int, int, int, bool]] = {
     "NVFP4": (8, 2, 1, False),
     "Q1_0": (8, 4, 1, False),
     "Q2_0": (8, 2, 1, False),
-    "TQ1_0": (16, 4, 1, False),
+    "TQ1_0": (8, 8, 1, False),
     "TQ2_0": (16, 4, 1, False),
 }
 
@@ -176,8 +176,8 @@ def matmul_kernel(m_rows: int) -> str:
 # ultra-low-bit types whose M = 1 is issue-bound. With 8 rows a simdgroup's x loads and per-block loop work serve
 # twice the rows (and for IQ1 half as many threadgroups copy the 16 KiB grid): modelled on M2 Max, 4096 x 4096,
 # 2-4% fewer instructions; on 40-core chips the 256 threadgroups fill the cores less evenly, so M3/M4 Max lose
-# 1-2 points there (benchmarks/METAL_MATVEC_TYPES.md). TQ1_0 is left out: it stays under 60% either way and
-# the 40-core chips lose more than M2 Max gains.
+# 1-2 points there (benchmarks/METAL_MATVEC_TYPES.md). TQ1_0 is left out: the 40-core chips lose more than M2 Max
+# gains (with 8 lanes per block: M2 Max 63% -> 64% of peak, M3 Max 68% -> 64%, M4 Max 56% -> 53%).
 MV_WIDE_FROM_ONE_ROW = frozenset({"IQ1_S", "IQ1_M", "Q1_0"})
 
 

@@ -647,6 +647,22 @@ struct gguf_mm_reader<gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>> {
     typedef typename gguf_select<gguf_mm_factored<B>::value, gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET>,
                                  gguf_decoded_tile>::type type;
 };
+template <>
+struct gguf_mm_reader<gguf_float_core<half>> {
+    typedef gguf_float_core<half> type;  // the half tile below
+};
+
+// The element type of the matrix tier's weight tile: float32 (the decoded values, [k][n]), except for F16
+// weights, which stay half ([n][k]: each row's 8 halves copied as one vector, no conversion) and enter the
+// multiply-accumulate as simdgroup_half8x8 with float x and float accumulators: the same exact operands.
+template <typename CORE>
+struct gguf_mm_tile_type {
+    typedef float type;
+};
+template <>
+struct gguf_mm_tile_type<gguf_float_core<half>> {
+    typedef half type;
+};
 
 // The matrix tier's weight tile: rows n0 .. n0 + GGUF_MM_ROWS - 1, elements k0 .. k0 + GGUF_MM_K - 1 of K,
 // written to wt[kk * GGUF_MM_ROWS + r] as float32 (the decoded values, exactly; +0 past K). Rows past N
@@ -680,6 +696,54 @@ inline void gguf_mm_weights(CORE, device const uchar *w, uint n0, uint N, uint k
             wt[(j * S + e) * NT + r] = v[e];
         }
     }
+}
+
+// F16 weights: the tile as half, row-major ([n][k], GGUF_MM_K halves per row): a thread copies 8 halves of a
+// row (bits, no conversion) as one vector when K is a multiple of 4 (rows 8-byte aligned) and they lie inside K,
+// else element by element with +0 past K. Rows past N are +0.
+template <uint STEP, typename B, int QK, int S>
+inline void gguf_mm_weights(gguf_float_core<half>, device const uchar *w, uint n0, uint N, uint k, uint k0,
+                            threadgroup half *wt, ushort tid) {
+    constexpr uint SUBS = GGUF_MM_K / 8;  // runs of 8 halves per row and step
+    constexpr uint RSTEP = GGUF_MM_THREADS / SUBS;
+    static_assert(STEP == 0 && GGUF_MM_K % 8 == 0 && GGUF_MM_ROWS % RSTEP == 0, "a step holds whole runs of 8");
+    const uint kk = 8 * (tid % SUBS);  // a thread keeps its run and takes rows r0 + t RSTEP
+    const uint r0 = tid / SUBS;
+    threadgroup ushort *to = reinterpret_cast<threadgroup ushort *>(wt) + r0 * GGUF_MM_K + kk;
+    device const ushort *row = reinterpret_cast<device const ushort *>(w) + k0 + kk;
+    if (n0 + GGUF_MM_ROWS <= N && k % 4 == 0 && k0 + kk + 8 <= k) {  // every row's run inside: vector copies
+        device const ushort *from = row + ulong(n0 + r0) * k;
+        const ulong stride = ulong(RSTEP) * k;
+#pragma unroll
+        for (uint t = 0; t < GGUF_MM_ROWS / RSTEP; ++t) {
+            const uint2 lo = *reinterpret_cast<device const uint2 *>(from + t * stride);
+            const uint2 hi = *reinterpret_cast<device const uint2 *>(from + t * stride + 4);
+            *reinterpret_cast<threadgroup uint4 *>(to + t * RSTEP * GGUF_MM_K) = uint4(lo, hi);
+        }
+        return;
+    }
+    for (uint t = 0; t < GGUF_MM_ROWS / RSTEP; ++t) {
+        const uint r = r0 + t * RSTEP;
+        for (uint e = 0; e < 8; ++e) {
+            to[t * RSTEP * GGUF_MM_K + e] = n0 + r < N && k0 + kk + e < k ? row[ulong(n0 + r) * k + e] : ushort(0);
+        }
+    }
+}
+
+// The tile's weight rows from n on (float tiles are [k][n], half tiles [n][k]), and from there rows
+// n + j .. + 7, elements k8 .. k8 + 7 as the multiply-accumulate's right operand (element (k, n); half tiles
+// loaded transposed), at constant offsets.
+GGUF_MV_INLINE threadgroup const float *gguf_mm_weight_rows(threadgroup const float *wt, uint n) {
+    return wt + n;
+}
+GGUF_MV_INLINE threadgroup const half *gguf_mm_weight_rows(threadgroup const half *wt, uint n) {
+    return wt + n * GGUF_MM_K;
+}
+GGUF_MV_INLINE void gguf_mm_load_weights(thread simdgroup_float8x8 &b, threadgroup const float *rows, uint k8, uint j) {
+    simdgroup_load(b, rows + k8 * GGUF_MM_ROWS + j, GGUF_MM_ROWS);
+}
+GGUF_MV_INLINE void gguf_mm_load_weights(thread simdgroup_half8x8 &b, threadgroup const half *rows, uint k8, uint j) {
+    simdgroup_load(b, rows + j * GGUF_MM_K + k8, GGUF_MM_K, ulong2(0), true);
 }
 
 // Steps of GGUF_MM_K per unrolled group of gguf_mm_tile's K loop: a factored block longer than a step is
@@ -757,21 +821,23 @@ inline void gguf_mm_weights(gguf_factored_core<B, QK, PARTS, QUADS, RUNS, OFFSET
 
 // The multiply-accumulates of one step: per 8 elements of k, acc[4 i + j] += x rows sm + 8 i .. times weight
 // rows sn + 8 j ..; PARTIAL: only the 8-row blocks that hold a row below mr (uniform over the simdgroup).
-template <uint MT, bool PARTIAL>
-inline void gguf_mm_mma(threadgroup const float *wt, threadgroup const float *xt, uint sm, uint sn, uint mr,
+template <uint MT, bool PARTIAL, typename W>
+inline void gguf_mm_mma(threadgroup const W *wt, threadgroup const float *xt, uint sm, uint sn, uint mr,
                         thread simdgroup_float8x8 *acc) {
+    threadgroup const W *rows = gguf_mm_weight_rows(wt, sn);
+    threadgroup const float *xs = xt + sm * GGUF_MM_K;  // the simdgroup's x rows (constant offsets below)
 #pragma unroll
     for (uint k8 = 0; k8 < GGUF_MM_K; k8 += 8) {
-        simdgroup_float8x8 b[4];
+        simdgroup_matrix<W, 8, 8> b[4];
 #pragma unroll
         for (uint j = 0; j < 4; ++j) {
-            simdgroup_load(b[j], wt + k8 * GGUF_MM_ROWS + sn + 8 * j, GGUF_MM_ROWS);
+            gguf_mm_load_weights(b[j], rows, k8, 8 * j);
         }
 #pragma unroll
         for (uint i = 0; i < MT / 16; ++i) {
             if (!PARTIAL || sm + 8 * i < mr) {
                 simdgroup_float8x8 a;
-                simdgroup_load(a, xt + (sm + 8 * i) * GGUF_MM_K + k8, GGUF_MM_K);
+                simdgroup_load(a, xs + 8 * i * GGUF_MM_K + k8, GGUF_MM_K);
 #pragma unroll
                 for (uint j = 0; j < 4; ++j) {
                     simdgroup_multiply_accumulate(acc[4 * i + j], a, b[j], acc[4 * i + j]);
@@ -784,9 +850,9 @@ inline void gguf_mm_mma(threadgroup const float *wt, threadgroup const float *xt
 // One step of GGUF_MM_K elements from k0: the weight and x tiles, then GGUF_MM_K / 8 multiply-accumulates of
 // 8 x 8 x 8 per accumulator (acc[4 i + j]: x rows sm + 8 i .., weight rows sn + 8 j ..), in increasing k.
 // xoff: when k is a multiple of 4, where this thread's 4-vectors of x sit (gguf_mm_tile).
-template <uint STEP, uint MT, typename B, int QK, int S, typename CORE, typename X>
-inline void gguf_mm_step(device const uchar *w, uint n0, uint N, uint k, uint k0, device const X *x,
-                         threadgroup const uint *xrow, thread const ulong *xoff, uint mr, threadgroup float *wt,
+template <uint STEP, uint MT, typename B, int QK, int S, typename CORE, typename X, typename W>
+GGUF_MV_INLINE void gguf_mm_step(device const uchar *w, uint n0, uint N, uint k, uint k0, device const X *x,
+                         threadgroup const uint *xrow, thread const ulong *xoff, uint mr, threadgroup W *wt,
                          threadgroup float *xt, ushort tid, uint sm, uint sn, thread simdgroup_float8x8 *acc) {
     constexpr uint KT = GGUF_MM_K;
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the previous step's (or the caller's) reads are done
@@ -830,7 +896,7 @@ inline void gguf_mm_tile(device const uchar *w, uint n0, uint N, uint k, device 
     constexpr uint STEPS = gguf_mm_steps(CORE());
     static_assert(MT % 16 == 0 && GGUF_MM_SIMDGROUPS == 4 && NT == 64, "2 x 2 simdgroups of MT / 2 x 32");
     static_assert(STEPS == 1 || STEPS == 2 || STEPS == 4 || STEPS == 8, "a block is 1, 2, 4 or 8 steps");
-    threadgroup float *wt = tile;
+    threadgroup auto *wt = reinterpret_cast<threadgroup typename gguf_mm_tile_type<CORE>::type *>(tile);
     threadgroup float *xt = tile + KT * NT;
     const uint sm = (sg / 2) * (MT / 2);  // this simdgroup's x rows and weight rows within the tile
     const uint sn = (sg % 2) * 32;

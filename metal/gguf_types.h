@@ -76,7 +76,7 @@
 #define GGUF_MV_LAYOUT_nvfp4 8, 2, 1, 0
 #define GGUF_MV_LAYOUT_q1_0 8, 4, 1, 0
 #define GGUF_MV_LAYOUT_q2_0 8, 2, 1, 0
-#define GGUF_MV_LAYOUT_tq1_0 16, 4, 1, 0
+#define GGUF_MV_LAYOUT_tq1_0 8, 8, 1, 0
 #define GGUF_MV_LAYOUT_tq2_0 16, 4, 1, 0
 // Rows of x from which mul_mv takes GGUF_MV_WIDE_ROWS weight rows per simdgroup (launch.mv_wide_m).
 #define GGUF_MV_WIDE_M_f32 2u
@@ -155,7 +155,7 @@
 #define GGUF_MM_FACTORED_q2_0 1
 #define GGUF_MM_PART_GROUP_q2_0 8
 #define GGUF_MM_FACTORED_tq1_0 1
-#define GGUF_MM_PART_GROUP_tq1_0 16
+#define GGUF_MM_PART_GROUP_tq1_0 8
 #define GGUF_MM_FACTORED_tq2_0 1
 #define GGUF_MM_PART_GROUP_tq2_0 16
 

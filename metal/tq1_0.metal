@@ -63,38 +63,59 @@ GGUF_MV_INLINE uint gguf_mv_trit_field(uint fields, uint pow3) {
     return ((((fields * pow3) & 0x00FF00FFu) * 3u) + 0x7F007F00u) ^ 0x80008000u;
 }
 
-GGUF_MV_INLINE float4 gguf_mv_trits(uint even, uint odd, uint pow3) {
-    const char4 e = as_type<char4>(gguf_mv_trit_field(even, pow3));
-    const char4 o = as_type<char4>(gguf_mv_trit_field(odd, pow3));
+// The codes of 4 elements from the high bytes (1, 3) of the even and odd fields gguf_mv_trit_field makes.
+GGUF_MV_INLINE float4 gguf_mv_trit_codes(uint even, uint odd) {
+    const char4 e = as_type<char4>(even);
+    const char4 o = as_type<char4>(odd);
     return float4(float(e.y), float(o.y), float(e.w), float(o.w));
 }
 
-// The factored form of the mat-vec tier (launch.MV_FACTORED: 16 lanes per block, 4 quads, 1 run, no
+GGUF_MV_INLINE float4 gguf_mv_trits(uint even, uint odd, uint pow3) {
+    return gguf_mv_trit_codes(gguf_mv_trit_field(even, pow3), gguf_mv_trit_field(odd, pow3));
+}
+
+// Digits 0..4 of each byte of a word in order (codes q[0..4]), by the recurrence q_0 = x,
+// q_{n+1} = 3 q_n mod 256 (x 3^n mod 256 is the fraction whose top digit is digit n): the field
+// 3 q_n + 0x7F00 holds digit n + 0x7F in its high byte and q_{n+1} in its low byte, so one multiply-add serves
+// both (no power of 3 per digit, no separate mask before the multiplication).
+GGUF_MV_INLINE void gguf_mv_trits5(uint even, uint odd, thread float4 *q) {
+#pragma unroll
+    for (uint n = 0; n < 5; ++n) {
+        const uint e = even * 3u + 0x7F007F00u;
+        const uint o = odd * 3u + 0x7F007F00u;
+        q[n] = gguf_mv_trit_codes(e ^ 0x80008000u, o ^ 0x80008000u);
+        even = e & 0x00FF00FFu;
+        odd = o & 0x00FF00FFu;
+    }
+}
+
+// The factored form of the mat-vec tier (launch.MV_FACTORED: 8 lanes per block, 8 quads, 1 run, no
 // offset): w = a q with q = t - 1 and a = d, the exact product dequantize_tq1_0 computes. Quad j of part p
-// holds elements e = 64j + 4p .. + 3, read from 4 bytes at one digit: e < 160 (j < 2, or j = 2 and p < 8):
-// qs bytes 4(p % 8) .., digit e / 32; 160 <= e < 240: qs bytes 32 + 4(p % 4) .., digit (e - 160) / 16;
-// e >= 240 (j = 3, p >= 12): the qh bytes, digit p - 12. Blocks are 2-byte aligned (gguf_mv_word).
+// holds elements e = 32j + 4p .. + 3, read from 4 bytes at one digit: j < 5: qs bytes 4p .., digit j;
+// j = 5, 6 (160 <= e < 224): qs bytes 32 + 4(p % 4) .., digit 2(j - 5) + p / 4; j = 7: for p < 4 (e < 240)
+// those bytes at digit 4, else (e >= 240) the qh bytes at digit p - 4. So a lane reads 3 words per block
+// for 32 elements (the per-block loads, splits and loop work serve twice the elements of 4 quads).
+// Blocks are 2-byte aligned (gguf_mv_word).
 GGUF_MV_INLINE uint gguf_mv_quad(device const block_tq1_0 *, ushort part, uint j) {
-    return 64 * j + 4 * part;
+    return 32 * j + 4 * part;
 }
 
 GGUF_MV_INLINE void gguf_mv_codes(device const block_tq1_0 *b, ushort part, float, thread float4 *q,
                                   thread float *a, thread float *o) {
-    // Every lane loads three words (no branches): its first qs word (quads 0, 1, and 2 for p < 8),
-    // qs bytes 32 + 4 (p % 4) .. (quad 2 for p >= 8, quad 3 for p < 12) and, for quad 3, those bytes again or
-    // the qh bytes (p >= 12).
-    const uint hi = part / 8;
+    // Every lane loads three words (no branches): its own qs word, qs bytes 32 + 4 (p % 4) .. and, for
+    // quad 7, those bytes again (p < 4) or the qh bytes (p >= 4).
+    const uint hi = part / 4;
     device const uchar *tail = b->qs + 32 + 4 * (part % 4);
-    const uint first = gguf_mv_word(b->qs + 4 * (part % 8));
+    const uint first = gguf_mv_word(b->qs + 4 * part);
     const uint second = gguf_mv_word(tail);
-    const uint last = gguf_mv_word(part < 12 ? tail : b->qh);
+    const uint last = gguf_mv_word(part < 4 ? tail : b->qh);
     const uint first_even = first & 0x00FF00FFu, first_odd = (first >> 8) & 0x00FF00FFu;
-    const uint third = hi ? second : first;
+    const uint second_even = second & 0x00FF00FFu, second_odd = (second >> 8) & 0x00FF00FFu;
     const uint last_even = last & 0x00FF00FFu, last_odd = (last >> 8) & 0x00FF00FFu;
-    q[0] = gguf_mv_trits(first_even, first_odd, gguf_mv_pow3(hi));
-    q[1] = gguf_mv_trits(first_even, first_odd, gguf_mv_pow3(2 + hi));
-    q[2] = gguf_mv_trits(third & 0x00FF00FFu, (third >> 8) & 0x00FF00FFu, gguf_mv_pow3(hi ? (part % 8) / 4 : 4));
-    q[3] = gguf_mv_trits(last_even, last_odd, gguf_mv_pow3(part < 12 ? 2 + part / 4 : part - 12));
+    gguf_mv_trits5(first_even, first_odd, q);
+    q[5] = gguf_mv_trits(second_even, second_odd, gguf_mv_pow3(hi));
+    q[6] = gguf_mv_trits(second_even, second_odd, gguf_mv_pow3(2 + hi));
+    q[7] = gguf_mv_trits(last_even, last_odd, gguf_mv_pow3(hi ? part - 4 : 4));
     a[0] = float(b->d);
     o[0] = 0.0f;
 }

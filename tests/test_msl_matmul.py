@@ -149,7 +149,7 @@ MV_QUADS = {
     "NVFP4": lambda p, j: 16 * (p // 2) + 8 * j + 4 * (p % 2),
     "Q1_0": lambda p, j: 32 * j + 4 * p,
     "Q2_0": lambda p, j: 32 * j + 4 * p,
-    "TQ1_0": lambda p, j: 64 * j + 4 * p,
+    "TQ1_0": lambda p, j: 32 * j + 4 * p,
     "TQ2_0": lambda p, j: 64 * j + 4 * p,
 }
 
@@ -484,6 +484,31 @@ def test_error_bound_of_the_order_at_model_sizes(name):
             for mma_order in ("fma", "sequential", "pairwise"):
                 assert_within_bound(name, kernel_model(name, "mm", raw, w, x, bias, mma_order=mma_order), w, x,
                                     bias, "mm")
+
+
+def test_f16_matrix_tier_copies_half_tiles():
+    """F16 weights stay half in the matrix tier's tile (vector copies of 8 halves when a tile's 64 rows and a run
+    lie inside the matrix, else element by element): the model's bits for whole and edge tiles (N = 70), K a
+    multiple of 32, of 4 only (the last step's runs partly past K) and of neither, with subnormal halves, both
+    zeros and the largest half among the weights; mul_mm_id gathers the same tiles."""
+    rng = np.random.default_rng(43)
+    specials = np.array([0x0001, 0x8001, 0x03FF, 0x83FF, 0x0400, 0x0000, 0x8000, 0x7BFF, 0xFBFF], np.uint16)
+    for k in (37, 100, 96):  # the last one, 96, for mul_mm_id too
+        n, m = 70, 11
+        bits = rng.standard_normal((n, k)).astype(np.float16).view(np.uint16)
+        bits.flat[rng.choice(n * k, 200, replace=False)] = rng.choice(specials, 200)
+        raw = bits.view(np.uint8).reshape(n, 2 * k)
+        w = bits.view(np.float16).astype(np.float32)
+        x = activations(m, k, torch.float32, rng)
+        for schedule in ("forward", "reverse"):
+            got = run_linear("F16", raw, x, kind="mm", schedule=schedule, check_uninitialized=True)
+            testing.assert_bits_equal(got, torch.from_numpy(model_mm(w, x.numpy())), f"F16 mm K={k} {schedule}")
+        assert_within_bound("F16", got.numpy(), w, x.numpy(), None, "mm")
+    raw3 = np.stack([raw, raw[::-1].copy()])
+    ids = np.array([[1], [0], [1]] * 4, np.int64)
+    x3 = activations(12, k, torch.float32, rng).reshape(12, 1, k)
+    got = run_mul_mat_id("F16", raw3, x3, ids, kind="mm_id")
+    check_slots("F16", got, ids, raw3, np.stack([w, w[::-1].copy()]), x3.numpy(), 1, "mm_id")
 
 
 # ---- batch invariance, mul_mat_id ---------------------------------------------------------------------

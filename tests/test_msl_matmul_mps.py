@@ -91,6 +91,26 @@ def test_linear_on_mps(name, path):
 
 
 @pytest.mark.parametrize("path", ["jit", "built"])
+def test_f16_subnormal_weights_on_mps(path):
+    """F16 weights that are all half subnormals (the matrix tier keeps them half, as simdgroup_half8x8 operands
+    against float x): a GPU that flushed them, or multiplied in half, would miss the bound by far."""
+    paths = _paths()
+    if path not in paths:
+        pytest.skip(f"{path} path unavailable")
+    _, mul_mat_vec, _ = paths[path]
+    rng = np.random.default_rng(5)
+    n, k = 70, 256
+    signs = rng.integers(0, 2, size=(n, k), dtype=np.uint16) << 15
+    bits = rng.integers(1, 0x400, size=(n, k), dtype=np.uint16) | signs
+    raw = torch.from_numpy(bits.view(np.uint8).reshape(n, 2 * k).copy())
+    w64 = torch.from_numpy(bits.view(np.float16).astype(np.float64))
+    x = torch.randn(40, k).to("mps")
+    for m in (40, 8, 1):
+        got = mul_mat_vec(raw.to("mps"), x[:m], resolve("F16").id, n)
+        assert _bound_ok("F16", got, w64, x[:m], raw=None if m > 8 else raw), f"M={m}"
+
+
+@pytest.mark.parametrize("path", ["jit", "built"])
 @pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "Q6_K", "IQ4_XS", "MXFP4", "F16"])
 def test_mul_mat_id_on_mps(name, path):
     paths = _paths()
