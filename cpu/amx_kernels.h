@@ -19,9 +19,10 @@
 //   C     = +0, then for chunk g = 0, 1, ... and each part p (high first): C = TDPBF16PS(C, part p of chunk g,
 //           x of chunk g) (exact products; x and weight parts below 2^-126 count as zero; the hardware adds C
 //           once to the instruction's sum of products, probed: see the bound);
-//   O     = (offset types: Q4_1, Q5_1) fma(m_g, X_g, O) per chunk g in increasing order, from +0, X_g the chunk's
-//           sum of x (as the mat-vec tier computes it);
-//   y     = C [+ O] [+ bias].
+//           (offset types: Q4_1, Q5_1) after each step of 8 chunks (PARTS_STEP), C = TDPBF16PS(C, m, X) twice:
+//           the step's offsets m_g (f16, exact as 2 bfloat16 parts) by the 3 exact bfloat16 parts of X_g, the
+//           chunk's sum of x (as the mat-vec tier computes it), every pair of parts once (see parts_offset_row);
+//   y     = C [+ bias].
 //
 // Factored order (256-element super-block types): every chunk scale of a block is a = d s, d the block's f16
 // scale and s a small multiple of 1/8, so the code c = s q is exact in Factored<F> (1 or 2) bfloat16 parts; for
@@ -38,7 +39,8 @@ namespace gguf_mv_avx512bf16 {
 
 namespace amx {
 
-// Which sums of x an order takes for types with offsets: per chunk (parts order) or per block as parts (factored).
+// How an order groups the sums of x of types with offsets into B tiles: per step of PARTS_STEP chunks, each
+// chunk's sum twice (parts order: one for each part of m_g), or per 256-element block (factored order).
 enum class Sums { chunks, blocks };
 
 constexpr int FEATURES = 16;     // output features per A tile (its rows)
@@ -74,15 +76,14 @@ inline void configure_parts() {
 
 // One job's x as B tiles of 16 rows of x (zero rows pad the last, and a zero tile an odd count): per tile t and
 // chunk g, 16 pairs x 16 rows, word bx[((t * chunks + g) * 16 + k) * 16 + r] = elements 32g + 2k, 32g + 2k + 1 of
-// row 16t + r; for offset types the B tiles of their sums' parts, xp (see offset_tiles). Tile rows are 64 bytes
+// row 16t + r; for offset types the B tiles of their sums' parts, xp (see offset_tiles; the parts order's per step
+// of PARTS_STEP chunks, the factored order's per block). Tile rows are 64 bytes
 // apart whatever M: narrower strides make the tile loads and stores 3 times slower here.
 struct Job {
     const MatvecJob *job;
     int64_t tiles, chunks, groups;
     std::vector<uint32_t> bx;
     std::vector<uint32_t> xp;
-    std::vector<float> xs;  // parts order with offsets: per tile and chunk, the 16 rows' sums of x
-    std::vector<Vec> ofs;   // ... and per (group, tile) the offset sums O, as acc
     std::vector<Vec> acc;     // per (group, tile): 16 vectors (parts order: a C tile) carried between passes
 };
 
@@ -223,14 +224,32 @@ template <> struct Parts<MXFP4> : std::integral_constant<int, 1> {};
 template <> struct Parts<NVFP4> : std::integral_constant<int, 1> {};
 
 constexpr int PARTS_STEP = 8;  // chunks per step of a pass: two groups' decoded parts (up to 48 KB) stay near L1
+constexpr int PARTS_OFFSET_TILES = 2;  // offset products per step (Q4_1, Q5_1: parts_offset_row)
 
 // One step's weights of two groups of 16 features: w[((group * PARTS_STEP + g) * P + p) * 16 + f] = part p of
 // chunk g of feature f.
-// Offset types (Q4_1, Q5_1): m[group * PARTS_STEP + g] lane f = chunk g's offset m of feature f.
+// Offset types (Q4_1, Q5_1): m[group][o] the offsets' A tile o (row f: feature f's entries, parts_offset_row).
 struct PartWeights {
-    std::vector<Vec> w, m;
-    explicit PartWeights(int parts) : w(2 * PARTS_STEP * parts * FEATURES), m(2 * PARTS_STEP) {}
+    std::vector<Vec> w;
+    Vec m[2][2][FEATURES];
+    explicit PartWeights(int parts) : w(2 * PARTS_STEP * parts * FEATURES) {}
 };
+
+// Offsets of the parts order: per step, entry e = 16 q + 8 p + g of the A tiles (row f) is part p of feature f's
+// m_g, of the B tiles (row r) part q of X_g (row r's sum over chunk g; Job::xp), so two TDPBF16PS add every
+// product of a part of m_g by a part of X_g (exact products; 48 entries, then zeros). m: the step's offsets
+// (0 past its chunks).
+inline void parts_offset_row(const float (&m)[PARTS_STEP], Vec (&row)[2]) {
+    const __m256 v = _mm256_loadu_ps(m);
+    const __m256i top = _mm256_set1_epi32(int(0xFFFF0000u));
+    const __m256 hi = _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(v), top));
+    const __m256 lo = _mm256_sub_ps(v, hi);  // exact: an f16 value has 11 significant bits
+    const __m128i h = _mm256_cvtepi32_epi16(_mm256_srli_epi32(_mm256_castps_si256(hi), 16));
+    const __m128i l = _mm256_cvtepi32_epi16(_mm256_srli_epi32(_mm256_castps_si256(lo), 16));
+    const __m256i hl = _mm256_inserti128_si256(_mm256_castsi128_si256(h), l, 1);
+    _mm512_store_si512(row[0].v, _mm512_inserti64x4(_mm512_castsi256_si512(hl), hl, 1));
+    _mm512_store_si512(row[1].v, _mm512_inserti64x4(_mm512_castsi256_si512(hl), _mm256_setzero_si256(), 1));
+}
 
 // The P bfloat16 parts of v = a * q (lane i of a scales codes 2i, 2i + 1), high first, P * 16 vectors apart.
 template <int P>
@@ -255,6 +274,7 @@ void decode_parts(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, cons
     for (int f = 0; f < FEATURES; ++f) {
         const int64_t n = std::min(n0 + f, job.N - 1);
         const typename F::Block *blocks = reinterpret_cast<const typename F::Block *>(job.w + n * job.row_bytes);
+        float m[PARTS_STEP] = {};
         for (int64_t i = g0 / F::CH; i * F::CH < g1; ++i) {
             const typename F::Block *b = blocks + i;
             prefetch_ahead(b);
@@ -262,8 +282,13 @@ void decode_parts(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, cons
             for (int c = int(std::max<int64_t>(0, g0 - i * F::CH)); c < F::CH && i * F::CH + c < g1; ++c) {
                 const int64_t g = h * PARTS_STEP + i * F::CH + c - g0;
                 split<P>(chunk_codes<F>(b, c, table, s), F::chunk_scale(s, c), &wt.w[g * P * FEATURES + f]);
-                if constexpr (F::OFFSET) wt.m[g].v[f] = table.scales->half[b->m.bits];
+                if constexpr (F::OFFSET) m[i * F::CH + c - g0] = table.scales->half[b->m.bits];
             }
+        }
+        if constexpr (F::OFFSET) {
+            Vec row[2];
+            parts_offset_row(m, row);
+            wt.m[h][0][f] = row[0], wt.m[h][1][f] = row[1];
         }
     }
 }
@@ -290,11 +315,29 @@ __attribute__((always_inline)) inline void tile_products_2x2(const Vec *w0, cons
     }
 }
 
-// Chunks [0, chunks) of one step for two groups (A parts w0, w1) by two tiles of x (B: b0, b1): the four C tiles
-// from +0 (first step) or loaded from c[0..3], and stored back there.
-template <int P>
-void tiles_2x2(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t *b1, int64_t chunks, bool first,
-               float *const c[4]) {
+// C tiles 0-3 += OT offset products of two groups' A tiles (m0, m1) by two tiles of x's sums (B: x0, x1).
+template <int OT>
+__attribute__((always_inline)) inline void tile_offset_products(const Vec (*m0)[FEATURES], const Vec (*m1)[FEATURES],
+                                                                const uint32_t *x0, const uint32_t *x1) {
+    for (int k = 0; k < OT; ++k) {
+        _tile_loadd(6, x0 + k * 256, 64);
+        _tile_loadd(7, x1 + k * 256, 64);
+        _tile_loadd(4, m0[k][0].v, 64);
+        _tile_loadd(5, m1[k][0].v, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+}
+
+// Chunks [0, chunks) of one step for two groups (A parts w0, w1) by two tiles of x (B: b0, b1), then OT offset
+// products (A: m0, m1; B: x0, x1): the four C tiles from +0 (first step) or loaded from c[0..3], and stored back
+// there.
+template <int P, int OT>
+void tiles_2x2(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t *b1, int64_t chunks,
+               const Vec (*m0)[FEATURES], const Vec (*m1)[FEATURES], const uint32_t *x0, const uint32_t *x1,
+               bool first, float *const c[4]) {
     asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
     if (first) {
         _tile_zero(0);
@@ -308,6 +351,7 @@ void tiles_2x2(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t 
         _tile_loadd(3, c[3], 64);
     }
     tile_products_2x2<P>(w0, w1, b0, b1, chunks);
+    tile_offset_products<OT>(m0, m1, x0, x1);
     _tile_stored(0, c[0], 64);
     _tile_stored(1, c[1], 64);
     _tile_stored(2, c[2], 64);
@@ -319,39 +363,21 @@ void tiles_2x2(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t 
 // y = C [+ bias].
 template <typename F>
 void pair_step(Job &jb, int64_t pair, int64_t g0, int64_t g1, const Tables &table, PartWeights &wt) {
-    constexpr int P = Parts<F>::value;
+    constexpr int P = Parts<F>::value, OT = F::OFFSET ? PARTS_OFFSET_TILES : 0;
     const MatvecJob &job = *jb.job;
     for (int h = 0; h < 2; ++h) decode_parts<F>(job, (2 * pair + h) * FEATURES, g0, g1, table, wt, h);
-    const int64_t tiles = (jb.tiles + 1) / 2 * 2;
+    const int64_t tiles = (jb.tiles + 1) / 2 * 2, steps = (jb.chunks + PARTS_STEP - 1) / PARTS_STEP;
     const auto acc = [&](int h, int64_t t) { return jb.acc[((2 * pair + h) * tiles + t) * 16].v; };
+    const auto x_parts = [&](int64_t t) { return jb.xp.data() + (t * steps + g0 / PARTS_STEP) * OT * 256; };
     for (int64_t t = 0; t < tiles; t += 2) {
         float *const c[4] = {acc(0, t), acc(0, t + 1), acc(1, t), acc(1, t + 1)};
-        tiles_2x2<P>(wt.w.data(), &wt.w[PARTS_STEP * P * FEATURES], jb.bx.data() + (t * jb.chunks + g0) * 256,
-                     jb.bx.data() + ((t + 1) * jb.chunks + g0) * 256, g1 - g0, g0 == 0, c);
-        // Offset types: O = fma(m_g, X_g, O) per chunk in increasing order, from +0 (16 rows of feature n in O[n]).
-        for (int h = 0; h < 2 && F::OFFSET; ++h) {
-            for (int64_t e = 0; e < 2; ++e) {
-                Vec *o = &jb.ofs[((2 * pair + h) * tiles + t + e) * 16];
-                const float *xs = jb.xs.data() + ((t + e) * jb.chunks + g0) * 16;
-#pragma GCC unroll 16
-                for (int n = 0; n < 16; ++n) {
-                    __m512 a = g0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(o[n].v);
-                    for (int64_t g = 0; g < g1 - g0; ++g) {
-                        a = _mm512_fmadd_ps(_mm512_set1_ps(wt.m[h * PARTS_STEP + g].v[n]), _mm512_load_ps(xs + 16 * g), a);
-                    }
-                    _mm512_store_ps(o[n].v, a);
-                }
-            }
-        }
+        tiles_2x2<P, OT>(wt.w.data(), &wt.w[PARTS_STEP * P * FEATURES], jb.bx.data() + (t * jb.chunks + g0) * 256,
+                         jb.bx.data() + ((t + 1) * jb.chunks + g0) * 256, g1 - g0, wt.m[0], wt.m[1], x_parts(t),
+                         x_parts(t + 1), g0 == 0, c);
         if (g1 < jb.chunks) continue;
         for (int h = 0; h < 2; ++h) {
             for (int64_t tt = t; tt < std::min(t + 2, jb.tiles); ++tt) {
-                float *y = acc(h, tt);
-                if constexpr (F::OFFSET) {  // y = C + O
-                    const Vec *o = &jb.ofs[((2 * pair + h) * tiles + tt) * 16];
-                    for (int n = 0; n < 16; ++n) _mm512_store_ps(y + 16 * n, _mm512_add_ps(_mm512_load_ps(y + 16 * n), _mm512_load_ps(o[n].v)));
-                }
-                store(job, 2 * pair + h, tt, reinterpret_cast<const Vec *>(y));
+                store(job, 2 * pair + h, tt, reinterpret_cast<const Vec *>(acc(h, tt)));
             }
         }
     }
@@ -507,16 +533,7 @@ void tiles_block(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_
         _tile_zero(1);
         _tile_zero(2);
         _tile_zero(3);
-        for (int k = 0; k < OT; ++k) {
-            _tile_loadd(6, x0 + k * 256, 64);
-            _tile_loadd(7, x1 + k * 256, 64);
-            _tile_loadd(4, m0[k][0].v, 64);
-            _tile_loadd(5, m1[k][0].v, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
-        }
+        tile_offset_products<OT>(m0, m1, x0, x1);
         _tile_stored(0, o[0], 64);
         _tile_stored(1, o[1], 64);
         _tile_stored(2, o[2], 64);
@@ -684,32 +701,31 @@ inline void prepare(Job &jb, Sums sums) {
     jb.groups = (job.N + FEATURES - 1) / FEATURES;
     const int64_t tiles = (jb.tiles + 1) / 2 * 2, groups = (jb.groups + 1) / 2 * 2;
     jb.bx.assign(size_t(tiles * jb.chunks * 256), 0);
-    // Types with offsets: the parts order's chunk sums (xs, ofs), or the factored order's per block U = 256 / span
-    // sums of x, 3 parts each (xp).
+    // Types with offsets: 3 parts each of U sums of x per unit (xp): the parts order's steps of PARTS_STEP chunks
+    // (U = 16: each chunk's sum for both parts of m_g, zero past the last chunk), or the factored order's blocks
+    // (U = 256 / span).
     const bool chunk_sums = job.sum_rows && sums == Sums::chunks;
-    const int64_t blocks = job.K / 256, U = job.sum_rows && !chunk_sums ? 256 / offset_span(job.qtype) : 0;
+    const int64_t units = chunk_sums ? (jb.chunks + PARTS_STEP - 1) / PARTS_STEP : job.K / 256;
+    const int64_t U = !job.sum_rows ? 0 : chunk_sums ? 2 * PARTS_STEP : 256 / offset_span(job.qtype);
     const int64_t OT = (3 * U + 31) / 32;
-    jb.xp.assign(size_t(tiles * blocks * OT * 256), 0);
-    if (chunk_sums) {
-        jb.xs.assign(size_t(tiles * jb.chunks * 16), 0.0f);
-        jb.ofs.resize(size_t(groups * tiles * 16));
-    }
+    jb.xp.assign(size_t(tiles * units * OT * 256), 0);
     at::parallel_for(0, jb.tiles, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
             for (int64_t m = 16 * t; m < std::min(job.M, 16 * t + 16); ++m) {
                 const uint32_t *src = static_cast<const uint32_t *>(job.x_rows[m]);
                 uint32_t *dst = jb.bx.data() + t * jb.chunks * 256 + m % 16;
                 for (int64_t p = 0; p < jb.chunks * 16; ++p) dst[16 * p] = src[p];
-                for (int64_t g = 0; g < jb.chunks && chunk_sums; ++g) jb.xs[(t * jb.chunks + g) * 16 + m % 16] = job.sum_rows[m][g];
                 uint16_t *xp = reinterpret_cast<uint16_t *>(jb.xp.data());
-                for (int64_t i = 0; i < blocks && U > 0; ++i) {
+                for (int64_t i = 0; i < units && U > 0; ++i) {
                     for (int64_t j = 0; j < U; ++j) {
-                        float rest = job.sum_rows[m][i * U + j];
+                        const int64_t g = i * PARTS_STEP + j % PARTS_STEP;  // chunk_sums: entry j's chunk
+                        if (chunk_sums && g >= jb.chunks) continue;
+                        float rest = job.sum_rows[m][chunk_sums ? g : i * U + j];
                         for (int64_t p = 0; p < 3; ++p) {  // the next 8 significant bits: the parts sum to X
                             const uint32_t part = as_type<uint32_t>(rest) & 0xFFFF0000u;
                             rest = rest - as_type<float>(part);
                             const int64_t e = p * U + j;
-                            xp[2 * ((((t * blocks + i) * OT + e / 32) * 16 + e % 32 / 2) * 16 + m % 16) + e % 2] =
+                            xp[2 * ((((t * units + i) * OT + e / 32) * 16 + e % 32 / 2) * 16 + m % 16) + e % 2] =
                                 uint16_t(part >> 16);
                         }
                     }

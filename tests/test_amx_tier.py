@@ -41,7 +41,8 @@ def amx_n(name, K: int, bias: bool = False) -> int:
     """The type's AMX order's n. Scaled order: up to 31 roundings inside a chunk's TDPBF16PS, one per accumulation
     step after it (K / 32 chunks), 1 for the decoded weight's own rounding. Parts order: up to 32 inside a
     product's own TDPBF16PS, 2 in each later one (C enters once: test_parts_order_adds_c_once; P K / 32
-    instructions), 1 for the decoded weight, 1 adding the offsets' sum (Q4_1, Q5_1: its K / 32 + 5 are fewer).
+    instructions, and for Q4_1, Q5_1 2 per step of 256 elements adding the offsets' products), 1 for the decoded
+    weight, 5 in each sum of x (the offsets' X_g).
     Factored order: a block's C (8 P instructions: 32 + 16 P), then per
     block one fma by d and one fnmadd of the offsets (K / 256 blocks), 1 for the decoded weight; the offset sum O
     (up to 2 instructions: 34, 5 in each sum of x) stays below that."""
@@ -50,6 +51,8 @@ def amx_n(name, K: int, bias: bool = False) -> int:
         n = 34 + 16 * FACTORED[name] + 2 * K // 256
     else:
         n = 34 + PARTS[name] * K // 16 if name in PARTS else 32 + K // 16
+        if name in ("Q4_1", "Q5_1"):
+            n += 4 + 4 * math.ceil(K / 256)
     return n + (1 if bias else 0)
 
 
