@@ -160,27 +160,6 @@ def test_matvec_rows_are_the_amx_tiers(name):
 
 
 @needs_amx
-@pytest.mark.parametrize("name", ["Q4_K", "Q8_0", "Q6_K"])
-def test_mul_mat_id_slots_stay_in_the_matvec_tier(name):
-    """Every slot equals its row alone (the mat-vec tier), also for an expert that gets more than 16 slots."""
-    k = hub_kernel()
-    E, N, K, T, Uu = 4, 20, 256, 24, 3
-    t = resolve(name)
-    raw = testing.random_blocks(name, E * N * K // t.block_elems, np.random.default_rng(11))
-    blocks = torch.from_numpy(raw.reshape(E, N, -1))
-    x = torch.randn(T, K).to(torch.bfloat16)
-    ids = torch.zeros(T, Uu, dtype=torch.int32)
-    ids[:, 1:] = torch.randint(0, E, (T, Uu - 1), generator=torch.Generator().manual_seed(2), dtype=torch.int32)
-    y = k.mul_mat_id(blocks, x, ids, name, N)
-    for tt in range(T):
-        for u in range(Uu):
-            want = torch.from_numpy(model_matvec(x[tt:tt + 1], blocks[ids[tt, u]], name)[0])
-            testing.assert_bits_equal(y[tt, u], want, f"slot {tt},{u}")
-    alone = k.mul_mat_id(blocks, x[4:5], ids[4:5], name, N)
-    testing.assert_bits_equal(alone[0], y[4], "token alone")
-
-
-@needs_amx
 @pytest.mark.parametrize("name", ["Q8_0", "Q6_K", "Q4_0"])
 def test_subnormal_activations_count_as_zero(name):
     """bfloat16 x below 2^-126 counts as zero in TDPBF16PS (types without offsets: no sum of x)."""
