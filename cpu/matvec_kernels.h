@@ -235,6 +235,17 @@ inline __m512i k_nibbles(const uchar *qs, int c) {
     return c % 2 ? _mm512_srli_epi16(w, 4) : _mm512_and_si512(w, _mm512_set1_epi16(0xF));
 }
 
+// Q4_K chunk c as nibble indices (NibbleIndices): lane i of the 16 words at qs[32 (c / 2)] widened to 32 bits
+// holds elements 2i (bits 0-7) and 2i + 1 (bits 8-15); chunk c takes the low (c even) or high nibbles, so one
+// widening serves chunks c and c + 1. vpermps reads bits 0-3 of an index: a byte shift (shuffle port) brings
+// bits 8-15 down, and only the high nibbles take a shift on the port of the multiplies and FMAs.
+inline NibbleIndices k_nibble_indices(const uchar *qs, int c) {
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * (c / 2))));
+    const __m512i odd = _mm512_bsrli_epi128(v, 1);
+    if (c % 2 == 0) return {v, odd};
+    return {_mm512_srli_epi32(v, 4), _mm512_srli_epi32(odd, 4)};
+}
+
 struct Q4_K {
     using Block = block_q4_k;
     static constexpr int QK = 256, CH = 8;
@@ -244,6 +255,13 @@ struct Q4_K {
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
     static __m512i codes(const Block *b, int c, const Tables &t) {
         return _mm512_permutexvar_epi16(k_nibbles(b->qs, c), t.lo);
+    }
+    // The table a * {0..15} (one multiply), then two vpermps: where codes() cost a vpermw, the even/odd split
+    // and two multiplies.
+    static ChunkWeights weights(const Block *b, int c, const Tables &t, const Scales &s) {
+        const __m512 scaled = _mm512_mul_ps(_mm512_set1_ps(s.a[c]), table_values16(t.lo));
+        const NibbleIndices n = k_nibble_indices(b->qs, c);
+        return {_mm512_permutexvar_ps(n.even, scaled), _mm512_permutexvar_ps(n.odd, scaled)};
     }
     static Tables tables() {
         static constexpr IotaTable<0, 32> v;
@@ -263,6 +281,21 @@ struct Q5_K {
         const __m512i q = k_nibbles(b->qs, c);
         const __mmask32 fifth = _mm512_test_epi16_mask(widen32(b->qh), _mm512_set1_epi16(int16_t(1 << c)));
         return _mm512_permutexvar_epi16(_mm512_mask_add_epi16(q, fifth, q, _mm512_set1_epi16(16)), t.lo);
+    }
+    // The tables a * {0..15} and a * {16..31} (two multiplies), the index nibble + 16 * bit (the bit moved from
+    // qh by one shift and merged by one ternary logic) for both elements of lane i, then two vpermt2ps.
+    static ChunkWeights weights(const Block *b, int c, const Tables &t, const Scales &s) {
+        const __m512 a = _mm512_set1_ps(s.a[c]);
+        const __m512 lo = _mm512_mul_ps(a, table_values16(t.lo));
+        const __m512 hi = _mm512_mul_ps(a, table_values16(_mm512_shuffle_i64x2(t.lo, t.lo, 0xEE)));
+        // Lane i: qs[2i] (element 2i) in bits 0-7 and qs[2i + 1] in bits 8-15, qh[2i] and qh[2i + 1] alike.
+        const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b->qs + 32 * (c / 2))));
+        const __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b->qh)));
+        const __m512i fifth = c < 4 ? _mm512_slli_epi32(h, 4 - c) : _mm512_srli_epi32(h, c - 4);  // bit c to 4, 12
+        // Bits 0-3 and 8-11 the nibbles, bits 4 and 12 the fifth bits (vpermt2ps reads bits 0-4).
+        const __m512i u = _mm512_ternarylogic_epi32(_mm512_set1_epi32(0x0F0F), c % 2 ? _mm512_srli_epi32(v, 4) : v,
+                                                    fifth, 0xCA);  // mask ? nibbles : fifth, bitwise
+        return {_mm512_permutex2var_ps(lo, u, hi), _mm512_permutex2var_ps(lo, _mm512_bsrli_epi128(u, 1), hi)};
     }
     static Tables tables() { return Q4_K::tables(); }
 };
@@ -289,6 +322,23 @@ struct Q6_K {
         const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(widen32(b->qh + 32 * h), 2 * k), _mm512_set1_epi16(3));
         const __m512i q = _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));
         return _mm512_permutex2var_epi16(t.lo, q, t.hi);
+    }
+    // The 6-bit codes q as float32 without a table: 2^23 + q is the float with bits 0x4B000000 | q, and
+    // subtracting 2^23 + 32 leaves q - 32 (exact), where codes() cost a vpermt2w, a shift and a mask.
+    static ChunkWeights weights(const Block *b, int c, const Tables &, const Scales &s) {
+        const int h = c / 4, k = c % 4;
+        // Lane i: element 2i's bits in bits 0-7, element 2i + 1's in bits 8-15.
+        const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b->ql + 64 * h + 32 * (k % 2))));
+        const __m512i qh = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b->qh + 32 * h)));
+        const __m512i hi = k < 2 ? _mm512_slli_epi32(qh, 4 - 2 * k) : k == 2 ? qh : _mm512_srli_epi32(qh, 2);
+        // Bits 0-3 and 8-11 the low bits of the codes, bits 4-5 and 12-13 their high bits (the rest: junk).
+        const __m512i q = _mm512_ternarylogic_epi32(_mm512_set1_epi32(0x0F0F), k < 2 ? w : _mm512_srli_epi32(w, 4), hi, 0xCA);
+        const __m512i six = _mm512_set1_epi32(0x3F), magic = _mm512_set1_epi32(0x4B000000);
+        const __m512 bias = _mm512_set1_ps(8388608.0f + 32.0f);
+        const __m512 even = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(q, six, magic, 0xEA)), bias);
+        const __m512 odd = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_bsrli_epi128(q, 1), six, magic, 0xEA)), bias);
+        const __m512 a = pair_scale(s.a, c);
+        return {_mm512_mul_ps(a, even), _mm512_mul_ps(a, odd)};
     }
     static Tables tables() {
         static constexpr IotaTable<32, 64> v;
