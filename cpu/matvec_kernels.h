@@ -235,6 +235,22 @@ inline __m512i k_nibbles(const uchar *qs, int c) {
     return c % 2 ? _mm512_srli_epi16(w, 4) : _mm512_and_si512(w, _mm512_set1_epi16(0xF));
 }
 
+// The 16 words at q widened to 32 bits: lane i holds q[2i] (bits 0-7) and q[2i + 1] (bits 8-15).
+inline __m512i word_pairs(const uchar *q) {
+    return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(q)));
+}
+
+// Q4_K chunk c as nibble indices (NibbleIndices): lane i of the 16 words at qs[32 (c / 2)] widened to 32 bits
+// holds elements 2i (bits 0-7) and 2i + 1 (bits 8-15); chunk c takes the low (c even) or high nibbles, so one
+// widening serves chunks c and c + 1. vpermps reads bits 0-3 of an index: a byte shift (shuffle port) brings
+// bits 8-15 down, and only the high nibbles take a shift on the port of the multiplies and FMAs.
+inline NibbleIndices k_nibble_indices(const uchar *qs, int c) {
+    const __m512i v = word_pairs(qs + 32 * (c / 2));
+    const __m512i odd = _mm512_bsrli_epi128(v, 1);
+    if (c % 2 == 0) return {v, odd};
+    return {_mm512_srli_epi32(v, 4), _mm512_srli_epi32(odd, 4)};
+}
+
 struct Q4_K {
     using Block = block_q4_k;
     static constexpr int QK = 256, CH = 8;
@@ -244,6 +260,13 @@ struct Q4_K {
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
     static __m512i codes(const Block *b, int c, const Tables &t) {
         return _mm512_permutexvar_epi16(k_nibbles(b->qs, c), t.lo);
+    }
+    // The table a * {0..15} (one multiply), then two vpermps: where codes() cost a vpermw, the even/odd split
+    // and two multiplies.
+    static ChunkWeights weights(const Block *b, int c, const Tables &t, const Scales &s) {
+        const __m512 scaled = _mm512_mul_ps(_mm512_set1_ps(s.a[c]), table_values16(t.lo));
+        const NibbleIndices n = k_nibble_indices(b->qs, c);
+        return {_mm512_permutexvar_ps(n.even, scaled), _mm512_permutexvar_ps(n.odd, scaled)};
     }
     static Tables tables() {
         static constexpr IotaTable<0, 32> v;
@@ -263,6 +286,21 @@ struct Q5_K {
         const __m512i q = k_nibbles(b->qs, c);
         const __mmask32 fifth = _mm512_test_epi16_mask(widen32(b->qh), _mm512_set1_epi16(int16_t(1 << c)));
         return _mm512_permutexvar_epi16(_mm512_mask_add_epi16(q, fifth, q, _mm512_set1_epi16(16)), t.lo);
+    }
+    // The tables a * {0..15} and a * {16..31} (two multiplies), the index nibble + 16 * bit (the bit moved from
+    // qh by one shift and merged by one ternary logic) for both elements of lane i, then two vpermt2ps.
+    static ChunkWeights weights(const Block *b, int c, const Tables &t, const Scales &s) {
+        const __m512 a = _mm512_set1_ps(s.a[c]);
+        const __m512 lo = _mm512_mul_ps(a, table_values16(t.lo));
+        const __m512 hi = _mm512_mul_ps(a, table_values16(_mm512_shuffle_i64x2(t.lo, t.lo, 0xEE)));
+        // Lane i: qs[2i] (element 2i) in bits 0-7 and qs[2i + 1] in bits 8-15, qh[2i] and qh[2i + 1] alike.
+        const __m512i v = word_pairs(b->qs + 32 * (c / 2));
+        const __m512i h = word_pairs(b->qh);
+        const __m512i fifth = c < 4 ? _mm512_slli_epi32(h, 4 - c) : _mm512_srli_epi32(h, c - 4);  // bit c to 4, 12
+        // Bits 0-3 and 8-11 the nibbles, bits 4 and 12 the fifth bits (vpermt2ps reads bits 0-4).
+        const __m512i u = _mm512_ternarylogic_epi32(_mm512_set1_epi32(0x0F0F), c % 2 ? _mm512_srli_epi32(v, 4) : v,
+                                                    fifth, 0xCA);  // mask ? nibbles : fifth, bitwise
+        return {_mm512_permutex2var_ps(lo, u, hi), _mm512_permutex2var_ps(lo, _mm512_bsrli_epi128(u, 1), hi)};
     }
     static Tables tables() { return Q4_K::tables(); }
 };
@@ -289,6 +327,23 @@ struct Q6_K {
         const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(widen32(b->qh + 32 * h), 2 * k), _mm512_set1_epi16(3));
         const __m512i q = _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));
         return _mm512_permutex2var_epi16(t.lo, q, t.hi);
+    }
+    // The 6-bit codes q as float32 without a table: 2^23 + q is the float with bits 0x4B000000 | q, and
+    // subtracting 2^23 + 32 leaves q - 32 (exact), where codes() cost a vpermt2w, a shift and a mask.
+    static ChunkWeights weights(const Block *b, int c, const Tables &, const Scales &s) {
+        const int h = c / 4, k = c % 4;
+        // Lane i: element 2i's bits in bits 0-7, element 2i + 1's in bits 8-15.
+        const __m512i w = word_pairs(b->ql + 64 * h + 32 * (k % 2));
+        const __m512i qh = word_pairs(b->qh + 32 * h);
+        const __m512i hi = k < 2 ? _mm512_slli_epi32(qh, 4 - 2 * k) : k == 2 ? qh : _mm512_srli_epi32(qh, 2);
+        // Bits 0-3 and 8-11 the low bits of the codes, bits 4-5 and 12-13 their high bits (the rest: junk).
+        const __m512i q = _mm512_ternarylogic_epi32(_mm512_set1_epi32(0x0F0F), k < 2 ? w : _mm512_srli_epi32(w, 4), hi, 0xCA);
+        const __m512i six = _mm512_set1_epi32(0x3F), magic = _mm512_set1_epi32(0x4B000000);
+        const __m512 bias = _mm512_set1_ps(8388608.0f + 32.0f);
+        const __m512 even = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(q, six, magic, 0xEA)), bias);
+        const __m512 odd = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_bsrli_epi128(q, 1), six, magic, 0xEA)), bias);
+        const __m512 a = pair_scale(s.a, c);
+        return {_mm512_mul_ps(a, even), _mm512_mul_ps(a, odd)};
     }
     static Tables tables() {
         static constexpr IotaTable<32, 64> v;
@@ -356,6 +411,18 @@ inline __m512i k_crumbs(const uchar *qs, int c) {
     return _mm512_and_si512(_mm512_srli_epi16(widen32(qs + 32 * (c / 4)), 2 * (c % 4)), _mm512_set1_epi16(3));
 }
 
+// Chunks of 16-element sub-blocks and codes of up to 3 bits (Q2_K, Q3_K): a 16-entry float32 table, entries
+// 8j + idx = a_(2c + j) * value(idx) (the two sub-blocks' scales, pair_scale, times the code values: one
+// multiply), and per lane an index: the code bits (`bits` of idx: elements 2i and 2i + 1 in bits 0-2 and
+// 8-10) with bits 3 and 11 set in lanes 8-15 (elements 16-31: sub-block 2c + 1); two vpermps, the odd index by
+// a byte shift. Where codes() cost a vpermw, the even/odd split and two multiplies.
+inline ChunkWeights sub_block_table_weights(__m512i idx, int bits, __m512 scale, __m512 values) {
+    const __m512i half = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(0x0808), 1);
+    const __m512i i = _mm512_ternarylogic_epi32(idx, _mm512_set1_epi32(bits), half, 0xEA);  // (idx & bits) | half
+    const __m512 table = _mm512_mul_ps(scale, values);
+    return {_mm512_permutexvar_ps(i, table), _mm512_permutexvar_ps(_mm512_bsrli_epi128(i, 1), table)};
+}
+
 // Q3_K: chunk c = 4h + g: low 2 bits k_crumbs, high bit bit c of hmask[l]; q = low2 - 4 + 4 * high (table index
 // low2 + 4 * high). Scale of sub-block i: d * (sc_i - 32), sc_i 6 bits: low 4 from scales[i % 8] (low nibble for
 // i < 8, high for i >= 8), high 2 from (scales[8 + i % 4] >> 2 (i / 4)) & 3.
@@ -384,6 +451,15 @@ struct Q3_K {
         const __mmask32 high = _mm512_test_epi16_mask(widen32(b->hmask), _mm512_set1_epi16(int16_t(1 << c)));
         return _mm512_permutexvar_epi16(_mm512_mask_add_epi16(low, high, low, _mm512_set1_epi16(4)), t.lo);
     }
+    static ChunkWeights weights(const Block *b, int c, const Tables &, const Scales &s) {
+        const int g = c % 4;
+        const __m512i low = _mm512_srli_epi32(word_pairs(b->qs + 32 * (c / 4)), 2 * g);
+        const __m512i h = word_pairs(b->hmask);
+        const __m512i high = c < 2 ? _mm512_slli_epi32(h, 2 - c) : _mm512_srli_epi32(h, c - 2);  // bit c to 2, 10
+        const __m512i idx = _mm512_ternarylogic_epi32(_mm512_set1_epi32(0x0303), low, high, 0xCA);  // bits 0-1 from low
+        const __m512 values = _mm512_setr_ps(-4, -3, -2, -1, 0, 1, 2, 3, -4, -3, -2, -1, 0, 1, 2, 3);
+        return sub_block_table_weights(idx, 0x0707, pair_scale(s.a, c), values);
+    }
     static Tables tables() {
         static constexpr IotaTable<4, 8> v;
         return {bf16_table(v.v, 8), _mm512_setzero_si512(), &scale_tables()};
@@ -407,6 +483,11 @@ struct Q2_K {
     }
     static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
     static __m512i codes(const Block *b, int c, const Tables &t) { return _mm512_permutexvar_epi16(k_crumbs(b->qs, c), t.lo); }
+    static ChunkWeights weights(const Block *b, int c, const Tables &, const Scales &s) {
+        const __m512i idx = _mm512_srli_epi32(word_pairs(b->qs + 32 * (c / 4)), 2 * (c % 4));
+        const __m512 values = _mm512_setr_ps(0, 1, 2, 3, 0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0);
+        return sub_block_table_weights(idx, 0x0303, pair_scale(s.a, c), values);
+    }
     static Tables tables() {
         static constexpr IotaTable<0, 4> v;
         return {bf16_table(v.v, 4), _mm512_setzero_si512(), &scale_tables()};
