@@ -284,7 +284,7 @@ def test_linear_routing(kernel, monkeypatch, dtype):
     assert integration.linear_max_rows(q4_k, torch.float16) == integration.linear_max_rows(14, dtype) == 8
     assert integration.linear_max_rows(q4_k, dtype, "mps") == 8
     perm = torch.randperm(k, generator=torch.Generator().manual_seed(1))
-    chunk_rows = 20  # a workspace of 20 weight rows: 64 rows in chunks of 20, 20, 20, 4
+    chunk_rows = 20  # a workspace of 20 weight rows: 64 rows in 4 equal chunks of 16
     cases = [(3, None, {"linear": 1}), (16, None, {"linear": 1}),
              (40, perm, {"dequantize": 4}, {"workspace": chunk_rows}),  # the first buffer: 20 rows
              (40, None, {"dequantize": 2}, {"workspace": 2 * chunk_rows}),  # 40 rows: a larger buffer
