@@ -284,15 +284,18 @@ def test_linear_routing(kernel, monkeypatch, dtype):
     assert integration.linear_max_rows(q4_k, torch.float16) == integration.linear_max_rows(14, dtype) == 8
     assert integration.linear_max_rows(q4_k, dtype, "mps") == 8
     perm = torch.randperm(k, generator=torch.Generator().manual_seed(1))
-    chunk_rows = 20  # a workspace of 20 weight rows: 64 rows in chunks of 20, 20, 20, 4
+    chunk_rows = 20  # a workspace of 20 weight rows: 64 rows in 4 equal chunks of 16
     cases = [(3, None, {"linear": 1}), (16, None, {"linear": 1}),
              (40, perm, {"dequantize": 4}, {"workspace": chunk_rows}),  # the first buffer: 20 rows
              (40, None, {"dequantize": 2}, {"workspace": 2 * chunk_rows}),  # 40 rows: a larger buffer
              (17, None, {"dequantize": 1}), (5, perm, {"linear": 1}), (40, perm, {"dequantize": 1}),
              (40, None, {"dequantize": 2}, {"chunk": n * k - 1}),  # transformers' forward: two chunks of rows
              (17, None, {"dequantize": 2}, {"grad": True})]  # autograd records x: a fresh weight (and `other`)
+    kept = []  # calls of the malloc thresholds' setter (see test_prefill_keeps_freed_pages)
+    monkeypatch.setattr(integration, "_keep_freed_pages", lambda: kept.append(1))
     for rows, permutation, expected, *options in cases:
         options = options[0] if options else {}
+        kept.clear()
         monkeypatch.setattr(gk, "DEQUANT_CHUNK_ELEMS", options.get("chunk", 64 << 20))
         monkeypatch.setattr(integration, "WORKSPACE_BYTES", options.get("workspace", n) * k * dtype.itemsize)
         layer.input_permutation = permutation
@@ -311,6 +314,7 @@ def test_linear_routing(kernel, monkeypatch, dtype):
             assert ((x.grad.double() - w.sum(0)).abs() <= grad_bound * w.abs().sum(0)).all()
             x, y = x.detach(), y.detach()
         assert dict(kernel.calls) == expected, (rows, dict(kernel.calls))
+        assert bool(kept) == ("dequantize" in expected and "chunk" not in options), rows  # our dequantize path
         assert y.shape == (*x.shape[:-1], n) and y.dtype == dtype
         xs = (x if permutation is None else x[..., permutation]).double()
         b = layer.bias.double()
@@ -319,6 +323,36 @@ def test_linear_routing(kernel, monkeypatch, dtype):
         # products' result (and, dequantized, the weights) to 8 bits
         bound = (k + 2) * 2.0**-24 if dtype == torch.float32 else 2.0**-7
         assert ((y.double() - exact).abs() <= bound * scale).all(), (rows, (y.double() - exact).abs().max())
+
+
+_FAULTS_OF_REUSE = r"""
+import json, resource, torch
+from gguf_dequant.integrations import transformers as integration
+
+def faults_of_reuse():  # page faults of taking an 8 MiB block again after freeing one
+    torch.empty(8 << 20, dtype=torch.uint8).fill_(1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(8 << 20, dtype=torch.uint8).fill_(1)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+first = faults_of_reuse()
+kept = integration._keep_freed_pages()
+print(json.dumps([first, kept, faults_of_reuse()]))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or __import__("platform").libc_ver()[0] != "glibc", reason="glibc malloc")
+def test_prefill_keeps_freed_pages():
+    """In a fresh process (as after loading a packed model: nothing large freed yet) glibc maps every freed 8 MiB
+    block afresh (about 2000 page faults per use); after the thresholds a prefill sets, the block is reused."""
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = str(root)
+    out = subprocess.run([sys.executable, "-c", _FAULTS_OF_REUSE], capture_output=True, text=True, env=env, cwd=root,
+                         check=True)
+    before, kept, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert kept and before > 1000 and after < 100, (before, kept, after)
 
 
 def test_routing_table_is_the_measurement():

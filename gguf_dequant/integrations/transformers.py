@@ -33,10 +33,12 @@ instead of letting transformers fall back silently to a dense float32 model.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib
 import mmap
 import os
+import platform
 import threading
 import warnings
 from contextlib import contextmanager
@@ -174,6 +176,34 @@ def install_kernel(kernel=None, *, device="cpu"):
 # so a prefill does not fault in fresh pages for every weight (every layer of LFM2-350M and Qwen3.5-0.8B fits at
 # once in bfloat16 and float32; their tied lm_head, 64M elements, goes through it in row chunks).
 WORKSPACE_BYTES = 32 << 20
+# A weight larger than the workspace goes through it in equal row chunks of at most this many bytes per torch
+# thread: the GEMM then reads each chunk while it is still in cache. Measured on LFM2-350M's tied lm_head in
+# bfloat16 (65536 x 1024, 512 rows of x; dense bf16 F.linear 94 ms at one thread, 47-51 ms at two): one thread
+# 98 ms in 8 MiB chunks against 111 ms in 32 MiB ones; two threads 56 ms in 16 or 32 MiB chunks, 63-65 in 8 MiB.
+CHUNK_BYTES_PER_THREAD = 8 << 20
+
+
+# glibc malloc hands every block above its mmap threshold (128 KiB at start) back to the system when it is freed,
+# so each later block of that size is fresh pages, zeroed one page fault at a time. It raises the threshold itself
+# (up to 32 MiB, and its trim threshold to twice that) when the program frees such a block: loading a dense model
+# does, loading a packed one does not. A packed prefill then faulted in about 360 MB of activations per 512-token
+# forward (LFM2-350M, 2 threads: 92,000 page faults and 356 ms against 16,000 and 276 ms with these thresholds;
+# dense bfloat16: 16,000, 254 ms).
+MALLOC_MMAP_THRESHOLD = 32 << 20
+MALLOC_TRIM_THRESHOLD = 64 << 20
+
+
+@functools.cache
+def _keep_freed_pages() -> bool:
+    """Give glibc the thresholds a dense model's load leaves it with (process-wide, once; not undone by
+    :func:`uninstall_kernel`), unless the environment sets them. True if set."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or any(
+            v in os.environ for v in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold,
+                                                                                   MALLOC_TRIM_THRESHOLD))
 
 
 def _linear_forward(module, gk, wrapper, transformers_forward):
@@ -198,14 +228,18 @@ def _linear_forward(module, gk, wrapper, transformers_forward):
 
     def dequantize_matmul(self, flat: torch.Tensor) -> torch.Tensor:
         n, k, dtype = self.out_features, self.in_features, flat.dtype
+        if flat.device.type == "cpu":  # a prompt's activations: large blocks, freed and taken again every layer
+            _keep_freed_pages()
         bias = None if self.bias is None else self.bias.to(dtype)
         if torch.is_grad_enabled() and flat.requires_grad:
             weight = module.dequantize(self.weight, self.ggml_type, n, k, dtype)
             return torch.nn.functional.linear(flat, weight, bias)
-        rows = max(1, min(n, WORKSPACE_BYTES // (k * dtype.itemsize)))
-        if rows == n:
+        if n * k * dtype.itemsize <= WORKSPACE_BYTES:
             weight = module.dequantize(self.weight, self.ggml_type, dtype=dtype, out=buffer(n, k, dtype, flat.device))
             return torch.nn.functional.linear(flat, weight, bias)
+        chunk_bytes = min(WORKSPACE_BYTES, CHUNK_BYTES_PER_THREAD * torch.get_num_threads())
+        chunks = -(-n * k * dtype.itemsize // chunk_bytes)
+        rows = -(-n // chunks)
         out = torch.empty(flat.shape[0], n, dtype=dtype, device=flat.device)
         for start in range(0, n, rows):
             stop = min(n, start + rows)
