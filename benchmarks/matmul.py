@@ -298,6 +298,11 @@ def goal_m1(r: dict) -> float:
     return GOALS[r["act"]] if r["type"] in FACTORED else GOALS["other"]
 
 
+def chart_path(output: Path) -> Path:
+    """The chart beside a results file: MATMUL.md -> matmul.png, MATMUL_OTHER_TYPES.md -> matmul_other_types.png."""
+    return output.with_name(output.stem.lower() + ".png")
+
+
 def chart(rows: list[dict], path: Path) -> None:
     try:
         import matplotlib
@@ -399,7 +404,7 @@ def write_markdown(rows, moe, path: Path, wheres: dict, isas: dict, repeat: int,
                   "| type | T | mul_mat_id ms | loop ms | speed-up |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {r['type']} | {r['T']} | {r['ours']:.3f} | {r['loop']:.3f} | {r['loop'] / r['ours']:.2f} |"
                   for r in moe]
-    lines += ["", "Chart: `benchmarks/matmul.png` (4096 x 4096, bfloat16 activations).", ""]
+    lines += ["", f"Chart: `benchmarks/{chart_path(path).name}` (4096 x 4096, bfloat16 activations).", ""]
     path.write_text("\n".join(lines))
 
 
@@ -439,7 +444,7 @@ def main(argv=None) -> int:
     rows = bench_linear(k, ggmls, SHAPES[:1] if args.quick else SHAPES, types, args.repeat, args.quick)
     moe = [] if args.quick else bench_moe(k, types, args.repeat)
     write_markdown(rows, moe, args.output, wheres, isas, args.repeat, args.quick, args.threads, args.cpu_time)
-    chart(rows, args.output.with_suffix(".png").with_name("matmul.png"))
+    chart(rows, chart_path(args.output))
     print(f"wrote {args.output}")
     return 0
 
