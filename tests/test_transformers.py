@@ -288,6 +288,7 @@ def test_linear_routing(kernel, monkeypatch, dtype):
     cases = [(3, None, {"linear": 1}), (16, None, {"linear": 1}),
              (40, perm, {"dequantize": 4}, {"workspace": chunk_rows}),  # the first buffer: 20 rows
              (40, None, {"dequantize": 2}, {"workspace": 2 * chunk_rows}),  # 40 rows: a larger buffer
+             (40, None, {"dequantize": 4}, {"workspace": 21.5}),  # not whole rows: 4 chunks of 16, none past 21
              (17, None, {"dequantize": 1}), (5, perm, {"linear": 1}), (40, perm, {"dequantize": 1}),
              (40, None, {"dequantize": 2}, {"chunk": n * k - 1}),  # transformers' forward: two chunks of rows
              (17, None, {"dequantize": 2}, {"grad": True})]  # autograd records x: a fresh weight (and `other`)
@@ -297,7 +298,7 @@ def test_linear_routing(kernel, monkeypatch, dtype):
         options = options[0] if options else {}
         kept.clear()
         monkeypatch.setattr(gk, "DEQUANT_CHUNK_ELEMS", options.get("chunk", 64 << 20))
-        monkeypatch.setattr(integration, "WORKSPACE_BYTES", options.get("workspace", n) * k * dtype.itemsize)
+        monkeypatch.setattr(integration, "WORKSPACE_BYTES", int(options.get("workspace", n) * k * dtype.itemsize))
         layer.input_permutation = permutation
         x = torch.randn(rows, k).reshape(2, rows // 2, k) if rows % 2 == 0 else torch.randn(1, rows, k)
         x = x.to(dtype).requires_grad_(options.get("grad", False))

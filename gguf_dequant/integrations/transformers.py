@@ -237,8 +237,9 @@ def _linear_forward(module, gk, wrapper, transformers_forward):
         if n * k * dtype.itemsize <= WORKSPACE_BYTES:
             weight = module.dequantize(self.weight, self.ggml_type, dtype=dtype, out=buffer(n, k, dtype, flat.device))
             return torch.nn.functional.linear(flat, weight, bias)
+        # Equal chunks of at most the rows that fit in a chunk's bytes (so never more than the workspace holds).
         chunk_bytes = min(WORKSPACE_BYTES, CHUNK_BYTES_PER_THREAD * torch.get_num_threads())
-        chunks = -(-n * k * dtype.itemsize // chunk_bytes)
+        chunks = -(-n // max(1, chunk_bytes // (k * dtype.itemsize)))
         rows = -(-n // chunks)
         out = torch.empty(flat.shape[0], n, dtype=dtype, device=flat.device)
         for start in range(0, n, rows):
