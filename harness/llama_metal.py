@@ -12,7 +12,8 @@ Each entry point below returns the launches llama.cpp's host code makes for the 
 pipelines, function constants, threadgroup memory and ``nr0``/``nsg`` from ``ggml-metal-device.cpp``
 ``ggml_metal_library_get_pipeline_*``; argument structs ``ggml_metal_kargs_*`` built from
 ``ggml-metal-impl.h``): ``w_raw`` is (N, bytes per row) uint8 GGUF blocks ((E, N, bytes per row) for experts),
-``x`` is (M, K) float32. :func:`run` chains them and returns ggml's result.
+``x`` is (M, K) float32. :func:`run` chains them and returns ggml's result (:func:`dispatch_all`: every
+launch's result, traced if asked; harness/perf.py models them).
 
     launches = mul_mv("q4_K", w_raw, x)
     y = run(launches)                 # (M, N) float32
@@ -512,24 +513,27 @@ def get_rows(qtype: str, w_raw: np.ndarray, rows) -> list[Launch]:
                    out_shape=(r, k))]
 
 
-def _dispatch(launch: Launch, buffers):
-    lib = msl_harness.compile(launch.path, **launch.compile_kwargs)
-    return lib.dispatch_threadgroups(launch.host_name, buffers, launch.groups, launch.group,
-                                     threadgroup_buffers=launch.threadgroup_buffers)
-
-
-def run(launches: list[Launch], dispatch=None) -> np.ndarray:
-    """Run the launches in order (feeding earlier results forward); the last one's result in ggml's shape."""
-    dispatch = dispatch or _dispatch
+def dispatch_all(launches: list[Launch], *, trace: bool = False, groups_traced: int | None = None) -> list:
+    """Run the launches in order, feeding earlier results forward (``Launch.feeds``); every launch's
+    msl_harness result. ``trace``: trace builds and traced runs; ``groups_traced``: the last launch runs only
+    that many threadgroups (msl_harness's sampling), the earlier ones run whole (their outputs feed the next)."""
     results = []
-    for launch in launches:
+    for i, launch in enumerate(launches):
         buffers = list(launch.buffers)
         for index, (source, source_index) in launch.feeds.items():
             buffers[index] = results[source].buffers[source_index]
-        res = dispatch(launch, buffers)
-        unwritten = res.unwritten.get(launch.out_index, 0) if launch is launches[-1] else 0
-        if unwritten:
-            raise msl_harness.MslError(f"{launch.host_name}: {unwritten} output elements were never written")
-        results.append(res)
+        lib = msl_harness.compile(launch.path, trace=trace, **launch.compile_kwargs)
+        results.append(lib.dispatch_threadgroups(launch.host_name, buffers, launch.groups, launch.group, trace=trace,
+                                                 groups_traced=groups_traced if i == len(launches) - 1 else None,
+                                                 threadgroup_buffers=launch.threadgroup_buffers))
+    return results
+
+
+def run(launches: list[Launch]) -> np.ndarray:
+    """Run the launches in order (feeding earlier results forward); the last one's result in ggml's shape."""
     last = launches[-1]
-    return np.asarray(results[-1].buffers[last.out_index]).reshape(last.out_shape)
+    res = dispatch_all(launches)[-1]
+    unwritten = res.unwritten.get(last.out_index, 0)
+    if unwritten:
+        raise msl_harness.MslError(f"{last.host_name}: {unwritten} output elements were never written")
+    return np.asarray(res.buffers[last.out_index]).reshape(last.out_shape)

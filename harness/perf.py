@@ -230,18 +230,8 @@ def llama_traces(op: str, *args, groups_traced: int | None):
     from . import llama_metal
 
     launches = getattr(llama_metal, op)(*args)
-    out, results = [], []
-    for i, launch in enumerate(launches):
-        buffers = list(launch.buffers)
-        for index, (source, source_index) in launch.feeds.items():
-            buffers[index] = results[source].buffers[source_index]
-        lib = msl_harness.compile(launch.path, trace=True, **launch.compile_kwargs)
-        res = lib.dispatch_threadgroups(launch.host_name, buffers, launch.groups, launch.group, trace=True,
-                                        groups_traced=groups_traced if i == len(launches) - 1 else None,
-                                        threadgroup_buffers=launch.threadgroup_buffers or None)
-        results.append(res)
-        out.append((res.trace, int(np.prod(launch.group))))
-    return out
+    results = llama_metal.dispatch_all(launches, trace=True, groups_traced=groups_traced)
+    return [(res.trace, int(np.prod(launch.group))) for res, launch in zip(results, launches)]
 
 
 def _combine(parts: list[Modelled]) -> Modelled:
