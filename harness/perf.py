@@ -162,6 +162,12 @@ def traced(launch: Launch, groups_traced: int | None):
     return res.trace
 
 
+def modelled(launch: Launch, groups_traced: int | None, chips) -> dict:
+    """One of our launches traced once and modelled on each chip: {chip name: Modelled}."""
+    trace = traced(launch, groups_traced)
+    return {c.name: model(trace, c, launch.threads_per_group) for c in chips}
+
+
 def ours_linear(qtype: str, w: np.ndarray, x: np.ndarray) -> Launch:
     """mul_mv / mul_mm with f32 x and f32 output, as launch.matmul_grid describes the launch."""
     from gguf_dequant import launch
@@ -234,6 +240,13 @@ def llama_traces(op: str, *args, groups_traced: int | None):
     return [(res.trace, int(np.prod(launch.group))) for res, launch in zip(results, launches)]
 
 
+def modelled_llama(op: str, *args, groups_traced: int | None, chips) -> dict:
+    """llama.cpp's launches for one op (llama_traces) modelled on each chip, their times added: {chip name:
+    Modelled}."""
+    traces = llama_traces(op, *args, groups_traced=groups_traced)
+    return {c.name: _combine([model(t, c, th) for t, th in traces]) for c in chips}
+
+
 def _combine(parts: list[Modelled]) -> Modelled:
     if len(parts) == 1:
         return parts[0]
@@ -301,13 +314,11 @@ def report(chips: list[Chip], quick: bool, log=print, types=None, rows=None, sha
                 x = rng.standard_normal((m, k)).astype(np.float32)
                 gt = groups_for(m)
                 start = time.time()
-                ours_launch = ours_linear(qtype, w, x)
-                ours = {c.name: model(traced(ours_launch, gt), c, ours_launch.threads_per_group) for c in chips}
+                ours = modelled(ours_linear(qtype, w, x), gt, chips)
                 llama = None
                 if why is None:
                     try:
-                        tr = llama_traces("mul_mat", qtype, w, x, groups_traced=gt)
-                        llama = {c.name: _combine([model(t, c, th) for t, th in tr]) for c in chips}
+                        llama = modelled_llama("mul_mat", qtype, w, x, groups_traced=gt, chips=chips)
                     except Exception as e:  # noqa: BLE001 - a kernel llama.cpp lacks for this shape: say so
                         log(f"  llama.cpp mul_mat {qtype} M={m}: {e}")
                 results[(qtype, n, k, m)] = (ours, llama)
@@ -389,14 +400,12 @@ def report_moe_dequant_calibration(chips: list[Chip], quick: bool, log=print) ->
         raw = _blocks(qtype, n, k, rng)
         res = {}
         for dt in (np.float32, np.float16):
-            launch = ours_dequantize(qtype, raw, dt)
-            tr = traced(launch, 32)
-            res[dt] = model(tr, main, launch.threads_per_group)
+            res[dt] = modelled(ours_dequantize(qtype, raw, dt), 32, [main])[main.name]
         ll = None
         if why is None:
             try:
-                trs = llama_traces("get_rows", qtype, raw, np.arange(n, dtype=np.int32), groups_traced=32)
-                ll = _combine([model(a, main, th) for a, th in trs])
+                ll = modelled_llama("get_rows", qtype, raw, np.arange(n, dtype=np.int32), groups_traced=32,
+                                    chips=[main])[main.name]
             except Exception as ex:  # noqa: BLE001
                 log(f"  llama.cpp get_rows {qtype}: {ex}")
         f32, f16 = res[np.float32], res[np.float16]
@@ -420,8 +429,7 @@ def report_moe_dequant_calibration(chips: list[Chip], quick: bool, log=print) ->
         for (nn, kk), count in (mats[:1] if quick else mats):
             w = _blocks(qtype, nn, kk, rng)
             x = rng.standard_normal((1, kk)).astype(np.float32)
-            trs = llama_traces("mul_mv", qtype, w, x, groups_traced=16)
-            r = _combine([model(a, main, th) for a, th in trs])
+            r = modelled_llama("mul_mv", qtype, w, x, groups_traced=16, chips=[main])[main.name]
             total_s += r.seconds * count
             total_b += w.nbytes * count
         frac = total_b / total_s / (main.dram_gbs * 1e9)
