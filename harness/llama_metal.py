@@ -12,8 +12,8 @@ Each entry point below returns the launches llama.cpp's host code makes for the 
 pipelines, function constants, threadgroup memory and ``nr0``/``nsg`` from ``ggml-metal-device.cpp``
 ``ggml_metal_library_get_pipeline_*``; argument structs ``ggml_metal_kargs_*`` built from
 ``ggml-metal-impl.h``): ``w_raw`` is (N, bytes per row) uint8 GGUF blocks ((E, N, bytes per row) for experts),
-``x`` is (M, K) float32. :func:`run` chains them and returns ggml's result (:func:`dispatch_all`: every
-launch's result, traced if asked; harness/perf.py models them).
+``x`` is (M, K) float32. :func:`run` chains them and returns ggml's result (``msl_harness.dispatch_all``
+runs the chain; harness/perf.py traces it).
 
     launches = mul_mv("q4_K", w_raw, x)
     y = run(launches)                 # (M, N) float32
@@ -21,7 +21,6 @@ launch's result, traced if asked; harness/perf.py models them).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import msl_harness
+from .msl_harness import Launch
 
 ROOT = Path(__file__).resolve().parents[1]
 SDIST_GLOB = "llama_cpp_python-*/vendor/llama.cpp"
@@ -279,20 +279,6 @@ def kargs(name: str, **values) -> np.ndarray:
 
 # ---- launches ----------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class Launch:
-    path: Path                    # the prepared .metal file
-    compile_kwargs: dict          # extra msl_harness.compile kwargs: defines=, function_constants=
-    host_name: str
-    buffers: list                 # numpy arrays / scalars as Library.dispatch_threadgroups takes them
-    groups: tuple[int, int, int]
-    group: tuple[int, int, int]
-    threadgroup_buffers: dict     # {index: bytes} for [[threadgroup(n)]] params, or {}
-    out_index: int                # the buffer holding the result
-    feeds: dict = dataclasses.field(default_factory=dict)  # {buffer index: (earlier launch, its buffer index)}
-    out_shape: tuple = ()         # what run() reshapes the result to (ggml's shape, outermost first)
-
-
 @functools.cache
 def _threadgroup_params(path: Path, host_name: str) -> tuple[int, ...]:
     """The [[threadgroup(n)]] indices of a kernel (from the preprocessed source, no compile)."""
@@ -513,26 +499,10 @@ def get_rows(qtype: str, w_raw: np.ndarray, rows) -> list[Launch]:
                    out_shape=(r, k))]
 
 
-def dispatch_all(launches: list[Launch], *, trace: bool = False, groups_traced: int | None = None) -> list:
-    """Run the launches in order, feeding earlier results forward (``Launch.feeds``); every launch's
-    msl_harness result. ``trace``: trace builds and traced runs; ``groups_traced``: the last launch runs only
-    that many threadgroups (msl_harness's sampling), the earlier ones run whole (their outputs feed the next)."""
-    results = []
-    for i, launch in enumerate(launches):
-        buffers = list(launch.buffers)
-        for index, (source, source_index) in launch.feeds.items():
-            buffers[index] = results[source].buffers[source_index]
-        lib = msl_harness.compile(launch.path, trace=trace, **launch.compile_kwargs)
-        results.append(lib.dispatch_threadgroups(launch.host_name, buffers, launch.groups, launch.group, trace=trace,
-                                                 groups_traced=groups_traced if i == len(launches) - 1 else None,
-                                                 threadgroup_buffers=launch.threadgroup_buffers))
-    return results
-
-
 def run(launches: list[Launch]) -> np.ndarray:
     """Run the launches in order (feeding earlier results forward); the last one's result in ggml's shape."""
     last = launches[-1]
-    res = dispatch_all(launches)[-1]
+    res = msl_harness.dispatch_all(launches)[-1]
     unwritten = res.unwritten.get(last.out_index, 0)
     if unwritten:
         raise msl_harness.MslError(f"{last.host_name}: {unwritten} output elements were never written")

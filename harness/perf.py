@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import msl_harness
+from .msl_harness import Launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,28 +139,8 @@ def _blocks(qtype: str, n: int, k: int, rng) -> np.ndarray:
     return testing.random_blocks(qtype, n * (k // t.block_elems), rng).reshape(n, -1)
 
 
-@dataclasses.dataclass
-class Launch:
-    """One traced launch of any kernel library: what dispatch_threadgroups takes."""
-    path: Path
-    compile_kwargs: dict
-    host_name: str
-    buffers: list
-    groups: tuple
-    group: tuple
-    threadgroup_buffers: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def threads_per_group(self) -> int:
-        return int(np.prod(self.group))
-
-
 def traced(launch: Launch, groups_traced: int | None):
-    lib = msl_harness.compile(launch.path, trace=True, **launch.compile_kwargs)
-    res = lib.dispatch_threadgroups(launch.host_name, launch.buffers, launch.groups, launch.group, trace=True,
-                                    groups_traced=groups_traced,
-                                    threadgroup_buffers=launch.threadgroup_buffers or None)
-    return res.trace
+    return msl_harness.dispatch_all([launch], trace=True, groups_traced=groups_traced)[0].trace
 
 
 def modelled(launch: Launch, groups_traced: int | None, chips) -> dict:
@@ -198,17 +179,17 @@ def ours_mul_mat_id(qtype: str, w3: np.ndarray, x: np.ndarray, ids: np.ndarray,
     scalars = [k, n, e, u, 1]
     host = f"mul_{kind}_{qtype.lower()}_f32"
     if kind == "mv_id":
-        launch_ = Launch(kernel_file(qtype), {}, host, buffers + [*map(np.uint64, scalars)], tuple(groups), (group, 1, 1))
-        return [(traced(launch_, groups_traced), group)]
-    map_groups, map_group, words = launch.mul_mat_id_map_grid(t, u, e)
-    buffers += [np.empty(words, np.uint32), *map(np.uint64, scalars + [t * u])]
-    lib = msl_harness.compile(kernel_file(qtype), trace=True)
-    first = lib.dispatch_threadgroups(f"mul_mm_id_map_{qtype.lower()}", buffers, (map_groups, 1, 1),
-                                      (map_group, 1, 1), trace=True)
-    buffers[3], buffers[4] = first.buffers[3], first.buffers[4]
-    second = lib.dispatch_threadgroups(host, buffers, tuple(groups), (group, 1, 1), trace=True, inout=[3],
-                                       groups_traced=groups_traced)
-    return [(first.trace, map_group), (second.trace, group)]
+        launches = [Launch(kernel_file(qtype), {}, host, buffers + [*map(np.uint64, scalars)], tuple(groups),
+                           (group, 1, 1))]
+    else:  # the map's outputs (buffers 3 and 4) feed mul_mm_id, which also reads buffer 3
+        map_groups, map_group, words = launch.mul_mat_id_map_grid(t, u, e)
+        buffers += [np.empty(words, np.uint32), *map(np.uint64, scalars + [t * u])]
+        launches = [Launch(kernel_file(qtype), {}, f"mul_mm_id_map_{qtype.lower()}", buffers, (map_groups, 1, 1),
+                           (map_group, 1, 1)),
+                    Launch(kernel_file(qtype), {}, host, buffers, tuple(groups), (group, 1, 1),
+                           feeds={3: (0, 3), 4: (0, 4)}, inout=(3,))]
+    results = msl_harness.dispatch_all(launches, trace=True, groups_traced=groups_traced)
+    return [(res.trace, la.threads_per_group) for res, la in zip(results, launches)]
 
 
 def ours_dequantize(qtype: str, raw: np.ndarray, out_dtype=np.float16) -> Launch:
@@ -236,8 +217,8 @@ def llama_traces(op: str, *args, groups_traced: int | None):
     from . import llama_metal
 
     launches = getattr(llama_metal, op)(*args)
-    results = llama_metal.dispatch_all(launches, trace=True, groups_traced=groups_traced)
-    return [(res.trace, int(np.prod(launch.group))) for res, launch in zip(results, launches)]
+    results = msl_harness.dispatch_all(launches, trace=True, groups_traced=groups_traced)
+    return [(res.trace, la.threads_per_group) for res, la in zip(results, launches)]
 
 
 def modelled_llama(op: str, *args, groups_traced: int | None, chips) -> dict:
@@ -353,8 +334,6 @@ def report(chips: list[Chip], quick: bool, log=print, types=None, rows=None, sha
 
 
 def report_moe_dequant_calibration(chips: list[Chip], quick: bool, log=print) -> str:
-    from gguf_dequant.types import BY_NAME
-
     rng = np.random.default_rng(1)
     main = chips[0]
     why = llama_available()
