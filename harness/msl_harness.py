@@ -965,12 +965,12 @@ def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None, funct
 
 
 # ----------------------------------------------------------------------------------------------------
-# Dequantization through the harness
+# Launches as data: one dispatch or a chain of them (harness/perf.py, harness/llama_metal.py)
 # ----------------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class Launch:
-    """One dispatch_threadgroups call of any kernel library, as data (harness/perf.py, harness/llama_metal.py)."""
+    """One dispatch_threadgroups call of any kernel library, as data."""
     path: Path                    # the .metal file
     compile_kwargs: dict          # extra compile() kwargs: defines=, function_constants=, race_check=
     host_name: str
@@ -1003,6 +1003,10 @@ def dispatch_all(launches: list[Launch], *, trace: bool = False, groups_traced=N
                                                  threadgroup_buffers=launch.threadgroup_buffers, inout=launch.inout))
     return results
 
+
+# ----------------------------------------------------------------------------------------------------
+# Dequantization through the harness
+# ----------------------------------------------------------------------------------------------------
 
 def kernel_file(qtype) -> Path:
     from gguf_dequant.types import kernel_file_name
