@@ -83,9 +83,7 @@ def normal_layers(oracle):
 def metal_linear(qtype: str, raw: np.ndarray, x: np.ndarray) -> np.ndarray:
     from harness import msl_harness, perf
 
-    launch = perf.ours_linear(qtype, raw, x)
-    res = msl_harness.compile(launch.path).dispatch_threadgroups(launch.host_name, launch.buffers, launch.groups,
-                                                                 launch.group)
+    (res,) = msl_harness.dispatch_all([perf.ours_linear(qtype, raw, x)])
     return res.buffers[3].view(np.float32).reshape(x.shape[0], raw.shape[0])
 
 

@@ -30,7 +30,6 @@ from harness import msl_harness, perf  # noqa: E402
 TYPES = ("Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4", "F16", "BF16")
 SHAPES = ((4096, 4096), (14336, 4096))
 ROWS = (1, 2, 4, 8)
-CHIPS = ("M2 Max", "M3 Max", "M4 Max")
 
 # Commit 55a5e32 (decode-exact mul_mv, 2 simdgroups x 2 rows), M2 Max, 4096 x 4096: % of peak, limiter,
 # lines per access at M = 1, and the M = 8 / M = 1 time ratio (14336 x 4096 gave the same to within 1%).
@@ -44,9 +43,7 @@ BEFORE = {
 def measure(qtype: str, n: int, k: int, m: int, rng) -> dict:
     w = perf._blocks(qtype, n, k, rng) if qtype not in ("F16", "BF16") else _float_rows(qtype, n, k, rng)
     x = rng.standard_normal((m, k)).astype(np.float32)
-    launch = perf.ours_linear(qtype, w, x)
-    trace = perf.traced(launch, 16)
-    return {c: perf.model(trace, perf.CHIPS[c], launch.threads_per_group) for c in CHIPS}
+    return perf.modelled(perf.ours_linear(qtype, w, x), 16, perf.CHIPS.values())
 
 
 def _float_rows(qtype: str, n: int, k: int, rng) -> np.ndarray:

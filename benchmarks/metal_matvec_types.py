@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 from harness import msl_harness, perf  # noqa: E402
 
 TYPES = ("Q3_K", "Q2_K", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "TQ1_0", "TQ2_0", "NVFP4", "Q1_0", "Q2_0", "IQ1_S", "IQ1_M")
-CHIPS = ("M2 Max", "M3 Max", "M4 Max")
 N = K = 4096
 
 # Commit 8f5bc2f (decode-exact mul_mv), M2 Max, 4096 x 4096, M = 1: µs, % of peak, limiter.
@@ -53,13 +52,10 @@ def measure(qtype: str, rng) -> tuple[dict, dict | None]:
 
     w = perf._blocks(qtype, N, K, rng)
     x = rng.standard_normal((1, K)).astype(np.float32)
-    launch = perf.ours_linear(qtype, w, x)
-    trace = perf.traced(launch, 16)
-    ours = {c: perf.model(trace, perf.CHIPS[c], launch.threads_per_group) for c in CHIPS}
+    ours = perf.modelled(perf.ours_linear(qtype, w, x), 16, perf.CHIPS.values())
     if perf.llama_available() is not None or qtype.lower() not in {t.lower() for t in llama_metal.TYPES}:
         return ours, None
-    traces = perf.llama_traces("mul_mat", qtype, w, x, groups_traced=16)
-    return ours, {c: perf._combine([perf.model(t, perf.CHIPS[c], th) for t, th in traces]) for c in CHIPS}
+    return ours, perf.modelled_llama("mul_mat", qtype, w, x, groups_traced=16, chips=perf.CHIPS.values())
 
 
 def main(argv=None) -> int:

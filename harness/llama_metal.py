@@ -12,7 +12,8 @@ Each entry point below returns the launches llama.cpp's host code makes for the 
 pipelines, function constants, threadgroup memory and ``nr0``/``nsg`` from ``ggml-metal-device.cpp``
 ``ggml_metal_library_get_pipeline_*``; argument structs ``ggml_metal_kargs_*`` built from
 ``ggml-metal-impl.h``): ``w_raw`` is (N, bytes per row) uint8 GGUF blocks ((E, N, bytes per row) for experts),
-``x`` is (M, K) float32. :func:`run` chains them and returns ggml's result.
+``x`` is (M, K) float32. :func:`run` chains them and returns ggml's result (``msl_harness.dispatch_all``
+runs the chain; harness/perf.py traces it).
 
     launches = mul_mv("q4_K", w_raw, x)
     y = run(launches)                 # (M, N) float32
@@ -20,7 +21,6 @@ pipelines, function constants, threadgroup memory and ``nr0``/``nsg`` from ``ggm
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import os
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import msl_harness
+from .msl_harness import Launch
 
 ROOT = Path(__file__).resolve().parents[1]
 SDIST_GLOB = "llama_cpp_python-*/vendor/llama.cpp"
@@ -278,20 +279,6 @@ def kargs(name: str, **values) -> np.ndarray:
 
 # ---- launches ----------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class Launch:
-    path: Path                    # the prepared .metal file
-    compile_kwargs: dict          # extra msl_harness.compile kwargs: defines=, function_constants=
-    host_name: str
-    buffers: list                 # numpy arrays / scalars as Library.dispatch_threadgroups takes them
-    groups: tuple[int, int, int]
-    group: tuple[int, int, int]
-    threadgroup_buffers: dict     # {index: bytes} for [[threadgroup(n)]] params, or {}
-    out_index: int                # the buffer holding the result
-    feeds: dict = dataclasses.field(default_factory=dict)  # {buffer index: (earlier launch, its buffer index)}
-    out_shape: tuple = ()         # what run() reshapes the result to (ggml's shape, outermost first)
-
-
 @functools.cache
 def _threadgroup_params(path: Path, host_name: str) -> tuple[int, ...]:
     """The [[threadgroup(n)]] indices of a kernel (from the preprocessed source, no compile)."""
@@ -512,24 +499,11 @@ def get_rows(qtype: str, w_raw: np.ndarray, rows) -> list[Launch]:
                    out_shape=(r, k))]
 
 
-def _dispatch(launch: Launch, buffers):
-    lib = msl_harness.compile(launch.path, **launch.compile_kwargs)
-    return lib.dispatch_threadgroups(launch.host_name, buffers, launch.groups, launch.group,
-                                     threadgroup_buffers=launch.threadgroup_buffers)
-
-
-def run(launches: list[Launch], dispatch=None) -> np.ndarray:
+def run(launches: list[Launch]) -> np.ndarray:
     """Run the launches in order (feeding earlier results forward); the last one's result in ggml's shape."""
-    dispatch = dispatch or _dispatch
-    results = []
-    for launch in launches:
-        buffers = list(launch.buffers)
-        for index, (source, source_index) in launch.feeds.items():
-            buffers[index] = results[source].buffers[source_index]
-        res = dispatch(launch, buffers)
-        unwritten = res.unwritten.get(launch.out_index, 0) if launch is launches[-1] else 0
-        if unwritten:
-            raise msl_harness.MslError(f"{launch.host_name}: {unwritten} output elements were never written")
-        results.append(res)
     last = launches[-1]
-    return np.asarray(results[-1].buffers[last.out_index]).reshape(last.out_shape)
+    res = msl_harness.dispatch_all(launches)[-1]
+    unwritten = res.unwritten.get(last.out_index, 0)
+    if unwritten:
+        raise msl_harness.MslError(f"{last.host_name}: {unwritten} output elements were never written")
+    return np.asarray(res.buffers[last.out_index]).reshape(last.out_shape)

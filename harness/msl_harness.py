@@ -965,6 +965,46 @@ def compile(path, ubsan: bool = False, *, ftz: bool = False, defines=None, funct
 
 
 # ----------------------------------------------------------------------------------------------------
+# Launches as data: one dispatch or a chain of them (harness/perf.py, harness/llama_metal.py)
+# ----------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Launch:
+    """One dispatch_threadgroups call of any kernel library, as data."""
+    path: Path                    # the .metal file
+    compile_kwargs: dict          # extra compile() kwargs: defines=, function_constants=, race_check=
+    host_name: str
+    buffers: list                 # numpy arrays / scalars as Library.dispatch_threadgroups takes them
+    groups: tuple
+    group: tuple
+    threadgroup_buffers: dict = dataclasses.field(default_factory=dict)  # {index: bytes} for [[threadgroup(n)]]
+    out_index: int | None = None  # the buffer holding the result
+    feeds: dict = dataclasses.field(default_factory=dict)  # {buffer index: (earlier launch, its buffer index)}
+    out_shape: tuple = ()         # the result's shape (llama_metal.run: ggml's, outermost first)
+    inout: tuple = ()             # written buffers the kernel also reads (dispatch_threadgroups' inout)
+
+    @property
+    def threads_per_group(self) -> int:
+        return int(np.prod(self.group))
+
+
+def dispatch_all(launches: list[Launch], *, trace: bool = False, groups_traced=None) -> list[DispatchResult]:
+    """Run the launches in order, feeding earlier results forward (``Launch.feeds``); every launch's result.
+    ``trace``: trace builds and traced runs; ``groups_traced``: the last launch runs only that many threadgroups
+    (sampled), the earlier ones run whole (their outputs feed the next)."""
+    results = []
+    for i, launch in enumerate(launches):
+        buffers = list(launch.buffers)
+        for index, (source, source_index) in launch.feeds.items():
+            buffers[index] = results[source].buffers[source_index]
+        lib = compile(launch.path, trace=trace, **launch.compile_kwargs)
+        results.append(lib.dispatch_threadgroups(launch.host_name, buffers, launch.groups, launch.group, trace=trace,
+                                                 groups_traced=groups_traced if i == len(launches) - 1 else None,
+                                                 threadgroup_buffers=launch.threadgroup_buffers, inout=launch.inout))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------
 # Dequantization through the harness
 # ----------------------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import msl_harness
+from .msl_harness import Launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,28 +139,14 @@ def _blocks(qtype: str, n: int, k: int, rng) -> np.ndarray:
     return testing.random_blocks(qtype, n * (k // t.block_elems), rng).reshape(n, -1)
 
 
-@dataclasses.dataclass
-class Launch:
-    """One traced launch of any kernel library: what dispatch_threadgroups takes."""
-    path: Path
-    compile_kwargs: dict
-    host_name: str
-    buffers: list
-    groups: tuple
-    group: tuple
-    threadgroup_buffers: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def threads_per_group(self) -> int:
-        return int(np.prod(self.group))
-
-
 def traced(launch: Launch, groups_traced: int | None):
-    lib = msl_harness.compile(launch.path, trace=True, **launch.compile_kwargs)
-    res = lib.dispatch_threadgroups(launch.host_name, launch.buffers, launch.groups, launch.group, trace=True,
-                                    groups_traced=groups_traced,
-                                    threadgroup_buffers=launch.threadgroup_buffers or None)
-    return res.trace
+    return msl_harness.dispatch_all([launch], trace=True, groups_traced=groups_traced)[0].trace
+
+
+def modelled(launch: Launch, groups_traced: int | None, chips) -> dict:
+    """One of our launches traced once and modelled on each chip: {chip name: Modelled}."""
+    trace = traced(launch, groups_traced)
+    return {c.name: model(trace, c, launch.threads_per_group) for c in chips}
 
 
 def ours_linear(qtype: str, w: np.ndarray, x: np.ndarray) -> Launch:
@@ -192,17 +179,17 @@ def ours_mul_mat_id(qtype: str, w3: np.ndarray, x: np.ndarray, ids: np.ndarray,
     scalars = [k, n, e, u, 1]
     host = f"mul_{kind}_{qtype.lower()}_f32"
     if kind == "mv_id":
-        launch_ = Launch(kernel_file(qtype), {}, host, buffers + [*map(np.uint64, scalars)], tuple(groups), (group, 1, 1))
-        return [(traced(launch_, groups_traced), group)]
-    map_groups, map_group, words = launch.mul_mat_id_map_grid(t, u, e)
-    buffers += [np.empty(words, np.uint32), *map(np.uint64, scalars + [t * u])]
-    lib = msl_harness.compile(kernel_file(qtype), trace=True)
-    first = lib.dispatch_threadgroups(f"mul_mm_id_map_{qtype.lower()}", buffers, (map_groups, 1, 1),
-                                      (map_group, 1, 1), trace=True)
-    buffers[3], buffers[4] = first.buffers[3], first.buffers[4]
-    second = lib.dispatch_threadgroups(host, buffers, tuple(groups), (group, 1, 1), trace=True, inout=[3],
-                                       groups_traced=groups_traced)
-    return [(first.trace, map_group), (second.trace, group)]
+        launches = [Launch(kernel_file(qtype), {}, host, buffers + [*map(np.uint64, scalars)], tuple(groups),
+                           (group, 1, 1))]
+    else:  # the map's outputs (buffers 3 and 4) feed mul_mm_id, which also reads buffer 3
+        map_groups, map_group, words = launch.mul_mat_id_map_grid(t, u, e)
+        buffers += [np.empty(words, np.uint32), *map(np.uint64, scalars + [t * u])]
+        launches = [Launch(kernel_file(qtype), {}, f"mul_mm_id_map_{qtype.lower()}", buffers, (map_groups, 1, 1),
+                           (map_group, 1, 1)),
+                    Launch(kernel_file(qtype), {}, host, buffers, tuple(groups), (group, 1, 1),
+                           feeds={3: (0, 3), 4: (0, 4)}, inout=(3,))]
+    results = msl_harness.dispatch_all(launches, trace=True, groups_traced=groups_traced)
+    return [(res.trace, la.threads_per_group) for res, la in zip(results, launches)]
 
 
 def ours_dequantize(qtype: str, raw: np.ndarray, out_dtype=np.float16) -> Launch:
@@ -230,18 +217,15 @@ def llama_traces(op: str, *args, groups_traced: int | None):
     from . import llama_metal
 
     launches = getattr(llama_metal, op)(*args)
-    out, results = [], []
-    for i, launch in enumerate(launches):
-        buffers = list(launch.buffers)
-        for index, (source, source_index) in launch.feeds.items():
-            buffers[index] = results[source].buffers[source_index]
-        lib = msl_harness.compile(launch.path, trace=True, **launch.compile_kwargs)
-        res = lib.dispatch_threadgroups(launch.host_name, buffers, launch.groups, launch.group, trace=True,
-                                        groups_traced=groups_traced if i == len(launches) - 1 else None,
-                                        threadgroup_buffers=launch.threadgroup_buffers or None)
-        results.append(res)
-        out.append((res.trace, int(np.prod(launch.group))))
-    return out
+    results = msl_harness.dispatch_all(launches, trace=True, groups_traced=groups_traced)
+    return [(res.trace, la.threads_per_group) for res, la in zip(results, launches)]
+
+
+def modelled_llama(op: str, *args, groups_traced: int | None, chips) -> dict:
+    """llama.cpp's launches for one op (llama_traces) modelled on each chip, their times added: {chip name:
+    Modelled}."""
+    traces = llama_traces(op, *args, groups_traced=groups_traced)
+    return {c.name: _combine([model(t, c, th) for t, th in traces]) for c in chips}
 
 
 def _combine(parts: list[Modelled]) -> Modelled:
@@ -311,13 +295,11 @@ def report(chips: list[Chip], quick: bool, log=print, types=None, rows=None, sha
                 x = rng.standard_normal((m, k)).astype(np.float32)
                 gt = groups_for(m)
                 start = time.time()
-                ours_launch = ours_linear(qtype, w, x)
-                ours = {c.name: model(traced(ours_launch, gt), c, ours_launch.threads_per_group) for c in chips}
+                ours = modelled(ours_linear(qtype, w, x), gt, chips)
                 llama = None
                 if why is None:
                     try:
-                        tr = llama_traces("mul_mat", qtype, w, x, groups_traced=gt)
-                        llama = {c.name: _combine([model(t, c, th) for t, th in tr]) for c in chips}
+                        llama = modelled_llama("mul_mat", qtype, w, x, groups_traced=gt, chips=chips)
                     except Exception as e:  # noqa: BLE001 - a kernel llama.cpp lacks for this shape: say so
                         log(f"  llama.cpp mul_mat {qtype} M={m}: {e}")
                 results[(qtype, n, k, m)] = (ours, llama)
@@ -352,8 +334,6 @@ def report(chips: list[Chip], quick: bool, log=print, types=None, rows=None, sha
 
 
 def report_moe_dequant_calibration(chips: list[Chip], quick: bool, log=print) -> str:
-    from gguf_dequant.types import BY_NAME
-
     rng = np.random.default_rng(1)
     main = chips[0]
     why = llama_available()
@@ -399,14 +379,12 @@ def report_moe_dequant_calibration(chips: list[Chip], quick: bool, log=print) ->
         raw = _blocks(qtype, n, k, rng)
         res = {}
         for dt in (np.float32, np.float16):
-            launch = ours_dequantize(qtype, raw, dt)
-            tr = traced(launch, 32)
-            res[dt] = model(tr, main, launch.threads_per_group)
+            res[dt] = modelled(ours_dequantize(qtype, raw, dt), 32, [main])[main.name]
         ll = None
         if why is None:
             try:
-                trs = llama_traces("get_rows", qtype, raw, np.arange(n, dtype=np.int32), groups_traced=32)
-                ll = _combine([model(a, main, th) for a, th in trs])
+                ll = modelled_llama("get_rows", qtype, raw, np.arange(n, dtype=np.int32), groups_traced=32,
+                                    chips=[main])[main.name]
             except Exception as ex:  # noqa: BLE001
                 log(f"  llama.cpp get_rows {qtype}: {ex}")
         f32, f16 = res[np.float32], res[np.float16]
@@ -430,8 +408,7 @@ def report_moe_dequant_calibration(chips: list[Chip], quick: bool, log=print) ->
         for (nn, kk), count in (mats[:1] if quick else mats):
             w = _blocks(qtype, nn, kk, rng)
             x = rng.standard_normal((1, kk)).astype(np.float32)
-            trs = llama_traces("mul_mv", qtype, w, x, groups_traced=16)
-            r = _combine([model(a, main, th) for a, th in trs])
+            r = modelled_llama("mul_mv", qtype, w, x, groups_traced=16, chips=[main])[main.name]
             total_s += r.seconds * count
             total_b += w.nbytes * count
         frac = total_b / total_s / (main.dram_gbs * 1e9)

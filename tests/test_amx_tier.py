@@ -21,7 +21,8 @@ from gguf_dequant.types import resolve
 
 from .hub import hub_kernel
 from .test_matvec_tier import (AMX, AMX_MATVEC_TYPES, AMX_TYPES, ROW_LIMIT,
-                               assert_same_bits_across_threads, U, bound_v2, expected_matvec, model_matvec, packed)
+                               assert_same_bits_across_threads, U, bound_v2, expected_matvec, model_matvec, packed,
+                               subnormal_x)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -166,12 +167,8 @@ def test_subnormal_activations_count_as_zero(name):
     k = hub_kernel()
     K = 256
     blocks = packed(name, 8, K, seed=12)
-    x = torch.randn(20, K)
-    tiny = torch.zeros(20, K, dtype=torch.bool)
-    tiny[:, ::3] = True
-    sub = x.sign() * (1 + x.abs() % 7) * 2.0 ** -130
+    x, tiny, sub = subnormal_x(20, K)
     xb = torch.where(tiny, sub, x).to(torch.bfloat16)
-    assert (xb.float()[tiny] != 0).all() and (xb.float()[tiny].abs() < 2.0 ** -126).all()
     zeroed = torch.where(tiny, torch.zeros_like(xb), xb)
     testing.assert_bits_equal(k.mul_mat_vec(blocks, xb, resolve(name).id, 8),
                               k.mul_mat_vec(blocks, zeroed, resolve(name).id, 8), "bf16 subnormals")

@@ -371,6 +371,19 @@ def test_batch_invariance_within_the_tier(name):
         testing.assert_bits_equal(k.linear(x[perm], blocks, name), full[perm], "permuted rows")
 
 
+def subnormal_x(rows: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float32 x (rows, k) from torch's global generator, a mask of every third column, and values for the masked
+    places in [2^-130, 2^-127): subnormal in float32 and in bfloat16 (checked), and nonzero."""
+    x = torch.randn(rows, k)
+    tiny = torch.zeros(rows, k, dtype=torch.bool)
+    tiny[:, ::3] = True
+    sub = x.sign() * (1 + x.abs() % 7) * 2.0 ** -130
+    for dtype in (torch.float32, torch.bfloat16):
+        v = sub[tiny].to(dtype).float()
+        assert (v != 0).all() and (v.abs() < 2.0 ** -126).all(), dtype
+    return x, tiny, sub
+
+
 def assert_same_bits_across_threads(names, rows: int) -> None:
     """linear on ``rows`` rows of bfloat16 x gives the same bits on 1 and 2 threads, run after run."""
     k = hub_kernel()
@@ -423,12 +436,8 @@ def test_subnormal_activations(name):
     k = hub_kernel()
     K = 256
     blocks = packed(name, 8, K, seed=12)
-    x = torch.randn(2, K)
-    tiny = torch.zeros(2, K, dtype=torch.bool)
-    tiny[:, ::3] = True
-    sub = x.sign() * (1 + x.abs() % 7) * 2.0 ** -130  # in [2^-130, 2^-127): subnormal, also in bfloat16
+    x, tiny, sub = subnormal_x(2, K)
     for xs in (torch.where(tiny, sub, torch.zeros_like(x)), torch.where(tiny, sub, x).to(torch.bfloat16)):
-        assert (xs.float()[tiny] != 0).all() and (xs.float()[tiny].abs() < 2.0 ** -126).all()
         y = k.mul_mat_vec(blocks, xs, resolve(name).id, 8)
         testing.assert_bits_equal(y, torch.from_numpy(model_matvec(xs, blocks, name)), f"{xs.dtype} subnormals")
     only = torch.where(tiny, sub, torch.zeros_like(x))

@@ -13,14 +13,10 @@
 # Idempotent: does nothing when <cache>/lib/libggml-base.so exists.
 set -euo pipefail
 
-LLAMA_CPP_PYTHON_VERSION=0.3.36
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${GGML_CACHE:-$ROOT/.cache/ggml}"
+source "$(dirname "${BASH_SOURCE[0]}")/llama_cpp_common.sh"  # LLAMA_CPP_PYTHON_VERSION, GGML_CACHE, TOP, SO
+CACHE="$GGML_CACHE"
 LIBDIR="$CACHE/lib"
 PYTHON="${PYTHON:-python3}"
-
-# Shared libraries: libX.so* on Linux, libX*.dylib on macOS.
-if [ "$(uname -s)" = Darwin ]; then SO=dylib; else SO=so; fi
 
 if [ -e "$LIBDIR/libggml-base.$SO" ] && [ "${GGML_FORCE:-0}" != "1" ]; then
     echo "build_ggml: $LIBDIR/libggml-base.$SO already exists, nothing to do (GGML_FORCE=1 rebuilds)"
@@ -50,7 +46,6 @@ fi
 
 # 2. Unpack (only the vendored llama.cpp is needed).
 SRC="$CACHE/src"
-TOP="$SRC/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
 if [ ! -f "$TOP/vendor/llama.cpp/CMakeLists.txt" ]; then
     echo "build_ggml: unpacking vendor/llama.cpp into $SRC"
     rm -rf "$SRC"
@@ -62,38 +57,14 @@ fi
 
 # 3. Configure and build the ggml-base target.
 BUILD="$CACHE/build"
-if command -v ninja >/dev/null 2>&1; then
-    GENERATOR=Ninja
-else
-    GENERATOR="Unix Makefiles"
-    echo "build_ggml: ninja not found, using make"
-fi
-if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q "CMAKE_GENERATOR:INTERNAL=$GENERATOR\$" "$BUILD/CMakeCache.txt"; then
-    rm -rf "$BUILD"
-fi
-echo "build_ggml: cmake configure ($GENERATOR) in $BUILD"
-cmake -S "$TOP/vendor/llama.cpp" -B "$BUILD" -G "$GENERATOR" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
-    -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
-    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF \
-    >"$CACHE/cmake-configure.log" 2>&1 || {  # the CPU code only (macOS would add Metal and Accelerate)
-    cat "$CACHE/cmake-configure.log" >&2
-    exit 1
-}
+# the CPU code only (macOS would add Metal and Accelerate)
+configure_llama_cpp build_ggml "$BUILD" "$CACHE/cmake-configure.log" -DGGML_NATIVE=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF
 echo "build_ggml: building target ggml-base (-j2)"
 cmake --build "$BUILD" --target ggml-base -j2
 
 # 4. Install the library (with its version symlinks) and the public header.
-BUILT=$(find "$BUILD" -name "libggml-base.$SO" | head -n 1)
-if [ -z "$BUILT" ]; then
-    echo "build_ggml: libggml-base.$SO was not produced" >&2
-    exit 1
-fi
-mkdir -p "$LIBDIR" "$CACHE/include"
-if [ "$SO" = so ]; then
-    cp -P "$(dirname "$BUILT")"/libggml-base.so* "$LIBDIR/"
-else
-    cp -P "$(dirname "$BUILT")"/libggml-base*.dylib "$LIBDIR/"
-fi
+install_libs build_ggml "$BUILD" "$LIBDIR" libggml-base
+mkdir -p "$CACHE/include"
 cp "$TOP/vendor/llama.cpp/ggml/include/ggml.h" "$CACHE/include/"
 echo "build_ggml: installed into $LIBDIR:"
 ls -l "$LIBDIR"

@@ -15,14 +15,9 @@
 # Idempotent: does nothing when <llama cache>/lib/libllama.so (.dylib on macOS) exists.
 set -euo pipefail
 
-LLAMA_CPP_PYTHON_VERSION=0.3.36  # must match tools/build_ggml.sh
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-GGML_CACHE="${GGML_CACHE:-$ROOT/.cache/ggml}"
+source "$(dirname "${BASH_SOURCE[0]}")/llama_cpp_common.sh"  # ROOT, GGML_CACHE, TOP, SO
 CACHE="${LLAMA_CACHE:-$ROOT/.cache/llama}"
 LIBDIR="$CACHE/lib"
-
-# Shared libraries: libX.so* on Linux, libX*.dylib on macOS.
-if [ "$(uname -s)" = Darwin ]; then SO=dylib; else SO=so; fi
 
 if [ -e "$LIBDIR/libllama.$SO" ] && [ "${LLAMA_FORCE:-0}" != "1" ]; then
     echo "build_llama: $LIBDIR/libllama.$SO already exists, nothing to do (LLAMA_FORCE=1 rebuilds)"
@@ -30,7 +25,6 @@ if [ -e "$LIBDIR/libllama.$SO" ] && [ "${LLAMA_FORCE:-0}" != "1" ]; then
 fi
 
 # 1. The unpacked sources and the configured build tree come from build_ggml.sh.
-TOP="$GGML_CACHE/src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
 BUILD="$GGML_CACHE/build"
 if [ ! -f "$TOP/vendor/llama.cpp/CMakeLists.txt" ] || [ ! -f "$BUILD/CMakeCache.txt" ]; then
     echo "build_llama: preparing sources and the build tree with tools/build_ggml.sh"
@@ -45,7 +39,6 @@ echo "build_llama: built in $(( $(date +%s) - start )) s"
 
 # 3. Install the libraries (with their version symlinks; the build sets an RPATH to the build tree, so
 #    the test loads the dependencies explicitly from LIBDIR first) and the public header.
-source "$ROOT/tools/install_libs.sh"
 install_libs build_llama "$BUILD" "$LIBDIR" libggml-base libggml-cpu libggml libllama
 mkdir -p "$CACHE/include"
 cp "$TOP/vendor/llama.cpp/include/llama.h" "$CACHE/include/"

@@ -16,9 +16,7 @@
 # flags (the native build is only valid for the CPU it was made on; a different CPU rebuilds).
 set -euo pipefail
 
-LLAMA_CPP_PYTHON_VERSION=0.3.36  # must match tools/build_ggml.sh
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-GGML_CACHE="${GGML_CACHE:-$ROOT/.cache/ggml}"
+source "$(dirname "${BASH_SOURCE[0]}")/llama_cpp_common.sh"  # ROOT, GGML_CACHE, TOP
 CACHE="${NATIVE_CACHE:-$ROOT/.cache/llama-native}"
 LIBDIR="$CACHE/lib"
 CPU_ID="$(grep -m1 '^flags' /proc/cpuinfo | md5sum | cut -c1-16)"
@@ -29,26 +27,14 @@ if [ -e "$LIBDIR/libggml-cpu.so" ] && [ "$(cat "$CACHE/cpu-id" 2>/dev/null)" = "
     exit 0
 fi
 
-TOP="$GGML_CACHE/src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
 if [ ! -f "$TOP/vendor/llama.cpp/CMakeLists.txt" ]; then
     echo "build_llama_native: unpacking the sources with tools/build_ggml.sh"
     GGML_CACHE="$GGML_CACHE" GGML_FORCE=1 bash "$ROOT/tools/build_ggml.sh"
 fi
 
 BUILD="$CACHE/build"
-GENERATOR="Unix Makefiles"
-command -v ninja >/dev/null 2>&1 && GENERATOR=Ninja
-if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q "CMAKE_GENERATOR:INTERNAL=$GENERATOR\$" "$BUILD/CMakeCache.txt"; then
-    rm -rf "$BUILD"
-fi
 mkdir -p "$CACHE"
-echo "build_llama_native: cmake configure ($GENERATOR, GGML_NATIVE=ON) in $BUILD"
-cmake -S "$TOP/vendor/llama.cpp" -B "$BUILD" -G "$GENERATOR" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-    -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
-    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >"$CACHE/cmake-configure.log" 2>&1 || {
-    cat "$CACHE/cmake-configure.log" >&2
-    exit 1
-}
+configure_llama_cpp build_llama_native "$BUILD" "$CACHE/cmake-configure.log" -DGGML_NATIVE=ON
 echo "build_llama_native: building target ggml-cpu (-j${LLAMA_JOBS:-2})"
 start=$(date +%s)
 # The build's own output (tens of thousands of lines of compiler notes) goes to a log, shown on failure.
@@ -58,7 +44,6 @@ cmake --build "$BUILD" --target ggml-cpu -j"${LLAMA_JOBS:-2}" >"$CACHE/build.log
 }
 echo "build_llama_native: built in $(( $(date +%s) - start )) s"
 
-source "$ROOT/tools/install_libs.sh"
 install_libs build_llama_native "$BUILD" "$LIBDIR" libggml-base libggml-cpu
 echo "$CPU_ID" >"$CACHE/cpu-id"
 echo "build_llama_native: installed into $LIBDIR:"

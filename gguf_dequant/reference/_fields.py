@@ -46,6 +46,18 @@ def f16(blocks: torch.Tensor, start: int, count: int = 1) -> torch.Tensor:
     return half_bits_to_f32(u16(blocks, start, count))
 
 
+def cached_per_device(build):
+    """``build(device)`` (a table on a torch.device) made once per device and kept; the result also takes a device
+    name ("cpu", "mps")."""
+    cached = functools.cache(build)
+
+    @functools.wraps(build)
+    def on(device):
+        return cached(torch.device(device))
+
+    return on
+
+
 @functools.cache
 def _table_on(name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     from .. import tables

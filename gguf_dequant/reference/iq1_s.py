@@ -6,24 +6,18 @@ y = dl * (grid + delta).
 grid + delta is evaluated once per table row (the same float32 addition ggml performs per element):
 rows 0..2047 hold grid + delta, rows 2048..4095 grid - delta, so bit 11 of the index selects the sign."""
 
-import functools
-
 import torch
 
 from .. import tables
-from ._fields import f16, grid, u8, u16
+from ._fields import cached_per_device, f16, grid, u8, u16
 from .iq2_xxs import rows
 
 
-@functools.cache
-def _grid_plus_delta(device: torch.device) -> torch.Tensor:
+@cached_per_device
+def grid_plus_delta(device: torch.device) -> torch.Tensor:
     g = grid("iq1s", device)
     delta = torch.tensor(tables.IQ1S_DELTA, dtype=torch.float32, device=device)
     return torch.cat([g + delta, g + (-delta)], dim=0)   # (4096, 8)
-
-
-def grid_plus_delta(device) -> torch.Tensor:
-    return _grid_plus_delta(torch.device(device))
 
 
 def decode(blocks: torch.Tensor) -> torch.Tensor:

@@ -3,22 +3,16 @@ qh[8] @66, scales[8] @74. Group g, sub-group l (0..3, 8 elements): index qs[4g +
 into iq2s_grid (8 values); sign byte qs[32 + 4g + l] (bit j set -> element j negated). scales as IQ2_XS:
 db = d * (0.5 + s) * 0.25 (low nibble: first 16 elements of the group, high: last 16); y = db * grid * sign."""
 
-import functools
-
 import torch
 
-from ._fields import f16, grid, u8
+from ._fields import cached_per_device, f16, grid, u8
 from .iq2_xxs import rows, sign_bits
 
 
-@functools.cache
-def _byte_sign_values(device: torch.device) -> torch.Tensor:
+@cached_per_device
+def byte_sign_values(device: torch.device) -> torch.Tensor:
     """(256, 8) float32 +-1: the signs a plain sign byte gives its 8 elements."""
     return sign_bits(torch.arange(256, dtype=torch.int32, device=device))
-
-
-def byte_sign_values(device) -> torch.Tensor:
-    return _byte_sign_values(torch.device(device))
 
 
 def decode(blocks: torch.Tensor) -> torch.Tensor:

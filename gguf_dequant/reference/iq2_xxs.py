@@ -3,15 +3,13 @@
 8l..8l+7; bits 7l..7l+6 of b index ksigns_iq2xs (bit j set -> element 8l + j negated); ls = b >> 28.
 db = d * (0.5 + ls) * 0.25; y = db * grid * sign (ggml's order, each step rounded in float32)."""
 
-import functools
-
 import torch
 
-from ._fields import f16, grid, table, u8
+from ._fields import cached_per_device, f16, grid, table, u8
 
 
-@functools.cache
-def _ksign_values(device: torch.device) -> torch.Tensor:
+@cached_per_device
+def ksign_values(device: torch.device) -> torch.Tensor:
     """(128, 8) float32 +-1: row i gives the signs of ksigns_iq2xs[i] (bit j set -> -1 at position j)."""
     return sign_bits(table("ksigns_iq2xs", device, torch.int32))
 
@@ -20,10 +18,6 @@ def sign_bits(byte_values: torch.Tensor) -> torch.Tensor:
     """(k,) int32 sign bytes -> (k, 8) float32 +-1 (bit j set -> -1 at position j)."""
     bits = (byte_values.unsqueeze(-1) >> torch.arange(8, dtype=torch.int32, device=byte_values.device)) & 1
     return (1 - 2 * bits).to(torch.float32)
-
-
-def ksign_values(device) -> torch.Tensor:
-    return _ksign_values(torch.device(device))
 
 
 def rows(tab: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -4,31 +4,21 @@ hi(qs[j]); y = d * kvalues_iq4nl[nibble].
 The nibble split is folded into the lookup: ``byte_kvalues`` maps byte b to kvalues_iq4nl[lo(b)] at
 index b and to kvalues_iq4nl[hi(b)] at index 256 + b, so one gather yields the values in element order."""
 
-import functools
-
 import torch
 
-from ._fields import f16, table, u8
+from ._fields import cached_per_device, f16, table, u8
 
 
-@functools.cache
-def _byte_kvalues(device: torch.device) -> torch.Tensor:
+@cached_per_device
+def byte_kvalues(device: torch.device) -> torch.Tensor:
     kv = table("kvalues_iq4nl", device)
     return torch.cat([kv.repeat(16), kv.repeat_interleave(16)])   # (512,) float32
 
 
-def byte_kvalues(device) -> torch.Tensor:
-    return _byte_kvalues(torch.device(device))
-
-
-@functools.cache
-def _halves(device: torch.device) -> torch.Tensor:
-    return torch.tensor([0, 256], dtype=torch.int32, device=device)
-
-
-def halves(device) -> torch.Tensor:
+@cached_per_device
+def halves(device: torch.device) -> torch.Tensor:
     """[0, 256]: offset of the low-nibble and high-nibble halves of ``byte_kvalues``."""
-    return _halves(torch.device(device))
+    return torch.tensor([0, 256], dtype=torch.int32, device=device)
 
 
 def decode(blocks: torch.Tensor) -> torch.Tensor:
