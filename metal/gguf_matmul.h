@@ -230,6 +230,64 @@ GGUF_MV_INLINE uint gguf_mv_scale_min_k4(device const uchar *scales, uint g) {
            ((nibbles | (nibbles << 12)) & (first ? 0u : 0x0F0F0F0Fu));
 }
 
+// Scales decoded by the lanes of a block together, once per step (a type opts in with gguf_mv_lane_scales and
+// defines gguf_mv_row_scales): each lane decodes a few of the R weight rows' run scales (and offsets) of its
+// block and takes its own by simd_shuffle, instead of every lane of the block decoding the same fields. They
+// replace the a and o that gguf_mv_codes gives (the same values; the compiler drops the unused decode).
+template <typename B>
+struct gguf_mv_lane_scales {
+    enum { value = 0 };
+};
+
+template <uint R, int RUNS, typename B>
+GGUF_MV_INLINE void gguf_mv_row_scales(device const B *const thread *, uint, ushort, ushort, thread float[][RUNS],
+                                       thread float[][RUNS]) {}
+
+// rows[first + quarter] (quarter < 4) without a run-time index (a thread array indexed at run time stays in memory).
+template <typename B>
+GGUF_MV_INLINE device const B *gguf_mv_row_of_quarter(device const B *const thread *rows, uint first, uint quarter) {
+    return quarter == 0   ? rows[first]
+           : quarter == 1 ? rows[first + 1]
+           : quarter == 2 ? rows[first + 2]
+                          : rows[first + 3];
+}
+
+// Q4_K and Q5_K in the mat-vec tier (gguf_mv_lane_scales): lane p of a block decodes the scales and
+// offsets a = d sc, o = -(dmin m) of the pair of sub-blocks 2j, 2j + 1 (j = p % 4) of rows p / 4, p / 4 + 4, ...
+// (R / 4 pairs instead of R), and takes those of its pair g in row r from lane 4 (r % 4) + g of its block.
+// Both blocks start with d, dmin and the 12 scale bytes.
+template <uint R, int RUNS, typename B>
+GGUF_MV_INLINE void gguf_mv_row_scales_k4(device const B *const thread *rows, uint ib, ushort part, ushort lane,
+                                          thread float a[][RUNS], thread float o[][RUNS]) {
+    static_assert(R % 4 == 0 && RUNS == 2, "four rows per group of 4 lanes, two runs per lane");
+    const uint j = part % 4;
+    const uint quarter = part / 4;
+    float mine_a[R / 4][2];
+    float mine_o[R / 4][2];
+#pragma unroll
+    for (uint k = 0; k < R / 4; ++k) {
+        device const B *b = gguf_mv_row_of_quarter(rows, 4 * k, quarter) + ib;
+        const float4 scm = float4(as_type<uchar4>(gguf_mv_scale_min_k4(b->scales, j)));  // sc(2j + v), m(2j + v)
+        const float2 dm = float2(*reinterpret_cast<device const half2 *>(&b->d));
+#pragma unroll
+        for (uint v = 0; v < 2; ++v) {
+            mine_a[k][v] = dm.x * scm[v];
+            mine_o[k][v] = -(dm.y * scm[2 + v]);
+        }
+    }
+    const ushort first = lane - part;
+    const uint g = part / 4;
+#pragma unroll
+    for (uint r = 0; r < R; ++r) {
+        const ushort from = ushort(first + 4 * (r % 4) + g);
+#pragma unroll
+        for (uint v = 0; v < 2; ++v) {
+            a[r][v] = simd_shuffle(mine_a[r / 4][v], from);
+            o[r][v] = simd_shuffle(mine_o[r / 4][v], from);
+        }
+    }
+}
+
 // A type without a value table looked up by shuffles (gguf_mv_table): no entry.
 template <typename B>
 GGUF_MV_INLINE float gguf_mv_table(device const B *, ushort) {
@@ -451,12 +509,24 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
                 gguf_mv_x<B, QUADS>(rows[0], xm[0], part, xs);
             }
             xm[0] += STEP * QK;
+            float scales[R][RUNS];
+            float offsets[R][RUNS];
+            if (gguf_mv_lane_scales<B>::value) {
+                gguf_mv_row_scales<R, RUNS>(rows, ib, part, lane, scales, offsets);
+            }
 #pragma unroll
             for (uint r = 0; r < R; ++r) {
                 float4 q[QUADS];
                 float a[RUNS];
                 float o[RUNS];
                 gguf_mv_codes(rows[r] + ib, part, table, q, a, o);
+                if (gguf_mv_lane_scales<B>::value) {
+#pragma unroll
+                    for (uint u = 0; u < RUNS; ++u) {
+                        a[u] = scales[r][u];
+                        o[u] = offsets[r][u];
+                    }
+                }
                 gguf_mv_decode<QUADS, RUNS, OFFSET>(q, a, o);
                 if (live) {
                     acc[r * GGUF_MATMUL_X_ROWS] = gguf_mv_dot<QUADS, RUNS, OFFSET>(q, a, xs, acc[r * GGUF_MATMUL_X_ROWS]);
@@ -470,6 +540,12 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
 #pragma unroll
         for (uint r = 0; r < R; ++r) {
             gguf_mv_codes(rows[r] + ib, part, table, q[r], a[r], o[r]);
+        }
+        if (gguf_mv_lane_scales<B>::value) {
+            gguf_mv_row_scales<R, RUNS>(rows, ib, part, lane, a, o);
+        }
+#pragma unroll
+        for (uint r = 0; r < R; ++r) {
             gguf_mv_decode<QUADS, RUNS, OFFSET>(q[r], a[r], o[r]);
         }
         if (!live) {

@@ -42,7 +42,8 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_iq4_xs *b, ushort part, flo
     const uint g = part / 4;
     const uint scales_l = *reinterpret_cast<device const uint *>(b->scales_l);
     const uint scales_h = b->scales_h;
-    device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 32 * g + 4 * (part % 4));
+    // the lane's offset in a block is computed once (one address addition per row and block)
+    device const uint *qs = reinterpret_cast<device const uint *>(b->qs + (32 * g + 4 * (part % 4)));
 #pragma unroll
     for (uint v = 0; v < 2; ++v) {
         const uint word = qs[4 * v];
@@ -59,6 +60,45 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_iq4_xs *b, ushort part, flo
         const int ls = int(((scales_l >> (4 * group)) & 0xF) | (((scales_h >> (2 * group)) & 3) << 4));
         a[v] = d * float(ls - 32);
         o[v] = 0.0f;
+    }
+}
+
+// The mat-vec tier's scales (gguf_mv_lane_scales): lane p of a block decodes groups 2j, 2j + 1 (j = p % 4) of
+// rows p / 4, p / 4 + 4, ... (R / 2 scales instead of 2 R), and takes a of its groups 2g, 2g + 1 in row r from
+// lane 4 (r % 4) + g of its block.
+template <>
+struct gguf_mv_lane_scales<block_iq4_xs> {
+    enum { value = 1 };
+};
+
+template <uint R, int RUNS>
+GGUF_MV_INLINE void gguf_mv_row_scales(device const block_iq4_xs *const thread *rows, uint ib, ushort part,
+                                       ushort lane, thread float a[][RUNS], thread float o[][RUNS]) {
+    static_assert(R % 4 == 0 && RUNS == 2, "four rows per group of 4 lanes, two groups per lane");
+    const uint j = part % 4;
+    const uint quarter = part / 4;
+    float mine[R / 4][2];
+#pragma unroll
+    for (uint k = 0; k < R / 4; ++k) {
+        device const block_iq4_xs *b = gguf_mv_row_of_quarter(rows, 4 * k, quarter) + ib;
+        const float d = float(b->d);
+        const uint low = b->scales_l[j];              // groups 2j, 2j + 1: its nibbles
+        const uint high = uint(b->scales_h) >> (4 * j);  // and bits 0-1, 2-3 of this
+        const int ls0 = int((low & 0xF) | ((high & 3) << 4));
+        const int ls1 = int((low >> 4) | ((high & 0xC) << 2));
+        mine[k][0] = d * float(ls0 - 32);
+        mine[k][1] = d * float(ls1 - 32);
+    }
+    const ushort first = lane - part;
+    const uint g = part / 4;
+#pragma unroll
+    for (uint r = 0; r < R; ++r) {
+        const ushort from = ushort(first + 4 * (r % 4) + g);
+#pragma unroll
+        for (uint v = 0; v < 2; ++v) {
+            a[r][v] = simd_shuffle(mine[r / 4][v], from);
+            o[r][v] = 0.0f;
+        }
     }
 }
 #endif

@@ -51,7 +51,8 @@ GGUF_MV_INLINE uint gguf_mv_quad(device const block_q5_k *, ushort part, uint j)
 GGUF_MV_INLINE void gguf_mv_codes(device const block_q5_k *b, ushort part, float, thread float4 *q,
                                   thread float *a, thread float *o) {
     const uint g = part / 4;
-    device const uint *qs = reinterpret_cast<device const uint *>(b->qs + 32 * g + 4 * (part % 4));
+    // the lane's offset in a block is computed once (one address addition per row and block)
+    device const uint *qs = reinterpret_cast<device const uint *>(b->qs + (32 * g + 4 * (part % 4)));
     device const uint *qh = reinterpret_cast<device const uint *>(b->qh + 4 * (part % 4));
     const uint w[2] = {qs[0], qs[4]};
     const uint h[2] = {qh[0] >> (2 * g), qh[4] >> (2 * g)};
@@ -67,6 +68,18 @@ GGUF_MV_INLINE void gguf_mv_codes(device const block_q5_k *b, ushort part, float
         a[v] = dm.x * scm[v];
         o[v] = -(dm.y * scm[2 + v]);
     }
+}
+
+// The mat-vec tier's scales and offsets: decoded by the lanes of a block together (gguf_mv_row_scales_k4).
+template <>
+struct gguf_mv_lane_scales<block_q5_k> {
+    enum { value = 1 };
+};
+
+template <uint R, int RUNS>
+GGUF_MV_INLINE void gguf_mv_row_scales(device const block_q5_k *const thread *rows, uint ib, ushort part,
+                                       ushort lane, thread float a[][RUNS], thread float o[][RUNS]) {
+    gguf_mv_row_scales_k4<R, RUNS>(rows, ib, part, lane, a, o);
 }
 #endif
 
