@@ -251,11 +251,14 @@ def bench_linear(k, ggmls: dict, shapes, types, repeat: int, quick: bool) -> lis
                 r["dense_cold_m1"] = rotation([lambda d=d: F.linear(x[1], d) for d in dense], rot)
                 r["dense_hot_m1"] = best_of(lambda: F.linear(x[1], w), repeat)
                 del dense, w
-                # Like for like: the weight dequantized to x's dtype (a float32 GEMM for float32 x); the two sides
-                # alternate, so a busy moment costs both.
+                # Like for like: the weight dequantized to x's dtype (a float32 GEMM for float32 x) into one buffer
+                # reused by every call, as GgufLinear's workspace is (a fresh 32 MiB tensor per call would add its
+                # page faults, about 8 ms here); the two sides alternate, so a busy moment costs both.
+                buf = torch.empty(n, kk, dtype=dtype)
                 r["m512"], r["deq_m512"] = best_of_alternating(
                     lambda: k.linear(x[512], blocks, t.id),
-                    lambda: F.linear(x[512], k.dequantize(blocks, t.id, dtype)), M512_RUNS)
+                    lambda: F.linear(x[512], k.dequantize(blocks, t.id, dtype=dtype, out=buf)), M512_RUNS)
+                del buf
                 rows.append(r)
                 print(f"{r['shape']} {name} {act}: M=1 cold {r['cold_m1']:.3f} ms (llama.cpp native "
                       f"{fmt(r.get('native_cold_m1'))}, AVX2 {fmt(r.get('avx2_cold_m1'))}), hot {r['hot_m1']:.3f} "
@@ -384,7 +387,7 @@ def write_markdown(rows, moe, path: Path, wheres: dict, isas: dict, repeat: int,
         "", "## M = 8, 9, 512", "",
         "Goals: M = 8 cold time <= 1.5x the M = 1 cold time, and >= 2x llama.cpp native's speed at M = 8; M = 512 "
         ">= 1.0x dequantize + bfloat16 `F.linear` with bfloat16 x (M > 8 is the matrix tier, hot). At M = 512 ours and the "
-        f"comparator alternate, best of {M512_RUNS} each; the comparator dequantizes to x's dtype: with float32 x it is a float32 GEMM (no goal there). M = 9 / M = 8 "
+        f"comparator alternate, best of {M512_RUNS} each; the comparator dequantizes to x's dtype into one reused buffer (as `GgufLinear`'s workspace: no page faults of a fresh tensor per call): with float32 x it is a float32 GEMM (no goal there). M = 9 / M = 8 "
         "(hot) shows the step between the tiers.", "",
         "| shape | type | x | ours M=8 cold ms | M=8 / M=1 | native M=8 cold ms | vs native M=8 | ours M=8 hot | "
         "M=9 hot | M=9 / M=8 | M=512 ms | dequantize + F.linear ms | vs deq+F.linear |",
