@@ -142,13 +142,17 @@ inline NibbleIndices nibble_indices_lo_hi(const uchar *q) {
     return {_mm512_srlv_epi32(v, at_even), _mm512_srlv_epi32(v, at_odd)};
 }
 
-// A chunk's weights where its codes are the nibbles at q in the Q4_0 element order mapped by a 16-entry table
-// (words 0-15 of lo): a float32 table of a * those values (16 exact products, one multiply), then two vpermps,
-// where codes() and the scale cost a table lookup, a split into even and odd elements and two multiplies.
-inline ChunkWeights nibble_table_weights(const uchar *q, __m512 a, __m512i lo) {
+// A chunk's weights where its codes are nibble indices n into a 16-entry table (words 0-15 of lo): a float32
+// table of a * those values (16 exact products, one multiply), then two vpermps, where codes() and the scale cost
+// a table lookup, a split into even and odd elements and two multiplies.
+inline ChunkWeights nibble_table_weights(NibbleIndices n, __m512 a, __m512i lo) {
     const __m512 scaled = _mm512_mul_ps(a, table_values16(lo));
-    const NibbleIndices n = nibble_indices_lo_hi(q);
     return {_mm512_permutexvar_ps(n.even, scaled), _mm512_permutexvar_ps(n.odd, scaled)};
+}
+
+// The same for the nibbles at q in the Q4_0 element order.
+inline ChunkWeights nibble_table_weights(const uchar *q, __m512 a, __m512i lo) {
+    return nibble_table_weights(nibble_indices_lo_hi(q), a, lo);
 }
 
 // 32 bytes as 32 words.
@@ -264,9 +268,7 @@ struct Q4_K {
     // The table a * {0..15} (one multiply), then two vpermps: where codes() cost a vpermw, the even/odd split
     // and two multiplies.
     static ChunkWeights weights(const Block *b, int c, const Tables &t, const Scales &s) {
-        const __m512 scaled = _mm512_mul_ps(_mm512_set1_ps(s.a[c]), table_values16(t.lo));
-        const NibbleIndices n = k_nibble_indices(b->qs, c);
-        return {_mm512_permutexvar_ps(n.even, scaled), _mm512_permutexvar_ps(n.odd, scaled)};
+        return nibble_table_weights(k_nibble_indices(b->qs, c), _mm512_set1_ps(s.a[c]), t.lo);
     }
     static Tables tables() {
         static constexpr IotaTable<0, 32> v;
