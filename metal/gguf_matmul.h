@@ -252,6 +252,23 @@ GGUF_MV_INLINE device const B *gguf_mv_row_of_quarter(device const B *const thre
                           : rows[first + 3];
 }
 
+// The lane scales' exchange: lane p of a block holds mine[k][v] for row p / 4 + 4k (v: its two runs) and takes
+// out[r][v], row r's value of its own run pair g = p / 4, from lane 4 (r % 4) + g of its block.
+template <uint R, int RUNS>
+GGUF_MV_INLINE void gguf_mv_share_row_scales(thread const float mine[][RUNS], ushort part, ushort lane,
+                                             thread float out[][RUNS]) {
+    const ushort first = lane - part;
+    const uint g = part / 4;
+#pragma unroll
+    for (uint r = 0; r < R; ++r) {
+        const ushort from = ushort(first + 4 * (r % 4) + g);
+#pragma unroll
+        for (int v = 0; v < RUNS; ++v) {
+            out[r][v] = simd_shuffle(mine[r / 4][v], from);
+        }
+    }
+}
+
 // Q4_K and Q5_K in the mat-vec tier (gguf_mv_lane_scales): lane p of a block decodes the scales and
 // offsets a = d sc, o = -(dmin m) of the pair of sub-blocks 2j, 2j + 1 (j = p % 4) of rows p / 4, p / 4 + 4, ...
 // (R / 4 pairs instead of R), and takes those of its pair g in row r from lane 4 (r % 4) + g of its block.
@@ -275,17 +292,8 @@ GGUF_MV_INLINE void gguf_mv_row_scales_k4(device const B *const thread *rows, ui
             mine_o[k][v] = -(dm.y * scm[2 + v]);
         }
     }
-    const ushort first = lane - part;
-    const uint g = part / 4;
-#pragma unroll
-    for (uint r = 0; r < R; ++r) {
-        const ushort from = ushort(first + 4 * (r % 4) + g);
-#pragma unroll
-        for (uint v = 0; v < 2; ++v) {
-            a[r][v] = simd_shuffle(mine_a[r / 4][v], from);
-            o[r][v] = simd_shuffle(mine_o[r / 4][v], from);
-        }
-    }
+    gguf_mv_share_row_scales<R, RUNS>(mine_a, part, lane, a);
+    gguf_mv_share_row_scales<R, RUNS>(mine_o, part, lane, o);
 }
 
 // A type without a value table looked up by shuffles (gguf_mv_table): no entry.

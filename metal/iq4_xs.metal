@@ -89,17 +89,14 @@ GGUF_MV_INLINE void gguf_mv_row_scales(device const block_iq4_xs *const thread *
         mine[k][0] = d * float(ls0 - 32);
         mine[k][1] = d * float(ls1 - 32);
     }
-    const ushort first = lane - part;
-    const uint g = part / 4;
 #pragma unroll
     for (uint r = 0; r < R; ++r) {
-        const ushort from = ushort(first + 4 * (r % 4) + g);
 #pragma unroll
         for (uint v = 0; v < 2; ++v) {
-            a[r][v] = simd_shuffle(mine[r / 4][v], from);
             o[r][v] = 0.0f;
         }
     }
+    gguf_mv_share_row_scales<R, RUNS>(mine, part, lane, a);
 }
 #endif
 
