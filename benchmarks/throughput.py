@@ -189,7 +189,7 @@ def render(core: list[dict], allc: list[dict], args, threads: int, load: tuple[f
         "`GGUF_DEQUANT_CPU_ISA=avx2|baseline` caps it). Random blocks with finite scales; warm output buffers "
         "on every side; Ge/s = 10^9 output elements per second.",
         "",
-        f"## Per core (1 thread each side)",
+        "## Per core (1 thread each side)",
         "",
         f"{core[0]['n'] if core else 0:,} elements per type. ggml = llama.cpp's single-threaded `to_float` "
         "(float32 output, the oracle library built by `tools/build_ggml.sh`: `-O3`, no `-march`); cpu = this "

@@ -266,7 +266,6 @@ def test_atomics_histogram(lib, schedule):
 
 def _battery_model(v, live):
     lanes = range(live)
-    act = [i < live for i in range(32)]
     vv = [int(t) for t in v]
     m32 = 0xFFFFFFFF
     out = np.zeros((32, 32), np.uint64)
