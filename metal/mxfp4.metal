@@ -62,8 +62,7 @@ GGUF_MV_INLINE float gguf_mv_mxfp4_scale(uint e) {
 }
 
 // The codes alone (the scale comes from gguf_mv_codes or gguf_mv_row_scales).
-GGUF_MV_INLINE void gguf_mv_lane_codes(device const block_mxfp4 *b, ushort part, float table, thread float4 *q,
-                                       thread float *, thread float *) {
+GGUF_MV_INLINE void gguf_mv_mxfp4_codes(device const block_mxfp4 *b, ushort part, float table, thread float4 *q) {
     // one load of the part's 4 bytes (a packed vector: byte aligned, as the 17-byte blocks are)
     const packed_uchar4 bytes = *reinterpret_cast<device const packed_uchar4 *>(b->qs + 4 * part);
 #pragma unroll
@@ -72,6 +71,11 @@ GGUF_MV_INLINE void gguf_mv_lane_codes(device const block_mxfp4 *b, ushort part,
         q[0][i] = simd_shuffle(table, ushort(byte & 0xF));
         q[1][i] = simd_shuffle(table, ushort(byte >> 4));
     }
+}
+
+GGUF_MV_INLINE void gguf_mv_lane_codes(device const block_mxfp4 *b, ushort part, float table, thread float4 *q,
+                                       thread float *, thread float *) {
+    gguf_mv_mxfp4_codes(b, part, table, q);
 }
 
 // The codes of a block with a subnormal scale carry 2^-64.
@@ -84,7 +88,7 @@ GGUF_MV_INLINE void gguf_mv_rescale_codes(device const block_mxfp4 *b, ushort, t
 GGUF_MV_INLINE void gguf_mv_codes(device const block_mxfp4 *b, ushort part, float table, thread float4 *q,
                                   thread float *a, thread float *o) {
     const uint e = b->e;
-    gguf_mv_lane_codes(b, part, table, q, a, o);
+    gguf_mv_mxfp4_codes(b, part, table, q);
     if (simd_any(e < 2)) {
         gguf_mv_rescale_codes(b, part, q);
     }
