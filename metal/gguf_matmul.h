@@ -233,15 +233,31 @@ GGUF_MV_INLINE uint gguf_mv_scale_min_k4(device const uchar *scales, uint g) {
 // Scales decoded by the lanes of a block together, once per step (a type opts in with gguf_mv_lane_scales and
 // defines gguf_mv_row_scales): each lane decodes a few of the R weight rows' run scales (and offsets) of its
 // block and takes its own by simd_shuffle, instead of every lane of the block decoding the same fields. They
-// replace the a and o that gguf_mv_codes gives (the same values; the compiler drops the unused decode).
+// replace the a and o that gguf_mv_codes gives (the same values; the compiler drops the unused decode), and the
+// codes come from gguf_mv_lane_codes. gguf_mv_row_scales returns whether some lane of the simdgroup must pass its
+// codes through gguf_mv_rescale_codes this step (the same for every lane: MXFP4's subnormal scales).
 template <typename B>
 struct gguf_mv_lane_scales {
     enum { value = 0 };
 };
 
 template <uint R, int RUNS, typename B>
-GGUF_MV_INLINE void gguf_mv_row_scales(device const B *const thread *, uint, ushort, ushort, thread float[][RUNS],
-                                       thread float[][RUNS]) {}
+GGUF_MV_INLINE bool gguf_mv_row_scales(device const B *const thread *, uint, ushort, ushort, thread float[][RUNS],
+                                       thread float[][RUNS]) {
+    return false;
+}
+
+// The codes of a block part when the scales come from gguf_mv_row_scales (a and o are overwritten there):
+// gguf_mv_codes, unless the type's gguf_mv_codes does per-block work that the scales replace besides decoding a
+// and o (then the type overloads this).
+template <typename B, typename T>
+GGUF_MV_INLINE void gguf_mv_lane_codes(device const B *b, ushort part, T table, thread float4 *q, thread float *a,
+                                       thread float *o) {
+    gguf_mv_codes(b, part, table, q, a, o);
+}
+
+template <typename B>
+GGUF_MV_INLINE void gguf_mv_rescale_codes(device const B *, ushort, thread float4 *) {}
 
 // rows[first + quarter] (quarter < 4) without a run-time index (a thread array indexed at run time stays in memory).
 template <typename B>
@@ -252,16 +268,19 @@ GGUF_MV_INLINE device const B *gguf_mv_row_of_quarter(device const B *const thre
                           : rows[first + 3];
 }
 
-// The lane scales' exchange: lane p of a block holds mine[k][v] for row p / 4 + 4k (v: its two runs) and takes
-// out[r][v], row r's value of its own run pair g = p / 4, from lane 4 (r % 4) + g of its block.
-template <uint R, int RUNS>
+// The lane scales' exchange, for blocks of PARTS lanes with PARTS / 4 run sets (pairs of runs for 16 lanes, the
+// block's one run for 4): lane p of a block holds mine[k][v] for row p / (PARTS / 4) + 4k, run set p % (PARTS / 4)
+// (v: the set's runs) and takes out[r][v], row r's value of its own run set g = p / 4, from lane
+// (PARTS / 4) (r % 4) + g of its block.
+template <uint R, int RUNS, uint PARTS>
 GGUF_MV_INLINE void gguf_mv_share_row_scales(thread const float mine[][RUNS], ushort part, ushort lane,
                                              thread float out[][RUNS]) {
+    static_assert(PARTS % 4 == 0, "four row quarters per block");
     const ushort first = lane - part;
     const uint g = part / 4;
 #pragma unroll
     for (uint r = 0; r < R; ++r) {
-        const ushort from = ushort(first + 4 * (r % 4) + g);
+        const ushort from = ushort(first + (PARTS / 4) * (r % 4) + g);
 #pragma unroll
         for (int v = 0; v < RUNS; ++v) {
             out[r][v] = simd_shuffle(mine[r / 4][v], from);
@@ -274,7 +293,7 @@ GGUF_MV_INLINE void gguf_mv_share_row_scales(thread const float mine[][RUNS], us
 // (R / 4 pairs instead of R), and takes those of its pair g in row r from lane 4 (r % 4) + g of its block.
 // Both blocks start with d, dmin and the 12 scale bytes.
 template <uint R, int RUNS, typename B>
-GGUF_MV_INLINE void gguf_mv_row_scales_k4(device const B *const thread *rows, uint ib, ushort part, ushort lane,
+GGUF_MV_INLINE bool gguf_mv_row_scales_k4(device const B *const thread *rows, uint ib, ushort part, ushort lane,
                                           thread float a[][RUNS], thread float o[][RUNS]) {
     static_assert(R % 4 == 0 && RUNS == 2, "four rows per group of 4 lanes, two runs per lane");
     const uint j = part % 4;
@@ -292,8 +311,9 @@ GGUF_MV_INLINE void gguf_mv_row_scales_k4(device const B *const thread *rows, ui
             mine_o[k][v] = -(dm.y * scm[2 + v]);
         }
     }
-    gguf_mv_share_row_scales<R, RUNS>(mine_a, part, lane, a);
-    gguf_mv_share_row_scales<R, RUNS>(mine_o, part, lane, o);
+    gguf_mv_share_row_scales<R, RUNS, 16>(mine_a, part, lane, a);
+    gguf_mv_share_row_scales<R, RUNS, 16>(mine_o, part, lane, o);
+    return false;
 }
 
 // A type without a value table looked up by shuffles (gguf_mv_table): no entry.
@@ -519,21 +539,27 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
             xm[0] += STEP * QK;
             float scales[R][RUNS];
             float offsets[R][RUNS];
+            bool rescale = false;
             if (gguf_mv_lane_scales<B>::value) {
-                gguf_mv_row_scales<R, RUNS>(rows, ib, part, lane, scales, offsets);
+                rescale = gguf_mv_row_scales<R, RUNS>(rows, ib, part, lane, scales, offsets);
             }
 #pragma unroll
             for (uint r = 0; r < R; ++r) {
                 float4 q[QUADS];
                 float a[RUNS];
                 float o[RUNS];
-                gguf_mv_codes(rows[r] + ib, part, table, q, a, o);
                 if (gguf_mv_lane_scales<B>::value) {
+                    gguf_mv_lane_codes(rows[r] + ib, part, table, q, a, o);
+                    if (rescale) {
+                        gguf_mv_rescale_codes(rows[r] + ib, part, q);
+                    }
 #pragma unroll
                     for (uint u = 0; u < RUNS; ++u) {
                         a[u] = scales[r][u];
                         o[u] = offsets[r][u];
                     }
+                } else {
+                    gguf_mv_codes(rows[r] + ib, part, table, q, a, o);
                 }
                 gguf_mv_decode<QUADS, RUNS, OFFSET>(q, a, o);
                 if (live) {
@@ -547,10 +573,17 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         float o[R][RUNS];
 #pragma unroll
         for (uint r = 0; r < R; ++r) {
-            gguf_mv_codes(rows[r] + ib, part, table, q[r], a[r], o[r]);
+            if (gguf_mv_lane_scales<B>::value) {
+                gguf_mv_lane_codes(rows[r] + ib, part, table, q[r], a[r], o[r]);
+            } else {
+                gguf_mv_codes(rows[r] + ib, part, table, q[r], a[r], o[r]);
+            }
         }
-        if (gguf_mv_lane_scales<B>::value) {
-            gguf_mv_row_scales<R, RUNS>(rows, ib, part, lane, a, o);
+        if (gguf_mv_lane_scales<B>::value && gguf_mv_row_scales<R, RUNS>(rows, ib, part, lane, a, o)) {
+#pragma unroll
+            for (uint r = 0; r < R; ++r) {
+                gguf_mv_rescale_codes(rows[r] + ib, part, q[r]);
+            }
         }
 #pragma unroll
         for (uint r = 0; r < R; ++r) {

@@ -72,7 +72,7 @@ struct gguf_mv_lane_scales<block_iq4_xs> {
 };
 
 template <uint R, int RUNS>
-GGUF_MV_INLINE void gguf_mv_row_scales(device const block_iq4_xs *const thread *rows, uint ib, ushort part,
+GGUF_MV_INLINE bool gguf_mv_row_scales(device const block_iq4_xs *const thread *rows, uint ib, ushort part,
                                        ushort lane, thread float a[][RUNS], thread float o[][RUNS]) {
     static_assert(R % 4 == 0 && RUNS == 2, "four rows per group of 4 lanes, two groups per lane");
     const uint j = part % 4;
@@ -96,7 +96,8 @@ GGUF_MV_INLINE void gguf_mv_row_scales(device const block_iq4_xs *const thread *
             o[r][v] = 0.0f;
         }
     }
-    gguf_mv_share_row_scales<R, RUNS>(mine, part, lane, a);
+    gguf_mv_share_row_scales<R, RUNS, 16>(mine, part, lane, a);
+    return false;
 }
 #endif
 

@@ -42,7 +42,7 @@ inline void dequantize_mxfp4(device const block_mxfp4 *b, ushort sub, thread flo
 #ifdef GGUF_METAL_MATMUL
 // The factored form of the mat-vec tier (launch.MV_FACTORED: 4 lanes per block, 2 quads, 1 run, no
 // offset): w = a q with q = kvalues_fp4[nibble] and a = s(e), the exact product dequantize_mxfp4 computes.
-// Part p reads qs bytes 4p .. 4p + 3 (one at a time: blocks are 17 bytes): quad 0 is their low nibbles
+// Part p reads qs bytes 4p .. 4p + 3 (one packed vector: blocks are 17 bytes): quad 0 is their low nibbles
 // (elements 4p ..), quad 1 their high nibbles (elements 16 + 4p ..). For e = 0, 1, s(e) is subnormal and
 // fast math may flush it: the codes carry 2^-64 and the scale is 2^(e - 64) instead (the same products;
 // in IEEE arithmetic the same bits unless a partial sum of q x falls below 2^-62). Such blocks are rare, so
@@ -56,23 +56,72 @@ GGUF_MV_INLINE float gguf_mv_table(device const block_mxfp4 *, ushort lane) {
     return float(int(kvalues_fp4[lane % 16]));
 }
 
-GGUF_MV_INLINE void gguf_mv_codes(device const block_mxfp4 *b, ushort part, float table, thread float4 *q,
-                                  thread float *a, thread float *o) {
-    device const uchar *qs = b->qs + 4 * part;
-    const uint e = b->e;
+// The run scale of exponent e: s(e), or 2^(e - 64) for e = 0, 1 (with codes scaled by gguf_mv_rescale_codes).
+GGUF_MV_INLINE float gguf_mv_mxfp4_scale(uint e) {
+    return e < 2 ? as_type<float>((e + 63) << 23) : e8m0_to_fp32_half(e);
+}
+
+// The codes alone (the scale comes from gguf_mv_codes or gguf_mv_row_scales).
+GGUF_MV_INLINE void gguf_mv_mxfp4_codes(device const block_mxfp4 *b, ushort part, float table, thread float4 *q) {
+    // one load of the part's 4 bytes (a packed vector: byte aligned, as the 17-byte blocks are)
+    const packed_uchar4 bytes = *reinterpret_cast<device const packed_uchar4 *>(b->qs + 4 * part);
 #pragma unroll
     for (uint i = 0; i < 4; ++i) {
-        const uint byte = qs[i];
+        const uint byte = bytes[i];
         q[0][i] = simd_shuffle(table, ushort(byte & 0xF));
         q[1][i] = simd_shuffle(table, ushort(byte >> 4));
     }
+}
+
+GGUF_MV_INLINE void gguf_mv_lane_codes(device const block_mxfp4 *b, ushort part, float table, thread float4 *q,
+                                       thread float *, thread float *) {
+    gguf_mv_mxfp4_codes(b, part, table, q);
+}
+
+// The codes of a block with a subnormal scale carry 2^-64.
+GGUF_MV_INLINE void gguf_mv_rescale_codes(device const block_mxfp4 *b, ushort, thread float4 *q) {
+    const float unit = b->e < 2 ? 0x1p-64f : 1.0f;
+    q[0] *= unit;
+    q[1] *= unit;
+}
+
+GGUF_MV_INLINE void gguf_mv_codes(device const block_mxfp4 *b, ushort part, float table, thread float4 *q,
+                                  thread float *a, thread float *o) {
+    const uint e = b->e;
+    gguf_mv_mxfp4_codes(b, part, table, q);
     if (simd_any(e < 2)) {
-        const float unit = e < 2 ? 0x1p-64f : 1.0f;
-        q[0] *= unit;
-        q[1] *= unit;
+        gguf_mv_rescale_codes(b, part, q);
     }
-    a[0] = e < 2 ? as_type<float>((e + 63) << 23) : e8m0_to_fp32_half(e);
+    a[0] = gguf_mv_mxfp4_scale(e);
     o[0] = 0.0f;
+}
+
+// The mat-vec tier's scales (gguf_mv_lane_scales): lane p of a block decodes the exponents of rows p, p + 4, ...
+// (R / 4 instead of R) and takes row r's scale from lane r % 4 of its block; one vote per step (not per row and
+// block) finds the rare subnormal scales.
+template <>
+struct gguf_mv_lane_scales<block_mxfp4> {
+    enum { value = 1 };
+};
+
+template <uint R, int RUNS>
+GGUF_MV_INLINE bool gguf_mv_row_scales(device const block_mxfp4 *const thread *rows, uint ib, ushort part,
+                                       ushort lane, thread float a[][RUNS], thread float o[][RUNS]) {
+    static_assert(R % 4 == 0 && RUNS == 1, "four rows per lane of a block, one run");
+    float mine[R / 4][1];
+    bool subnormal = false;
+#pragma unroll
+    for (uint k = 0; k < R / 4; ++k) {
+        const uint e = (gguf_mv_row_of_quarter(rows, 4 * k, part) + ib)->e;
+        subnormal = subnormal || e < 2;
+        mine[k][0] = gguf_mv_mxfp4_scale(e);
+    }
+#pragma unroll
+    for (uint r = 0; r < R; ++r) {
+        o[r][0] = 0.0f;
+    }
+    gguf_mv_share_row_scales<R, RUNS, 4>(mine, part, lane, a);
+    return simd_any(subnormal);
 }
 #endif
 

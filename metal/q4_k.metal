@@ -115,9 +115,9 @@ struct gguf_mv_lane_scales<block_q4_k> {
 };
 
 template <uint R, int RUNS>
-GGUF_MV_INLINE void gguf_mv_row_scales(device const block_q4_k *const thread *rows, uint ib, ushort part,
+GGUF_MV_INLINE bool gguf_mv_row_scales(device const block_q4_k *const thread *rows, uint ib, ushort part,
                                        ushort lane, thread float a[][RUNS], thread float o[][RUNS]) {
-    gguf_mv_row_scales_k4<R, RUNS>(rows, ib, part, lane, a, o);
+    return gguf_mv_row_scales_k4<R, RUNS>(rows, ib, part, lane, a, o);
 }
 #endif
 

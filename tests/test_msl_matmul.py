@@ -269,6 +269,29 @@ def test_factored_kernels_give_the_decoded_weights(name):
                               f"{name}: mul_mv(identity) vs dequantize")
 
 
+def test_mxfp4_subnormal_scales_in_each_row_of_a_step():
+    """MXFP4's mat-vec exponents are decoded once per step for the simdgroup's weight rows (lane p of a block
+    reads rows p, p + 4 and hands the scales out by simd_shuffle) and one vote per step rescales the codes of
+    blocks with E8M0 0 or 1 (subnormal scales). Here such blocks sit in one row of a step, in rows 0-3 or in rows
+    4-7 only (the second exponent of a lane), and every exponent differs by row: the bits equal the order
+    model at M = 1 (4 rows per simdgroup), 3 and 8 (8 rows), and the weights are the decoded ones."""
+    rng = np.random.default_rng(43)
+    n, nb = 16, 24  # two simdgroups of 8 rows (4 at M = 1); three steps of 8 blocks
+    raw = rng.integers(0, 256, size=(n, nb, 17), dtype=np.uint8)
+    raw[:, :, 0] = rng.integers(2, 9, size=(n, nb))  # small normal scales: comparable terms in every sum
+    for row, block, e in ((5, 3, 0), (2, 9, 1), (14, 9, 0), (7, 17, 1), (1, 18, 0), (12, 20, 1)):
+        raw[row, block, 0] = e
+    raw = raw.reshape(n, nb * 17)
+    k = 32 * nb
+    w = reference.dequantize(torch.from_numpy(raw.copy()), "MXFP4", torch.float32).numpy()
+    x = activations(8, k, torch.float32, rng) * 2.0**100  # keeps the products of 2^-64 codes normal
+    for m in (1, 3, 8):
+        got = run_linear("MXFP4", raw, x[:m], kind="mv")
+        testing.assert_bits_equal(got, torch.from_numpy(factored_model("MXFP4", raw, x[:m].numpy())),
+                                  f"MXFP4 M={m}")
+        assert_within_bound("MXFP4", got.numpy(), w, x[:m].numpy(), kind="mv")
+
+
 def _round_exact(value: Fraction) -> np.float32:
     """The float32 nearest to an exact rational, ties to even (finite results only)."""
     f = np.float32(float(value))
