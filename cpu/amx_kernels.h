@@ -56,13 +56,21 @@ struct alignas(64) TileConfig {
     uint8_t rows[16];
 };
 
+// GCC 12's _tile_loadconfig tells the compiler that ldtilecfg reads 8 bytes of the configuration, so unless the
+// caller clobbers memory afterwards, the stores of the rows and columns are dropped as dead (the tiles stay
+// unconfigured: the next tile instruction faults): the asm input here makes all 64 bytes live.
+inline void load_tile_config(const TileConfig &cfg) {
+    asm volatile("" : : "m"(cfg));
+    _tile_loadconfig(&cfg);
+}
+
 // Scaled order: tiles 0, 1: A (16 features x 32 codes); 2, 3: B (16 pairs x 16 rows of x); 4, 5: C (16 features
 // x 16 rows). Two of each: one step's product runs while the previous one is drained.
 inline void configure() {
     TileConfig cfg{};
     cfg.palette = 1;
     for (int i = 0; i < 6; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;
-    _tile_loadconfig(&cfg);
+    load_tile_config(cfg);
 }
 
 // Parts order: tiles 0-3: C (16 features x 16 rows of x) of feature groups 0, 0, 1, 1 by x tiles 0, 1, 0, 1;
@@ -71,7 +79,7 @@ inline void configure_parts() {
     TileConfig cfg{};
     cfg.palette = 1;
     for (int i = 0; i < 8; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;
-    _tile_loadconfig(&cfg);
+    load_tile_config(cfg);
 }
 
 // One job's x as B tiles of 16 rows of x (zero rows pad the last, and a zero tile an odd count): per tile t and
@@ -204,6 +212,30 @@ void group(Job &jb, int64_t group, int64_t g0, int64_t g1, const Tables &table, 
         Vec *acc = &jb.acc[(group * jb.tiles + t) * 16];
         tile_pass(wt, jb.bx.data() + t * jb.chunks * 256, g0, g1, acc);
         if (g1 == jb.chunks) store(*jb.job, group, t, acc);
+    }
+}
+
+// Runs the jobs' passes of K_BLOCK chunks [p0, p1): per pass, one parallel loop over the units of every job (units
+// of G feature groups, the last maybe fewer), each thread with its own scratch (make_scratch()) and tile
+// configuration (config()); unit(job, u, p0, p1, scratch) runs unit u of a job. The three orders differ only in
+// their units.
+template <int G, typename MakeScratch, typename Unit>
+void run_passes(std::vector<Job> &jbs, void (*config)(), MakeScratch make_scratch, Unit unit) {
+    std::vector<int64_t> first(jbs.size() + 1, 0);
+    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + (jbs[i].groups + G - 1) / G;
+    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
+    for (int64_t p0 = 0; p0 < chunks; p0 += K_BLOCK) {
+        const int64_t p1 = std::min(chunks, p0 + K_BLOCK);
+        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
+            auto scratch = make_scratch();
+            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
+            config();
+            for (int64_t u = u0; u < u1; ++u) {
+                while (u >= first[i + 1]) ++i;
+                unit(jbs[i], u - first[i], p0, p1, scratch);
+            }
+            _tile_release();
+        });
     }
 }
 
@@ -383,28 +415,16 @@ void pair_step(Job &jb, int64_t pair, int64_t g0, int64_t g1, const Tables &tabl
     }
 }
 
-// Runs the jobs' passes in the parts order: per pass, one parallel loop over the pairs of 16-feature groups,
-// each pair taking the pass in steps of PARTS_STEP chunks.
+// Runs the jobs' passes in the parts order: units are pairs of 16-feature groups, each taking the pass in steps of
+// PARTS_STEP chunks.
 template <typename F>
 void run_parts(std::vector<Job> &jbs, const Tables &table) {
-    std::vector<int64_t> first(jbs.size() + 1, 0);
-    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + (jbs[i].groups + 1) / 2;
-    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
-    for (int64_t p0 = 0; p0 < chunks; p0 += K_BLOCK) {
-        const int64_t p1 = std::min(chunks, p0 + K_BLOCK);
-        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
-            PartWeights wt(Parts<F>::value);
-            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
-            configure_parts();
-            for (int64_t u = u0; u < u1; ++u) {
-                while (u >= first[i + 1]) ++i;
-                for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) {
-                    pair_step<F>(jbs[i], u - first[i], g0, std::min(p1, g0 + PARTS_STEP), table, wt);
-                }
-            }
-            _tile_release();
-        });
-    }
+    run_passes<2>(jbs, configure_parts, [] { return PartWeights(Parts<F>::value); },
+                  [&](Job &jb, int64_t pair, int64_t p0, int64_t p1, PartWeights &wt) {
+                      for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) {
+                          pair_step<F>(jb, pair, g0, std::min(p1, g0 + PARTS_STEP), table, wt);
+                      }
+                  });
 }
 
 // The factored order.
@@ -592,47 +612,25 @@ void pair_block(Job &jb, int64_t pair, int64_t i, const Tables &table, FactoredW
     drain(tiles - 2);
 }
 
-// Runs the jobs' passes in the factored order: per pass, one parallel loop over the pairs of 16-feature groups,
-// each pair taking the pass one 256-element block at a time.
+// Runs the jobs' passes in the factored order: units are pairs of 16-feature groups, each taking the pass one
+// 256-element block at a time.
 template <typename F>
 void run_factored(std::vector<Job> &jbs, const Tables &table) {
-    std::vector<int64_t> first(jbs.size() + 1, 0);
-    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + (jbs[i].groups + 1) / 2;
-    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
-    for (int64_t p0 = 0; p0 < chunks; p0 += K_BLOCK) {
-        const int64_t p1 = std::min(chunks, p0 + K_BLOCK);
-        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
-            FactoredWeights wt(Factored<F>::value);
-            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
-            configure_parts();
-            for (int64_t u = u0; u < u1; ++u) {
-                while (u >= first[i + 1]) ++i;
-                for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) pair_block<F>(jbs[i], u - first[i], g0 / PARTS_STEP, table, wt);
-            }
-            _tile_release();
-        });
-    }
+    run_passes<2>(jbs, configure_parts, [] { return FactoredWeights(Factored<F>::value); },
+                  [&](Job &jb, int64_t pair, int64_t p0, int64_t p1, FactoredWeights &wt) {
+                      for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) {
+                          pair_block<F>(jb, pair, g0 / PARTS_STEP, table, wt);
+                      }
+                  });
 }
 
-// The scaled order's passes (see matmul_amx).
+// The scaled order's passes (see matmul_amx): units are single 16-feature groups.
 template <typename F>
 void run_scaled(std::vector<Job> &jbs, const Tables &table) {
-    std::vector<int64_t> first(jbs.size() + 1, 0);
-    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + jbs[i].groups;
-    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
-    for (int64_t g0 = 0; g0 < chunks; g0 += K_BLOCK) {
-        const int64_t g1 = std::min(chunks, g0 + K_BLOCK);
-        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
-            Weights wt(K_BLOCK);
-            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
-            configure();
-            for (int64_t u = u0; u < u1; ++u) {
-                while (u >= first[i + 1]) ++i;
-                group<F>(jbs[i], u - first[i], g0, g1, table, wt);
-            }
-            _tile_release();
-        });
-    }
+    run_passes<1>(jbs, configure, [] { return Weights(K_BLOCK); },
+                  [&](Job &jb, int64_t group_index, int64_t p0, int64_t p1, Weights &wt) {
+                      group<F>(jb, group_index, p0, p1, table, wt);
+                  });
 }
 
 // The types of each order: GGUF type id, struct.

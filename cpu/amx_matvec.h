@@ -26,7 +26,7 @@ inline void configure() {
     for (int i = 0; i < GROUPS; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 4 * ROWS;
     for (int i = 4; i < 6; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;
     for (int i = 6; i < 8; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 4 * ROWS;
-    _tile_loadconfig(&cfg);
+    amx::load_tile_config(cfg);
 }
 
 // x as B tiles: word bx[(g * 16 + k) * ROWS + m] = elements 32g + 2k, 32g + 2k + 1 of row m (zero for m >= M).
