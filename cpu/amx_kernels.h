@@ -325,6 +325,31 @@ void decode_parts(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, cons
     }
 }
 
+// C tiles 0-3 from +0, from c[0..3] or to c[0..3] (rows 64 bytes apart): the parts and factored orders' 2 x 2
+// tiles (tile numbers are immediates, so spelled out once here).
+__attribute__((always_inline)) inline void zero_c_tiles() {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+}
+
+template <typename C>
+__attribute__((always_inline)) inline void load_c_tiles(const C &c) {
+    _tile_loadd(0, c[0], 64);
+    _tile_loadd(1, c[1], 64);
+    _tile_loadd(2, c[2], 64);
+    _tile_loadd(3, c[3], 64);
+}
+
+template <typename C>
+__attribute__((always_inline)) inline void store_c_tiles(const C &c) {
+    _tile_stored(0, c[0], 64);
+    _tile_stored(1, c[1], 64);
+    _tile_stored(2, c[2], 64);
+    _tile_stored(3, c[3], 64);
+}
+
 // C tiles 0-3 += chunks [0, chunks) of two groups' A parts (w0, w1) by two tiles of x (b0, b1): per chunk in
 // increasing order, each part high first, the 2 x 2 products (tiles 4-7 hold the operands). The parts and factored
 // orders share it.
@@ -372,22 +397,13 @@ void tiles_2x2(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t 
                bool first, float *const c[4]) {
     asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
     if (first) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        zero_c_tiles();
     } else {
-        _tile_loadd(0, c[0], 64);
-        _tile_loadd(1, c[1], 64);
-        _tile_loadd(2, c[2], 64);
-        _tile_loadd(3, c[3], 64);
+        load_c_tiles(c);
     }
     tile_products_2x2<P>(w0, w1, b0, b1, chunks);
     tile_offset_products<OT>(m0, m1, x0, x1);
-    _tile_stored(0, c[0], 64);
-    _tile_stored(1, c[1], 64);
-    _tile_stored(2, c[2], 64);
-    _tile_stored(3, c[3], 64);
+    store_c_tiles(c);
     asm volatile("" : : : "memory");
 }
 
@@ -539,25 +555,13 @@ void tiles_block(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_
                  const Vec (*m0)[FEATURES], const Vec (*m1)[FEATURES], const uint32_t *x0, const uint32_t *x1,
                  float (*o)[256]) {
     asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    zero_c_tiles();
     tile_products_2x2<P>(w0, w1, b0, b1, PARTS_STEP);
-    _tile_stored(0, c[0], 64);
-    _tile_stored(1, c[1], 64);
-    _tile_stored(2, c[2], 64);
-    _tile_stored(3, c[3], 64);
+    store_c_tiles(c);
     if constexpr (OT > 0) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        zero_c_tiles();
         tile_offset_products<OT>(m0, m1, x0, x1);
-        _tile_stored(0, o[0], 64);
-        _tile_stored(1, o[1], 64);
-        _tile_stored(2, o[2], 64);
-        _tile_stored(3, o[3], 64);
+        store_c_tiles(o);
     }
     asm volatile("" : : : "memory");
 }
