@@ -2,7 +2,7 @@
 // (linear, mul_mat_vec; the mat-vec tier keeps M <= 8 and every mul_mat_id slot, where it is faster), on the
 // factored types of matvec_kernels.h, on CPUs with AMX-TILE and AMX-BF16 whose kernel grants the tile state.
 // Included once, after matvec_kernels.h, by matvec_avx512bf16.cpp. The kernels themselves take any M. Three orders,
-// each type in one (GGUF_AMX_SCALED_TYPES, GGUF_AMX_PARTS_TYPES, GGUF_AMX_FACTORED_TYPES):
+// each type in one (ScaledTypes, PartsTypes, FactoredTypes):
 //
 // Scaled order (Q8_0): weights are the A tile (16 output features x 32 codes of one chunk, the codes of F::codes:
 // exact in bfloat16), x the B tile (16 pairs of K x up to 16 rows of x, built once per call). Per output (row m,
@@ -637,56 +637,26 @@ void run_scaled(std::vector<Job> &jbs, const Tables &table) {
                   });
 }
 
-// The types of each order: GGUF type id, struct.
-#define GGUF_AMX_SCALED_TYPES(X) \
-    X(8, Q8_0)
-#define GGUF_AMX_PARTS_TYPES(X) \
-    X(2, Q4_0)                  \
-    X(3, Q4_1)                  \
-    X(7, Q5_1)                  \
-    X(6, Q5_0)                  \
-    X(20, IQ4_NL)               \
-    X(39, MXFP4)                \
-    X(40, NVFP4)                \
-    X(41, Q1_0)                 \
-    X(42, Q2_0)
-#define GGUF_AMX_FACTORED_TYPES(X) \
-    X(10, Q2_K)                    \
-    X(11, Q3_K)                    \
-    X(12, Q4_K)                    \
-    X(13, Q5_K)                    \
-    X(14, Q6_K)                    \
-    X(16, IQ2_XXS)                 \
-    X(17, IQ2_XS)                  \
-    X(18, IQ3_XXS)                 \
-    X(19, IQ1_S)                   \
-    X(21, IQ3_S)                   \
-    X(22, IQ2_S)                   \
-    X(23, IQ4_XS)                  \
-    X(29, IQ1_M)                   \
-    X(34, TQ1_0)                   \
-    X(35, TQ2_0)
+// The types of each order.
+using ScaledTypes = Types<Q8_0>;
+using PartsTypes = Types<Q4_0, Q4_1, Q5_1, Q5_0, IQ4_NL, MXFP4, NVFP4, Q1_0, Q2_0>;
+using FactoredTypes = Types<Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, IQ3_S, IQ2_S, IQ4_XS, IQ1_M,
+                           TQ1_0, TQ2_0>;
 
 using RunFn = void (*)(std::vector<Job> &, const Tables &);
 
 // The kernel of a type's order, its tables, and which sums of x it takes for offsets (Sums::chunks: the parts
 // order's; otherwise the factored order's, for types with offsets).
 inline bool amx_kernel(int64_t qtype, RunFn *fn, Tables *table, Sums *sums = nullptr) {
-    switch (qtype) {
-#define GGUF_AMX_SCALED(ID, T) \
-    case ID: if (fn) *fn = run_scaled<T>, *table = T::tables(); return true;
-        GGUF_AMX_SCALED_TYPES(GGUF_AMX_SCALED)
-#undef GGUF_AMX_SCALED
-#define GGUF_AMX_PARTS(ID, T) \
-    case ID: if (fn) *fn = run_parts<T>, *table = T::tables(), *sums = Sums::chunks; return true;
-        GGUF_AMX_PARTS_TYPES(GGUF_AMX_PARTS)
-#undef GGUF_AMX_PARTS
-#define GGUF_AMX_FACTORED(ID, T) \
-    case ID: if (fn) *fn = run_factored<T>, *table = T::tables(); return true;
-        GGUF_AMX_FACTORED_TYPES(GGUF_AMX_FACTORED)
-#undef GGUF_AMX_FACTORED
-    }
-    return false;
+    return with_type(qtype, ScaledTypes{}, [&]<typename T>(std::type_identity<T>) {
+               if (fn) *fn = run_scaled<T>, *table = T::tables();
+           }) ||
+           with_type(qtype, PartsTypes{}, [&]<typename T>(std::type_identity<T>) {
+               if (fn) *fn = run_parts<T>, *table = T::tables(), *sums = Sums::chunks;
+           }) ||
+           with_type(qtype, FactoredTypes{}, [&]<typename T>(std::type_identity<T>) {
+               if (fn) *fn = run_factored<T>, *table = T::tables();
+           });
 }
 
 }  // namespace amx

@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 #include <immintrin.h>
 
@@ -1268,56 +1269,44 @@ void features(const MatvecJob &job, int64_t n0, int64_t n1, const Tables &table)
 
 using FeaturesFn = void (*)(const MatvecJob &, int64_t, int64_t, const Tables &);
 
-// Every type with a factored kernel: GGUF type id, struct.
-#define GGUF_MV_TYPES(X) \
-    X(2, Q4_0)           \
-    X(3, Q4_1)           \
-    X(6, Q5_0)           \
-    X(7, Q5_1)           \
-    X(8, Q8_0)           \
-    X(10, Q2_K)          \
-    X(11, Q3_K)          \
-    X(12, Q4_K)          \
-    X(13, Q5_K)          \
-    X(14, Q6_K)          \
-    X(16, IQ2_XXS)       \
-    X(17, IQ2_XS)        \
-    X(18, IQ3_XXS)       \
-    X(19, IQ1_S)         \
-    X(20, IQ4_NL)        \
-    X(21, IQ3_S)         \
-    X(22, IQ2_S)         \
-    X(23, IQ4_XS)        \
-    X(29, IQ1_M)         \
-    X(34, TQ1_0)         \
-    X(35, TQ2_0)         \
-    X(39, MXFP4)         \
-    X(40, NVFP4)         \
-    X(41, Q1_0)          \
-    X(42, Q2_0)
+// A list of type structs, and each struct's GGUF type id: its block's, from the generated list of types
+// (gguf_types.h), so no id is written twice.
+template <typename... Ts>
+struct Types {};
+
+template <typename B>
+constexpr int block_type_id = -1;
+#define GGUF_MV_BLOCK_ID(ID, NAME, QK, BYTES, SUB) \
+    template <> constexpr int block_type_id<block_##NAME> = ID;
+GGUF_FOR_EACH_QUANT_TYPE(GGUF_MV_BLOCK_ID)
+#undef GGUF_MV_BLOCK_ID
+
+template <typename F>
+constexpr int type_id = block_type_id<typename F::Block>;
+
+// Calls fn(std::type_identity<T>{}) for the struct T of the list whose type id is qtype; false if none is. The
+// one way the tiers map a run-time type id to their per-type functions.
+template <typename... Ts, typename Fn>
+inline bool with_type(int64_t qtype, Types<Ts...>, Fn &&fn) {
+    return ((qtype == type_id<Ts> && (fn(std::type_identity<Ts>{}), true)) || ...);
+}
+
+// Every type with a factored kernel.
+using MatvecTypes = Types<Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S,
+                          IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, IQ1_M, TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0, Q2_0>;
 
 inline bool factored(int64_t qtype, FeaturesFn *fn, Tables *table) {
-    switch (qtype) {
-#define GGUF_MV_CASE(ID, T) \
-    case ID:                 \
-        if (fn) *fn = features<T>, *table = T::tables(); \
-        return true;
-        GGUF_MV_TYPES(GGUF_MV_CASE)
-#undef GGUF_MV_CASE
-    }
-    return false;
+    return with_type(qtype, MatvecTypes{}, [&]<typename T>(std::type_identity<T>) {
+        if (fn) *fn = features<T>, *table = T::tables();
+    });
 }
 
 bool supports(int64_t qtype) { return factored(qtype, nullptr, nullptr); }
 
 int offset_span(int64_t qtype) {
-    switch (qtype) {
-#define GGUF_MV_SPAN(ID, T) \
-    case ID: return offset_span<T>();
-        GGUF_MV_TYPES(GGUF_MV_SPAN)
-#undef GGUF_MV_SPAN
-    }
-    return 0;
+    int span = 0;
+    with_type(qtype, MatvecTypes{}, [&]<typename T>(std::type_identity<T>) { span = offset_span<T>(); });
+    return span;
 }
 
 bool offsets(int64_t qtype) { return offset_span(qtype) != 0; }
