@@ -1255,6 +1255,7 @@ constexpr int type_id = block_type_id<typename F::Block>;
 // one way the tiers map a run-time type id to their per-type functions.
 template <typename... Ts, typename Fn>
 inline bool with_type(int64_t qtype, Types<Ts...>, Fn &&fn) {
+    static_assert(((type_id<Ts> >= 0) && ...), "a type struct whose Block is not in gguf_types.h");
     return ((qtype == type_id<Ts> && (fn(std::type_identity<Ts>{}), true)) || ...);
 }
 
