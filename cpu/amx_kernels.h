@@ -2,7 +2,7 @@
 // (linear, mul_mat_vec; the mat-vec tier keeps M <= 8 and every mul_mat_id slot, where it is faster), on the
 // factored types of matvec_kernels.h, on CPUs with AMX-TILE and AMX-BF16 whose kernel grants the tile state.
 // Included once, after matvec_kernels.h, by matvec_avx512bf16.cpp. The kernels themselves take any M. Three orders,
-// each type in one (GGUF_AMX_SCALED_TYPES, GGUF_AMX_PARTS_TYPES, GGUF_AMX_FACTORED_TYPES):
+// each type in one (ScaledTypes, PartsTypes, FactoredTypes):
 //
 // Scaled order (Q8_0): weights are the A tile (16 output features x 32 codes of one chunk, the codes of F::codes:
 // exact in bfloat16), x the B tile (16 pairs of K x up to 16 rows of x, built once per call). Per output (row m,
@@ -56,13 +56,21 @@ struct alignas(64) TileConfig {
     uint8_t rows[16];
 };
 
+// GCC 12's _tile_loadconfig tells the compiler that ldtilecfg reads 8 bytes of the configuration, so unless the
+// caller clobbers memory afterwards, the stores of the rows and columns are dropped as dead (the tiles stay
+// unconfigured: the next tile instruction faults): the asm input here makes all 64 bytes live.
+inline void load_tile_config(const TileConfig &cfg) {
+    asm volatile("" : : "m"(cfg));
+    _tile_loadconfig(&cfg);
+}
+
 // Scaled order: tiles 0, 1: A (16 features x 32 codes); 2, 3: B (16 pairs x 16 rows of x); 4, 5: C (16 features
 // x 16 rows). Two of each: one step's product runs while the previous one is drained.
 inline void configure() {
     TileConfig cfg{};
     cfg.palette = 1;
     for (int i = 0; i < 6; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;
-    _tile_loadconfig(&cfg);
+    load_tile_config(cfg);
 }
 
 // Parts order: tiles 0-3: C (16 features x 16 rows of x) of feature groups 0, 0, 1, 1 by x tiles 0, 1, 0, 1;
@@ -71,7 +79,7 @@ inline void configure_parts() {
     TileConfig cfg{};
     cfg.palette = 1;
     for (int i = 0; i < 8; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;
-    _tile_loadconfig(&cfg);
+    load_tile_config(cfg);
 }
 
 // One job's x as B tiles of 16 rows of x (zero rows pad the last, and a zero tile an odd count): per tile t and
@@ -207,6 +215,30 @@ void group(Job &jb, int64_t group, int64_t g0, int64_t g1, const Tables &table, 
     }
 }
 
+// Runs the jobs' passes of K_BLOCK chunks [p0, p1): per pass, one parallel loop over the units of every job (units
+// of G feature groups, the last maybe fewer), each thread with its own scratch (make_scratch()) and tile
+// configuration (config()); unit(job, u, p0, p1, scratch) runs unit u of a job. The three orders differ only in
+// their units.
+template <int G, typename MakeScratch, typename Unit>
+void run_passes(std::vector<Job> &jbs, void (*config)(), MakeScratch make_scratch, Unit unit) {
+    std::vector<int64_t> first(jbs.size() + 1, 0);
+    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + (jbs[i].groups + G - 1) / G;
+    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
+    for (int64_t p0 = 0; p0 < chunks; p0 += K_BLOCK) {
+        const int64_t p1 = std::min(chunks, p0 + K_BLOCK);
+        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
+            auto scratch = make_scratch();
+            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
+            config();
+            for (int64_t u = u0; u < u1; ++u) {
+                while (u >= first[i + 1]) ++i;
+                unit(jbs[i], u - first[i], p0, p1, scratch);
+            }
+            _tile_release();
+        });
+    }
+}
+
 // The parts order.
 
 // bfloat16 parts of v = a * q: 2 where v has at most 16 significant bits (an f16 scale times a code of up to 5
@@ -293,6 +325,31 @@ void decode_parts(const MatvecJob &job, int64_t n0, int64_t g0, int64_t g1, cons
     }
 }
 
+// C tiles 0-3 from +0, from c[0..3] or to c[0..3] (rows 64 bytes apart): the parts and factored orders' 2 x 2
+// tiles (tile numbers are immediates, so spelled out once here).
+__attribute__((always_inline)) inline void zero_c_tiles() {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+}
+
+template <typename C>
+__attribute__((always_inline)) inline void load_c_tiles(const C &c) {
+    _tile_loadd(0, c[0], 64);
+    _tile_loadd(1, c[1], 64);
+    _tile_loadd(2, c[2], 64);
+    _tile_loadd(3, c[3], 64);
+}
+
+template <typename C>
+__attribute__((always_inline)) inline void store_c_tiles(const C &c) {
+    _tile_stored(0, c[0], 64);
+    _tile_stored(1, c[1], 64);
+    _tile_stored(2, c[2], 64);
+    _tile_stored(3, c[3], 64);
+}
+
 // C tiles 0-3 += chunks [0, chunks) of two groups' A parts (w0, w1) by two tiles of x (b0, b1): per chunk in
 // increasing order, each part high first, the 2 x 2 products (tiles 4-7 hold the operands). The parts and factored
 // orders share it.
@@ -340,22 +397,13 @@ void tiles_2x2(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_t 
                bool first, float *const c[4]) {
     asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
     if (first) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        zero_c_tiles();
     } else {
-        _tile_loadd(0, c[0], 64);
-        _tile_loadd(1, c[1], 64);
-        _tile_loadd(2, c[2], 64);
-        _tile_loadd(3, c[3], 64);
+        load_c_tiles(c);
     }
     tile_products_2x2<P>(w0, w1, b0, b1, chunks);
     tile_offset_products<OT>(m0, m1, x0, x1);
-    _tile_stored(0, c[0], 64);
-    _tile_stored(1, c[1], 64);
-    _tile_stored(2, c[2], 64);
-    _tile_stored(3, c[3], 64);
+    store_c_tiles(c);
     asm volatile("" : : : "memory");
 }
 
@@ -383,28 +431,16 @@ void pair_step(Job &jb, int64_t pair, int64_t g0, int64_t g1, const Tables &tabl
     }
 }
 
-// Runs the jobs' passes in the parts order: per pass, one parallel loop over the pairs of 16-feature groups,
-// each pair taking the pass in steps of PARTS_STEP chunks.
+// Runs the jobs' passes in the parts order: units are pairs of 16-feature groups, each taking the pass in steps of
+// PARTS_STEP chunks.
 template <typename F>
 void run_parts(std::vector<Job> &jbs, const Tables &table) {
-    std::vector<int64_t> first(jbs.size() + 1, 0);
-    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + (jbs[i].groups + 1) / 2;
-    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
-    for (int64_t p0 = 0; p0 < chunks; p0 += K_BLOCK) {
-        const int64_t p1 = std::min(chunks, p0 + K_BLOCK);
-        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
-            PartWeights wt(Parts<F>::value);
-            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
-            configure_parts();
-            for (int64_t u = u0; u < u1; ++u) {
-                while (u >= first[i + 1]) ++i;
-                for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) {
-                    pair_step<F>(jbs[i], u - first[i], g0, std::min(p1, g0 + PARTS_STEP), table, wt);
-                }
-            }
-            _tile_release();
-        });
-    }
+    run_passes<2>(jbs, configure_parts, [] { return PartWeights(Parts<F>::value); },
+                  [&](Job &jb, int64_t pair, int64_t p0, int64_t p1, PartWeights &wt) {
+                      for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) {
+                          pair_step<F>(jb, pair, g0, std::min(p1, g0 + PARTS_STEP), table, wt);
+                      }
+                  });
 }
 
 // The factored order.
@@ -519,25 +555,13 @@ void tiles_block(const Vec *w0, const Vec *w1, const uint32_t *b0, const uint32_
                  const Vec (*m0)[FEATURES], const Vec (*m1)[FEATURES], const uint32_t *x0, const uint32_t *x1,
                  float (*o)[256]) {
     asm volatile("" : : : "memory");  // the tile loads below read wt and bx (GCC's tileloadd has no memory clobber)
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    zero_c_tiles();
     tile_products_2x2<P>(w0, w1, b0, b1, PARTS_STEP);
-    _tile_stored(0, c[0], 64);
-    _tile_stored(1, c[1], 64);
-    _tile_stored(2, c[2], 64);
-    _tile_stored(3, c[3], 64);
+    store_c_tiles(c);
     if constexpr (OT > 0) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        zero_c_tiles();
         tile_offset_products<OT>(m0, m1, x0, x1);
-        _tile_stored(0, o[0], 64);
-        _tile_stored(1, o[1], 64);
-        _tile_stored(2, o[2], 64);
-        _tile_stored(3, o[3], 64);
+        store_c_tiles(o);
     }
     asm volatile("" : : : "memory");
 }
@@ -592,99 +616,47 @@ void pair_block(Job &jb, int64_t pair, int64_t i, const Tables &table, FactoredW
     drain(tiles - 2);
 }
 
-// Runs the jobs' passes in the factored order: per pass, one parallel loop over the pairs of 16-feature groups,
-// each pair taking the pass one 256-element block at a time.
+// Runs the jobs' passes in the factored order: units are pairs of 16-feature groups, each taking the pass one
+// 256-element block at a time.
 template <typename F>
 void run_factored(std::vector<Job> &jbs, const Tables &table) {
-    std::vector<int64_t> first(jbs.size() + 1, 0);
-    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + (jbs[i].groups + 1) / 2;
-    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
-    for (int64_t p0 = 0; p0 < chunks; p0 += K_BLOCK) {
-        const int64_t p1 = std::min(chunks, p0 + K_BLOCK);
-        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
-            FactoredWeights wt(Factored<F>::value);
-            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
-            configure_parts();
-            for (int64_t u = u0; u < u1; ++u) {
-                while (u >= first[i + 1]) ++i;
-                for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) pair_block<F>(jbs[i], u - first[i], g0 / PARTS_STEP, table, wt);
-            }
-            _tile_release();
-        });
-    }
+    run_passes<2>(jbs, configure_parts, [] { return FactoredWeights(Factored<F>::value); },
+                  [&](Job &jb, int64_t pair, int64_t p0, int64_t p1, FactoredWeights &wt) {
+                      for (int64_t g0 = p0; g0 < p1; g0 += PARTS_STEP) {
+                          pair_block<F>(jb, pair, g0 / PARTS_STEP, table, wt);
+                      }
+                  });
 }
 
-// The scaled order's passes (see matmul_amx).
+// The scaled order's passes (see matmul_amx): units are single 16-feature groups.
 template <typename F>
 void run_scaled(std::vector<Job> &jbs, const Tables &table) {
-    std::vector<int64_t> first(jbs.size() + 1, 0);
-    for (size_t i = 0; i < jbs.size(); ++i) first[i + 1] = first[i] + jbs[i].groups;
-    const int64_t chunks = jbs.empty() ? 0 : jbs[0].chunks;
-    for (int64_t g0 = 0; g0 < chunks; g0 += K_BLOCK) {
-        const int64_t g1 = std::min(chunks, g0 + K_BLOCK);
-        at::parallel_for(0, first.back(), 1, [&](int64_t u0, int64_t u1) {
-            Weights wt(K_BLOCK);
-            int64_t i = std::upper_bound(first.begin(), first.end(), u0) - first.begin() - 1;
-            configure();
-            for (int64_t u = u0; u < u1; ++u) {
-                while (u >= first[i + 1]) ++i;
-                group<F>(jbs[i], u - first[i], g0, g1, table, wt);
-            }
-            _tile_release();
-        });
-    }
+    run_passes<1>(jbs, configure, [] { return Weights(K_BLOCK); },
+                  [&](Job &jb, int64_t group_index, int64_t p0, int64_t p1, Weights &wt) {
+                      group<F>(jb, group_index, p0, p1, table, wt);
+                  });
 }
 
-// The types of each order: GGUF type id, struct.
-#define GGUF_AMX_SCALED_TYPES(X) \
-    X(8, Q8_0)
-#define GGUF_AMX_PARTS_TYPES(X) \
-    X(2, Q4_0)                  \
-    X(3, Q4_1)                  \
-    X(7, Q5_1)                  \
-    X(6, Q5_0)                  \
-    X(20, IQ4_NL)               \
-    X(39, MXFP4)                \
-    X(40, NVFP4)                \
-    X(41, Q1_0)                 \
-    X(42, Q2_0)
-#define GGUF_AMX_FACTORED_TYPES(X) \
-    X(10, Q2_K)                    \
-    X(11, Q3_K)                    \
-    X(12, Q4_K)                    \
-    X(13, Q5_K)                    \
-    X(14, Q6_K)                    \
-    X(16, IQ2_XXS)                 \
-    X(17, IQ2_XS)                  \
-    X(18, IQ3_XXS)                 \
-    X(19, IQ1_S)                   \
-    X(21, IQ3_S)                   \
-    X(22, IQ2_S)                   \
-    X(23, IQ4_XS)                  \
-    X(29, IQ1_M)                   \
-    X(34, TQ1_0)                   \
-    X(35, TQ2_0)
+// The types of each order.
+using ScaledTypes = Types<Q8_0>;
+using PartsTypes = Types<Q4_0, Q4_1, Q5_1, Q5_0, IQ4_NL, MXFP4, NVFP4, Q1_0, Q2_0>;
+using FactoredTypes = Types<Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, IQ3_S, IQ2_S, IQ4_XS, IQ1_M,
+                           TQ1_0, TQ2_0>;
 
 using RunFn = void (*)(std::vector<Job> &, const Tables &);
 
 // The kernel of a type's order, its tables, and which sums of x it takes for offsets (Sums::chunks: the parts
 // order's; otherwise the factored order's, for types with offsets).
 inline bool amx_kernel(int64_t qtype, RunFn *fn, Tables *table, Sums *sums = nullptr) {
-    switch (qtype) {
-#define GGUF_AMX_SCALED(ID, T) \
-    case ID: if (fn) *fn = run_scaled<T>, *table = T::tables(); return true;
-        GGUF_AMX_SCALED_TYPES(GGUF_AMX_SCALED)
-#undef GGUF_AMX_SCALED
-#define GGUF_AMX_PARTS(ID, T) \
-    case ID: if (fn) *fn = run_parts<T>, *table = T::tables(), *sums = Sums::chunks; return true;
-        GGUF_AMX_PARTS_TYPES(GGUF_AMX_PARTS)
-#undef GGUF_AMX_PARTS
-#define GGUF_AMX_FACTORED(ID, T) \
-    case ID: if (fn) *fn = run_factored<T>, *table = T::tables(); return true;
-        GGUF_AMX_FACTORED_TYPES(GGUF_AMX_FACTORED)
-#undef GGUF_AMX_FACTORED
-    }
-    return false;
+    return with_type(qtype, ScaledTypes{}, [&]<typename T>(std::type_identity<T>) {
+               if (fn) *fn = run_scaled<T>, *table = T::tables();
+           }) ||
+           with_type(qtype, PartsTypes{}, [&]<typename T>(std::type_identity<T>) {
+               if (fn) *fn = run_parts<T>, *table = T::tables(), *sums = Sums::chunks;
+           }) ||
+           with_type(qtype, FactoredTypes{}, [&]<typename T>(std::type_identity<T>) {
+               if (fn) *fn = run_factored<T>, *table = T::tables();
+           });
 }
 
 }  // namespace amx

@@ -1,4 +1,4 @@
-// The mat-vec tier on AMX (M <= 8 rows of bfloat16 x) for the types of GGUF_AMX_MATVEC_TYPES: the AMX parts
+// The mat-vec tier on AMX (M <= 8 rows of bfloat16 x) for the types of AmxMatvecTypes: the AMX parts
 // order of amx_kernels.h (same bits: C = +0, then C = TDPBF16PS(C, part p of chunk g, x of chunk g) for chunk g
 // = 0, 1, ... and part p high first; y = C [+ bias]), with a traversal for few rows: one B tile per chunk holds
 // every row of x (8 columns), the C tiles of a work item's feature groups stay in their registers across all of K,
@@ -26,7 +26,7 @@ inline void configure() {
     for (int i = 0; i < GROUPS; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 4 * ROWS;
     for (int i = 4; i < 6; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;
     for (int i = 6; i < 8; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 4 * ROWS;
-    _tile_loadconfig(&cfg);
+    amx::load_tile_config(cfg);
 }
 
 // x as B tiles: word bx[(g * 16 + k) * ROWS + m] = elements 32g + 2k, 32g + 2k + 1 of row m (zero for m >= M).
@@ -202,22 +202,16 @@ void run(const MatvecJob &job, const Tables &table) {
     });
 }
 
-// The types whose mat-vec tier runs on AMX where the CPU has it (GGUF type id, struct): a subset of
-// GGUF_AMX_PARTS_TYPES, where M = 8 ran about 2x faster than the float32 FMA order and M = 1 within about 20% of it
-// (benchmarks/AMX_MATVEC.md).
-#define GGUF_AMX_MATVEC_TYPES(X) \
-    X(39, MXFP4)
+// The types whose mat-vec tier runs on AMX where the CPU has it: a subset of amx::PartsTypes, where M = 8 ran about
+// 2x faster than the float32 FMA order and M = 1 within about 20% of it (benchmarks/AMX_MATVEC.md).
+using AmxMatvecTypes = Types<MXFP4>;
 
 using RunFn = void (*)(const MatvecJob &, const Tables &);
 
 inline bool kernel(int64_t qtype, RunFn *fn, Tables *table) {
-    switch (qtype) {
-#define GGUF_AMX_MV_CASE(ID, T) \
-    case ID: if (fn) *fn = run<T>, *table = T::tables(); return true;
-        GGUF_AMX_MATVEC_TYPES(GGUF_AMX_MV_CASE)
-#undef GGUF_AMX_MV_CASE
-    }
-    return false;
+    return with_type(qtype, AmxMatvecTypes{}, [&]<typename T>(std::type_identity<T>) {
+        if (fn) *fn = run<T>, *table = T::tables();
+    });
 }
 
 }  // namespace amx_mv

@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 #include <immintrin.h>
 
@@ -168,36 +169,48 @@ inline __m512 pair_scale(__m512 v, int c) {
 
 // Per block: the chunk scales a (and offsets b), ready for chunk_scale. Types with one chunk per block keep a
 // in a register.
-struct Q4_0 {
+
+// The types whose every chunk takes the block's f16 scale (a = d): a pointer into the half table, so each chunk's
+// scale is one broadcast load.
+struct DScale {
+    const float *a;
+};
+
+struct DScaled {
+    using Scales = DScale;
+    template <typename B>
+    static Scales scales(const B *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
+    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
+};
+
+// One-chunk types whose codes are the 16 bytes at qs as indices into the 16-entry table lo in the Q4_0 element
+// order, a the block's one scale (Scales::a): Q4_0, Q4_1, IQ4_NL. MXFP4 spells them out: inherited, they change
+// GCC's code for its AMX mat-vec loop (amx_matvec.h's work_item).
+struct NibbleCodes {
+    template <typename B>
+    static __m512i codes(const B *b, int, const Tables &t) {
+        return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo);
+    }
+    template <typename B, typename S>
+    static ChunkWeights weights(const B *b, int, const Tables &t, const S &s) {
+        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
+    }
+};
+
+struct Q4_0 : DScaled, NibbleCodes {
     using Block = block_q4_0;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
-    struct Scales {
-        const float *a;
-    };
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
-    static __m512i codes(const Block *b, int, const Tables &t) {
-        return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo);
-    }
-    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
-        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
-    }
     static Tables tables() {
         static constexpr IotaTable<8, 16> v;  // q - 8
         return {bf16_table(v.v, 16), _mm512_setzero_si512(), &scale_tables()};
     }
 };
 
-struct Q8_0 {
+struct Q8_0 : DScaled {
     using Block = block_q8_0;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
-    struct Scales {
-        const float *a;
-    };
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &) {
         const __m128i *q = reinterpret_cast<const __m128i *>(b->qs);
         const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q)));
@@ -255,13 +268,22 @@ inline NibbleIndices k_nibble_indices(const uchar *qs, int c) {
     return {_mm512_srli_epi32(v, 4), _mm512_srli_epi32(odd, 4)};
 }
 
-struct Q4_K {
-    using Block = block_q4_k;
+// Q4_K and Q5_K's shared fields: k_scales, codes 0..31.
+template <typename B>
+struct KQuant {
+    using Block = B;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = true;
     using Scales = KScales;
     static Scales scales(const Block *b, const Tables &t) { return k_scales(b->d, b->dmin, b->scales, t); }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
+    static Tables tables() {
+        static constexpr IotaTable<0, 32> v;
+        return {bf16_table(v.v, 32), _mm512_setzero_si512(), &scale_tables()};
+    }
+};
+
+struct Q4_K : KQuant<block_q4_k> {
     static __m512i codes(const Block *b, int c, const Tables &t) {
         return _mm512_permutexvar_epi16(k_nibbles(b->qs, c), t.lo);
     }
@@ -270,19 +292,9 @@ struct Q4_K {
     static ChunkWeights weights(const Block *b, int c, const Tables &t, const Scales &s) {
         return nibble_table_weights(k_nibble_indices(b->qs, c), _mm512_set1_ps(s.a[c]), t.lo);
     }
-    static Tables tables() {
-        static constexpr IotaTable<0, 32> v;
-        return {bf16_table(v.v, 32), _mm512_setzero_si512(), &scale_tables()};
-    }
 };
 
-struct Q5_K {
-    using Block = block_q5_k;
-    static constexpr int QK = 256, CH = 8;
-    static constexpr bool OFFSET = true;
-    using Scales = KScales;
-    static Scales scales(const Block *b, const Tables &t) { return k_scales(b->d, b->dmin, b->scales, t); }
-    static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
+struct Q5_K : KQuant<block_q5_k> {
     // As Q4_K, plus bit c of qh[l] as the fifth bit of element l.
     static __m512i codes(const Block *b, int c, const Tables &t) {
         const __m512i q = k_nibbles(b->qs, c);
@@ -304,7 +316,6 @@ struct Q5_K {
                                                     fifth, 0xCA);  // mask ? nibbles : fifth, bitwise
         return {_mm512_permutex2var_ps(lo, u, hi), _mm512_permutex2var_ps(lo, _mm512_bsrli_epi128(u, 1), hi)};
     }
-    static Tables tables() { return Q4_K::tables(); }
 };
 
 // Q6_K: chunk c = 4h + k is elements 128h + 32k + l (l < 32): low 4 bits from ql[64h + 32(k % 2) + l] (low
@@ -497,15 +508,10 @@ struct Q2_K {
 };
 
 // TQ2_0: codes k_crumbs - 1, one scale d.
-struct TQ2_0 {
+struct TQ2_0 : DScaled {
     using Block = block_tq2_0;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    struct Scales {
-        const float *a;
-    };
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int c, const Tables &t) { return _mm512_permutexvar_epi16(k_crumbs(b->qs, c), t.lo); }
     static Tables tables() {
         static constexpr IotaTable<1, 4> v;
@@ -522,10 +528,6 @@ inline __m512i fifth_bit(const B *b, __m512i q) {
     return _mm512_mask_add_epi16(q, qh, q, _mm512_set1_epi16(16));
 }
 
-struct DScale {
-    const float *a;
-};
-
 // Q4_1, Q5_1: the subtracted offsets (-m) of blocks b[0..7] (lanes past `live` zero), from their m fields.
 template <typename B>
 inline __m256 minus_m8(const B *b, __mmask8 live) {
@@ -536,7 +538,7 @@ inline __m256 minus_m8(const B *b, __mmask8 live) {
 }
 
 template <typename B, int FIRST, int COUNT>
-struct Legacy {
+struct Legacy : DScaled {
     using Block = B;
     static constexpr int QK = 32, CH = 1;
     static Tables tables() {
@@ -545,23 +547,13 @@ struct Legacy {
     }
 };
 
-struct Q4_1 : Legacy<block_q4_1, 0, 16> {
+struct Q4_1 : Legacy<block_q4_1, 0, 16>, NibbleCodes {
     static constexpr bool OFFSET = true;
-    using Scales = DScale;
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
     static __m256 offsets8(const Block *b, __mmask8 live) { return minus_m8(b, live); }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
-    static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
-    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
-        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
-    }
 };
 
 struct Q5_0 : Legacy<block_q5_0, -16, 32> {
     static constexpr bool OFFSET = false;
-    using Scales = DScale;
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) {
         return _mm512_permutexvar_epi16(fifth_bit(b, nibbles_lo_hi(b->qs)), t.lo);
     }
@@ -569,27 +561,17 @@ struct Q5_0 : Legacy<block_q5_0, -16, 32> {
 
 struct Q5_1 : Legacy<block_q5_1, 0, 32> {
     static constexpr bool OFFSET = true;
-    using Scales = DScale;
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
     static __m256 offsets8(const Block *b, __mmask8 live) { return minus_m8(b, live); }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int, const Tables &t) {
         return _mm512_permutexvar_epi16(fifth_bit(b, nibbles_lo_hi_vpermb(b->qs)), t.lo);
     }
 };
 
 // IQ4_NL: weights by nibble_table_weights (codes() stays for the AMX tier).
-struct IQ4_NL {
+struct IQ4_NL : DScaled, NibbleCodes {
     using Block = block_iq4_nl;
     static constexpr int QK = 32, CH = 1;
     static constexpr bool OFFSET = false;
-    using Scales = DScale;
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
-    static __m512i codes(const Block *b, int, const Tables &t) { return _mm512_permutexvar_epi16(nibbles_lo_hi(b->qs), t.lo); }
-    static ChunkWeights weights(const Block *b, int, const Tables &t, const Scales &s) {
-        return nibble_table_weights(b->qs, _mm512_set1_ps(*s.a), t.lo);
-    }
     static Tables tables() { return {bf16_table(kvalues_iq4nl, 16), _mm512_setzero_si512(), &scale_tables()}; }
 };
 
@@ -837,13 +819,10 @@ struct IQ3_S {
 };
 
 // Q1_0: chunk c is the bits of the u32 at qs[4c]: q = +1 where set, -1 where clear; a = d.
-struct Q1_0 {
+struct Q1_0 : DScaled {
     using Block = block_q1_0;
     static constexpr int QK = 128, CH = 4;
     static constexpr bool OFFSET = false;
-    using Scales = DScale;
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int c, const Tables &) {
         uint32_t bits;
         std::memcpy(&bits, b->qs + 4 * c, 4);
@@ -853,13 +832,10 @@ struct Q1_0 {
 };
 
 // Q2_0: chunk c: element j is (qs[8c + j / 4] >> 2 (j % 4)) & 3, q = that - 1; a = d.
-struct Q2_0 {
+struct Q2_0 : DScaled {
     using Block = block_q2_0;
     static constexpr int QK = 64, CH = 2;
     static constexpr bool OFFSET = false;
-    using Scales = DScale;
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int c, const Tables &t) { return _mm512_permutexvar_epi16(crumbs32(b->qs + 8 * c), t.lo); }
     static Tables tables() {
         static constexpr IotaTable<1, 4> v;
@@ -948,13 +924,20 @@ inline __m512i iq1_chunk_codes(const Tables &t, const RowOffsets32 &rows, int c)
     return grid_rows8(t.grid, o[0], o[1], o[2], o[3]);
 }
 
-// IQ1_S: chunk g, h = qh[g]: rows qs[4g + l] | ((h >> 3l) & 7) << 8, dl = d * (2 ((h >> 12) & 7) + 1), bit 15 of h
-// the chunk's delta sign.
-struct IQ1_S {
-    using Block = block_iq1_s;
+// IQ1_S and IQ1_M's shared fields: chunk c's codes are the IQ1Rows rows at the block's row offsets.
+template <typename B, typename S>
+struct IQ1Grid {
+    using Block = B;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    using Scales = IQ1SScales;
+    using Scales = S;
+    static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) { return iq1_chunk_codes(t, s.rows, c); }
+    static Tables tables() { return iq1_tables(); }
+};
+
+// IQ1_S: chunk g, h = qh[g]: rows qs[4g + l] | ((h >> 3l) & 7) << 8, dl = d * (2 ((h >> 12) & 7) + 1), bit 15 of h
+// the chunk's delta sign.
+struct IQ1_S : IQ1Grid<block_iq1_s, IQ1SScales> {
     static Scales scales(const Block *b, const Tables &t) {
         const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b->qh));
         const __m256i h = _mm256_cvtepu16_epi32(qh);
@@ -978,20 +961,12 @@ struct IQ1_S {
         return s;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return _mm512_set1_ps(s.a[c]); }
-    static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) {
-        return iq1_chunk_codes(t, s.rows, c);
-    }
-    static Tables tables() { return iq1_tables(); }
 };
 
 // IQ1_M: d is the half of the top nibbles of the 4 u16 scale words sc[0..3]; sub-block j: dl = d * (2 ((sc[j / 4]
 // >> 3 (j % 4)) & 7) + 1). Chunk g, row l: n = nibble l of the u16 at qh[2g]: row qs[4g + l] | (n & 7) << 8, n & 8
 // the row's delta sign (so qs[4g + l] | n << 8 is the IQ1Rows index).
-struct IQ1_M {
-    using Block = block_iq1_m;
-    static constexpr int QK = 256, CH = 8;
-    static constexpr bool OFFSET = false;
-    using Scales = IQ1MScales;
+struct IQ1_M : IQ1Grid<block_iq1_m, IQ1MScales> {
     static Scales scales(const Block *b, const Tables &t) {
         uint64_t sc;
         std::memcpy(&sc, b->scales, 8);
@@ -1013,22 +988,15 @@ struct IQ1_M {
         return s;
     }
     static __m512 chunk_scale(const Scales &s, int c) { return pair_scale(s.a, c); }
-    static __m512i codes(const Block *, int c, const Tables &t, const Scales &s) {
-        return iq1_chunk_codes(t, s.rows, c);
-    }
-    static Tables tables() { return iq1_tables(); }
 };
 
 // TQ1_0: base-3 digits, digit n of byte x = (((x * 3^n) & 0xFF) * 3) >> 8, q = digit - 1, a = d. Chunk c < 5: digit
 // c of qs[0..31]; c = 5, 6: digits 2(c - 5) and 2(c - 5) + 1 of qs[32..47]; c = 7: digit 4 of qs[32..47], then
 // word 16 + 4n + m = digit n of qh[m].
-struct TQ1_0 {
+struct TQ1_0 : DScaled {
     using Block = block_tq1_0;
     static constexpr int QK = 256, CH = 8;
     static constexpr bool OFFSET = false;
-    using Scales = DScale;
-    static Scales scales(const Block *b, const Tables &t) { return {t.scales->half + b->d.bits}; }
-    static __m512 chunk_scale(const Scales &s, int) { return _mm512_set1_ps(*s.a); }
     static __m512i codes(const Block *b, int c, const Tables &t) {
         constexpr int16_t pow3[5] = {1, 3, 9, 27, 81};
         __m512i x, pow;
@@ -1268,56 +1236,45 @@ void features(const MatvecJob &job, int64_t n0, int64_t n1, const Tables &table)
 
 using FeaturesFn = void (*)(const MatvecJob &, int64_t, int64_t, const Tables &);
 
-// Every type with a factored kernel: GGUF type id, struct.
-#define GGUF_MV_TYPES(X) \
-    X(2, Q4_0)           \
-    X(3, Q4_1)           \
-    X(6, Q5_0)           \
-    X(7, Q5_1)           \
-    X(8, Q8_0)           \
-    X(10, Q2_K)          \
-    X(11, Q3_K)          \
-    X(12, Q4_K)          \
-    X(13, Q5_K)          \
-    X(14, Q6_K)          \
-    X(16, IQ2_XXS)       \
-    X(17, IQ2_XS)        \
-    X(18, IQ3_XXS)       \
-    X(19, IQ1_S)         \
-    X(20, IQ4_NL)        \
-    X(21, IQ3_S)         \
-    X(22, IQ2_S)         \
-    X(23, IQ4_XS)        \
-    X(29, IQ1_M)         \
-    X(34, TQ1_0)         \
-    X(35, TQ2_0)         \
-    X(39, MXFP4)         \
-    X(40, NVFP4)         \
-    X(41, Q1_0)          \
-    X(42, Q2_0)
+// A list of type structs, and each struct's GGUF type id: its block's, from the generated list of types
+// (gguf_types.h), so no id is written twice.
+template <typename... Ts>
+struct Types {};
+
+template <typename B>
+constexpr int block_type_id = -1;
+#define GGUF_MV_BLOCK_ID(ID, NAME, QK, BYTES, SUB) \
+    template <> constexpr int block_type_id<block_##NAME> = ID;
+GGUF_FOR_EACH_QUANT_TYPE(GGUF_MV_BLOCK_ID)
+#undef GGUF_MV_BLOCK_ID
+
+template <typename F>
+constexpr int type_id = block_type_id<typename F::Block>;
+
+// Calls fn(std::type_identity<T>{}) for the struct T of the list whose type id is qtype; false if none is. The
+// one way the tiers map a run-time type id to their per-type functions.
+template <typename... Ts, typename Fn>
+inline bool with_type(int64_t qtype, Types<Ts...>, Fn &&fn) {
+    static_assert(((type_id<Ts> >= 0) && ...), "a type struct whose Block is not in gguf_types.h");
+    return ((qtype == type_id<Ts> && (fn(std::type_identity<Ts>{}), true)) || ...);
+}
+
+// Every type with a factored kernel.
+using MatvecTypes = Types<Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S,
+                          IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, IQ1_M, TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0, Q2_0>;
 
 inline bool factored(int64_t qtype, FeaturesFn *fn, Tables *table) {
-    switch (qtype) {
-#define GGUF_MV_CASE(ID, T) \
-    case ID:                 \
-        if (fn) *fn = features<T>, *table = T::tables(); \
-        return true;
-        GGUF_MV_TYPES(GGUF_MV_CASE)
-#undef GGUF_MV_CASE
-    }
-    return false;
+    return with_type(qtype, MatvecTypes{}, [&]<typename T>(std::type_identity<T>) {
+        if (fn) *fn = features<T>, *table = T::tables();
+    });
 }
 
 bool supports(int64_t qtype) { return factored(qtype, nullptr, nullptr); }
 
 int offset_span(int64_t qtype) {
-    switch (qtype) {
-#define GGUF_MV_SPAN(ID, T) \
-    case ID: return offset_span<T>();
-        GGUF_MV_TYPES(GGUF_MV_SPAN)
-#undef GGUF_MV_SPAN
-    }
-    return 0;
+    int span = 0;
+    with_type(qtype, MatvecTypes{}, [&]<typename T>(std::type_identity<T>) { span = offset_span<T>(); });
+    return span;
 }
 
 bool offsets(int64_t qtype) { return offset_span(qtype) != 0; }

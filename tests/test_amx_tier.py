@@ -30,8 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_amx = pytest.mark.skipif(not AMX, reason="the AMX tier needs AMX-BF16 (and no GGUF_DEQUANT_CPU_ISA)")
 
 
-# The types of the parts order (cpu/amx_kernels.h GGUF_AMX_PARTS_TYPES) and their bfloat16 parts per weight, and of
-# the factored order (GGUF_AMX_FACTORED_TYPES) and their bfloat16 parts per code c = a / d; Q8_0 takes the scaled
+# The types of the parts order (cpu/amx_kernels.h amx::PartsTypes) and their bfloat16 parts per weight, and of
+# the factored order (amx::FactoredTypes) and their bfloat16 parts per code c = a / d; Q8_0 takes the scaled
 # order.
 PARTS = {"Q4_0": 2, "Q4_1": 2, "Q5_0": 2, "Q5_1": 2, "IQ4_NL": 3, "MXFP4": 1, "NVFP4": 1, "Q1_0": 2, "Q2_0": 2}
 FACTORED = {"Q2_K": 1, "Q3_K": 1, "Q4_K": 2, "Q5_K": 2, "Q6_K": 2, "IQ2_XXS": 2, "IQ2_XS": 2, "IQ3_XXS": 2,

@@ -30,12 +30,12 @@ U = 2.0 ** -24
 FACTORED = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS",
             "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0",
             "Q2_0"]
-# cpu/amx_kernels.h GGUF_AMX_SCALED_TYPES, GGUF_AMX_PARTS_TYPES, GGUF_AMX_FACTORED_TYPES
+# cpu/amx_kernels.h amx::ScaledTypes, amx::PartsTypes, amx::FactoredTypes
 AMX_TYPES = ["Q8_0",
              "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "MXFP4", "NVFP4", "Q1_0", "Q2_0",
              "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ3_S", "IQ2_S", "IQ4_XS",
              "IQ1_M", "TQ1_0", "TQ2_0"]
-# cpu/amx_matvec.h GGUF_AMX_MATVEC_TYPES: on AMX, M <= 8 rows of bfloat16 x take the AMX tier's order too
+# cpu/amx_matvec.h amx_mv::AmxMatvecTypes: on AMX, M <= 8 rows of bfloat16 x take the AMX tier's order too
 AMX_MATVEC_TYPES = ["MXFP4"]
 ROW_LIMIT = 8  # MAX_GEMV_ROWS
 
