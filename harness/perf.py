@@ -469,7 +469,7 @@ def main(argv=None) -> int:
         "of DRAM, L1, issue and threadgroup-memory time. Big launches trace a sample of their threadgroups (16 at "
         "M <= 8, 8 at M = 32, 4 at M = 512, 512 for mul_mat_id at T = 512; spread evenly over the grid) and "
         "extrapolate.\n",
-        f"Chips: " + "; ".join(f"{c.name} {c.cores} cores at {c.ghz} GHz, {c.dram_gbs:.0f} GB/s" for c in chips) + ".\n",
+        "Chips: " + "; ".join(f"{c.name} {c.cores} cores at {c.ghz} GHz, {c.dram_gbs:.0f} GB/s" for c in chips) + ".\n",
         "llama.cpp: " + ("its own Metal kernels (`ggml-metal/kernels/*.metal` of llama-cpp-python 0.3.36), run in the "
                          "harness with only the scripted edits of harness/llama_metal.py and its host code's geometry."
                          if why is None else f"not run ({why}).")

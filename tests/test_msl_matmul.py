@@ -431,7 +431,6 @@ def assert_within_bound(name, y, w, x, bias=None, kind="mm"):
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_kernels_match_model(name):
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
-    sub = launch.matmul_sub_elems(name)
     k_small, k_large = k_values(name)
     n = 7  # odd: a partial simdgroup and a partial threadgroup of weight rows
     for k, shapes in ((k_small, ((1, "mv"), (8, "mv"), (9, "mm"))),
