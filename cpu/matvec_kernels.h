@@ -1130,7 +1130,10 @@ inline void rows_features(const MatvecJob &job, int64_t n0, int64_t i0, int64_t 
             for (int f = 0; f < NF; ++f) w[f] = decode_chunk<F>(rows[f] + i, c, table, s[f]);
 #pragma GCC unroll 8
             for (int r = 0; r < R; ++r) {
-                const __m512 even = _mm512_loadu_ps(x[r] + 32 * g), odd = _mm512_loadu_ps(x[r] + 32 * g + 16);
+                __m512 even = _mm512_loadu_ps(x[r] + 32 * g), odd = _mm512_loadu_ps(x[r] + 32 * g + 16);
+                // In registers, loaded once for the NF features: GCC otherwise folds the load into each feature's
+                // FMA, and at R = 8 the x loads, not the FMAs, then bound the loop (7-15% at M = 8).
+                if constexpr (NF > 1) __asm__("" : "+v"(even), "+v"(odd));
 #pragma GCC unroll 8
                 for (int f = 0; f < NF; ++f) {
                     acc[r][f] = _mm512_fmadd_ps(w[f].odd, odd, _mm512_fmadd_ps(w[f].even, even, acc[r][f]));
