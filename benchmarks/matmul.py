@@ -345,9 +345,9 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def write_markdown(rows, moe, path: Path, wheres: dict, isas: dict, repeat: int, quick: bool,
-                   threads: int | None, cpu_time: bool) -> None:
+                   threads: int | None, cpu_time: bool, types: list[str]) -> None:
     opts = (" --quick" if quick else "") + (f" --threads {threads}" if threads else "") + (
-        " --cpu-time" if cpu_time else "")
+        " --cpu-time" if cpu_time else "") + ("" if types == TYPES else f" --types {','.join(types)}")
     clock = ("process CPU time of one thread: the time other jobs hold the core is left out; caches and DRAM "
              "bandwidth are still shared" if cpu_time else "wall-clock time")
     lines = [
@@ -446,7 +446,7 @@ def main(argv=None) -> int:
     types = [s.strip().upper() for s in args.types.split(",")]
     rows = bench_linear(k, ggmls, SHAPES[:1] if args.quick else SHAPES, types, args.repeat, args.quick)
     moe = [] if args.quick else bench_moe(k, types, args.repeat)
-    write_markdown(rows, moe, args.output, wheres, isas, args.repeat, args.quick, args.threads, args.cpu_time)
+    write_markdown(rows, moe, args.output, wheres, isas, args.repeat, args.quick, args.threads, args.cpu_time, types)
     chart(rows, chart_path(args.output))
     print(f"wrote {args.output}")
     return 0
