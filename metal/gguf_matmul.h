@@ -247,9 +247,9 @@ GGUF_MV_INLINE bool gguf_mv_row_scales(device const B *const thread *, uint, ush
     return false;
 }
 
-// The codes of a block part when the scales come from gguf_mv_row_scales (a and o are overwritten there):
-// gguf_mv_codes, unless the type's gguf_mv_codes does per-block work that the scales replace besides decoding a
-// and o (then the type overloads this).
+// The codes (and a, o) of a block part in the mat-vec tier: gguf_mv_codes, unless a type with lane scales does
+// per-block work in gguf_mv_codes that its gguf_mv_row_scales replaces besides decoding a and o (then the type
+// overloads this; a and o are overwritten from the row scales).
 template <typename B, typename T>
 GGUF_MV_INLINE void gguf_mv_lane_codes(device const B *b, ushort part, T table, thread float4 *q, thread float *a,
                                        thread float *o) {
@@ -548,8 +548,8 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
                 float4 q[QUADS];
                 float a[RUNS];
                 float o[RUNS];
+                gguf_mv_lane_codes(rows[r] + ib, part, table, q, a, o);
                 if (gguf_mv_lane_scales<B>::value) {
-                    gguf_mv_lane_codes(rows[r] + ib, part, table, q, a, o);
                     if (rescale) {
                         gguf_mv_rescale_codes(rows[r] + ib, part, q);
                     }
@@ -558,8 +558,6 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
                         a[u] = scales[r][u];
                         o[u] = offsets[r][u];
                     }
-                } else {
-                    gguf_mv_codes(rows[r] + ib, part, table, q, a, o);
                 }
                 gguf_mv_decode<QUADS, RUNS, OFFSET>(q, a, o);
                 if (live) {
@@ -573,11 +571,7 @@ GGUF_MV_INLINE void gguf_mv_accumulate(gguf_factored_core<B, QK, PARTS, QUADS, R
         float o[R][RUNS];
 #pragma unroll
         for (uint r = 0; r < R; ++r) {
-            if (gguf_mv_lane_scales<B>::value) {
-                gguf_mv_lane_codes(rows[r] + ib, part, table, q[r], a[r], o[r]);
-            } else {
-                gguf_mv_codes(rows[r] + ib, part, table, q[r], a[r], o[r]);
-            }
+            gguf_mv_lane_codes(rows[r] + ib, part, table, q[r], a[r], o[r]);
         }
         if (gguf_mv_lane_scales<B>::value && gguf_mv_row_scales<R, RUNS>(rows, ib, part, lane, a, o)) {
 #pragma unroll
